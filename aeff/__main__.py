@@ -1,0 +1,3 @@
+from aeff.app import main
+
+main()

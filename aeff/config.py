@@ -1,0 +1,117 @@
+"""The config schema and its validation, kept free of JAX so bad input fails in a second.
+
+Hydra types the top-level keys at compose time (``aeff_schema`` below). Each
+workload and submission types its own node with a dataclass named by the node's
+``_target_``; :func:`build` checks a node against it before any data or device is
+touched.
+"""
+
+import dataclasses
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra.utils
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key and what is allowed."""
+
+
+@dataclass
+class TrialConfig:
+    workload: Any = None
+    submission: Any = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    logging: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 0
+    rng_seed: int | None = None
+    stop_at_target: bool = True
+    max_steps: int | None = None
+    eval_every_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
+        require(
+            self.rng_seed is None or 0 <= self.rng_seed < 2**32,
+            "rng_seed",
+            "null or an integer in [0, 2**32)",
+            self.rng_seed,
+        )
+        for key in ("max_steps", "eval_every_steps"):
+            value = getattr(self, key)
+            require(value is None or value > 0, key, "null or a positive integer", value)
+
+
+def require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    """Raise a ConfigError naming `key` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}.")
+
+
+def require_positive_finite(key: str, value: float) -> None:
+    require(math.isfinite(value) and value > 0, key, "a finite number > 0", value)
+
+
+def require_fraction(key: str, value: float) -> None:
+    require(math.isfinite(value) and 0 <= value < 1, key, "a number in [0, 1)", value)
+
+
+def structured(schema: type, values: Any, key: str = "") -> Any:
+    """`values` as an instance of dataclass `schema`, typed by OmegaConf; errors name `key`."""
+    prefix = f"{key}." if key else ""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(merged)
+    except ConfigError as error:
+        raise ConfigError(f"{prefix}{error}") from None
+    except OmegaConfBaseException as error:
+        sub_key = getattr(error, "full_key", "") or ""
+        message = str(error).splitlines()[0]
+        if "not in" in message:  # an unknown key: say which ones exist
+            names = ", ".join(f.name for f in dataclasses.fields(schema))
+            message = f"{message}; the keys of {key or 'the config'} are: {names}"
+        raise ConfigError(f"{prefix}{sub_key}: {message}") from None
+
+
+def build(node: Any, key: str) -> Any:
+    """Instantiate the dataclass that `node["_target_"]` names, with `node`'s other keys."""
+    values = dict(
+        OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    )
+    target = values.pop("_target_", None)
+    if not target:
+        raise ConfigError(f"{key} has no _target_: choose an option of the {key} config group.")
+    try:
+        schema = hydra.utils.get_class(target)
+    except Exception as error:
+        raise ConfigError(f"{key}._target_={target!r} cannot be imported: {error}") from None
+    return structured(schema, values, key)
+
+
+def validate_trial(cfg: DictConfig) -> TrialConfig:
+    """The top-level keys, typed and range-checked; component nodes stay plain dicts."""
+    return structured(TrialConfig, cfg)
+
+
+def draw_seed() -> int:
+    return secrets.randbits(31)
+
+
+def _unique_suffix() -> str:
+    """Keeps two runs started in the same second, on any host, out of one directory."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def register() -> None:
+    """Make the schema and resolvers known to Hydra; call before composing."""
+    ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
+    OmegaConf.register_new_resolver(
+        "aeff.unique_suffix", _unique_suffix, use_cache=True, replace=True
+    )

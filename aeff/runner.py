@@ -1,0 +1,189 @@
+"""One trial: AlgoPerf's budget, evaluation and target rules around the compiled steps.
+
+Only data selection and the update count against the budget; compilation happens
+before the clock starts, and evaluations are timed separately.
+"""
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aeff import steps
+from aeff.config import ConfigError
+from aeff.progress import Progress
+from aeff.spec import InputStream, Submission, Workload
+
+log = logging.getLogger(__name__)
+
+EvalRow = dict[str, Any]
+
+
+@dataclasses.dataclass
+class TrialResult:
+    status: str  # "completed", or "diverged" when the loss became NaN or infinite
+    goal_reached: bool
+    time_to_target: float | None  # submission time at the first evaluation on target
+    global_step: int
+    accumulated_submission_time: float
+    accumulated_eval_time: float
+    wall_time: float
+    compile_time: float  # spent before the clock started, not charged to the budget
+    num_evals: int
+    rng_seed: int
+    final_metrics: dict[str, float]
+
+
+def run_trial(
+    workload: Workload,
+    submission: Submission,
+    hparams: Any,
+    rng_seed: int,
+    *,
+    stop_at_target: bool = True,
+    max_steps: int | None = None,
+    eval_every_steps: int | None = None,
+    on_eval: Callable[[EvalRow], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> TrialResult:
+    """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end."""
+    mesh = steps.device_mesh()
+    num_devices = mesh.devices.size
+    batch_size = submission.get_batch_size(workload.name)
+    if batch_size % num_devices:
+        raise ConfigError(
+            f"batch_size={batch_size} does not divide over the {num_devices} local devices: "
+            f"use a multiple of {num_devices}."
+        )
+    splits = workload.load_splits()
+    num_train = len(splits.train.labels)
+    if batch_size > num_train:
+        raise ConfigError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
+    steps_per_epoch = num_train // batch_size
+
+    init_rng, optimizer_rng, shuffle_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 4)
+    params = workload.init_params(init_rng)
+    optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
+    state = steps.replicate(steps.TrainState(jnp.int32(0), params, optimizer_state), mesh)
+    stream = steps.replicate(
+        InputStream(splits.train.inputs, splits.train.labels, np.arange(num_train, dtype=np.int32)),
+        mesh,
+    )
+    shuffle_rng, step_rng = steps.replicate((shuffle_rng, step_rng), mesh)
+    eval_splits = {
+        name: steps.shard_for_eval(split, workload.eval_batch_size, mesh)
+        for name, split in (("validation", splits.validation), ("test", splits.test))
+    }
+    train_step, shuffle, evaluate = (
+        steps.train_step(workload, submission),
+        steps.shuffle(),
+        steps.evaluate(workload),
+    )
+
+    compile_start = clock()
+    jax.block_until_ready(
+        (
+            train_step(state, stream, step_rng),
+            shuffle(stream, shuffle_rng, state.global_step),
+            evaluate(state.params, eval_splits["validation"]),
+        )
+    )
+    compile_time = clock() - compile_start
+
+    global_start_time, start = time.time(), clock()
+    submission_time = eval_time = 0.0
+    global_step, last_eval_step, last_eval_end = 0, -1, -math.inf
+    train_loss_sum, train_loss_count = 0.0, 0
+    goal_reached, time_to_target, is_time_remaining = False, None, True
+    status, last_row, num_evals = "completed", {}, 0
+    progress = Progress(workload.max_allowed_runtime_sec)
+
+    def run_evaluation() -> None:
+        nonlocal eval_time, goal_reached, time_to_target, last_eval_step, last_eval_end
+        nonlocal train_loss_sum, train_loss_count, last_row, num_evals
+        eval_start = clock()
+        metrics = {"train.loss": train_loss_sum / max(train_loss_count, 1)}
+        for name, split in eval_splits.items():
+            means = jax.device_get(evaluate(state.params, split))
+            metrics.update({f"{name}.{metric}": float(v[0]) for metric, v in means.items()})
+        eval_time += clock() - eval_start
+        if not goal_reached and workload.has_reached_goal(metrics):
+            goal_reached, time_to_target = True, submission_time
+        last_row = {
+            "global_step": global_step,
+            "epoch": global_step / steps_per_epoch,
+            "accumulated_submission_time": submission_time,
+            "accumulated_eval_time": eval_time,
+            "wall_time": clock() - start,
+            "global_start_time": global_start_time,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": batch_size,
+            "goal_reached": goal_reached,
+            "is_time_remaining": is_time_remaining,
+            **metrics,
+        }
+        num_evals += 1
+        progress.clear()
+        log.info(
+            "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
+            global_step,
+            submission_time,
+            eval_time,
+            workload.target_metric,
+            metrics[workload.target_metric],
+            metrics["validation.loss"],
+        )
+        if on_eval is not None:
+            on_eval(last_row)
+        train_loss_sum, train_loss_count = 0.0, 0
+        last_eval_step, last_eval_end = global_step, clock()
+
+    while (
+        is_time_remaining
+        and not (goal_reached and stop_at_target)
+        and (max_steps is None or global_step < max_steps)
+    ):
+        step_start = clock()
+        if global_step % steps_per_epoch == 0:
+            stream = shuffle(stream, shuffle_rng, state.global_step)
+        state, loss = train_step(state, stream, step_rng)
+        jax.block_until_ready(state)
+        submission_time += clock() - step_start
+        global_step += 1
+        loss = float(np.asarray(loss)[0])
+        train_loss_sum, train_loss_count = train_loss_sum + loss, train_loss_count + 1
+        is_time_remaining = submission_time < workload.max_allowed_runtime_sec
+        if not math.isfinite(loss):
+            status = "diverged"
+            log.warning("Diverged: training loss %s at step %d.", loss, global_step)
+            break
+        if (
+            global_step % eval_every_steps == 0
+            if eval_every_steps
+            else clock() - last_eval_end >= workload.eval_period_time_sec
+        ):
+            run_evaluation()
+        progress.update(global_step, submission_time)
+
+    if last_eval_step != global_step:
+        run_evaluation()
+    progress.clear()
+    return TrialResult(
+        status=status,
+        goal_reached=goal_reached,
+        time_to_target=time_to_target,
+        global_step=global_step,
+        accumulated_submission_time=submission_time,
+        accumulated_eval_time=eval_time,
+        wall_time=clock() - start,
+        compile_time=compile_time,
+        num_evals=num_evals,
+        rng_seed=rng_seed,
+        final_metrics={k: v for k, v in last_row.items() if "." in k},
+    )

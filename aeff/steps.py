@@ -1,0 +1,126 @@
+"""The compiled pieces of a trial, pmap-ed over every local device.
+
+Each factory is cached on its (hashable, frozen) workload and submission, so the
+trials of a sweep that differ only in hyperparameters reuse one compilation.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from aeff.spec import (
+    DEVICE_AXIS,
+    Batch,
+    HostSplit,
+    InputStream,
+    OptimizerState,
+    Params,
+    Submission,
+    Workload,
+)
+
+
+class TrainState(NamedTuple):
+    global_step: jax.Array
+    params: Params
+    optimizer_state: OptimizerState
+
+
+class EvalSplit(NamedTuple):
+    """A split cut into [devices, batches, batch] with a mask over the padding."""
+
+    batches: Batch
+    mask: jax.Array
+
+
+def device_mesh() -> Mesh:
+    return Mesh(np.array(jax.local_devices()), (DEVICE_AXIS,))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """One copy of every leaf on every device, laid out as pmap expects."""
+    sharding = NamedSharding(mesh, PartitionSpec(DEVICE_AXIS))
+    size = mesh.devices.size
+
+    def put(leaf: Any) -> jax.Array:
+        leaf = jnp.asarray(leaf)
+        return jax.device_put(jnp.broadcast_to(leaf, (size, *leaf.shape)), sharding)
+
+    return jax.tree.map(put, tree)
+
+
+def shard_for_eval(split: HostSplit, eval_batch_size: int, mesh: Mesh) -> EvalSplit:
+    """Pads `split` with masked examples so any size divides into the eval batches."""
+    num_devices = mesh.devices.size
+    per_device_batch = -(-eval_batch_size // num_devices)
+    chunk = num_devices * per_device_batch
+    size = len(split.labels)
+    padded = -(-size // chunk) * chunk
+    pad = padded - size
+    mask = np.concatenate([np.ones(size, np.float32), np.zeros(pad, np.float32)])
+    inputs = np.concatenate([split.inputs, np.zeros((pad, *split.inputs.shape[1:]), np.float32)])
+    labels = np.concatenate([split.labels, np.zeros(pad, split.labels.dtype)])
+
+    def layout(array: np.ndarray) -> np.ndarray:
+        return array.reshape(num_devices, -1, per_device_batch, *array.shape[1:])
+
+    sharding = NamedSharding(mesh, PartitionSpec(DEVICE_AXIS))
+    return jax.device_put(EvalSplit(Batch(layout(inputs), layout(labels)), layout(mask)), sharding)
+
+
+@functools.cache
+def train_step(
+    workload: Workload, submission: Submission
+) -> Callable[[TrainState, InputStream, jax.Array], tuple[TrainState, jax.Array]]:
+    """Data selection and update: everything charged to the submission's time."""
+
+    def step(state: TrainState, stream: InputStream, rng: jax.Array):
+        rng = jax.random.fold_in(rng, state.global_step)
+        selection_rng, update_rng = jax.random.split(rng)
+        batch = submission.data_selection(
+            workload,
+            stream,
+            state.params,
+            state.optimizer_state,
+            state.global_step,
+            selection_rng,
+        )
+        params, optimizer_state, loss = submission.update_params(
+            workload, state.params, state.optimizer_state, batch, update_rng
+        )
+        return TrainState(state.global_step + 1, params, optimizer_state), loss
+
+    return jax.pmap(step, axis_name=DEVICE_AXIS)
+
+
+@functools.cache
+def shuffle() -> Callable[[InputStream, jax.Array, jax.Array], InputStream]:
+    """A new epoch's order, the same on every device."""
+
+    def new_order(stream: InputStream, rng: jax.Array, global_step: jax.Array) -> InputStream:
+        rng = jax.random.fold_in(rng, global_step)
+        order = jax.random.permutation(rng, stream.labels.shape[0]).astype(jnp.int32)
+        return stream._replace(order=order)
+
+    return jax.pmap(new_order, axis_name=DEVICE_AXIS)
+
+
+@functools.cache
+def evaluate(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
+    """Mean metrics over a whole split, each device taking its share of the batches."""
+
+    def split_means(params: Params, split: EvalSplit) -> dict[str, jax.Array]:
+        per_batch = lax.map(
+            lambda xs: workload.eval_sums(params, xs[0], xs[1]), (split.batches, split.mask)
+        )
+        sums = jax.tree.map(jnp.sum, per_batch)
+        sums, count = lax.psum((sums, jnp.sum(split.mask)), DEVICE_AXIS)
+        return {name: total / count for name, total in sums.items()}
+
+    return jax.pmap(split_means, axis_name=DEVICE_AXIS)

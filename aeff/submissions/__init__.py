@@ -1,0 +1,1 @@
+"""Training algorithms: one module and one conf/submission YAML each."""

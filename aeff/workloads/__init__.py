@@ -1,0 +1,1 @@
+"""Workloads: one module and one conf/workload YAML each."""

@@ -1,0 +1,109 @@
+"""MNIST classification with AlgoPerf's MLP (784-128 sigmoid-10)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from aeff.config import require, require_positive_finite
+from aeff.spec import Batch, HostSplit, Params, Splits, Workload
+from aeff.workloads.mnist_data import load_mnist
+
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+# What an evaluation reports; train.loss is the mean training loss since the last one.
+METRIC_NAMES = (
+    "train.loss",
+    "validation.loss",
+    "validation.accuracy",
+    "test.loss",
+    "test.accuracy",
+)
+
+
+class Mlp(nn.Module):
+    hidden_width: int
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape((x.shape[0], -1))
+        x = nn.sigmoid(nn.Dense(self.hidden_width)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> HostSplit:
+    """Pixels / 255, then standardised with MNIST's mean and std; channel axis added."""
+    inputs = (images.astype(np.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD
+    return HostSplit(inputs[..., None], labels.astype(np.int32))
+
+
+@dataclass(frozen=True)
+class MnistWorkload(Workload):
+    name: ClassVar[str] = "mnist"
+
+    data_dir: str | None = None
+    idx_dir: str | None = None
+    split_seed: int = 0
+    num_validation: int = 10_000
+    hidden_width: int = 128
+    eval_batch_size: int = 2500
+    target_metric: str = "validation.accuracy"
+    target_value: float = 0.97
+    max_allowed_runtime_sec: float = 60.0
+    eval_period_time_sec: float = 0.5
+
+    def __post_init__(self) -> None:
+        require(
+            0 < self.num_validation < 60_000,
+            "num_validation",
+            "an integer in (0, 60000)",
+            self.num_validation,
+        )
+        for key in ("hidden_width", "eval_batch_size"):
+            require(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
+        for key in ("max_allowed_runtime_sec", "eval_period_time_sec"):
+            require_positive_finite(key, getattr(self, key))
+        require(
+            self.target_metric in METRIC_NAMES,
+            "target_metric",
+            f"one of {METRIC_NAMES}",
+            self.target_metric,
+        )
+        require(
+            np.isfinite(self.target_value), "target_value", "a finite number", self.target_value
+        )
+
+    def load_splits(self) -> Splits:
+        arrays = load_mnist(
+            Path(self.data_dir) if self.data_dir else None,
+            Path(self.idx_dir) if self.idx_dir else None,
+        )
+        order = np.random.default_rng(self.split_seed).permutation(len(arrays.train_labels))
+        validation, train = order[: self.num_validation], order[self.num_validation :]
+        return Splits(
+            train=_split(arrays.train_images[train], arrays.train_labels[train]),
+            validation=_split(arrays.train_images[validation], arrays.train_labels[validation]),
+            test=_split(arrays.test_images, arrays.test_labels),
+        )
+
+    def init_params(self, rng: jax.Array) -> Params:
+        return Mlp(self.hidden_width).init(rng, jnp.zeros((1, 28, 28, 1)))["params"]
+
+    def apply_model(self, params: Params, inputs: jax.Array) -> jax.Array:
+        return Mlp(self.hidden_width).apply({"params": params}, inputs)
+
+    def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+    def eval_sums(self, params: Params, batch: Batch, mask: jax.Array) -> dict[str, jax.Array]:
+        logits = self.apply_model(params, batch.inputs)
+        correct = jnp.argmax(logits, axis=-1) == batch.labels
+        return {
+            "loss": jnp.sum(self.loss(logits, batch.labels) * mask),
+            "accuracy": jnp.sum(correct * mask),
+        }

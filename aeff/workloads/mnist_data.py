@@ -1,0 +1,206 @@
+"""MNIST on disk: tfds `mnist`, prepared offline from IDX files, cached as numpy arrays.
+
+The first use imports TensorFlow to prepare (or read) tfds's `mnist`; it then
+saves the decoded arrays beside the tfds data, and every later trial loads those
+with numpy alone, in milliseconds.
+"""
+
+import gzip
+import hashlib
+import importlib.resources
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TFDS_NAME = "mnist"
+TFDS_VERSION = "3.0.1"  # tfds's MNIST builder version; its data lives in mnist/3.0.1
+CACHE_NAME = "aeff_arrays.npz"
+
+# sha256 of the decompressed content, IDX magic number and shape of each file.
+IDX_FILES = {
+    "train-images-idx3-ubyte": (
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        2051,
+        (60000, 28, 28),
+    ),
+    "train-labels-idx1-ubyte": (
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        2049,
+        (60000,),
+    ),
+    "t10k-images-idx3-ubyte": (
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        2051,
+        (10000, 28, 28),
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        2049,
+        (10000,),
+    ),
+}
+
+HOW_TO_FIX = (
+    "Give aeff the four standard MNIST IDX files (.gz or raw), e.g. "
+    "`workload.idx_dir=/path/to/mnist`, or point `workload.data_dir` at a folder where "
+    "tfds's `mnist` is prepared."
+)
+
+
+class DataError(RuntimeError):
+    """MNIST cannot be loaded; the message says which file and what to do."""
+
+
+class MnistArrays(NamedTuple):
+    train_images: np.ndarray  # uint8 [60000, 28, 28]
+    train_labels: np.ndarray  # uint8 [60000]
+    test_images: np.ndarray  # uint8 [10000, 28, 28]
+    test_labels: np.ndarray  # uint8 [10000]
+
+
+def default_data_dir() -> Path:
+    """tfds's own default, computed without importing tfds."""
+    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+def bundled_idx_dir() -> Path:
+    return Path(str(importlib.resources.files("aeff.workloads") / "mnist_idx"))
+
+
+def read_idx_file(idx_dir: Path, name: str) -> np.ndarray:
+    """One IDX file, checked against its known sha256 before it is trusted."""
+    expected_sha, _, shape = IDX_FILES[name]
+    path = idx_dir / f"{name}.gz"
+    if not path.exists():
+        path = idx_dir / name
+    if not path.exists():
+        raise DataError(f"MNIST file {name}(.gz) is missing from {idx_dir}. {HOW_TO_FIX}")
+    try:
+        content = path.read_bytes()
+        if path.suffix == ".gz":
+            content = gzip.decompress(content)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(
+            f"MNIST file {path} is unreadable, truncated or not gzip data ({error}). {HOW_TO_FIX}"
+        ) from None
+    if hashlib.sha256(content).hexdigest() != expected_sha:
+        raise DataError(
+            f"MNIST file {path} does not match the sha256 of the original {name}: it is "
+            f"truncated, altered or another file. {HOW_TO_FIX}"
+        )
+    header_bytes = 4 * (1 + len(shape))  # magic number, then one uint32 per dimension
+    return np.frombuffer(content, dtype=np.uint8, offset=header_bytes).reshape(shape)
+
+
+def read_idx_dir(idx_dir: Path) -> MnistArrays:
+    return MnistArrays(*(read_idx_file(idx_dir, name) for name in IDX_FILES))
+
+
+def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
+    """The MNIST arrays: from the cache, else from tfds (prepared from `idx_dir` if need be)."""
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    cache = data_dir / TFDS_NAME / TFDS_VERSION / CACHE_NAME
+    if cache.exists():
+        try:
+            with np.load(cache) as arrays:
+                return MnistArrays(**{k: arrays[k] for k in MnistArrays._fields})
+        except (OSError, ValueError, KeyError) as error:
+            raise DataError(
+                f"The MNIST cache {cache} is unreadable ({error}); delete it and run again."
+            ) from None
+    arrays = _read_through_tfds(data_dir, idx_dir)
+    _save_atomically(cache, arrays)
+    log.info("Cached MNIST arrays in %s; later trials skip TensorFlow.", cache)
+    return arrays
+
+
+def _read_through_tfds(data_dir: Path, idx_dir: Path | None) -> MnistArrays:
+    tfds = _import_tfds()
+    builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))
+    if not builder.is_prepared():
+        _prepare(tfds, builder, data_dir, idx_dir)
+        builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))  # reads the new split info
+    splits = {
+        split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        for split in ("train", "test")
+    }
+    return MnistArrays(
+        train_images=splits["train"]["image"][..., 0],
+        train_labels=splits["train"]["label"].astype(np.uint8),
+        test_images=splits["test"]["image"][..., 0],
+        test_labels=splits["test"]["label"].astype(np.uint8),
+    )
+
+
+def _prepare(tfds, builder, data_dir: Path, idx_dir: Path | None) -> None:
+    """Prepare tfds `mnist` from verified IDX files, or download it when there are none.
+
+    tfds checks the gzip bytes of the original mirrors, which re-compressed copies
+    don't match, so the offline builder feeds tfds the verified, decompressed files.
+    """
+    source = Path(idx_dir).expanduser() if idx_dir else bundled_idx_dir()
+    if idx_dir or (source / f"{next(iter(IDX_FILES))}.gz").exists():
+        arrays = read_idx_dir(source)  # refuses bad files before tfds writes anything
+        log.info("Preparing tfds mnist in %s from the IDX files in %s", data_dir, source)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, array in zip(IDX_FILES, arrays, strict=True):
+                _, magic, shape = IDX_FILES[name]
+                header = b"".join(n.to_bytes(4, "big") for n in (magic, *shape))
+                (Path(tmp) / name).write_bytes(header + array.tobytes())
+            _offline_builder(tfds, data_dir, Path(tmp)).download_and_prepare()
+        return
+    log.info("Downloading and preparing tfds mnist in %s", data_dir)
+    try:
+        builder.download_and_prepare()
+    except Exception as error:
+        raise DataError(
+            f"tfds mnist is not prepared in {data_dir}, no IDX files were found and the "
+            f"download failed ({type(error).__name__}). {HOW_TO_FIX}"
+        ) from error
+
+
+def _offline_builder(tfds, data_dir: Path, raw_dir: Path):
+    mnist_builder = type(tfds.builder(TFDS_NAME, data_dir=str(data_dir)))
+
+    class OfflineMnist(mnist_builder, skip_registration=True):
+        name = TFDS_NAME
+
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            return [
+                tfds.core.SplitGenerator(
+                    name=split,
+                    gen_kwargs=dict(
+                        num_examples=IDX_FILES[f"{prefix}-labels-idx1-ubyte"][2][0],
+                        data_path=str(raw_dir / f"{prefix}-images-idx3-ubyte"),
+                        label_path=str(raw_dir / f"{prefix}-labels-idx1-ubyte"),
+                    ),
+                )
+                for split, prefix in (("train", "train"), ("test", "t10k"))
+            ]
+
+    return OfflineMnist(data_dir=str(data_dir))
+
+
+def _import_tfds():
+    """tensorflow_datasets, with TensorFlow kept off every GPU and quiet."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tf.config.set_visible_devices([], "GPU")
+    tfds.disable_progress_bar()
+    return tfds
+
+
+def _save_atomically(path: Path, arrays: MnistArrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        np.savez(tmp, **arrays._asdict())
+    os.replace(tmp.name, path)

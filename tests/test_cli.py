@@ -1,0 +1,164 @@
+"""`python -m aeff` as a user runs it: from any folder, single runs, sweeps and bad input."""
+
+import re
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+from conftest import REPO, data_overrides, run_aeff
+
+FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
+
+
+def final_metrics(log_text: str) -> dict[str, float]:
+    line = [line for line in log_text.splitlines() if FINAL_LINE.search(line)][-1]
+    return {k: float(v) for k, v in re.findall(r"([a-z]+\.[a-z]+) ([0-9.]+)", line)}
+
+
+@pytest.mark.slow
+def test_single_run_trains_on_real_mnist(tmp_path, tfds_data_dir, mnist_idx_dir):
+    out = run_aeff(
+        [
+            *data_overrides(tfds_data_dir, mnist_idx_dir),
+            "workload.max_allowed_runtime_sec=2",
+            "stop_at_target=false",
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    log_text = (run_dir / "aeff.log").read_text()  # Hydra's job log, named after the job
+    assert log_text.count("validation.accuracy") >= 3  # a line per evaluation
+    assert final_metrics(log_text)["validation.accuracy"] >= 0.9
+
+
+@pytest.mark.slow
+def test_sweep_gives_one_run_dir_per_trial(tmp_path, tfds_data_dir, mnist_idx_dir):
+    out = run_aeff(
+        [
+            "-m",
+            "hparams.lr=1e-3,3e-3",
+            "max_steps=20",
+            *data_overrides(tfds_data_dir, mnist_idx_dir),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, lr in (("0", "0.001"), ("1", "0.003")):
+        overrides = (sweep_dir / job / ".hydra" / "overrides.yaml").read_text()
+        assert f"hparams.lr={lr}" in overrides
+        assert FINAL_LINE.search((sweep_dir / job / "aeff.log").read_text())
+
+
+@pytest.mark.slow
+def test_default_trial_reaches_the_target_on_two_devices(tmp_path, tfds_data_dir, mnist_idx_dir):
+    out = run_aeff(
+        [*data_overrides(tfds_data_dir, mnist_idx_dir), "rng_seed=0"],
+        tmp_path,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    log_text = (run_dir / "aeff.log").read_text()
+    assert "goal reached True" in log_text
+    assert log_text.count("| validation.accuracy") >= 15
+    assert final_metrics(log_text)["validation.accuracy"] >= 0.97
+
+
+def test_runs_started_together_get_their_own_dirs(tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aeff", "--cfg", "hydra", "-p", "hydra.run.dir"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    dirs = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(dirs) == 3
+    assert all(d.startswith("outputs/") for d in dirs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["workload=nope"], "Could not find 'workload/nope'"),
+        (["hparams.lr=abc"], "hparams.lr: Value 'abc'"),
+        (["batch_size=0"], "batch_size=0 is not allowed"),
+        (["workload.max_allowed_runtime_sec=-1"], "workload.max_allowed_runtime_sec=-1.0"),
+        (["foo=1"], "Key 'foo' not in"),
+        (["batch_size=1022"], "does not divide over the 4 local devices"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, args, message):
+    start = time.monotonic()
+    out = run_aeff(
+        args, tmp_path, timeout=60, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    )
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr
+    assert time.monotonic() - start < 30  # seconds, not a trial: nothing was loaded or trained
+
+
+def test_console_script_runs_the_same_app(tmp_path):
+    aeff = subprocess.run(
+        ["aeff", "--cfg", "job", "-p", "hparams"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    module = run_aeff(["--cfg", "job", "-p", "hparams"], tmp_path, timeout=60)
+    assert aeff.returncode == module.returncode == 0
+    assert aeff.stdout == module.stdout
+    assert "lr: 0.002" in aeff.stdout
+
+
+@pytest.mark.slow
+def test_regular_install_ships_the_configs_and_data(tmp_path):
+    """A wheel (not editable) holds conf/ and the IDX files, and runs from any folder."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path, REPO],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("aeff-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "aeff/conf/config.yaml" in names and "aeff/conf/workload/mnist.yaml" in names
+    assert "aeff/workloads/mnist_idx/train-images-idx3-ubyte.gz" in names
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, wheel],
+        check=True,
+        timeout=300,
+    )
+    code = (
+        "import aeff, aeff.workloads.mnist_data as d; print(aeff.__file__);"
+        "print(d.read_idx_dir(d.bundled_idx_dir()).test_labels.shape)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site)},
+        check=True,
+    )
+    assert out.stdout.splitlines() == [str(site / "aeff" / "__init__.py"), "(10000,)"]
+    out = subprocess.run(
+        [sys.executable, "-m", "aeff", "submission=nesterov", "--cfg", "job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site)},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "aeff.submissions.nesterov.Nesterov" in out.stdout

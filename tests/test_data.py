@@ -1,0 +1,132 @@
+"""MNIST import: real IDX files are verified, bad ones refused with the file named."""
+
+import gzip
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aeff.workloads import mnist_data
+from aeff.workloads.mnist import MnistWorkload
+from aeff.workloads.mnist_data import IDX_FILES, DataError, load_mnist, read_idx_dir
+
+# From the dataset's README: label counts of the train and test splits.
+TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture
+def idx_copy(tmp_path, mnist_idx_dir):
+    for name in IDX_FILES:
+        shutil.copy(mnist_idx_dir / f"{name}.gz", tmp_path)
+    return tmp_path
+
+
+def test_real_files_decode_to_the_known_shapes_and_labels(mnist_idx_dir):
+    arrays = read_idx_dir(mnist_idx_dir)
+    assert arrays.train_images.shape == (60000, 28, 28)
+    assert arrays.test_images.shape == (10000, 28, 28)
+    assert np.bincount(arrays.train_labels).tolist() == TRAIN_LABEL_COUNTS
+    assert np.bincount(arrays.test_labels).tolist() == TEST_LABEL_COUNTS
+
+
+def test_raw_files_are_accepted(idx_copy):
+    name = "t10k-labels-idx1-ubyte"
+    (idx_copy / name).write_bytes(gzip.decompress((idx_copy / f"{name}.gz").read_bytes()))
+    (idx_copy / f"{name}.gz").unlink()
+    assert np.bincount(read_idx_dir(idx_copy).test_labels).tolist() == TEST_LABEL_COUNTS
+
+
+def test_missing_file_is_named(idx_copy):
+    (idx_copy / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\(\.gz\) is missing"):
+        read_idx_dir(idx_copy)
+
+
+def test_truncated_file_is_named(idx_copy):
+    path = idx_copy / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz is unreadable, truncated"):
+        read_idx_dir(idx_copy)
+
+
+def test_altered_file_is_refused(idx_copy):
+    path = idx_copy / "train-images-idx3-ubyte.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[5000] ^= 0xFF
+    path.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz does not match the sha256"):
+        read_idx_dir(idx_copy)
+
+
+def test_wrong_file_is_refused(idx_copy):
+    shutil.copy(idx_copy / "t10k-labels-idx1-ubyte.gz", idx_copy / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz does not match"):
+        read_idx_dir(idx_copy)
+
+
+def test_no_data_and_no_network_says_what_to_do(tmp_path, monkeypatch):
+    """Nothing prepared, no IDX files bundled and a failing download: a clear error."""
+    monkeypatch.setattr(mnist_data, "bundled_idx_dir", lambda: tmp_path / "none")
+
+    class OfflineBuilder:
+        def download_and_prepare(self):
+            raise ConnectionError("no network")
+
+    with pytest.raises(DataError) as error:
+        mnist_data._prepare(None, OfflineBuilder(), tmp_path, None)
+    assert "download failed (ConnectionError)" in str(error.value)
+    assert "workload.idx_dir=" in str(error.value)
+
+
+def test_bad_files_are_refused_before_tfds_writes_anything(tmp_path, idx_copy):
+    (idx_copy / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz"):
+        mnist_data._prepare(None, None, tmp_path / "tfds", idx_copy)
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_prepared_data_loads_without_tensorflow(tfds_data_dir, mnist_idx_dir):
+    code = (
+        "import sys; from pathlib import Path; from aeff.workloads.mnist import MnistWorkload;"
+        "s = MnistWorkload(data_dir=sys.argv[1]).load_splits();"
+        "print(len(s.train.labels), len(s.validation.labels), len(s.test.labels),"
+        " 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, tfds_data_dir], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["50000", "10000", "10000", "False"]
+
+
+def test_splits_are_fixed_disjoint_and_normalised(tfds_data_dir, mnist_idx_dir):
+    arrays = load_mnist(tfds_data_dir, mnist_idx_dir)
+    raw = read_idx_dir(mnist_idx_dir)
+    for split in ("train", "test"):  # tfds holds the verified files' examples, reordered
+
+        def examples(a, split=split):
+            return sorted(
+                zip(
+                    map(bytes, getattr(a, f"{split}_images")),
+                    getattr(a, f"{split}_labels"),
+                    strict=True,
+                )
+            )
+
+        assert examples(arrays) == examples(raw)
+
+    splits = MnistWorkload(data_dir=str(tfds_data_dir)).load_splits()
+    again = MnistWorkload(data_dir=str(tfds_data_dir)).load_splits()
+    np.testing.assert_array_equal(splits.validation.inputs, again.validation.inputs)
+    np.testing.assert_allclose(
+        splits.test.inputs[..., 0], (arrays.test_images / 255.0 - 0.1307) / 0.3081, rtol=1e-6
+    )
+
+    def pixels(inputs):
+        return {r.tobytes() for r in np.rint((inputs * 0.3081 + 0.1307) * 255).astype(np.uint8)}
+
+    train, validation = pixels(splits.train.inputs), pixels(splits.validation.inputs)
+    assert train | validation == {r.tobytes() for r in raw.train_images}
+    assert len(train & validation) < 10  # MNIST repeats a handful of images
