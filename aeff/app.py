@@ -1,9 +1,11 @@
 """The Hydra app: compose and check the config, then run one trial and return its result."""
 
+import contextlib
 import dataclasses
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import hydra
@@ -11,6 +13,8 @@ from omegaconf import DictConfig
 
 from aeff import config
 from aeff.config import ConfigError
+from aeff.logging.callback import METADATA, record_error, run_dir
+from aeff.logging.metrics import MetricsCsv
 from aeff.spec import Submission, Workload
 from aeff.workloads.mnist_data import DataError
 
@@ -23,6 +27,7 @@ class Trial:
     submission: Submission
     hparams: Any
     settings: config.TrialConfig
+    rng_seed: int  # settings.rng_seed, or drawn when that is null
 
 
 def prepare(cfg: DictConfig) -> Trial:
@@ -33,21 +38,21 @@ def prepare(cfg: DictConfig) -> Trial:
         {**settings.submission, "batch_size": settings.batch_size}, "submission"
     )
     hparams = config.structured(submission.hparams_schema, settings.hparams, "hparams")
-    return Trial(workload, submission, hparams, settings)
+    seed = settings.rng_seed
+    if seed is None:
+        seed = config.draw_seed()
+        log.info("rng_seed=null: drew rng_seed=%d", seed)
+    return Trial(workload, submission, hparams, settings, seed)
 
 
 def run(trial: Trial, on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     from aeff.runner import run_trial  # imports JAX; kept out of config checking
 
-    seed = trial.settings.rng_seed
-    if seed is None:
-        seed = config.draw_seed()
-        log.info("rng_seed=null: drew rng_seed=%d", seed)
     result = run_trial(
         trial.workload,
         trial.submission,
         trial.hparams,
-        seed,
+        trial.rng_seed,
         stop_at_target=trial.settings.stop_at_target,
         max_steps=trial.settings.max_steps,
         eval_every_steps=trial.settings.eval_every_steps,
@@ -64,6 +69,25 @@ def run(trial: Trial, on_eval: Callable[[dict[str, Any]], None] | None = None) -
     return dataclasses.asdict(result)
 
 
+class TrialInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the trial; its records say `interrupted`."""
+
+
+@contextlib.contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into TrialInterrupted, which Hydra's callbacks see."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 config.register()
 
 
@@ -71,7 +95,14 @@ config.register()
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Run one trial; the returned result is what sweepers see."""
     try:
-        return run(prepare(cfg))
+        trial = prepare(cfg)
+        records = None
+        if trial.settings.logging.enabled:
+            records = MetricsCsv.for_run(cfg, trial.rng_seed)
+        with interrupts_raised():
+            return run(trial, on_eval=records)
     except (ConfigError, DataError) as error:
         log.error("%s", error)
+        if (run_dir() / METADATA).exists():
+            record_error(run_dir(), error)
         sys.exit(2)

@@ -24,11 +24,22 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoggingConfig:
+    """Switches of the records writer (aeff/logging); see conf/logging/."""
+
+    enabled: bool = True
+    system_metrics: bool = True  # cpu.*, mem.*, gpu.* ... columns in metrics.csv
+    packages: bool = True  # packages.txt
+    os_packages: bool = True  # OS packages in packages.txt (dpkg-query or rpm)
+    record_hostname: bool = False
+
+
+@dataclass
 class TrialConfig:
     workload: Any = None
     submission: Any = None
     hparams: dict[str, Any] = field(default_factory=dict)
-    logging: Any = None
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     meta: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 0
     rng_seed: int | None = None

@@ -60,7 +60,8 @@ def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        # A broken records writer only warns inside Hydra; make that fail the run.
+        env={**os.environ, "PYTHONWARNINGS": "error:Callback:UserWarning", **(env or {})},
     )
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import REPO, data_overrides, run_aeff
@@ -109,7 +110,7 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, args, message):
 
 def test_console_script_runs_the_same_app(tmp_path):
     aeff = subprocess.run(
-        ["aeff", "--cfg", "job", "-p", "hparams"],
+        [Path(sys.executable).with_name("aeff"), "--cfg", "job", "-p", "hparams"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

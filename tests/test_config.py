@@ -78,3 +78,9 @@ def test_unknown_keys_options_and_types_fail_at_composition(compose_config, over
 def test_infinite_hyperparameters_are_refused():
     with pytest.raises(ConfigError, match="lr"):
         AdamHParams(lr=math.inf)
+
+
+def test_null_seed_is_drawn_per_trial(compose_config):
+    seeds = {prepare(compose_config("rng_seed=null")).rng_seed for _ in range(3)}
+    assert len(seeds) == 3
+    assert prepare(compose_config("rng_seed=7")).rng_seed == 7

@@ -52,13 +52,6 @@ def test_same_seed_gives_the_same_metrics_bit_for_bit(short_trial):
     assert not out["tensorflow_imported"]
 
 
-def test_null_seed_is_drawn_and_returned(short_trial):
-    out = run_trial_json([*short_trial, "rng_seed=null", "max_steps=1"], repeat=2)
-    seeds = [run["result"]["rng_seed"] for run in out["runs"]]
-    assert all(isinstance(seed, int) for seed in seeds)
-    assert seeds[0] != seeds[1]
-
-
 def test_rows_follow_the_budget_rules(short_trial):
     rows = run_trial_json(short_trial)["runs"][0]["rows"]
     for earlier, later in itertools.pairwise(rows):

@@ -14,7 +14,6 @@ from aeff.config import require, require_positive_finite
 from aeff.spec import Batch, HostSplit, Params, Splits, Workload
 from aeff.workloads.mnist_data import load_mnist
 
-PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
 # What an evaluation reports; train.loss is the mean training loss since the last one.
 METRIC_NAMES = (
     "train.loss",
@@ -36,12 +35,6 @@ class Mlp(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-def _split(images: np.ndarray, labels: np.ndarray) -> HostSplit:
-    """Pixels / 255, then standardised with MNIST's mean and std; channel axis added."""
-    inputs = (images.astype(np.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD
-    return HostSplit(inputs[..., None], labels.astype(np.int32))
-
-
 @dataclass(frozen=True)
 class MnistWorkload(Workload):
     name: ClassVar[str] = "mnist"
@@ -50,6 +43,8 @@ class MnistWorkload(Workload):
     idx_dir: str | None = None
     split_seed: int = 0
     num_validation: int = 10_000
+    pixel_mean: float = 0.1307  # of pixels / 255
+    pixel_std: float = 0.3081
     hidden_width: int = 128
     eval_batch_size: int = 2500
     target_metric: str = "validation.accuracy"
@@ -66,7 +61,7 @@ class MnistWorkload(Workload):
         )
         for key in ("hidden_width", "eval_batch_size"):
             require(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("max_allowed_runtime_sec", "eval_period_time_sec"):
+        for key in ("max_allowed_runtime_sec", "eval_period_time_sec", "pixel_std"):
             require_positive_finite(key, getattr(self, key))
         require(
             self.target_metric in METRIC_NAMES,
@@ -86,10 +81,17 @@ class MnistWorkload(Workload):
         order = np.random.default_rng(self.split_seed).permutation(len(arrays.train_labels))
         validation, train = order[: self.num_validation], order[self.num_validation :]
         return Splits(
-            train=_split(arrays.train_images[train], arrays.train_labels[train]),
-            validation=_split(arrays.train_images[validation], arrays.train_labels[validation]),
-            test=_split(arrays.test_images, arrays.test_labels),
+            train=self._split(arrays.train_images[train], arrays.train_labels[train]),
+            validation=self._split(
+                arrays.train_images[validation], arrays.train_labels[validation]
+            ),
+            test=self._split(arrays.test_images, arrays.test_labels),
         )
+
+    def _split(self, images: np.ndarray, labels: np.ndarray) -> HostSplit:
+        """Pixels / 255, standardised, with a channel axis."""
+        inputs = (images.astype(np.float32) / 255.0 - self.pixel_mean) / self.pixel_std
+        return HostSplit(inputs[..., None], labels.astype(np.int32))
 
     def init_params(self, rng: jax.Array) -> Params:
         return Mlp(self.hidden_width).init(rng, jnp.zeros((1, 28, 28, 1)))["params"]

@@ -1,0 +1,48 @@
+"""Every trial's metrics.csv below a folder, in one table."""
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from aeff.logging.metrics import METRICS
+
+COMBINED = "all_metrics.csv"
+
+
+def complete_lines(path: Path) -> str:
+    """The file without a half-written last line (a trial may still be writing)."""
+    text = path.read_text()
+    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+
+
+def read_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
+    text = complete_lines(path)
+    if not text:
+        return pd.DataFrame()
+    frame = pd.read_csv(io.StringIO(text), dtype=str if as_text else None)
+    frame.insert(0, "run_dir", str(path.parent))
+    return frame
+
+
+def load_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
+    """All rows of the metrics.csv files at or below `path` (a CSV, run dir or sweep dir).
+
+    `as_text` keeps every value exactly as written (no int-to-float widening).
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob(METRICS))
+    frames = [f for f in (read_metrics(file, as_text) for file in files) if not f.empty]
+    return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+
+
+def concatenate_csvs(path: str | Path) -> Path:
+    """Write `PATH/all_metrics.csv`: every trial's rows, columns unioned, run dir kept."""
+    path = Path(path)
+    frame = load_metrics(path, as_text=True)
+    if frame.empty:
+        raise FileNotFoundError(f"No {METRICS} with complete rows below {path}.")
+    out = path / COMBINED
+    frame.to_csv(out.with_suffix(".tmp"), index=False)
+    out.with_suffix(".tmp").replace(out)
+    return out

@@ -1,0 +1,56 @@
+"""Facts about the machine and the code, for metadata.json."""
+
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from aeff.logging import system
+from aeff.logging.packages import redact
+
+
+def _git(*args: str, cwd: Path) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return redact(out.stdout.strip()) if out.returncode == 0 else ""
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
+    import jax
+
+    devices = jax.local_devices()
+    record = {
+        "python_version": platform.python_version(),
+        "python_compiler": platform.python_compiler(),
+        "os_platform": platform.platform(),
+        "git_branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd),
+        "git_commit_hash": _git("rev-parse", "HEAD", cwd=cwd),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=cwd)),
+        "cpu_model_name": cpu_model_name(),
+        "cpu_count": psutil.cpu_count(),
+        **system.gpu_facts(),
+        "jax_version": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "jax_device_count": len(devices),
+        "jax_devices": [str(device) for device in devices],
+        "command": [redact(arg) for arg in sys.argv],
+    }
+    if record_hostname:
+        record["hostname"] = socket.gethostname()
+    return record

@@ -1,0 +1,53 @@
+"""packages.txt: Python distributions and OS packages, with credentials redacted."""
+
+import importlib.metadata
+import json
+import re
+import shutil
+import subprocess
+
+CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`https://user:token@host/x` -> `https://***@host/x`."""
+    return CREDENTIALS.sub("***@", text)
+
+
+def python_packages() -> list[str]:
+    lines = set()
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name:
+            continue
+        line = f"{name}=={dist.version}"
+        direct_url = dist.read_text("direct_url.json")
+        if direct_url:
+            info = json.loads(direct_url)
+            if "vcs_info" in info or "archive_info" in info:
+                line = f"{name} @ {redact(info.get('url', ''))}"
+                if commit := info.get("vcs_info", {}).get("commit_id"):
+                    line += f"@{commit}"
+        lines.add(line)
+    return sorted(lines, key=str.lower)
+
+
+def os_packages() -> list[str]:
+    for command in (
+        ["dpkg-query", "-W", "-f=${Package}==${Version}\\n"],
+        ["rpm", "-qa", "--qf", "%{NAME}==%{VERSION}-%{RELEASE}\\n"],
+    ):
+        if shutil.which(command[0]):
+            out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            if out.returncode == 0:
+                return sorted(redact(line) for line in out.stdout.splitlines() if line)
+    return []
+
+
+def packages_text(include_os: bool) -> str:
+    lines = ["# Python packages", *python_packages(), "", "# OS packages"]
+    if not include_os:
+        lines.append("(not recorded: logging.os_packages=false)")
+    else:
+        lines.extend(os_packages() or ["(none found: no dpkg-query or rpm on this host)"])
+    return "\n".join(lines) + "\n"

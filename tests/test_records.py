@@ -1,0 +1,155 @@
+"""The pieces of the records: flattening, system metrics (fake NVML), packages, safe writes."""
+
+import csv
+import json
+import types
+
+import pytest
+from omegaconf import OmegaConf
+
+from aeff.logging import concatenate_csvs, packages, system
+from aeff.logging.files import append_csv_row, write_json_atomically
+from aeff.logging.flatten import flatten
+
+
+def test_flatten_nested_mappings_lists_and_omegaconf():
+    nested = OmegaConf.create({"a": {"b": [1, {"c": 2}]}, "d": "x"})
+    assert flatten(nested, "cfg") == {"cfg.a.b.0": 1, "cfg.a.b.1.c": 2, "cfg.d": "x"}
+    assert flatten({"lr": 0.1}) == {"lr": 0.1}
+
+
+class FakeNvml(types.SimpleNamespace):
+    """Two GPUs with fixed readings, in pynvml's API."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        super().__init__(inits=0)
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H100"
+
+    def nvmlSystemGetDriverVersion(self):
+        return "580.1"
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return types.SimpleNamespace(gpu=10 * (h + 1), memory=5 * (h + 1))
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return types.SimpleNamespace(total=80e9, used=(h + 1) * 1e9, free=80e9 - (h + 1) * 1e9)
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        return 40 + h
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return 100_000 * (h + 1)  # milliwatts
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    nvml = FakeNvml()
+    monkeypatch.setattr(system, "pynvml", nvml)
+    system._nvml_ready.cache_clear()
+    yield nvml
+    system._nvml_ready.cache_clear()
+
+
+def test_gpu_columns_from_nvml_with_two_devices(fake_nvml):
+    row = system.sample()
+    assert row["gpu.count"] == 2
+    assert row["gpu.0.compute.util"] == 10 and row["gpu.1.compute.util"] == 20
+    assert row["gpu.1.mem.used"] == 2e9 and row["gpu.0.mem.free"] == 79e9
+    assert row["gpu.0.temp.current"] == 40
+    assert row["gpu.1.power.watts"] == 200.0
+    assert row["gpu.avg.compute.util"] == 15 and row["gpu.avg.power.watts"] == 150.0
+    assert system.gpu_facts() == {
+        "gpu_model_name": "NVIDIA H100",
+        "gpu_count": 2,
+        "gpu_driver": "580.1",
+    }
+    assert fake_nvml.inits == 1  # NVML is initialised once per process
+
+
+def test_no_nvidia_gpu_gives_zero_gpus(monkeypatch):
+    class NoDriver(FakeNvml):
+        def nvmlInit(self):
+            raise self.NVMLError("no driver")
+
+    monkeypatch.setattr(system, "pynvml", NoDriver())
+    system._nvml_ready.cache_clear()
+    try:
+        assert system.sample()["gpu.count"] == 0
+        assert system.gpu_facts()["gpu_count"] == 0
+    finally:
+        system._nvml_ready.cache_clear()
+
+
+def test_host_columns_are_plausible():
+    system.prime()
+    row = system.sample()
+    assert row["mem.total"] > row["mem.available"] > 0
+    assert 0 <= row["mem.percent_used"] <= 100
+    assert 0 <= row["cpu.util.avg_percent_since_last"] <= 100
+    assert row["proc.rss_bytes"] > 10e6
+    assert row["disk.read_bytes_since_boot"] >= 0 and row["net.bytes_recv_since_boot"] >= 0
+
+
+def test_credentials_are_redacted_from_vcs_installs(monkeypatch):
+    url = "git+https://user:ghp_SECRET@github.com/org/repo.git"
+    dist = types.SimpleNamespace(
+        metadata={"Name": "private-lib"},
+        version="1.0",
+        read_text=lambda name: json.dumps({"url": url, "vcs_info": {"commit_id": "abc123"}}),
+    )
+    monkeypatch.setattr(packages.importlib.metadata, "distributions", lambda: [dist])
+    assert packages.python_packages() == [
+        "private-lib @ git+https://***@github.com/org/repo.git@abc123"
+    ]
+    text = packages.packages_text(include_os=False)
+    assert "SECRET" not in text and "(not recorded" in text
+
+
+def test_installed_packages_are_listed_sorted():
+    listed = packages.python_packages()
+    assert any(line.startswith("jax==") for line in listed)
+    assert listed == sorted(listed, key=str.lower)
+
+
+def test_rows_append_under_one_header_and_json_is_replaced_whole(tmp_path):
+    path = tmp_path / "metrics.csv"
+    append_csv_row(path, ["a", "b"], {"a": 1, "b": "x,y"})
+    append_csv_row(path, ["a", "b"], {"a": 2, "b": "z", "ignored": 3})
+    assert list(csv.DictReader(path.open())) == [{"a": "1", "b": "x,y"}, {"a": "2", "b": "z"}]
+    write_json_atomically(tmp_path / "m.json", {"status": "running"})
+    write_json_atomically(tmp_path / "m.json", {"status": "completed"})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"status": "completed"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "metrics.csv"]
+
+
+def test_concat_unions_columns_and_skips_half_written_lines(tmp_path):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "1").mkdir()
+    (tmp_path / "0" / "metrics.csv").write_text("global_step,a\n1,0.5\n2,0.4\n")
+    (tmp_path / "1" / "metrics.csv").write_text("global_step,b\n1,7\n2,8\n3,")  # still writing
+    out = concatenate_csvs(tmp_path)
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["run_dir"][-1], r["global_step"], r["a"], r["b"]) for r in rows] == [
+        ("0", "1", "0.5", ""),
+        ("0", "2", "0.4", ""),
+        ("1", "1", "", "7"),
+        ("1", "2", "", "8"),
+    ]
+    assert concatenate_csvs(tmp_path) == out  # does not pick up its own output
+    assert len(list(csv.DictReader(out.open()))) == 4
