@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from aeff import config
@@ -92,8 +94,8 @@ config.register()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aeff.conf", config_name="config")
-def main(cfg: DictConfig) -> dict[str, Any]:
-    """Run one trial; the returned result is what sweepers see."""
+def trial_job(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job: one trial; the returned result is what sweepers see."""
     try:
         trial = prepare(cfg)
         records = None
@@ -105,4 +107,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         log.error("%s", error)
         if (run_dir() / METADATA).exists():
             record_error(run_dir(), error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records it and goes on with the other trials
         sys.exit(2)
+
+
+def main() -> None:
+    """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
+    from hydra_plugins.aeff_sweeper import aeff_sweeper
+
+    trial_job()
+    if aeff_sweeper.failed_trials:
+        sys.exit(1)

@@ -35,6 +35,15 @@ class LoggingConfig:
 
 
 @dataclass
+class SearchConfig:
+    """How the aeff sweeper samples `search_space` (see aeff/search.py)."""
+
+    num_trials: int | None = None
+    seed: int = 0
+    method: str = "halton"  # or sobol
+
+
+@dataclass
 class TrialConfig:
     workload: Any = None
     submission: Any = None
@@ -46,6 +55,9 @@ class TrialConfig:
     stop_at_target: bool = True
     max_steps: int | None = None
     eval_every_steps: int | None = None
+    search_space: dict[str, Any] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    resume: bool = False  # sweeps: skip the trials whose records say finished
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
@@ -121,7 +133,13 @@ def _unique_suffix() -> str:
 
 
 def register() -> None:
-    """Make the schema and resolvers known to Hydra; call before composing."""
+    """Make the schema, resolvers and sweeper known to Hydra; call before composing."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper
+
+    # Hydra's plugin scan cannot list modules of an editable install; register directly.
+    Plugins.instance().register(AeffSweeper)
     ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
     OmegaConf.register_new_resolver(
         "aeff.unique_suffix", _unique_suffix, use_cache=True, replace=True

@@ -12,15 +12,23 @@ import pandas as pd
 from aeff.logging.concat import concatenate_csvs, load_metrics
 
 METADATA = "metadata.json"
+FINISHED_STATUSES = ("completed", "diverged")
+
+
+def _job_order(path: Path) -> tuple:
+    """Sweep job dirs in numeric order (2 before 10)."""
+    return tuple(int(p) if p.isdigit() else -1 for p in path.parent.parts), str(path)
 
 
 def summary(path: Path) -> pd.DataFrame:
     """One row per trial: hyperparameters, status, best target metric, time to target."""
     metrics = load_metrics(path)
     rows = []
-    for metadata_path in sorted(Path(path).rglob(METADATA)):
+    for metadata_path in sorted(Path(path).rglob(METADATA), key=_job_order):
+        if any(part.startswith(".") for part in metadata_path.relative_to(path).parts):
+            continue  # earlier attempts, kept by resume
         metadata = json.loads(metadata_path.read_text())
-        run_dir = str(metadata_path.parent)
+        run_dir = str(metadata_path.parent.resolve())
         target = metadata.get("workload.target_metric")
         trial = metrics[metrics["run_dir"] == run_dir] if "run_dir" in metrics else metrics
         row = {"run_dir": run_dir, "status": metadata.get("status")}
@@ -38,6 +46,29 @@ def summary(path: Path) -> pd.DataFrame:
         row["global_step"] = trial["global_step"].max() if len(trial) else 0
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """`summary.csv` and `sweep.json`: every trial, the best one and AlgoPerf's score.
+
+    The score is the least time to target over the trials that reached it (none if
+    no trial did); divergence is a result, failure and interruption are not.
+    """
+    table = summary(sweep_dir)
+    table.to_csv(sweep_dir / "summary.csv", index=False)
+    reached = table.dropna(subset=["time_to_target"]) if len(table) else table
+    best = reached.loc[reached["time_to_target"].idxmin()] if len(reached) else None
+    report = {
+        "num_trials": len(table),
+        "num_reached_target": len(reached),
+        "failed": [
+            row.run_dir for row in table.itertuples() if row.status not in FINISHED_STATUSES
+        ],
+        "score": None if best is None else float(best["time_to_target"]),
+        "best_trial": None if best is None else json.loads(best.to_json()),
+    }
+    (sweep_dir / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
+    return table, report
 
 
 def plot(path: Path, x: str, y: str, out: Path) -> Path:
@@ -91,10 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.path if args.path.is_dir() else args.path.parent
         print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
     else:
-        frame = summary(args.path)
-        out = (args.path if args.path.is_dir() else args.path.parent) / "summary.csv"
-        frame.to_csv(out, index=False)
+        folder = args.path if args.path.is_dir() else args.path.parent
+        frame, report = write_sweep_report(folder)
         print(frame.to_string(index=False))
+        print(f"score (least time to target): {report['score']}")
 
 
 if __name__ == "__main__":

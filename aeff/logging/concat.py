@@ -21,7 +21,7 @@ def read_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
     if not text:
         return pd.DataFrame()
     frame = pd.read_csv(io.StringIO(text), dtype=str if as_text else None)
-    frame.insert(0, "run_dir", str(path.parent))
+    frame.insert(0, "run_dir", str(path.parent.resolve()))
     return frame
 
 

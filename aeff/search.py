@@ -1,0 +1,100 @@
+"""Search spaces and their quasi-random samples (scrambled Halton or Sobol, scipy.stats.qmc).
+
+A space maps dotted config keys to a range `{min, max, scale: linear|log, type:
+float|int}` or a choice `{values: [...]}`; its nesting spells the key:
+`{"hparams": {"lr": {"min": 1e-4, "max": 1e-2, "scale": "log"}}}`.
+"""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import qmc
+
+from aeff.config import ConfigError
+
+SPEC_KEYS = {"min", "max", "scale", "type", "values"}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    values: tuple[Any, ...] = ()
+
+    def value(self, u: float) -> Any:
+        """The point of this dimension at `u` in [0, 1)."""
+        if self.values:
+            return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+        if self.integer:  # every integer in [low, high] equally likely
+            return int(min(math.floor(self.low + u * (self.high - self.low + 1)), self.high))
+        if self.log:
+            return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        return self.low + u * (self.high - self.low)
+
+
+def parse_space(space: Mapping[str, Any], prefix: str = "") -> list[Dimension]:
+    """The dimensions of a (nested) space, with errors that name the key."""
+    dimensions = []
+    for name, spec in space.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if isinstance(spec, Mapping) and not set(spec) <= SPEC_KEYS:
+            dimensions.extend(parse_space(spec, key))
+        elif isinstance(spec, Mapping):
+            dimensions.append(_dimension(key, spec))
+        else:
+            raise ConfigError(
+                f"search_space.{key}: expected {{min, max[, scale, type]}} or {{values}}, "
+                f"got {spec!r}."
+            )
+    return dimensions
+
+
+def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
+    where = f"search_space.{key}"
+    if "values" in spec:
+        values = tuple(spec["values"])
+        if not values or set(spec) != {"values"}:
+            raise ConfigError(f"{where}: `values` must be a non-empty list, alone.")
+        return Dimension(key, values=values)
+    if "min" not in spec or "max" not in spec:
+        raise ConfigError(f"{where}: a range needs both `min` and `max`.")
+    scale, kind = spec.get("scale", "linear"), spec.get("type", "float")
+    if scale not in ("linear", "log") or kind not in ("float", "int"):
+        raise ConfigError(f"{where}: scale must be linear or log, type float or int.")
+    try:
+        low, high = float(spec["min"]), float(spec["max"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: min and max must be numbers.") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ConfigError(f"{where}: need finite min <= max, got min={low}, max={high}.")
+    if scale == "log" and low <= 0:
+        raise ConfigError(f"{where}: a log range must lie above zero, got min={low}.")
+    if kind == "int" and (scale == "log" or low != int(low) or high != int(high)):
+        raise ConfigError(f"{where}: an int range needs integer min and max on a linear scale.")
+    return Dimension(key, low, high, log=scale == "log", integer=kind == "int")
+
+
+def sample(
+    dimensions: list[Dimension], num_trials: int, seed: int, method: str = "halton"
+) -> list[dict[str, Any]]:
+    """`num_trials` points; the same space, seed and method give the same points."""
+    if num_trials < 1:
+        raise ConfigError(f"search.num_trials={num_trials}: expected a positive integer.")
+    if method not in ("halton", "sobol"):
+        raise ConfigError(f"search.method={method!r}: expected halton or sobol.")
+    engine = (qmc.Halton if method == "halton" else qmc.Sobol)(
+        d=len(dimensions), scramble=True, seed=np.random.default_rng(seed)
+    )
+    points = engine.random(num_trials)
+    return [{d.key: d.value(u) for d, u in zip(dimensions, row, strict=True)} for row in points]
+
+
+def as_overrides(point: Mapping[str, Any]) -> list[str]:
+    """Hydra overrides that reproduce `point` exactly (floats keep every digit)."""
+    return [f"{key}={value!r}" for key, value in point.items()]

@@ -1,0 +1,76 @@
+"""Search spaces: parsing errors, quasi-random samples in range and reproducible."""
+
+import math
+
+import pytest
+
+from aeff.config import ConfigError
+from aeff.search import as_overrides, parse_space, sample
+
+SPACE = {
+    "hparams": {
+        "lr": {"min": 1e-4, "max": 1e-2, "scale": "log"},
+        "one_minus_beta_1": {"min": 0.01, "max": 0.3, "scale": "log"},
+        "epsilon": {"values": [1e-8, 1e-5, 1e-3]},
+        "warmup": {"min": 0, "max": 10, "type": "int"},
+    }
+}
+
+
+def test_samples_are_in_range_distinct_and_reproducible():
+    dimensions = parse_space(SPACE)
+    assert [d.key for d in dimensions] == [
+        "hparams.lr",
+        "hparams.one_minus_beta_1",
+        "hparams.epsilon",
+        "hparams.warmup",
+    ]
+    points = sample(dimensions, 8, seed=0)
+    assert points == sample(dimensions, 8, seed=0)
+    assert points != sample(dimensions, 8, seed=1)
+    assert len({p["hparams.lr"] for p in points}) == 8
+    for point in points:
+        assert 1e-4 <= point["hparams.lr"] <= 1e-2
+        assert 0.01 <= point["hparams.one_minus_beta_1"] <= 0.3
+        assert point["hparams.epsilon"] in (1e-8, 1e-5, 1e-3)
+        assert isinstance(point["hparams.warmup"], int) and 0 <= point["hparams.warmup"] <= 10
+
+
+def test_log_scale_spreads_over_decades():
+    points = sample(parse_space({"lr": {"min": 1e-4, "max": 1e-2, "scale": "log"}}), 64, seed=0)
+    logs = [math.log10(p["lr"]) for p in points]
+    below = sum(value < -3 for value in logs)
+    assert 24 <= below <= 40  # about half the points in each decade
+
+
+def test_sobol_is_offered():
+    points = sample(parse_space(SPACE), 4, seed=0, method="sobol")
+    assert len(points) == 4
+
+
+def test_overrides_reproduce_the_values_exactly():
+    (override,) = as_overrides({"hparams.lr": 0.1 + 0.2})
+    assert float(override.split("=")[1]) == 0.1 + 0.2
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"lr": {"min": 1.0, "max": 0.1}}, "min <= max"),
+        ({"lr": {"min": -1.0, "max": 1.0, "scale": "log"}}, "above zero"),
+        ({"lr": {"min": 0.0, "max": 1.0, "scale": "log"}}, "above zero"),
+        ({"lr": {"min": 0.1}}, "both `min` and `max`"),
+        ({"lr": {"min": 0.1, "max": 1, "scale": "cubic"}}, "linear or log"),
+        ({"lr": {"values": []}}, "non-empty"),
+        ({"lr": 0.1}, "search_space.lr"),
+        ({"n": {"min": 0.5, "max": 3, "type": "int"}}, "integer min and max"),
+    ],
+)
+def test_bad_spaces_name_the_key(space, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_space(space)
+
+
+def test_zero_trials_are_refused():
+    with pytest.raises(ConfigError, match=r"search\.num_trials=0"):
+        sample(parse_space(SPACE), 0, seed=0)

@@ -1,0 +1,113 @@
+"""Sweeps as a user runs them: sampled search spaces, failure isolation, resume."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import data_overrides, run_aeff
+
+FLAKY_WORKLOAD = '''
+from dataclasses import dataclass
+from pathlib import Path
+from aeff.workloads.mnist import MnistWorkload
+
+@dataclass(frozen=True)
+class FlakyMnist(MnistWorkload):
+    """Fails while the file `fail` exists in the working directory."""
+
+    def load_splits(self):
+        if Path("fail").exists():
+            raise RuntimeError("flaky storage")
+        return super().load_splits()
+'''
+
+
+def sweep_dirs(cwd):
+    return sorted((cwd / "outputs" / "multirun").glob("*/*"))
+
+
+def sampled_lrs(sweep_dir):
+    lrs = []
+    for job in sorted(
+        (p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    ):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        lrs.append(next(float(o.split("=")[1]) for o in overrides if o.startswith("hparams.lr=")))
+    return lrs
+
+
+@pytest.mark.slow
+def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, tfds_data_dir, mnist_idx_dir):
+    args = [
+        "-m",
+        "search_space=mnist_adam",
+        "search.num_trials=8",
+        "search.seed=0",
+        "max_steps=3",
+        *data_overrides(tfds_data_dir, mnist_idx_dir),
+    ]
+    for _ in range(2):
+        out = run_aeff(args, tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+    first, second = sweep_dirs(tmp_path)
+    lrs = sampled_lrs(first)
+    assert len(set(lrs)) == 8 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    assert sampled_lrs(second) == lrs
+    summary = pd.read_csv(first / "summary.csv")
+    assert len(summary) == 8 and set(summary["status"]) == {"completed"}
+    assert sorted(summary["hparams.lr"]) == pytest.approx(sorted(lrs))
+    for job in range(8):
+        metadata = json.loads((first / str(job) / "metadata.json").read_text())
+        assert metadata["hparams.lr"] == lrs[job]  # sampled values are in the records
+    report = json.loads((first / "sweep.json").read_text())
+    assert report["num_trials"] == 8 and report["failed"] == []
+
+
+@pytest.mark.slow
+def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(
+    tmp_path, tfds_data_dir, mnist_idx_dir
+):
+    (tmp_path / "flaky.py").write_text(FLAKY_WORKLOAD)
+    (tmp_path / "fail").touch()
+    args = [
+        "-m",
+        "workload._target_=aeff.workloads.mnist.MnistWorkload,flaky.FlakyMnist",
+        "hparams.lr=1e-3,3e-3",
+        "max_steps=3",
+        "rng_seed=null",
+        *data_overrides(tfds_data_dir, mnist_idx_dir),
+    ]
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = run_aeff(args, tmp_path, env=env)
+    assert out.returncode != 0
+    (sweep,) = sweep_dirs(tmp_path)
+    assert "2 of 4 trials failed" in out.stderr + out.stdout
+    statuses = {
+        j: json.loads((sweep / str(j) / "metadata.json").read_text())["status"] for j in range(4)
+    }
+    assert statuses == {0: "completed", 1: "completed", 2: "failed", 3: "failed"}
+    failed_seed = json.loads((sweep / "2" / "metadata.json").read_text())["rng_seed"]
+    finished_mtime = (sweep / "0" / "metadata.json").stat().st_mtime_ns
+    assert json.loads((sweep / "sweep.json").read_text())["failed"] == [
+        str(sweep / "2"),
+        str(sweep / "3"),
+    ]
+
+    (tmp_path / "fail").unlink()
+    out = run_aeff([*args, "resume=true", f"hydra.sweep.dir={sweep}"], tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "4 trials" in out.stdout + out.stderr and "2 to run" in out.stdout + out.stderr
+    assert (sweep / "0" / "metadata.json").stat().st_mtime_ns == finished_mtime
+    rerun = json.loads((sweep / "2" / "metadata.json").read_text())
+    assert rerun["status"] == "completed" and rerun["rng_seed"] == failed_seed
+    assert (sweep / ".attempts" / "2.0" / "metadata.json").exists()  # the failed attempt kept
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["completed"] * 4
+
+
+def test_sweep_with_bad_space_fails_before_any_trial(tmp_path):
+    out = run_aeff(["-m", "search_space=mnist_adam", "search.num_trials=0"], tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert "search.num_trials=0" in out.stdout + out.stderr
+    assert not list(tmp_path.glob("outputs/multirun/*/*/0"))
