@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 
 from aeff import config
 from aeff.config import ConfigError
+from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
 from aeff.logging.callback import METADATA, record_error, run_dir
 from aeff.logging.metrics import MetricsCsv
 from aeff.spec import Submission, Workload
@@ -47,8 +49,23 @@ def prepare(cfg: DictConfig) -> Trial:
     return Trial(workload, submission, hparams, settings, seed)
 
 
-def run(trial: Trial, on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run(
+    trial: Trial,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> dict[str, Any]:
     from aeff.runner import run_trial  # imports JAX; kept out of config checking
+
+    checkpoints = None
+    if checkpoint_dir is not None and trial.settings.checkpoint.enabled:
+        from aeff.checkpoints import TrialCheckpoints, has_checkpoint
+
+        if has_checkpoint(checkpoint_dir) and not trial.settings.resume:
+            raise ConfigError(
+                f"{checkpoint_dir} holds a checkpoint of an earlier trial: add resume=true to "
+                "continue it, or choose another hydra.run.dir."
+            )
+        checkpoints = TrialCheckpoints(checkpoint_dir, trial.settings.checkpoint.interval_sec)
 
     result = run_trial(
         trial.workload,
@@ -59,6 +76,7 @@ def run(trial: Trial, on_eval: Callable[[dict[str, Any]], None] | None = None) -
         max_steps=trial.settings.max_steps,
         eval_every_steps=trial.settings.eval_every_steps,
         on_eval=on_eval,
+        checkpoints=checkpoints,
     )
     log.info(
         "%s after %d steps: goal reached %s, time to target %s, %s",
@@ -98,11 +116,16 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: one trial; the returned result is what sweepers see."""
     try:
         trial = prepare(cfg)
+        devices = trial.settings.devices
+        if devices.per_trial:  # before anything starts JAX's backend
+            ids = devices.ids if devices.ids is not None else visible_gpu_ids()
+            slot = claim_devices(devices.per_trial, ids, default_lock_dir())
+            log.info("devices.per_trial=%d: this trial uses GPUs %s", devices.per_trial, slot)
         records = None
         if trial.settings.logging.enabled:
             records = MetricsCsv.for_run(cfg, trial.rng_seed)
         with interrupts_raised():
-            return run(trial, on_eval=records)
+            return run(trial, on_eval=records, checkpoint_dir=run_dir() / "checkpoints")
     except (ConfigError, DataError) as error:
         log.error("%s", error)
         if (run_dir() / METADATA).exists():

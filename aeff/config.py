@@ -44,6 +44,33 @@ class SearchConfig:
 
 
 @dataclass
+class DevicesConfig:
+    """Which local devices a trial uses (aeff/devices.py)."""
+
+    per_trial: int | None = None  # GPUs per parallel trial on one host; null: all
+    ids: list[int] | None = None  # GPU ids to share out; null: all that NVML sees
+
+    def __post_init__(self) -> None:
+        require(
+            self.per_trial is None or self.per_trial > 0,
+            "devices.per_trial",
+            "null or a positive integer",
+            self.per_trial,
+        )
+
+
+@dataclass
+class CheckpointConfig:
+    """Orbax checkpoints in the run dir (aeff/checkpoints.py); `resume=true` continues one."""
+
+    enabled: bool = True
+    interval_sec: float = 30.0  # wall time between checkpoints taken at evaluations
+
+    def __post_init__(self) -> None:
+        require_positive_finite("checkpoint.interval_sec", self.interval_sec)
+
+
+@dataclass
 class TrialConfig:
     workload: Any = None
     submission: Any = None
@@ -58,6 +85,8 @@ class TrialConfig:
     search_space: dict[str, Any] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
     resume: bool = False  # sweeps: skip the trials whose records say finished
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aeff import steps
+from aeff.checkpoints import TrialCheckpoints
 from aeff.config import ConfigError
 from aeff.progress import Progress
 from aeff.spec import InputStream, Submission, Workload
@@ -23,6 +24,25 @@ from aeff.spec import InputStream, Submission, Workload
 log = logging.getLogger(__name__)
 
 EvalRow = dict[str, Any]
+
+
+@dataclasses.dataclass
+class Counters:
+    """Where the loop is: all a checkpoint needs besides the train state."""
+
+    global_start_time: float
+    global_step: int = 0
+    submission_time: float = 0.0
+    eval_time: float = 0.0
+    wall_time: float = 0.0
+    train_loss_sum: float = 0.0
+    train_loss_count: int = 0
+    goal_reached: bool = False
+    time_to_target: float | None = None
+    is_time_remaining: bool = True
+    num_evals: int = 0
+    last_eval_step: int = -1
+    last_row: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -50,9 +70,14 @@ def run_trial(
     max_steps: int | None = None,
     eval_every_steps: int | None = None,
     on_eval: Callable[[EvalRow], None] | None = None,
+    checkpoints: TrialCheckpoints | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrialResult:
-    """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end."""
+    """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end.
+
+    With `checkpoints`, continue from the latest one, save at evaluations and on the
+    way out of an exception (a SIGTERM turned into one, say).
+    """
     mesh = steps.device_mesh()
     num_devices = mesh.devices.size
     batch_size = submission.get_batch_size(workload.name)
@@ -96,94 +121,114 @@ def run_trial(
     )
     compile_time = clock() - compile_start
 
-    global_start_time, start = time.time(), clock()
-    submission_time = eval_time = 0.0
-    global_step, last_eval_step, last_eval_end = 0, -1, -math.inf
-    train_loss_sum, train_loss_count = 0.0, 0
-    goal_reached, time_to_target, is_time_remaining = False, None, True
-    status, last_row, num_evals = "completed", {}, 0
+    counters = Counters(global_start_time=time.time())
+    if checkpoints is not None and (restored := checkpoints.restore(unreplicated(state))):
+        state = steps.replicate(restored[0], mesh)
+        counters = Counters(**restored[1])
+        log.info("Resumed from the checkpoint at step %d.", counters.global_step)
+        epoch_start = counters.global_step - counters.global_step % steps_per_epoch
+        stream = shuffle(stream, shuffle_rng, steps.replicate(jnp.int32(epoch_start), mesh))
+    start = clock() - counters.wall_time
     progress = Progress(workload.max_allowed_runtime_sec)
 
     def run_evaluation() -> None:
-        nonlocal eval_time, goal_reached, time_to_target, last_eval_step, last_eval_end
-        nonlocal train_loss_sum, train_loss_count, last_row, num_evals
+        nonlocal last_eval_end
         eval_start = clock()
-        metrics = {"train.loss": train_loss_sum / max(train_loss_count, 1)}
+        metrics = {"train.loss": counters.train_loss_sum / max(counters.train_loss_count, 1)}
         for name, split in eval_splits.items():
             means = jax.device_get(evaluate(state.params, split))
             metrics.update({f"{name}.{metric}": float(v[0]) for metric, v in means.items()})
-        eval_time += clock() - eval_start
-        if not goal_reached and workload.has_reached_goal(metrics):
-            goal_reached, time_to_target = True, submission_time
-        last_row = {
-            "global_step": global_step,
-            "epoch": global_step / steps_per_epoch,
-            "accumulated_submission_time": submission_time,
-            "accumulated_eval_time": eval_time,
-            "wall_time": clock() - start,
-            "global_start_time": global_start_time,
+        counters.eval_time += clock() - eval_start
+        if not counters.goal_reached and workload.has_reached_goal(metrics):
+            counters.goal_reached, counters.time_to_target = True, counters.submission_time
+        counters.wall_time = clock() - start
+        counters.last_row = {
+            "global_step": counters.global_step,
+            "epoch": counters.global_step / steps_per_epoch,
+            "accumulated_submission_time": counters.submission_time,
+            "accumulated_eval_time": counters.eval_time,
+            "wall_time": counters.wall_time,
+            "global_start_time": counters.global_start_time,
             "steps_per_epoch": steps_per_epoch,
             "batch_size": batch_size,
-            "goal_reached": goal_reached,
-            "is_time_remaining": is_time_remaining,
+            "goal_reached": counters.goal_reached,
+            "is_time_remaining": counters.is_time_remaining,
             **metrics,
         }
-        num_evals += 1
+        counters.num_evals += 1
         progress.clear()
         log.info(
             "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
-            global_step,
-            submission_time,
-            eval_time,
+            counters.global_step,
+            counters.submission_time,
+            counters.eval_time,
             workload.target_metric,
             metrics[workload.target_metric],
             metrics["validation.loss"],
         )
         if on_eval is not None:
-            on_eval(last_row)
-        train_loss_sum, train_loss_count = 0.0, 0
-        last_eval_step, last_eval_end = global_step, clock()
+            on_eval(counters.last_row)
+        counters.train_loss_sum, counters.train_loss_count = 0.0, 0
+        counters.last_eval_step = counters.global_step
+        if checkpoints is not None and checkpoints.due():
+            checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
+        last_eval_end = clock()
 
-    while (
-        is_time_remaining
-        and not (goal_reached and stop_at_target)
-        and (max_steps is None or global_step < max_steps)
-    ):
-        step_start = clock()
-        if global_step % steps_per_epoch == 0:
-            stream = shuffle(stream, shuffle_rng, state.global_step)
-        state, loss = train_step(state, stream, step_rng)
-        jax.block_until_ready(state)
-        submission_time += clock() - step_start
-        global_step += 1
-        loss = float(np.asarray(loss)[0])
-        train_loss_sum, train_loss_count = train_loss_sum + loss, train_loss_count + 1
-        is_time_remaining = submission_time < workload.max_allowed_runtime_sec
-        if not math.isfinite(loss):
-            status = "diverged"
-            log.warning("Diverged: training loss %s at step %d.", loss, global_step)
-            break
-        if (
-            global_step % eval_every_steps == 0
-            if eval_every_steps
-            else clock() - last_eval_end >= workload.eval_period_time_sec
+    status, last_eval_end = "completed", -math.inf
+    try:
+        while (
+            counters.is_time_remaining
+            and not (counters.goal_reached and stop_at_target)
+            and (max_steps is None or counters.global_step < max_steps)
         ):
-            run_evaluation()
-        progress.update(global_step, submission_time)
+            step_start = clock()
+            if counters.global_step % steps_per_epoch == 0:
+                stream = shuffle(stream, shuffle_rng, state.global_step)
+            new_state, loss = train_step(state, stream, step_rng)
+            jax.block_until_ready(new_state)
+            counters.submission_time += clock() - step_start
+            state, counters.global_step = new_state, counters.global_step + 1
+            loss = float(np.asarray(loss)[0])
+            counters.train_loss_sum += loss
+            counters.train_loss_count += 1
+            counters.is_time_remaining = counters.submission_time < workload.max_allowed_runtime_sec
+            if not math.isfinite(loss):
+                status = "diverged"
+                log.warning("Diverged: training loss %s at step %d.", loss, counters.global_step)
+                break
+            if (
+                counters.global_step % eval_every_steps == 0
+                if eval_every_steps
+                else clock() - last_eval_end >= workload.eval_period_time_sec
+            ):
+                run_evaluation()
+            progress.update(counters.global_step, counters.submission_time)
+    except BaseException:
+        progress.clear()
+        if checkpoints is not None:  # e.g. SIGTERM: keep the work done so far
+            counters.global_step = int(np.asarray(state.global_step)[0])
+            counters.wall_time = clock() - start
+            checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
+        raise
 
-    if last_eval_step != global_step:
+    if counters.last_eval_step != counters.global_step:
         run_evaluation()
     progress.clear()
     return TrialResult(
         status=status,
-        goal_reached=goal_reached,
-        time_to_target=time_to_target,
-        global_step=global_step,
-        accumulated_submission_time=submission_time,
-        accumulated_eval_time=eval_time,
+        goal_reached=counters.goal_reached,
+        time_to_target=counters.time_to_target,
+        global_step=counters.global_step,
+        accumulated_submission_time=counters.submission_time,
+        accumulated_eval_time=counters.eval_time,
         wall_time=clock() - start,
         compile_time=compile_time,
-        num_evals=num_evals,
+        num_evals=counters.num_evals,
         rng_seed=rng_seed,
-        final_metrics={k: v for k, v in last_row.items() if "." in k},
+        final_metrics={k: v for k, v in counters.last_row.items() if "." in k},
     )
+
+
+def unreplicated(tree: Any) -> Any:
+    """The first device's copy of a replicated pytree."""
+    return jax.tree.map(lambda x: x[0], tree)

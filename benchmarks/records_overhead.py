@@ -40,6 +40,7 @@ def main() -> None:
         start_cost = 0.0
         facts, seconds = timed(environment.facts, Path.cwd(), False)
         start_cost += seconds
+        start_cost += timed(environment.jax_facts)[1]
         text, seconds = timed(packages_text, True)
         start_cost += seconds
         start_cost += timed(write_text_atomically, directory / "packages.txt", text)[1]

@@ -5,15 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from aeff.logging.files import complete_lines
 from aeff.logging.metrics import METRICS
 
 COMBINED = "all_metrics.csv"
-
-
-def complete_lines(path: Path) -> str:
-    """The file without a half-written last line (a trial may still be writing)."""
-    text = path.read_text()
-    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
 
 
 def read_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """Facts about the machine and the code, for metadata.json."""
 
+import os
 import platform
 import socket
 import subprocess
@@ -31,10 +32,22 @@ def cpu_model_name() -> str:
     return platform.processor()
 
 
-def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
+def jax_facts() -> dict[str, Any]:
+    """Recorded once the trial has chosen its devices (starting JAX fixes them)."""
     import jax
 
     devices = jax.local_devices()
+    return {
+        "jax_version": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "jax_device_count": len(devices),
+        "jax_devices": [str(device) for device in devices],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    }
+
+
+def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
+    """Everything but JAX's devices, which the trial adds (jax_facts)."""
     record = {
         "python_version": platform.python_version(),
         "python_compiler": platform.python_compiler(),
@@ -45,10 +58,6 @@ def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
         "cpu_model_name": cpu_model_name(),
         "cpu_count": psutil.cpu_count(),
         **system.gpu_facts(),
-        "jax_version": jax.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_device_count": len(devices),
-        "jax_devices": [str(device) for device in devices],
         "command": [redact(arg) for arg in sys.argv],
     }
     if record_hostname:

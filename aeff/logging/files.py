@@ -65,3 +65,9 @@ def append_csv_row(path: Path, columns: list[str], row: Mapping[str, Any]) -> No
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def complete_lines(path: Path) -> str:
+    """The file without a half-written last line (a writer may be mid-row)."""
+    text = path.read_text()
+    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]

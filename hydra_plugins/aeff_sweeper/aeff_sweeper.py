@@ -20,6 +20,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from aeff.checkpoints import has_checkpoint
 from aeff.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ class AeffSweeper(Sweeper):
             if record.get("rng_seed") is not None:
                 jobs[index] = [o for o in jobs[index] if not o.startswith("rng_seed=")]
                 jobs[index].append(f"rng_seed={record['rng_seed']}")
-            if job_dir.exists():  # keep the unfinished attempt's records beside the sweep
+            # A trial with a checkpoint continues in its dir; others start afresh, and the
+            # attempt's records move aside.
+            if job_dir.exists() and not has_checkpoint(job_dir / "checkpoints"):
                 attempts = sweep_dir / ".attempts"
                 attempts.mkdir(exist_ok=True)
                 earlier = len(list(attempts.glob(f"{index}.*")))

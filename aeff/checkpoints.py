@@ -1,0 +1,75 @@
+"""Orbax checkpoints of a trial, so a preempted or killed trial continues where it was.
+
+A checkpoint holds the train state and the loop's counters (steps, accumulated
+times, goal) as of an evaluation. Saving takes tens of milliseconds, so it happens at
+an evaluation only when `interval_sec` of wall time has passed since the last one,
+and when the trial is interrupted.
+"""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def has_checkpoint(directory: Path) -> bool:
+    """Whether `directory` holds a saved step (orbax names them by step number)."""
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+class TrialCheckpoints:
+    def __init__(self, directory: Path, interval_sec: float) -> None:
+        self.directory = Path(directory).absolute()
+        self.interval_sec = interval_sec
+        self._last_save = time.monotonic()
+        self._manager_instance = None
+
+    @property
+    def _manager(self):
+        """Made on first use: it creates the folder, which should exist only with a save."""
+        if self._manager_instance is None:
+            import orbax.checkpoint as ocp
+
+            self._manager_instance = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, enable_async_checkpointing=False
+                ),
+            )
+        return self._manager_instance
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_save >= self.interval_sec
+
+    def save(self, state: Any, progress: dict[str, Any]) -> None:
+        """`state` is one replica (host or device arrays); `progress` is JSON-able."""
+        import orbax.checkpoint as ocp
+
+        host_state = jax.tree.map(np.asarray, jax.device_get(state))
+        self._manager.save(
+            progress["global_step"],
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(host_state), progress=ocp.args.JsonSave(progress)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+        self._last_save = time.monotonic()
+
+    def restore(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
+        """The latest checkpoint shaped like `template`, or None when there is none."""
+        import orbax.checkpoint as ocp
+
+        if not has_checkpoint(self.directory):
+            return None
+        step = self._manager.latest_step()
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, restored.progress

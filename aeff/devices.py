@@ -1,0 +1,61 @@
+"""Give each parallel trial on one machine its own GPUs, before JAX starts.
+
+A launcher that runs several trials at once on one host (joblib) would otherwise
+let every trial's JAX take every GPU. Each trial process claims a free slot of
+`devices.per_trial` GPUs with a lock file held for the process's lifetime (the
+launcher's workers are reused, and JAX reads CUDA_VISIBLE_DEVICES only once), then
+sets CUDA_VISIBLE_DEVICES to that slot.
+"""
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from aeff.config import ConfigError
+
+_claimed: tuple[list[int], IO] | None = None  # this process's slot and its lock
+
+
+def default_lock_dir() -> Path:
+    """One folder per user and host, so every aeff process there shares the GPUs fairly."""
+    return Path(tempfile.gettempdir()) / f"aeff-device-slots-{os.getuid()}"
+
+
+def claim_devices(per_trial: int, ids: list[int], lock_dir: Path) -> list[int]:
+    """Claim `per_trial` of the GPUs `ids` for this process; sets CUDA_VISIBLE_DEVICES."""
+    global _claimed
+    if _claimed is not None:
+        return _claimed[0]
+    slots = [ids[i : i + per_trial] for i in range(0, len(ids) - per_trial + 1, per_trial)]
+    if not slots:
+        raise ConfigError(
+            f"devices.per_trial={per_trial} but only {len(ids)} GPUs ({ids}) are available: "
+            "lower devices.per_trial or list more in devices.ids."
+        )
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for slot in slots:
+        lock = (lock_dir / f"gpus-{'-'.join(map(str, slot))}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot))
+        _claimed = (slot, lock)
+        return slot
+    raise ConfigError(
+        f"All {len(slots)} slots of {per_trial} GPUs are taken: run at most {len(slots)} "
+        "trials at once (e.g. hydra.launcher.n_jobs)."
+    )
+
+
+def visible_gpu_ids() -> list[int]:
+    """The GPUs this process may use, by NVML, narrowed by CUDA_VISIBLE_DEVICES."""
+    from aeff.logging import system
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [int(i) for i in visible.split(",") if i.strip().isdigit()]
+    return list(range(len(system.gpu_handles())))

@@ -1,0 +1,71 @@
+"""Launchers run the same trials with the same records: joblib in parallel, submitit."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import data_overrides, run_aeff
+
+
+def finished_sweep(cwd, args, tfds_data_dir, mnist_idx_dir):
+    out = run_aeff(
+        [
+            "-m",
+            "hparams.lr=1e-3,3e-3",
+            "max_steps=5",
+            *args,
+            *data_overrides(tfds_data_dir, mnist_idx_dir),
+        ],
+        cwd,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep,) = (cwd / "outputs" / "multirun").glob("*/*")
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["completed", "completed"]
+    assert sorted(summary["hparams.lr"]) == [0.001, 0.003]
+    for job in ("0", "1"):
+        for name in ("metadata.json", "metrics.csv", "packages.txt"):
+            assert (sweep / job / name).exists()
+    return sweep
+
+
+@pytest.mark.slow
+def test_two_parallel_joblib_workers_get_their_own_devices(tmp_path, tfds_data_dir, mnist_idx_dir):
+    sweep = finished_sweep(
+        tmp_path,
+        [
+            "hydra/launcher=parallel",
+            "hydra.launcher.n_jobs=2",
+            "devices.per_trial=1",
+            "devices.ids=[0,1]",
+        ],
+        tfds_data_dir,
+        mnist_idx_dir,
+    )
+    metadata = [json.loads((sweep / job / "metadata.json").read_text()) for job in ("0", "1")]
+    assert sorted(m["cuda_visible_devices"] for m in metadata) == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_two_trials_through_submitit_local(tmp_path, tfds_data_dir, mnist_idx_dir):
+    finished_sweep(tmp_path, ["hydra/launcher=submitit_local"], tfds_data_dir, mnist_idx_dir)
+
+
+def test_claimed_slots_never_overlap(tmp_path):
+    code = (
+        "import sys, time; from pathlib import Path; from aeff.devices import claim_devices;"
+        "print(claim_devices(2, [0, 1, 2, 3], Path(sys.argv[1])), flush=True);"
+        "time.sleep(3)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, tmp_path], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    slots = sorted(proc.stdout.readline().strip() for proc in procs)
+    third = subprocess.run([sys.executable, "-c", code, tmp_path], capture_output=True, text=True)
+    for proc in procs:
+        proc.wait()
+    assert slots == ["[0, 1]", "[2, 3]"]
+    assert "All 2 slots of 2 GPUs are taken" in third.stderr

@@ -1,0 +1,88 @@
+"""Checkpoints: a killed trial resumes where it was, with one gap-free metrics.csv."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import data_overrides, run_aeff
+
+
+def start_trial(cwd, args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "aeff", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_checkpoint(run_dir, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any((run_dir / "checkpoints").glob("[0-9]*")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint was written")
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, tfds_data_dir, mnist_idx_dir):
+    run_dir = tmp_path / "run"
+    args = [
+        "stop_at_target=false",
+        "workload.max_allowed_runtime_sec=6",
+        "rng_seed=1",
+        "checkpoint.interval_sec=0.5",
+        f"hydra.run.dir={run_dir}",
+        *data_overrides(tfds_data_dir, mnist_idx_dir),
+    ]
+    proc = start_trial(tmp_path, args)
+    wait_for_checkpoint(run_dir)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rows_before = pd.read_csv(run_dir / "metrics.csv")
+    assert json.loads((run_dir / "metadata.json").read_text())["status"] == "running"
+
+    out = run_aeff([*args, "resume=true"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Resumed from the checkpoint at step" in out.stdout + out.stderr
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    assert len(rows) > len(rows_before)
+    assert (
+        rows["global_step"].is_monotonic_increasing and not rows["global_step"].duplicated().any()
+    )
+    assert rows["accumulated_submission_time"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(rows.iloc[: len(rows_before)], rows_before)
+    assert rows["accumulated_submission_time"].iloc[-1] >= 6  # the whole budget, across runs
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "completed" and metadata["rng_seed"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_a_rerun_without_resume_is_refused(
+    tmp_path, tfds_data_dir, mnist_idx_dir
+):
+    run_dir = tmp_path / "run"
+    args = [
+        "stop_at_target=false",
+        f"hydra.run.dir={run_dir}",
+        *data_overrides(tfds_data_dir, mnist_idx_dir),
+    ]
+    proc = start_trial(tmp_path, args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "metrics.csv").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert json.loads((run_dir / "metadata.json").read_text())["status"] == "interrupted"
+    assert any((run_dir / "checkpoints").glob("[0-9]*"))
+
+    out = run_aeff(args, tmp_path, timeout=120)
+    assert out.returncode != 0
+    assert "add resume=true" in out.stdout + out.stderr
