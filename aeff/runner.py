@@ -92,7 +92,7 @@ def run_trial(
         raise ConfigError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
     steps_per_epoch = num_train // batch_size
 
-    init_rng, optimizer_rng, shuffle_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 4)
+    init_rng, optimizer_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
     params = workload.init_params(init_rng)
     optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
     state = steps.replicate(steps.TrainState(jnp.int32(0), params, optimizer_state), mesh)
@@ -100,22 +100,21 @@ def run_trial(
         InputStream(splits.train.inputs, splits.train.labels, np.arange(num_train, dtype=np.int32)),
         mesh,
     )
-    shuffle_rng, step_rng = steps.replicate((shuffle_rng, step_rng), mesh)
+    step_rng = steps.replicate(step_rng, mesh)
     eval_splits = {
         name: steps.shard_for_eval(split, workload.eval_batch_size, mesh)
         for name, split in (("validation", splits.validation), ("test", splits.test))
     }
-    train_step, shuffle, evaluate = (
-        steps.train_step(workload, submission),
-        steps.shuffle(),
-        steps.evaluate(workload),
-    )
+    train_step, evaluate = steps.train_step(workload, submission), steps.evaluate(workload)
+
+    def shuffled(stream: InputStream, epoch_start: int) -> InputStream:
+        order = steps.epoch_order(rng_seed, epoch_start, num_train)
+        return stream._replace(order=steps.replicate(order, mesh))
 
     compile_start = clock()
     jax.block_until_ready(
         (
             train_step(state, stream, step_rng),
-            shuffle(stream, shuffle_rng, state.global_step),
             evaluate(state.params, eval_splits["validation"]),
         )
     )
@@ -127,7 +126,7 @@ def run_trial(
         counters = Counters(**restored[1])
         log.info("Resumed from the checkpoint at step %d.", counters.global_step)
         epoch_start = counters.global_step - counters.global_step % steps_per_epoch
-        stream = shuffle(stream, shuffle_rng, steps.replicate(jnp.int32(epoch_start), mesh))
+        stream = shuffled(stream, epoch_start)
     start = clock() - counters.wall_time
     progress = Progress(workload.max_allowed_runtime_sec)
 
@@ -183,7 +182,7 @@ def run_trial(
         ):
             step_start = clock()
             if counters.global_step % steps_per_epoch == 0:
-                stream = shuffle(stream, shuffle_rng, state.global_step)
+                stream = shuffled(stream, counters.global_step)
             new_state, loss = train_step(state, stream, step_rng)
             jax.block_until_ready(new_state)
             counters.submission_time += clock() - step_start

@@ -99,16 +99,14 @@ def train_step(
     return jax.pmap(step, axis_name=DEVICE_AXIS)
 
 
-@functools.cache
-def shuffle() -> Callable[[InputStream, jax.Array, jax.Array], InputStream]:
-    """A new epoch's order, the same on every device."""
+def epoch_order(rng_seed: int, global_step: int, num_examples: int) -> np.ndarray:
+    """The order of the epoch starting at `global_step`, the same for any device count.
 
-    def new_order(stream: InputStream, rng: jax.Array, global_step: jax.Array) -> InputStream:
-        rng = jax.random.fold_in(rng, global_step)
-        order = jax.random.permutation(rng, stream.labels.shape[0]).astype(jnp.int32)
-        return stream._replace(order=order)
-
-    return jax.pmap(new_order, axis_name=DEVICE_AXIS)
+    Drawn on the host with numpy: XLA's sort on a CPU took 30-75 ms for MNIST's
+    50,000 examples, numpy takes about 1 ms; it crosses to the devices once per epoch.
+    """
+    rng = np.random.default_rng([rng_seed, global_step])
+    return rng.permutation(num_examples).astype(np.int32)
 
 
 @functools.cache

@@ -1,0 +1,94 @@
+"""aeff's training throughput against the machine's limit, measured in one run.
+
+The limit: the default trial's model, batch and optimizer in plain JAX, data on the
+device, many steps fused in one `lax.scan`, no logging, no evaluation. Then aeff's
+own steady-state throughput: examples per second of submission time over a trial
+with a single evaluation at its end. Goal: aeff at >= 0.85 of the limit.
+
+    python benchmarks/throughput.py [OVERRIDE ...]     e.g. workload.data_dir=...
+"""
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from hydra import compose, initialize_config_module
+from jax import lax
+
+from aeff import config
+from aeff.app import prepare
+from aeff.runner import run_trial
+
+FUSED_STEPS = 500
+AEFF_STEPS = 1500
+
+
+def limit_examples_per_sec(trial) -> float:
+    workload, hparams = trial.workload, trial.hparams
+    batch_size = trial.submission.get_batch_size(workload.name)
+    train = workload.load_splits().train
+    inputs, labels = jax.device_put(train.inputs), jax.device_put(train.labels)
+    optimizer = trial.submission.optimizer(hparams)
+    params = workload.init_params(jax.random.key(0))
+    state = (params, optimizer.init(params))
+    order = jax.random.permutation(jax.random.key(1), len(train.labels))
+    steps_per_epoch = len(train.labels) // batch_size
+
+    def step(state, index):
+        params, opt_state = state
+        batch = lax.dynamic_slice_in_dim(order, (index % steps_per_epoch) * batch_size, batch_size)
+
+        def loss(p):
+            logits = workload.apply_model(p, inputs[batch])
+            return workload.loss(logits, labels[batch]).mean()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    @jax.jit
+    def fused(state):
+        return lax.scan(step, state, jnp.arange(FUSED_STEPS))
+
+    jax.block_until_ready(fused(state))  # compile
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        state, _ = jax.block_until_ready(fused(state))
+        best = max(best, FUSED_STEPS * batch_size / (time.perf_counter() - start))
+    return best
+
+
+def aeff_examples_per_sec(trial) -> float:
+    batch_size = trial.submission.get_batch_size(trial.workload.name)
+    best = 0.0
+    for _ in range(2):
+        result = run_trial(
+            trial.workload,
+            trial.submission,
+            trial.hparams,
+            0,
+            stop_at_target=False,
+            max_steps=AEFF_STEPS,
+            eval_every_steps=AEFF_STEPS,
+        )
+        best = max(best, AEFF_STEPS * batch_size / result.accumulated_submission_time)
+    return best
+
+
+def main() -> None:
+    config.register()
+    with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
+        trial = prepare(compose(config_name="config", overrides=sys.argv[1:]))
+    limit = limit_examples_per_sec(trial)
+    ours = aeff_examples_per_sec(trial)
+    print(f"devices: {jax.local_device_count()} x {jax.devices()[0].platform}")
+    print(f"limit (plain JAX, {FUSED_STEPS} steps fused in lax.scan): {limit:,.0f} examples/s")
+    print(f"aeff (pmap step, per-step sync, {AEFF_STEPS} steps):       {ours:,.0f} examples/s")
+    print(f"aeff / limit: {ours / limit:.2f} (goal >= 0.85)")
+
+
+if __name__ == "__main__":
+    main()
