@@ -1,0 +1,46 @@
+"""Evaluation: one full validation and test evaluation, and its share of a default trial.
+
+    python benchmarks/evaluation.py [OVERRIDE ...]     Goal: under 5% of the wall time.
+"""
+
+import statistics
+import sys
+import time
+
+import jax
+from hydra import compose, initialize_config_module
+
+from aeff import config, steps
+from aeff.app import prepare, run
+
+
+def main() -> None:
+    config.register()
+    with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
+        trial = prepare(compose(config_name="config", overrides=["rng_seed=0", *sys.argv[1:]]))
+    workload = trial.workload
+    splits = workload.load_splits()
+    mesh = steps.device_mesh()
+    params = steps.replicate(workload.init_params(jax.random.key(0)), mesh)
+    evaluate = steps.evaluate(workload)
+    eval_splits = [steps.shard_for_eval(s, workload.eval_batch_size, mesh)
+                   for s in (splits.validation, splits.test)]
+    jax.block_until_ready([evaluate(params, s) for s in eval_splits])  # compile
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        jax.device_get([evaluate(params, s) for s in eval_splits])
+        times.append(time.perf_counter() - start)
+    one_eval = statistics.median(times)
+
+    start = time.perf_counter()
+    result = run(trial)
+    wall = time.perf_counter() - start
+    print(f"one validation + test evaluation (20,000 examples): {one_eval * 1e3:.1f} ms")
+    print(f"default trial: {result['num_evals']} evaluations, {wall:.2f} s wall time")
+    print(f"evaluation share of the trial's wall time: "
+          f"{result['accumulated_eval_time'] / wall:.1%} (goal < 5%)")
+
+
+if __name__ == "__main__":
+    main()
