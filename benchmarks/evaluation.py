@@ -1,6 +1,6 @@
 """Evaluation: one full validation and test evaluation, and its share of a default trial.
 
-    python benchmarks/evaluation.py [OVERRIDE ...]     Goal: under 5% of the wall time.
+python benchmarks/evaluation.py [OVERRIDE ...]     Goal: under 5% of the wall time.
 """
 
 import statistics
@@ -23,8 +23,10 @@ def main() -> None:
     mesh = steps.device_mesh()
     params = steps.replicate(workload.init_params(jax.random.key(0)), mesh)
     evaluate = steps.evaluate(workload)
-    eval_splits = [steps.shard_for_eval(s, workload.eval_batch_size, mesh)
-                   for s in (splits.validation, splits.test)]
+    eval_splits = [
+        steps.shard_for_eval(s, workload.eval_batch_size, mesh)
+        for s in (splits.validation, splits.test)
+    ]
     jax.block_until_ready([evaluate(params, s) for s in eval_splits])  # compile
     times = []
     for _ in range(20):
@@ -38,8 +40,10 @@ def main() -> None:
     wall = time.perf_counter() - start
     print(f"one validation + test evaluation (20,000 examples): {one_eval * 1e3:.1f} ms")
     print(f"default trial: {result['num_evals']} evaluations, {wall:.2f} s wall time")
-    print(f"evaluation share of the trial's wall time: "
-          f"{result['accumulated_eval_time'] / wall:.1%} (goal < 5%)")
+    print(
+        f"evaluation share of the trial's wall time: "
+        f"{result['accumulated_eval_time'] / wall:.1%} (goal < 5%)"
+    )
 
 
 if __name__ == "__main__":

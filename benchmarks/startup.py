@@ -24,20 +24,28 @@ def log_time(line: str) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as cwd:
         start = time.time()
-        subprocess.run([sys.executable, "-m", "aeff", "rng_seed=0", *sys.argv[1:]], cwd=cwd,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "aeff", "rng_seed=0", *sys.argv[1:]],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+        )
         total = time.time() - start
         (run_dir,) = Path(cwd, "outputs").glob("*/*")
-        first_step_line = next(line for line in (run_dir / "aeff.log").read_text().splitlines()
-                               if "] - step 1 |" in line)
+        first_step_line = next(
+            line
+            for line in (run_dir / "aeff.log").read_text().splitlines()
+            if "] - step 1 |" in line
+        )
         rows = (run_dir / "metrics.csv").read_text().splitlines()
         metadata = json.loads((run_dir / "metadata.json").read_text())
     first_step = log_time(first_step_line) - start
-    print(f"default trial: {metadata['status']}, {len(rows) - 1} evaluations, "
-          f"time to target {metadata['time_to_target']:.2f} s")
+    print(
+        f"default trial: {metadata['status']}, {len(rows) - 1} evaluations, "
+        f"time to target {metadata['time_to_target']:.2f} s"
+    )
     print(f"whole default trial, command to exit: {total:.2f} s")
-    print(f"command to first training step (and its evaluation): {first_step:.2f} s "
-          f"(goal <= 3 s)")
+    print(f"command to first training step (and its evaluation): {first_step:.2f} s (goal <= 3 s)")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,16 @@ def main() -> None:
     for index in range(k):
         lr = 1e-3 * (1 + index)
         with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-            cfg = compose(config_name="config",
-                          overrides=[f"hparams.lr={lr}", "rng_seed=0", "max_steps=500",
-                                     "eval_every_steps=100", *sys.argv[2:]])
+            cfg = compose(
+                config_name="config",
+                overrides=[
+                    f"hparams.lr={lr}",
+                    "rng_seed=0",
+                    "max_steps=500",
+                    "eval_every_steps=100",
+                    *sys.argv[2:],
+                ],
+            )
         start = time.perf_counter()
         result = run(prepare(cfg))
         wall = time.perf_counter() - start
@@ -39,8 +46,10 @@ def main() -> None:
     for index, (overhead, compile_time) in enumerate(zip(overheads, compiles, strict=True)):
         print(f"{index:5d}  {overhead:22.2f}  {compile_time:10.2f}")
     later = overheads[1:]
-    print(f"{k}-trial wall time: {sweep_wall:.2f} s; {k} x one trial's training: "
-          f"{k * training[0]:.2f} s; ratio {sweep_wall / (k * training[0]):.2f}")
+    print(
+        f"{k}-trial wall time: {sweep_wall:.2f} s; {k} x one trial's training: "
+        f"{k * training[0]:.2f} s; ratio {sweep_wall / (k * training[0]):.2f}"
+    )
     print(f"overhead per trial after the first: max {max(later):.2f} s (goal <= 0.5 s)")
 
 

@@ -1,6 +1,6 @@
 """Time to target: the default trial's submission time to validation accuracy 0.97.
 
-    python benchmarks/time_to_target.py [OVERRIDE ...]     Median over seeds 0, 1, 2.
+python benchmarks/time_to_target.py [OVERRIDE ...]     Median over seeds 0, 1, 2.
 """
 
 import statistics
@@ -20,8 +20,10 @@ def main() -> None:
             cfg = compose(config_name="config", overrides=[f"rng_seed={seed}", *sys.argv[1:]])
         result = run(prepare(cfg))
         times.append(result["time_to_target"])
-        print(f"seed {seed}: time to target {result['time_to_target']} s, "
-              f"{result['global_step']} steps")
+        print(
+            f"seed {seed}: time to target {result['time_to_target']} s, "
+            f"{result['global_step']} steps"
+        )
     reached = [t for t in times if t is not None]
     median = statistics.median(reached) if len(reached) == len(times) else None
     print(f"median time to target over 3 seeds: {median} s")

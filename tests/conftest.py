@@ -65,6 +65,16 @@ def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float
     )
 
 
+def start_aeff(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m aeff ARGS` in the background, for tests that signal or kill it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aeff", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run_trial_json(overrides: list[str], devices: int = 1, repeat: int = 1) -> dict:
     """Run trials through the Python API in a child process with `devices` CPU devices."""
     import json

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff
+from conftest import data_overrides, run_aeff, start_aeff
 
 METADATA_KEYS = [
     "status",
@@ -166,20 +166,8 @@ def test_concat_plot_and_summary_on_a_sweep(sweep_dir):
 
 @pytest.mark.slow
 def test_kill_9_leaves_complete_rows_and_a_running_status(tmp_path, tfds_data_dir, mnist_idx_dir):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aeff",
-            "workload.eval_period_time_sec=0.05",
-            "stop_at_target=false",
-            "workload.max_allowed_runtime_sec=60",
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    args = ["workload.eval_period_time_sec=0.05", "stop_at_target=false"]
+    proc = start_aeff([*args, *data_overrides(tfds_data_dir, mnist_idx_dir)], tmp_path)
     deadline = time.monotonic() + 120
     metrics = None
     while time.monotonic() < deadline:
@@ -232,28 +220,3 @@ def test_logging_off_writes_no_records(tmp_path, tfds_data_dir, mnist_idx_dir):
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs").glob("*/*")
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "aeff.log"]
-
-
-@pytest.mark.slow
-def test_sigterm_records_interrupted(tmp_path, tfds_data_dir, mnist_idx_dir):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aeff",
-            "stop_at_target=false",
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob("outputs/*/*/metrics.csv")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) != 0
-    (run_dir,) = (tmp_path / "outputs").glob("*/*")
-    metadata = json.loads((run_dir / "metadata.json").read_text())
-    assert metadata["status"] == "interrupted"
-    assert metadata["error_message"] == "stopped by SIGTERM"

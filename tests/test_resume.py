@@ -3,22 +3,11 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff
-
-
-def start_trial(cwd, args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "aeff", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+from conftest import data_overrides, run_aeff, start_aeff
 
 
 def wait_for_checkpoint(run_dir, timeout=120):
@@ -41,7 +30,7 @@ def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, tfds_data_d
         f"hydra.run.dir={run_dir}",
         *data_overrides(tfds_data_dir, mnist_idx_dir),
     ]
-    proc = start_trial(tmp_path, args)
+    proc = start_aeff(args, tmp_path)
     wait_for_checkpoint(run_dir)
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGKILL)
@@ -74,13 +63,15 @@ def test_sigterm_checkpoints_and_a_rerun_without_resume_is_refused(
         f"hydra.run.dir={run_dir}",
         *data_overrides(tfds_data_dir, mnist_idx_dir),
     ]
-    proc = start_trial(tmp_path, args)
+    proc = start_aeff(args, tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run_dir / "metrics.csv").exists():
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
-    assert json.loads((run_dir / "metadata.json").read_text())["status"] == "interrupted"
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "interrupted"
+    assert metadata["error_message"] == "stopped by SIGTERM"
     assert any((run_dir / "checkpoints").glob("[0-9]*"))
 
     out = run_aeff(args, tmp_path, timeout=120)
