@@ -92,13 +92,17 @@ def run(
 class TrialInterrupted(Exception):
     """SIGINT or SIGTERM stopped the trial; its records say `interrupted`."""
 
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
 
 @contextlib.contextmanager
 def interrupts_raised() -> Iterator[None]:
     """Turn SIGINT and SIGTERM into TrialInterrupted, which Hydra's callbacks see."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise TrialInterrupted(f"stopped by {signal.Signals(signum).name}")
+        raise TrialInterrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -126,6 +130,11 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
             records = MetricsCsv.for_run(cfg, trial.rng_seed)
         with interrupts_raised():
             return run(trial, on_eval=records, checkpoint_dir=run_dir() / "checkpoints")
+    except TrialInterrupted as interrupt:
+        log.warning("Trial %s; resume=true continues it from its last checkpoint.", interrupt)
+        if (run_dir() / METADATA).exists():
+            record_error(run_dir(), interrupt, status="interrupted")
+        sys.exit(interrupt.exit_code)  # stops a sweep too: the signal was meant for it
     except (ConfigError, DataError) as error:
         log.error("%s", error)
         if (run_dir() / METADATA).exists():

@@ -54,8 +54,9 @@ def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, tfds_data_d
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_a_rerun_without_resume_is_refused(
-    tmp_path, tfds_data_dir, mnist_idx_dir
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_and_a_rerun_without_resume_is_refused(
+    signum, exit_code, tmp_path, tfds_data_dir, mnist_idx_dir
 ):
     run_dir = tmp_path / "run"
     args = [
@@ -67,11 +68,11 @@ def test_sigterm_checkpoints_and_a_rerun_without_resume_is_refused(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run_dir / "metrics.csv").exists():
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) != 0
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == exit_code
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["status"] == "interrupted"
-    assert metadata["error_message"] == "stopped by SIGTERM"
+    assert metadata["error_message"] == f"stopped by {signal.Signals(signum).name}"
     assert any((run_dir / "checkpoints").glob("[0-9]*"))
 
     out = run_aeff(args, tmp_path, timeout=120)

@@ -118,5 +118,4 @@ class RecordsCallback(Callback):
             )
         else:
             error = job_return._return_value  # the exception; .return_value would re-raise it
-            interrupted = type(error).__name__ == "TrialInterrupted"
-            record_error(directory, error, "interrupted" if interrupted else "failed")
+            record_error(directory, error)
