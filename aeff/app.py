@@ -56,6 +56,9 @@ def run(
 ) -> dict[str, Any]:
     from aeff.runner import run_trial  # imports JAX; kept out of config checking
 
+    if trial.settings.compilation_cache_dir:
+        enable_compilation_cache(Path(trial.settings.compilation_cache_dir).expanduser())
+
     checkpoints = None
     if checkpoint_dir is not None and trial.settings.checkpoint.enabled:
         from aeff.checkpoints import TrialCheckpoints, has_checkpoint
@@ -87,6 +90,15 @@ def run(
         ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
     )
     return dataclasses.asdict(result)
+
+
+def enable_compilation_cache(directory: Path) -> None:
+    """Keep every compiled program on disk, however small, for the next process."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 class TrialInterrupted(Exception):

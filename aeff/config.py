@@ -87,6 +87,7 @@ class TrialConfig:
     resume: bool = False  # sweeps: skip the trials whose records say finished
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    compilation_cache_dir: str | None = None  # JAX's persistent cache; null: off
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)

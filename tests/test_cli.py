@@ -163,3 +163,18 @@ def test_regular_install_ships_the_configs_and_data(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "aeff.submissions.nesterov.Nesterov" in out.stdout
+
+
+@pytest.mark.slow
+def test_compiled_programs_are_cached_for_the_next_process(tmp_path, tfds_data_dir, mnist_idx_dir):
+    cache = tmp_path / "jax-cache"
+    args = [
+        "max_steps=2",
+        f"compilation_cache_dir={cache}",
+        *data_overrides(tfds_data_dir, mnist_idx_dir),
+    ]
+    assert run_aeff(args, tmp_path).returncode == 0
+    entries = set(cache.iterdir())
+    assert len(entries) > 10  # the step, the evaluation and the small programs around them
+    assert run_aeff(args, tmp_path).returncode == 0
+    assert set(cache.iterdir()) == entries  # the second process compiled nothing new
