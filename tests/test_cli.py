@@ -119,7 +119,7 @@ def test_console_script_runs_the_same_app(tmp_path):
     module = run_aeff(["--cfg", "job", "-p", "hparams"], tmp_path, timeout=60)
     assert aeff.returncode == module.returncode == 0
     assert aeff.stdout == module.stdout
-    assert "lr: 0.002" in aeff.stdout
+    assert "lr: 0.0012" in aeff.stdout
 
 
 @pytest.mark.slow

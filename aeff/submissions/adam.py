@@ -10,7 +10,7 @@ from aeff.submissions.optax_submission import OptaxSubmission
 
 @dataclasses.dataclass(frozen=True)
 class AdamHParams:
-    lr: float = 2e-3
+    lr: float = 1.2e-3
     one_minus_beta_1: float = 0.1
     beta_2: float = 0.999
     epsilon: float = 1e-8

@@ -46,7 +46,7 @@ class MnistWorkload(Workload):
     pixel_mean: float = 0.1307  # of pixels / 255
     pixel_std: float = 0.3081
     hidden_width: int = 128
-    eval_batch_size: int = 2500
+    eval_batch_size: int = 10_000
     target_metric: str = "validation.accuracy"
     target_value: float = 0.97
     max_allowed_runtime_sec: float = 60.0
