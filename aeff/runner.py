@@ -5,6 +5,7 @@ before the clock starts, and evaluations are timed separately.
 """
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from aeff import steps
 from aeff.checkpoints import TrialCheckpoints
 from aeff.config import ConfigError
 from aeff.progress import Progress
-from aeff.spec import InputStream, Submission, Workload
+from aeff.spec import InputStream, Splits, Submission, Workload
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ class TrialResult:
     final_metrics: dict[str, float]
 
 
+@functools.cache
+def load_splits(workload: Workload) -> Splits:
+    """Once per process and workload: the trials of a sweep share the host arrays."""
+    return workload.load_splits()
+
+
 def run_trial(
     workload: Workload,
     submission: Submission,
@@ -86,7 +93,7 @@ def run_trial(
             f"batch_size={batch_size} does not divide over the {num_devices} local devices: "
             f"use a multiple of {num_devices}."
         )
-    splits = workload.load_splits()
+    splits = load_splits(workload)
     num_train = len(splits.train.labels)
     if batch_size > num_train:
         raise ConfigError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
