@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU, in under 8 minutes: a default trial, the
+# multi-device check, the NVML columns check and the throughput benchmark, then a
+# summary. Usage, from the repository root after `pip install -e ".[dev]"` (with a
+# CUDA build of jaxlib):   bash benchmarks/gpu_check.sh [OVERRIDE ...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+declare -A result
+
+run() {  # name, command...
+  local name=$1; shift
+  echo "== $name"
+  if timeout 300 "$@" >"$out/$name.log" 2>&1; then result[$name]=ok; else result[$name]="FAILED ($?)"; fi
+  tail -n 4 "$out/$name.log"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+python -c "import jax; print('jax devices:', jax.devices())"
+
+run default_trial python -m aeff rng_seed=0 hydra.run.dir="$out/default" "$@"
+run multi_device env JAX_PLATFORMS=cpu python -m pytest -q tests/test_trial.py -k across  # fake CPU devices
+run nvml_columns python - "$out/default" <<'PY'
+import csv, sys
+row = next(csv.DictReader(open(f"{sys.argv[1]}/metrics.csv")))
+count = int(row["gpu.count"])
+assert count > 0, "NVML saw no GPU"
+needed = [f"gpu.{i}.{k}" for i in range(count) for k in (
+    "compute.util", "mem.util", "mem.total", "mem.used", "mem.free", "temp.current",
+    "power.watts")]
+missing = [c for c in needed if row.get(c) in (None, "")]
+assert not missing, f"missing: {missing}"
+print({c: row[c] for c in needed[:7]})
+PY
+run throughput python benchmarks/throughput.py "$@"
+
+echo "== summary"
+grep -h "goal reached" "$out/default_trial.log" | tail -n 1
+grep -h "aeff / limit" "$out/throughput.log"
+for name in default_trial multi_device nvml_columns throughput; do
+  echo "$name: ${result[$name]}"
+done
