@@ -65,6 +65,14 @@ def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float
     )
 
 
+def run_sweep(args: list[str], cwd: Path) -> Path:
+    """`python -m aeff -m ARGS` in `cwd`, which must succeed; returns its sweep dir."""
+    out = run_aeff(["-m", *args], cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
+    return sweep_dir
+
+
 def start_aeff(args: list[str], cwd: Path) -> subprocess.Popen:
     """`python -m aeff ARGS` in the background, for tests that signal or kill it."""
     return subprocess.Popen(

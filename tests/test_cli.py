@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, data_overrides, run_aeff
+from conftest import REPO, data_overrides, run_aeff, run_sweep
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
 
@@ -39,17 +39,10 @@ def test_single_run_trains_on_real_mnist(tmp_path, tfds_data_dir, mnist_idx_dir)
 
 @pytest.mark.slow
 def test_sweep_gives_one_run_dir_per_trial(tmp_path, tfds_data_dir, mnist_idx_dir):
-    out = run_aeff(
-        [
-            "-m",
-            "hparams.lr=1e-3,3e-3",
-            "max_steps=20",
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
-        ],
+    sweep_dir = run_sweep(
+        ["hparams.lr=1e-3,3e-3", "max_steps=20", *data_overrides(tfds_data_dir, mnist_idx_dir)],
         tmp_path,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
     for job, lr in (("0", "0.001"), ("1", "0.003")):
         overrides = (sweep_dir / job / ".hydra" / "overrides.yaml").read_text()

@@ -6,13 +6,12 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff
+from conftest import data_overrides, run_sweep
 
 
 def finished_sweep(cwd, args, tfds_data_dir, mnist_idx_dir):
-    out = run_aeff(
+    sweep = run_sweep(
         [
-            "-m",
             "hparams.lr=1e-3,3e-3",
             "max_steps=5",
             *args,
@@ -20,8 +19,6 @@ def finished_sweep(cwd, args, tfds_data_dir, mnist_idx_dir):
         ],
         cwd,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    (sweep,) = (cwd / "outputs" / "multirun").glob("*/*")
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["completed", "completed"]
     assert sorted(summary["hparams.lr"]) == [0.001, 0.003]

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, start_aeff
+from conftest import data_overrides, run_aeff, run_sweep, start_aeff
 
 METADATA_KEYS = [
     "status",
@@ -90,9 +90,8 @@ COLUMNS = [
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory, tfds_data_dir, mnist_idx_dir):
     cwd = tmp_path_factory.mktemp("sweep")
-    out = run_aeff(
+    return run_sweep(
         [
-            "-m",
             "hparams.lr=1e-3,3e-3",
             "+meta.study=demo",
             "max_steps=60",
@@ -101,9 +100,6 @@ def sweep_dir(tmp_path_factory, tfds_data_dir, mnist_idx_dir):
         ],
         cwd,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    (sweep,) = (cwd / "outputs" / "multirun").glob("*/*")
-    return sweep
 
 
 @pytest.mark.slow
