@@ -78,6 +78,7 @@ def run(
         stop_at_target=trial.settings.stop_at_target,
         max_steps=trial.settings.max_steps,
         eval_every_steps=trial.settings.eval_every_steps,
+        steps_per_dispatch=trial.settings.steps_per_dispatch,
         on_eval=on_eval,
         checkpoints=checkpoints,
     )

@@ -76,6 +76,7 @@ def run_trial(
     stop_at_target: bool = True,
     max_steps: int | None = None,
     eval_every_steps: int | None = None,
+    steps_per_dispatch: int | None = None,
     on_eval: Callable[[EvalRow], None] | None = None,
     checkpoints: TrialCheckpoints | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -83,7 +84,10 @@ def run_trial(
     """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end.
 
     With `checkpoints`, continue from the latest one, save at evaluations and on the
-    way out of an exception (a SIGTERM turned into one, say).
+    way out of an exception (a SIGTERM turned into one, say). `steps_per_dispatch`
+    fuses that many steps per launch (null: `steps.default_steps_per_dispatch()`);
+    a dispatch never crosses an epoch, a step-cadence evaluation or `max_steps`, so
+    every count and evaluation is the same as one step at a time.
     """
     mesh = steps.device_mesh()
     num_devices = mesh.devices.size
@@ -112,7 +116,11 @@ def run_trial(
         name: steps.shard_for_eval(split, workload.eval_batch_size, mesh)
         for name, split in (("validation", splits.validation), ("test", splits.test))
     }
-    train_step, evaluate = steps.train_step(workload, submission), steps.evaluate(workload)
+    if steps_per_dispatch is None:
+        steps_per_dispatch = steps.default_steps_per_dispatch()
+    single_step = steps.train_steps(workload, submission)
+    fused_steps = steps.train_steps(workload, submission, steps_per_dispatch)
+    evaluate = steps.evaluate(workload)
 
     def shuffled(stream: InputStream, epoch_start: int) -> InputStream:
         order = steps.epoch_order(rng_seed, epoch_start, num_train)
@@ -121,7 +129,8 @@ def run_trial(
     compile_start = clock()
     jax.block_until_ready(
         (
-            train_step(state, stream, step_rng),
+            single_step(state, stream, step_rng),
+            fused_steps(state, stream, step_rng),
             evaluate(state.params, eval_splits["validation"]),
         )
     )
@@ -180,27 +189,41 @@ def run_trial(
             checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
         last_eval_end = clock()
 
-    status, last_eval_end = "completed", -math.inf
+    status, last_eval_end, seconds_per_step = "completed", -math.inf, 0.0
     try:
         while (
             counters.is_time_remaining
             and not (counters.goal_reached and stop_at_target)
             and (max_steps is None or counters.global_step < max_steps)
         ):
+            num_steps = dispatch_size(
+                steps_per_dispatch,
+                counters.global_step,
+                steps_per_epoch,
+                eval_every_steps,
+                max_steps,
+                seconds_left=workload.max_allowed_runtime_sec - counters.submission_time,
+                seconds_per_step=seconds_per_step,
+            )
             step_start = clock()
             if counters.global_step % steps_per_epoch == 0:
                 stream = shuffled(stream, counters.global_step)
-            new_state, loss = train_step(state, stream, step_rng)
+            program = fused_steps if num_steps == steps_per_dispatch else single_step
+            new_state, losses = program(state, stream, step_rng)
             jax.block_until_ready(new_state)
-            counters.submission_time += clock() - step_start
-            state, counters.global_step = new_state, counters.global_step + 1
-            loss = float(np.asarray(loss)[0])
-            counters.train_loss_sum += loss
-            counters.train_loss_count += 1
+            step_time = clock() - step_start
+            seconds_per_step = step_time / num_steps
+            counters.submission_time += step_time
+            state, counters.global_step = new_state, counters.global_step + num_steps
+            losses = np.asarray(losses)[0]
+            counters.train_loss_sum += float(losses.sum())
+            counters.train_loss_count += num_steps
             counters.is_time_remaining = counters.submission_time < workload.max_allowed_runtime_sec
-            if not math.isfinite(loss):
+            if not np.isfinite(losses).all():
                 status = "diverged"
-                log.warning("Diverged: training loss %s at step %d.", loss, counters.global_step)
+                first = int(np.argmin(np.isfinite(losses)))
+                step = counters.global_step - num_steps + first + 1
+                log.warning("Diverged: training loss %s at step %d.", losses[first], step)
                 break
             if (
                 counters.global_step % eval_every_steps == 0
@@ -233,6 +256,31 @@ def run_trial(
         rng_seed=rng_seed,
         final_metrics={k: v for k, v in counters.last_row.items() if "." in k},
     )
+
+
+def dispatch_size(
+    steps_per_dispatch: int,
+    global_step: int,
+    steps_per_epoch: int,
+    eval_every_steps: int | None,
+    max_steps: int | None,
+    seconds_left: float,
+    seconds_per_step: float,
+) -> int:
+    """`steps_per_dispatch`, or 1 where a fused dispatch would cross a boundary.
+
+    The boundaries: the epoch's end (the next epoch is reshuffled on the host), the
+    next step-cadence evaluation, `max_steps`, and the budget at the last dispatch's
+    pace, so a trial overruns its budget by at most one step, as unfused.
+    """
+    until = [steps_per_epoch - global_step % steps_per_epoch]
+    if eval_every_steps:
+        until.append(eval_every_steps - global_step % eval_every_steps)
+    if max_steps is not None:
+        until.append(max_steps - global_step)
+    fits = min(until) >= steps_per_dispatch
+    in_budget = seconds_left >= steps_per_dispatch * seconds_per_step
+    return steps_per_dispatch if fits and in_budget else 1
 
 
 def unreplicated(tree: Any) -> Any:

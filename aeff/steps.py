@@ -75,10 +75,14 @@ def shard_for_eval(split: HostSplit, eval_batch_size: int, mesh: Mesh) -> EvalSp
 
 
 @functools.cache
-def train_step(
-    workload: Workload, submission: Submission
+def train_steps(
+    workload: Workload, submission: Submission, num_steps: int = 1
 ) -> Callable[[TrainState, InputStream, jax.Array], tuple[TrainState, jax.Array]]:
-    """Data selection and update: everything charged to the submission's time."""
+    """`num_steps` steps of data selection and update in one dispatch; losses [devices, num_steps].
+
+    Everything in it is charged to the submission's time. Fusing steps pays off where
+    launching a step costs more than running it (a small model on a GPU).
+    """
 
     def step(state: TrainState, stream: InputStream, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.global_step)
@@ -96,7 +100,19 @@ def train_step(
         )
         return TrainState(state.global_step + 1, params, optimizer_state), loss
 
-    return jax.pmap(step, axis_name=DEVICE_AXIS)
+    def steps(state: TrainState, stream: InputStream, rng: jax.Array):
+        if num_steps == 1:
+            state, loss = step(state, stream, rng)
+            return state, loss[None]
+        # Unrolled: in a loop, XLA copies the whole training set into the loop state.
+        return lax.scan(lambda s, _: step(s, stream, rng), state, length=num_steps, unroll=True)
+
+    return jax.pmap(steps, axis_name=DEVICE_AXIS)
+
+
+def default_steps_per_dispatch() -> int:
+    """One step per dispatch on a CPU, where a step outlasts its launch; several elsewhere."""
+    return 1 if jax.default_backend() == "cpu" else 8
 
 
 def epoch_order(rng_seed: int, global_step: int, num_examples: int) -> np.ndarray:

@@ -1,14 +1,15 @@
 """Start-up: from the command to the first training step, and the whole default trial.
 
 Runs `python -m aeff` as a user would, on prepared data, and reads the times from
-the run dir: the first evaluation is logged right after the first step. Goal: the
-first step within 3 s on a 2-core machine, without TensorFlow imported.
+the run dir: the first evaluation is logged right after the first launch of training
+steps. Goal: the first step within 3 s on a 2-core machine, without TensorFlow imported.
 
     python benchmarks/startup.py [OVERRIDE ...]     e.g. workload.data_dir=...
 """
 
 import datetime
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ def main() -> None:
         first_step_line = next(
             line
             for line in (run_dir / "aeff.log").read_text().splitlines()
-            if "] - step 1 |" in line
+            if re.search(r"\] - step \d+ \|", line)
         )
         rows = (run_dir / "metrics.csv").read_text().splitlines()
         metadata = json.loads((run_dir / "metadata.json").read_text())

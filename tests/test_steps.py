@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aeff import steps
-from aeff.runner import run_trial
+from aeff.runner import dispatch_size, run_trial
 from aeff.spec import HostSplit
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -65,3 +65,53 @@ def test_trials_differing_in_hyperparameters_share_one_compilation(tfds_data_dir
     assert first.final_metrics["train.loss"] != second.final_metrics["train.loss"]
     for result in (first, second):  # 30 steps of Adam learn MNIST well past chance
         assert result.final_metrics["validation.accuracy"] > 0.8
+
+
+def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workload):
+    rows: dict[int, list[dict]] = {1: [], 4: []}
+    results = {
+        k: run_trial(
+            workload,
+            Adam(batch_size=4096),  # 12 steps per epoch: dispatches must stop at each epoch
+            AdamHParams(lr=1e-3),
+            0,
+            stop_at_target=False,
+            max_steps=30,
+            eval_every_steps=10,
+            steps_per_dispatch=k,
+            on_eval=rows[k].append,
+        )
+        for k in rows
+    }
+    for k in rows:
+        assert [row["global_step"] for row in rows[k]] == [10, 20, 30]
+        assert results[k].global_step == 30
+    for single, fused in zip(rows[1], rows[4], strict=True):
+        for metric in ("train.loss", "validation.loss", "validation.accuracy"):
+            assert fused[metric] == pytest.approx(single[metric], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("global_step", "eval_every_steps", "max_steps", "seconds_left", "expected"),
+    [
+        (0, None, None, 10.0, 8),
+        (4, None, None, 10.0, 1),  # 6 steps left in the epoch of 10
+        (0, 5, None, 10.0, 1),  # an evaluation after step 5
+        (0, None, 7, 10.0, 1),  # max_steps
+        (0, None, None, 0.7, 1),  # 8 steps at 0.1 s would overrun the budget
+        (0, None, None, 0.9, 8),
+    ],
+)
+def test_a_dispatch_never_crosses_a_boundary(
+    global_step, eval_every_steps, max_steps, seconds_left, expected
+):
+    size = dispatch_size(
+        8,
+        global_step,
+        steps_per_epoch=10,
+        eval_every_steps=eval_every_steps,
+        max_steps=max_steps,
+        seconds_left=seconds_left,
+        seconds_per_step=0.1,
+    )
+    assert size == expected
