@@ -1,11 +1,9 @@
 """The Hydra app: compose and check the config, then run one trial and return its result."""
 
-import contextlib
 import dataclasses
 import logging
-import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,38 +13,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from aeff import config
-from aeff.config import ConfigError
+from aeff.config import ConfigError, Trial
 from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
-from aeff.logging.callback import METADATA, record_error, run_dir
+from aeff.interrupts import TrialInterrupted, interrupts_raised
+from aeff.logging.callback import discard_untrained, record_error, run_dir
+from aeff.logging.files import RecordsError
 from aeff.logging.metrics import MetricsCsv
-from aeff.spec import Submission, Workload
 from aeff.workloads.mnist_data import DataError
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class Trial:
-    workload: Workload
-    submission: Submission
-    hparams: Any
-    settings: config.TrialConfig
-    rng_seed: int  # settings.rng_seed, or drawn when that is null
-
-
-def prepare(cfg: DictConfig) -> Trial:
-    """Every check that needs no data and no device, so bad input fails in a second."""
-    settings = config.validate_trial(cfg)
-    workload = config.build(settings.workload, "workload")
-    submission = config.build(
-        {**settings.submission, "batch_size": settings.batch_size}, "submission"
-    )
-    hparams = config.structured(submission.hparams_schema, settings.hparams, "hparams")
-    seed = settings.rng_seed
-    if seed is None:
-        seed = config.draw_seed()
-        log.info("rng_seed=null: drew rng_seed=%d", seed)
-    return Trial(workload, submission, hparams, settings, seed)
+def prepare(cfg: DictConfig, run_dir: Path | None = None) -> Trial:
+    """The checked trial, with its seed drawn when `rng_seed` is null."""
+    trial = config.check_trial(cfg, run_dir)
+    if trial.rng_seed is None:
+        trial = dataclasses.replace(trial, rng_seed=config.draw_seed())
+        log.info("rng_seed=null: drew rng_seed=%d", trial.rng_seed)
+    return trial
 
 
 def run(
@@ -61,13 +45,8 @@ def run(
 
     checkpoints = None
     if checkpoint_dir is not None and trial.settings.checkpoint.enabled:
-        from aeff.checkpoints import TrialCheckpoints, has_checkpoint
+        from aeff.checkpoints import TrialCheckpoints
 
-        if has_checkpoint(checkpoint_dir) and not trial.settings.resume:
-            raise ConfigError(
-                f"{checkpoint_dir} holds a checkpoint of an earlier trial: add resume=true to "
-                "continue it, or choose another hydra.run.dir."
-            )
         checkpoints = TrialCheckpoints(checkpoint_dir, trial.settings.checkpoint.interval_sec)
 
     result = run_trial(
@@ -102,37 +81,24 @@ def enable_compilation_cache(directory: Path) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-class TrialInterrupted(Exception):
-    """SIGINT or SIGTERM stopped the trial; its records say `interrupted`."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-
-
-@contextlib.contextmanager
-def interrupts_raised() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into TrialInterrupted, which Hydra's callbacks see."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise TrialInterrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aeff.conf", config_name="config")
 def trial_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: one trial; the returned result is what sweepers see."""
+    directory = run_dir()
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        trial = prepare(cfg)
+        trial = prepare(cfg, directory)
+    except ConfigError as error:
+        log.error("%s", error)
+        if multirun:
+            record_error(directory, error)
+            raise  # the sweeper records it and goes on with the other trials
+        discard_untrained(directory)  # the records callback wrote nothing for it
+        sys.exit(2)
+    try:
         devices = trial.settings.devices
         if devices.per_trial:  # before anything starts JAX's backend
             ids = devices.ids if devices.ids is not None else visible_gpu_ids()
@@ -142,18 +108,18 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
         if trial.settings.logging.enabled:
             records = MetricsCsv.for_run(cfg, trial.rng_seed)
         with interrupts_raised():
-            return run(trial, on_eval=records, checkpoint_dir=run_dir() / "checkpoints")
+            return run(trial, on_eval=records, checkpoint_dir=directory / "checkpoints")
     except TrialInterrupted as interrupt:
         log.warning("Trial %s; resume=true continues it from its last checkpoint.", interrupt)
-        if (run_dir() / METADATA).exists():
-            record_error(run_dir(), interrupt, status="interrupted")
+        record_error(directory, interrupt, status="interrupted")
         sys.exit(interrupt.exit_code)  # stops a sweep too: the signal was meant for it
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, RecordsError) as error:
         log.error("%s", error)
-        if (run_dir() / METADATA).exists():
-            record_error(run_dir(), error)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweeper records it and goes on with the other trials
+        if multirun:
+            record_error(directory, error)
+            raise
+        if not discard_untrained(directory):
+            record_error(directory, error)
         sys.exit(2)
 
 

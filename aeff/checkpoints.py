@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from aeff.logging.files import RecordsError
+
 
 def has_checkpoint(directory: Path) -> bool:
     """Whether `directory` holds a saved step (orbax names them by step number)."""
@@ -48,14 +50,17 @@ class TrialCheckpoints:
         import orbax.checkpoint as ocp
 
         host_state = jax.tree.map(np.asarray, jax.device_get(state))
-        self._manager.save(
-            progress["global_step"],
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(host_state), progress=ocp.args.JsonSave(progress)
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(
+                progress["global_step"],
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(host_state), progress=ocp.args.JsonSave(progress)
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except Exception as error:  # orbax's and tensorstore's own types; a full disk, say
+            raise RecordsError(self.directory, error) from error
         self._last_save = time.monotonic()
 
     def restore(self, template: Any) -> tuple[Any, dict[str, Any]] | None:

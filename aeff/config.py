@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hydra.utils
@@ -34,6 +35,9 @@ class LoggingConfig:
     record_hostname: bool = False
 
 
+SEARCH_METHODS = ("halton", "sobol")
+
+
 @dataclass
 class SearchConfig:
     """How the aeff sweeper samples `search_space` (see aeff/search.py)."""
@@ -41,6 +45,17 @@ class SearchConfig:
     num_trials: int | None = None
     seed: int = 0
     method: str = "halton"  # or sobol
+
+    def __post_init__(self) -> None:
+        require(
+            self.num_trials is None or self.num_trials > 0,
+            "search.num_trials",
+            "null or a positive integer",
+            self.num_trials,
+        )
+        require(
+            self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS}", self.method
+        )
 
 
 @dataclass
@@ -152,6 +167,36 @@ def build(node: Any, key: str) -> Any:
 def validate_trial(cfg: DictConfig) -> TrialConfig:
     """The top-level keys, typed and range-checked; component nodes stay plain dicts."""
     return structured(TrialConfig, cfg)
+
+
+@dataclass(frozen=True)
+class Trial:
+    workload: Any  # an aeff.spec.Workload
+    submission: Any  # an aeff.spec.Submission
+    hparams: Any
+    settings: TrialConfig
+    rng_seed: int | None  # settings.rng_seed; aeff.app.prepare draws one when null
+
+
+def check_trial(cfg: DictConfig, run_dir: Path | None = None) -> Trial:
+    """Every check that needs no data and no device, so bad input fails in a second.
+
+    The records callback runs it before writing anything, so a bad command line
+    leaves no records; `run_dir` is checked for an earlier trial's checkpoint.
+    """
+    settings = validate_trial(cfg)
+    workload = build(settings.workload, "workload")
+    submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
+    hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
+    if run_dir is not None and settings.checkpoint.enabled and not settings.resume:
+        from aeff.checkpoints import has_checkpoint
+
+        if has_checkpoint(run_dir / "checkpoints"):
+            raise ConfigError(
+                f"{run_dir} holds a checkpoint of an earlier trial: add resume=true to "
+                "continue it, or choose another hydra.run.dir."
+            )
+    return Trial(workload, submission, hparams, settings, settings.rng_seed)
 
 
 def draw_seed() -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aeff.logging import liveness
 from aeff.logging.concat import concatenate_csvs, load_metrics
 
 METADATA = "metadata.json"
@@ -18,6 +19,14 @@ FINISHED_STATUSES = ("completed", "diverged")
 def _job_order(path: Path) -> tuple:
     """Sweep job dirs in numeric order (2 before 10)."""
     return tuple(int(p) if p.isdigit() else -1 for p in path.parent.parts), str(path)
+
+
+def trial_status(metadata: dict, run_dir: Path) -> str | None:
+    """The recorded status, except that a `running` trial whose process died is `interrupted`."""
+    status = metadata.get("status")
+    if status == "running" and liveness.is_running(run_dir) is False:
+        return "interrupted"
+    return status
 
 
 def summary(path: Path) -> pd.DataFrame:
@@ -31,7 +40,7 @@ def summary(path: Path) -> pd.DataFrame:
         run_dir = str(metadata_path.parent.resolve())
         target = metadata.get("workload.target_metric")
         trial = metrics[metrics["run_dir"] == run_dir] if "run_dir" in metrics else metrics
-        row = {"run_dir": run_dir, "status": metadata.get("status")}
+        row = {"run_dir": run_dir, "status": trial_status(metadata, metadata_path.parent)}
         row.update({k: v for k, v in metadata.items() if k.startswith(("hparams.", "meta."))})
         row["target_metric"] = target
         best = None

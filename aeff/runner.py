@@ -19,6 +19,7 @@ import numpy as np
 from aeff import steps
 from aeff.checkpoints import TrialCheckpoints
 from aeff.config import ConfigError
+from aeff.interrupts import TrialInterrupted
 from aeff.progress import Progress
 from aeff.spec import InputStream, Splits, Submission, Workload
 
@@ -232,12 +233,20 @@ def run_trial(
             ):
                 run_evaluation()
             progress.update(counters.global_step, counters.submission_time)
-    except BaseException:
+    except BaseException as error:
         progress.clear()
-        if checkpoints is not None:  # e.g. SIGTERM: keep the work done so far
-            counters.global_step = int(np.asarray(state.global_step)[0])
+        counters.global_step = int(np.asarray(state.global_step)[0])
+        if isinstance(error, TrialInterrupted) and counters.last_eval_step != counters.global_step:
+            try:  # the last row: where the trial stood when it was stopped
+                run_evaluation()
+            except Exception as late:
+                log.warning("No last evaluation on the way out: %s", late)
+        if checkpoints is not None:  # keep the work done so far
             counters.wall_time = clock() - start
-            checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
+            try:
+                checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
+            except Exception as late:  # a full disk, say: report the first error, not this
+                log.warning("No checkpoint on the way out: %s", late)
         raise
 
     if counters.last_eval_step != counters.global_step:

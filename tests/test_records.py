@@ -1,14 +1,18 @@
 """The pieces of the records: flattening, system metrics (fake NVML), packages, safe writes."""
 
 import csv
+import errno
 import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
 from omegaconf import OmegaConf
 
-from aeff.logging import concatenate_csvs, packages, system
-from aeff.logging.files import append_csv_row, write_json_atomically
+from aeff.logging import concatenate_csvs, files, liveness, packages, system
+from aeff.logging.files import RecordsError, append_csv_row, cut_torn_line, write_json_atomically
 from aeff.logging.flatten import flatten
 
 
@@ -153,3 +157,71 @@ def test_concat_unions_columns_and_skips_half_written_lines(tmp_path):
     ]
     assert concatenate_csvs(tmp_path) == out  # does not pick up its own output
     assert len(list(csv.DictReader(out.open()))) == 4
+
+
+def test_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "m.csv"
+    append_csv_row(path, ["a", "b"], {"a": 1, "b": 2})
+    before = path.read_bytes()
+
+    real_write = os.write
+
+    def write_half_then_fail(fd, data):  # a disk that fills up part-way through the row
+        if len(data) > 4:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", write_half_then_fail)
+    with pytest.raises(RecordsError, match=r"cannot write .*m\.csv: No space left on device"):
+        append_csv_row(path, ["a", "b"], {"a": 3, "b": 4})
+    monkeypatch.setattr(files.os, "write", real_write)
+    assert path.read_bytes() == before
+
+
+def test_a_failed_json_write_keeps_the_old_version_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "metadata.json"
+    write_json_atomically(path, {"status": "running"})
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", no_space)
+    with pytest.raises(RecordsError, match=r"metadata\.json: No space left on device"):
+        write_json_atomically(path, {"status": "completed"})
+    assert json.loads(path.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
+
+
+def test_a_torn_last_line_is_cut_and_whole_rows_are_kept(tmp_path):
+    path = tmp_path / "m.csv"
+    for value in (1, 2):
+        append_csv_row(path, ["a", "b"], {"a": value, "b": value})  # csv ends rows in \r\n
+    whole = path.read_bytes()
+    cut_torn_line(path)
+    assert path.read_bytes() == whole
+    with path.open("ab") as file:
+        file.write(b"3,")  # a crash of the machine mid-row
+    cut_torn_line(path)
+    assert path.read_bytes() == whole
+
+
+def test_a_trial_counts_as_running_only_while_its_process_holds_the_lock(tmp_path):
+    assert liveness.is_running(tmp_path) is False
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from aeff.logging import liveness;"
+            "liveness.hold(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert liveness.is_running(tmp_path) is True
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock
+        holder.wait()
+    assert liveness.is_running(tmp_path) is False

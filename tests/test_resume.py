@@ -1,4 +1,7 @@
-"""Checkpoints: a killed trial resumes where it was, with one gap-free metrics.csv."""
+"""Checkpoints: a killed trial resumes where it was, with one gap-free metrics.csv.
+
+Signals and kills at chosen moments are in tests/reliability/.
+"""
 
 import json
 import os
@@ -51,30 +54,3 @@ def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, tfds_data_d
     assert rows["accumulated_submission_time"].iloc[-1] >= 6  # the whole budget, across runs
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["status"] == "completed" and metadata["rng_seed"] == 1
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_checkpoints_and_a_rerun_without_resume_is_refused(
-    signum, exit_code, tmp_path, tfds_data_dir, mnist_idx_dir
-):
-    run_dir = tmp_path / "run"
-    args = [
-        "stop_at_target=false",
-        f"hydra.run.dir={run_dir}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
-    ]
-    proc = start_aeff(args, tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (run_dir / "metrics.csv").exists():
-        time.sleep(0.05)
-    proc.send_signal(signum)
-    assert proc.wait(timeout=60) == exit_code
-    metadata = json.loads((run_dir / "metadata.json").read_text())
-    assert metadata["status"] == "interrupted"
-    assert metadata["error_message"] == f"stopped by {signal.Signals(signum).name}"
-    assert any((run_dir / "checkpoints").glob("[0-9]*"))
-
-    out = run_aeff(args, tmp_path, timeout=120)
-    assert out.returncode != 0
-    assert "add resume=true" in out.stdout + out.stderr

@@ -1,10 +1,16 @@
 """The Hydra callback that writes metadata.json, config_resolved.yaml and packages.txt.
 
-It keeps nothing in memory between hooks: each hook reads what it needs from the
-run dir, so it works the same whichever process or host a launcher runs a job on.
+It keeps nothing in memory between hooks but the run dir's lock (liveness.py): each
+hook reads what it needs from the run dir, so it works the same whichever process or
+host a launcher runs a job on. A record that cannot be written is logged, never
+raised: the trial's own outcome decides how the job ends.
 """
 
 import datetime
+import logging
+import os
+import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -15,12 +21,22 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from aeff.logging import environment, system
-from aeff.logging.files import read_json, write_json_atomically, write_text_atomically
+from aeff.config import ConfigError, check_trial
+from aeff.logging import environment, liveness, system
+from aeff.logging.files import (
+    RecordsError,
+    read_json,
+    remove_stale_temporaries,
+    write_json_atomically,
+    write_text_atomically,
+)
 from aeff.logging.flatten import flatten
 from aeff.logging.packages import packages_text, redact
 
+log = logging.getLogger(__name__)
+
 METADATA = "metadata.json"
+RECORDS = (METADATA, "config_resolved.yaml", "packages.txt", liveness.LOCK)
 
 
 def run_dir() -> Path:
@@ -38,7 +54,7 @@ def config_record(cfg: DictConfig) -> dict[str, Any]:
     for node in ("workload", "submission", "hparams", "meta"):
         if node in cfg:
             record.update(flatten(cfg[node], node))
-    return record
+    return {k: redact(v) if isinstance(v, str) else v for k, v in record.items()}
 
 
 def update_metadata(directory: Path, **values: Any) -> None:
@@ -48,17 +64,23 @@ def update_metadata(directory: Path, **values: Any) -> None:
 
 def record_end(directory: Path, status: str, **values: Any) -> None:
     """Rewrite metadata.json with the final status, end time and wall time."""
-    metadata = read_json(directory / METADATA)
-    write_json_atomically(
-        directory / METADATA,
-        {
-            **metadata,
-            "status": status,
-            "end_datetime": datetime.datetime.now().astimezone().isoformat(),
-            "wall_time_sec": time.time() - metadata["start_time"],
-            **values,
-        },
-    )
+    path = directory / METADATA
+    if not path.exists():
+        return  # a bad command line: no records were started
+    metadata = read_json(path)
+    try:
+        write_json_atomically(
+            path,
+            {
+                **metadata,
+                "status": status,
+                "end_datetime": datetime.datetime.now().astimezone().isoformat(),
+                "wall_time_sec": time.time() - metadata["start_time"],
+                **values,
+            },
+        )
+    except RecordsError as error:
+        log.error("The trial ended %s, but %s", status, error)
 
 
 def record_error(directory: Path, error: BaseException, status: str = "failed") -> None:
@@ -71,13 +93,66 @@ def record_error(directory: Path, error: BaseException, status: str = "failed") 
     )
 
 
+def discard_untrained(directory: Path) -> bool:
+    """Remove the records of a trial that never trained, and its dir if only Hydra's is left.
+
+    So a bad command line leaves nothing that looks like a trial. Returns whether it
+    did; a trial with metrics or a checkpoint keeps everything.
+    """
+    if (directory / "metrics.csv").exists() or (directory / "checkpoints").exists():
+        return False
+    liveness.release(directory)
+    for name in RECORDS:
+        (directory / name).unlink(missing_ok=True)
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
+        shutil.rmtree(directory)
+    return True
+
+
+def exit_unless_writable(directory: Path) -> None:
+    """Stop before Hydra writes anything when the output folder cannot be written.
+
+    A callback's exceptions only become warnings in Hydra, so this exits.
+    """
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        print(
+            f"aeff: cannot write the output folder {directory} ({existing} is not writable): "
+            "choose another with hydra.run.dir=... (or hydra.sweep.dir=... for -m).",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 class RecordsCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_unless_writable(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_unless_writable(Path(config.hydra.sweep.dir))
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        system.prime()
         hydra_cfg = HydraConfig.get()
         directory = run_dir()
-        directory.mkdir(parents=True, exist_ok=True)
         job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            check_trial(job_cfg, directory)
+        except ConfigError:
+            if hydra_cfg.mode.name != "MULTIRUN":
+                return  # the app reports it; a bad command line leaves no records
+        liveness.hold(directory)
+        remove_stale_temporaries(directory)
+        try:
+            self._write_start_records(config, job_cfg, directory)
+        except RecordsError as error:
+            log.error("%s", error)
+
+    @staticmethod
+    def _write_start_records(config: DictConfig, job_cfg: DictConfig, directory: Path) -> None:
+        system.prime()
+        hydra_cfg = HydraConfig.get()
         metadata = {
             "status": "running",
             "datetime": datetime.datetime.now().astimezone().isoformat(),
@@ -94,7 +169,7 @@ class RecordsCallback(Callback):
         }
         write_json_atomically(directory / METADATA, metadata)
         write_text_atomically(
-            directory / "config_resolved.yaml", OmegaConf.to_yaml(job_cfg, resolve=True)
+            directory / "config_resolved.yaml", redact(OmegaConf.to_yaml(job_cfg, resolve=True))
         )
         if config.logging.packages:
             write_text_atomically(
@@ -103,8 +178,15 @@ class RecordsCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         directory = run_dir()
-        if read_json(directory / METADATA)["status"] != "running":
-            return  # the app already recorded how the trial ended
+        path = directory / METADATA
+        try:
+            if path.exists() and read_json(path)["status"] == "running":
+                self._record_job_end(directory, job_return)
+        finally:
+            liveness.release(directory)
+
+    @staticmethod
+    def _record_job_end(directory: Path, job_return: JobReturn) -> None:
         if job_return.status == JobStatus.COMPLETED:
             result = job_return.return_value
             record_end(

@@ -1,5 +1,10 @@
-"""Crash-safe writes: JSON replaced atomically, CSV rows appended whole and fsync-ed."""
+"""Crash-safe writes: JSON replaced atomically, CSV rows appended whole and fsync-ed.
 
+A failed write (a full disk, a read-only folder) raises RecordsError, naming the
+file, and leaves the file as it was.
+"""
+
+import contextlib
 import csv
 import io
 import json
@@ -10,15 +15,25 @@ from pathlib import Path
 from typing import Any
 
 
+class RecordsError(OSError):
+    """A record could not be written; the message names the file and what to do."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        reason = getattr(error, "strerror", None) or error
+        super().__init__(
+            getattr(error, "errno", None),
+            f"cannot write {path}: {reason}. The records written before "
+            "are intact; free space, fix the permissions, or choose another output folder "
+            "(hydra.run.dir, hydra.sweep.dir).",
+        )
+
+    def __str__(self) -> str:
+        return self.strerror  # without OSError's "[Errno N]" prefix
+
+
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Readers see the old file or the new one, never a mix."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
-        json.dump(data, tmp, indent=2, sort_keys=True, default=str)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    _publish(tmp.name, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -26,16 +41,27 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
-        tmp.write(text)
-    _publish(tmp.name, path)
+    tmp_name = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as tmp:
+            tmp_name = tmp.name
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)  # temporary files are private; records are not
+        os.replace(tmp_name, path)
+    except OSError as error:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise RecordsError(path, error) from error
 
 
-def _publish(tmp_name: str, path: Path) -> None:
-    os.chmod(tmp_name, 0o644)  # temporary files are private; records are not
-    os.replace(tmp_name, path)
+def remove_stale_temporaries(directory: Path) -> None:
+    """The temporary files of writes that a kill interrupted before they were published."""
+    for path in directory.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def csv_header(path: Path) -> list[str] | None:
@@ -52,17 +78,29 @@ def append_csv_row(path: Path, columns: list[str], row: Mapping[str, Any]) -> No
     """Append one row (and the header, first) with a single write, then fsync.
 
     A kill at any moment leaves only complete lines: the line is written in one
-    `write` of an O_APPEND file and fsync-ed before the next.
+    `write` of an O_APPEND file and fsync-ed before the next. A write that fails
+    part-way (a full disk) is cut back off before the error is raised.
     """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     if csv_header(path) is None:
         writer.writeheader()
     writer.writerow(row)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = buffer.getvalue().encode()
     try:
-        os.write(fd, buffer.getvalue().encode())
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RecordsError(path, error) from error
+    size = os.fstat(fd).st_size
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
         os.fsync(fd)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise RecordsError(path, error) from error
     finally:
         os.close(fd)
 
@@ -71,3 +109,12 @@ def complete_lines(path: Path) -> str:
     """The file without a half-written last line (a writer may be mid-row)."""
     text = path.read_text()
     return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+
+
+def cut_torn_line(path: Path) -> None:
+    """Drop a half-written last line, left by a crash of the machine, before appending."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if (end := data.rfind(b"\n") + 1) < len(data):
+        os.truncate(path, end)

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from aeff.logging import environment, system
 from aeff.logging.callback import METADATA, config_record, job_num, run_dir, update_metadata
-from aeff.logging.files import append_csv_row, complete_lines, csv_header
+from aeff.logging.files import append_csv_row, complete_lines, csv_header, cut_torn_line
 
 METRICS = "metrics.csv"
 
@@ -27,6 +27,7 @@ class MetricsCsv:
 
     def __init__(self, directory: Path, static: Mapping[str, Any], system_metrics: bool) -> None:
         self.path = directory / METRICS
+        cut_torn_line(self.path)
         self.static = dict(static)
         self.system_metrics = system_metrics
         self.columns = csv_header(self.path)  # continue an existing file with its columns

@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,11 @@ class AeffSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
-        jobs = self.job_overrides(arguments)  # refuses a bad space before anything runs
+        try:  # a bad space or grid is refused before anything runs or is written
+            jobs = self.job_overrides(arguments)
+        except ConfigError as error:
+            log.error("%s", error)
+            sys.exit(2)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -1,0 +1,92 @@
+"""Bad command lines: each fails within 5 s, names the key and what is allowed, writes nothing.
+
+Hydra rejects what its composition can see (types of top-level keys, unknown keys and
+options) with exit status 1; aeff's own checks (ranges, component nodes, search
+spaces, devices) exit with 2.
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import data_overrides
+
+CASES = [
+    # wrong types, one of each kind of field
+    ("batch_size=abc", ["batch_size", "could not be converted to Integer"]),
+    ("rng_seed=1.5", ["rng_seed", "Integer"]),
+    ("stop_at_target=maybe", ["stop_at_target", "not a valid bool"]),
+    ("checkpoint.interval_sec=often", ["checkpoint.interval_sec", "Float"]),
+    ("devices.ids=abc", ["devices.ids", "ListConfig, list or tuple"]),
+    ("workload.target_value=high", ["workload.target_value", "Float"]),
+    ("workload.hidden_width=wide", ["workload.hidden_width", "Integer"]),
+    ("search.method=grid", ["search.method", "halton", "sobol"]),
+    ("hparams.lr=abc", ["hparams.lr", "Float"]),
+    # ranges
+    ("workload.max_allowed_runtime_sec=0", ["workload.max_allowed_runtime_sec", "> 0"]),
+    ("workload.max_allowed_runtime_sec=-5", ["workload.max_allowed_runtime_sec", "> 0"]),
+    ("workload.eval_period_time_sec=0", ["workload.eval_period_time_sec", "> 0"]),
+    ("workload.eval_period_time_sec=-1", ["workload.eval_period_time_sec", "> 0"]),
+    ("workload.eval_batch_size=0", ["workload.eval_batch_size", "positive"]),
+    ("batch_size=0", ["batch_size", "positive integer"]),
+    ("batch_size=-8", ["batch_size", "positive integer"]),
+    ("batch_size=1022", ["batch_size=1022", "4 local devices", "multiple of 4"]),
+    ("max_steps=0", ["max_steps", "positive integer"]),
+    ("hparams.lr=nan", ["hparams.lr", "finite number > 0"]),
+    ("hparams.lr=inf", ["hparams.lr", "finite number > 0"]),
+    ("hparams.lr=-1e-3", ["hparams.lr", "finite number > 0"]),
+    ("hparams.beta_2=1.5", ["hparams.beta_2", "[0, 1)"]),
+    ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
+    # unknown names
+    ("workload=nope", ["workload/nope", "Available options", "mnist"]),
+    ("submission=nope", ["submission/nope", "Available options", "adam"]),
+    ("search_space=nope", ["search_space/nope", "Available options", "mnist_adam"]),
+    ("-m hydra/launcher=nope", ["hydra/launcher/nope", "Available options", "parallel"]),
+    ("unknown_key=1", ["unknown_key", "+unknown_key=1"]),
+    ("+hparams.momentum=0.9", ["momentum", "lr", "epsilon"]),
+    # sweeps and search spaces
+    (
+        "-m search_space=mnist_adam search.num_trials=2 "
+        "search_space.hparams.lr.min=1 search_space.hparams.lr.max=0.1",
+        ["search_space.hparams.lr", "min <= max"],
+    ),
+    (
+        "-m search_space=mnist_adam search.num_trials=2 search_space.hparams.lr.min=0",
+        ["search_space.hparams.lr", "log range", "above zero"],
+    ),
+    ("-m search_space=mnist_adam search.num_trials=0", ["search.num_trials", "positive"]),
+    ("-m search_space=mnist_adam", ["search.num_trials"]),
+]
+
+
+@pytest.mark.parametrize(("command_line", "messages"), CASES, ids=[c[0] for c in CASES])
+def test_bad_command_line_fails_fast_and_clearly(
+    command_line, messages, tmp_path, tfds_data_dir, mnist_idx_dir
+):
+    start = time.monotonic()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aeff",
+            *shlex.split(command_line),
+            *data_overrides(tfds_data_dir, mnist_idx_dir),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    elapsed = time.monotonic() - start
+    assert out.returncode != 0
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    output = out.stdout + out.stderr  # aeff logs to stdout, Hydra reports to stderr
+    for message in messages:
+        assert message in output, output[-2000:]
+    assert "Traceback" not in output
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not written, f"left {written}"

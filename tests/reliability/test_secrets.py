@@ -1,0 +1,79 @@
+"""Tokens planted where credentials live reach no file that aeff writes."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import data_overrides, run_aeff
+
+VCS_TOKEN = "ghp_plantedVcsToken0123456789"
+REMOTE_TOKEN = "glpat-plantedRemoteToken0123"
+ENV_TOKEN = "sk-plantedEnvironmentToken0123"
+OVERRIDE_TOKEN = "plantedOverrideToken0123"
+
+
+def plant_vcs_install(site: os.PathLike) -> None:
+    """A distribution installed from a private git URL, as pip records it."""
+    dist_info = site / "planted_pkg-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: planted-pkg\nVersion: 1.0\n")
+    (dist_info / "direct_url.json").write_text(
+        json.dumps(
+            {
+                "url": f"git+https://builder:{VCS_TOKEN}@git.example.com/lab/planted.git",
+                "vcs_info": {"vcs": "git", "commit_id": "0123abcd"},
+            }
+        )
+    )
+
+
+def plant_git_remote(repo: os.PathLike) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("remote", "add", "origin", f"https://oauth2:{REMOTE_TOKEN}@gitlab.example.com/lab/x.git")
+    (repo / "study.txt").write_text("a study\n")
+    git("add", "study.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "start")
+
+
+@pytest.mark.slow
+def test_planted_tokens_appear_in_no_written_file(tmp_path, tfds_data_dir, mnist_idx_dir):
+    plant_vcs_install(tmp_path / "site")
+    plant_git_remote(tmp_path)
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+        "GITHUB_TOKEN": ENV_TOKEN,
+        "AWS_SECRET_ACCESS_KEY": ENV_TOKEN,
+        "AEFF_TEST_API_KEY": ENV_TOKEN,
+    }
+    out = run_aeff(
+        [
+            "max_steps=20",
+            f"+meta.data_source=https://reader:{OVERRIDE_TOKEN}@data.example.com/mnist",
+            *data_overrides(tfds_data_dir, mnist_idx_dir),
+        ],
+        tmp_path,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ENV_TOKEN not in out.stdout + out.stderr
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    packages = (run_dir / "packages.txt").read_text()
+    assert "planted-pkg @ git+https://***@git.example.com/lab/planted.git" in packages
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["git_commit_hash"]  # the git repo was seen
+    assert metadata["meta.data_source"] == "https://***@data.example.com/mnist"
+
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"metadata.json", "packages.txt", "metrics.csv", "config_resolved.yaml", "aeff.log"} <= {
+        p.name for p in written
+    }
+    for path in written:
+        text = path.read_bytes().decode(errors="replace")
+        for token in (VCS_TOKEN, REMOTE_TOKEN, ENV_TOKEN):
+            assert token not in text, f"{token} in {path}"
+        if ".hydra" not in path.parts:  # Hydra's own copy of the command line keeps it
+            assert OVERRIDE_TOKEN not in text, f"the override's token in {path}"

@@ -1,0 +1,55 @@
+"""SIGTERM and SIGINT: a last row, `interrupted`, a checkpoint, and the shell's exit codes."""
+
+import json
+import signal
+import time
+
+import pandas as pd
+import pytest
+from conftest import data_overrides, run_aeff, start_aeff
+from records import assert_records_parseable, fingerprint, status_in_summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_leaves_a_last_row_a_checkpoint_and_its_exit_code(
+    signum, exit_code, tmp_path, tfds_data_dir, mnist_idx_dir
+):
+    run_dir = tmp_path / "run"
+    args = [
+        "stop_at_target=false",
+        "eval_every_steps=200",
+        "checkpoint.interval_sec=1000",  # so the only checkpoint is the signal's
+        f"hydra.run.dir={run_dir}",
+        *data_overrides(tfds_data_dir, mnist_idx_dir),
+    ]
+    proc = start_aeff(args, tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "metrics.csv").exists():
+        time.sleep(0.02)
+    time.sleep(0.3)  # between two evaluations
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == exit_code
+
+    assert_records_parseable(run_dir)
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "interrupted"
+    assert metadata["error_message"] == f"stopped by {signal.Signals(signum).name}"
+    assert status_in_summary(run_dir) == "interrupted"
+    (checkpoint,) = (run_dir / "checkpoints").glob("[0-9]*")
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    # The last row is the step the signal stopped, which the checkpoint holds.
+    assert rows["global_step"].iloc[-1] == int(checkpoint.name)
+    assert len(rows) >= 2
+
+    # Starting over in that dir without resume=true is refused and changes nothing there.
+    before = fingerprint(run_dir)
+    out = run_aeff(args, tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert "add resume=true" in out.stdout
+    assert records_only(fingerprint(run_dir)) == records_only(before)
+
+
+def records_only(files: dict[str, str]) -> dict[str, str]:
+    """Without Hydra's files: its log and composed config record every run in the dir."""
+    return {k: v for k, v in files.items() if not k.startswith(".hydra") and k != "aeff.log"}
