@@ -16,7 +16,10 @@ _held: dict[Path, int] = {}
 
 def hold(directory: Path) -> None:
     """Lock `directory` for this process until `release` or exit."""
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # an unwritable run dir: writing the records will say so
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:  # held by another live process, or no flock here
