@@ -65,10 +65,10 @@ class TrialCheckpoints:
 
     def restore(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
         """The latest checkpoint shaped like `template`, or None when there is none."""
-        import orbax.checkpoint as ocp
-
         if not has_checkpoint(self.directory):
             return None
+        import orbax.checkpoint as ocp  # 0.3 s of imports, paid only by a save or a restore
+
         step = self._manager.latest_step()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         restored = self._manager.restore(

@@ -105,7 +105,7 @@ def run_trial(
     steps_per_epoch = num_train // batch_size
 
     init_rng, optimizer_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
-    params = workload.init_params(init_rng)
+    params = steps.init_params(workload)(init_rng)
     optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
     state = steps.replicate(steps.TrainState(jnp.int32(0), params, optimizer_state), mesh)
     stream = steps.replicate(

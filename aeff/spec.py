@@ -29,7 +29,7 @@ class Batch(NamedTuple):
 
 
 class HostSplit(NamedTuple):
-    """One split in host memory, already normalised."""
+    """One split in host memory, as compact as stored: the workload's model normalises it."""
 
     inputs: np.ndarray
     labels: np.ndarray
@@ -81,7 +81,7 @@ class Workload(abc.ABC):
 
     @abc.abstractmethod
     def apply_model(self, params: Params, inputs: jax.Array) -> jax.Array:
-        """Logits for a batch of inputs."""
+        """Logits for a batch of inputs as its `HostSplit` holds them, normalising included."""
 
     @abc.abstractmethod
     def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:

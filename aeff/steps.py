@@ -49,8 +49,10 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     size = mesh.devices.size
 
     def put(leaf: Any) -> jax.Array:
-        leaf = jnp.asarray(leaf)
-        return jax.device_put(jnp.broadcast_to(leaf, (size, *leaf.shape)), sharding)
+        # Host arrays are broadcast as numpy views: one copy, no device op to compile.
+        broadcast = np.broadcast_to if isinstance(leaf, np.ndarray) else jnp.broadcast_to
+        leaf = leaf if isinstance(leaf, np.ndarray) else jnp.asarray(leaf)
+        return jax.device_put(broadcast(leaf, (size, *leaf.shape)), sharding)
 
     return jax.tree.map(put, tree)
 
@@ -64,7 +66,8 @@ def shard_for_eval(split: HostSplit, eval_batch_size: int, mesh: Mesh) -> EvalSp
     padded = -(-size // chunk) * chunk
     pad = padded - size
     mask = np.concatenate([np.ones(size, np.float32), np.zeros(pad, np.float32)])
-    inputs = np.concatenate([split.inputs, np.zeros((pad, *split.inputs.shape[1:]), np.float32)])
+    padding = np.zeros((pad, *split.inputs.shape[1:]), split.inputs.dtype)
+    inputs = np.concatenate([split.inputs, padding])
     labels = np.concatenate([split.labels, np.zeros(pad, split.labels.dtype)])
 
     def layout(array: np.ndarray) -> np.ndarray:
@@ -72,6 +75,12 @@ def shard_for_eval(split: HostSplit, eval_batch_size: int, mesh: Mesh) -> EvalSp
 
     sharding = NamedSharding(mesh, PartitionSpec(DEVICE_AXIS))
     return jax.device_put(EvalSplit(Batch(layout(inputs), layout(labels)), layout(mask)), sharding)
+
+
+@functools.cache
+def init_params(workload: Workload) -> Callable[[jax.Array], Params]:
+    """Compiled as one program: run eagerly, each initializer op compiled on its own."""
+    return jax.jit(workload.init_params)
 
 
 @functools.cache

@@ -112,11 +112,11 @@ def test_host_columns_are_plausible():
 
 def test_credentials_are_redacted_from_vcs_installs(monkeypatch):
     url = "git+https://user:ghp_SECRET@github.com/org/repo.git"
-    dist = types.SimpleNamespace(
-        metadata={"Name": "private-lib"},
-        version="1.0",
-        read_text=lambda name: json.dumps({"url": url, "vcs_info": {"commit_id": "abc123"}}),
-    )
+    files = {
+        "METADATA": "Metadata-Version: 2.1\nName: private-lib\nVersion: 1.0\n\nA description.\n",
+        "direct_url.json": json.dumps({"url": url, "vcs_info": {"commit_id": "abc123"}}),
+    }
+    dist = types.SimpleNamespace(read_text=files.get)
     monkeypatch.setattr(packages.importlib.metadata, "distributions", lambda: [dist])
     assert packages.python_packages() == [
         "private-lib @ git+https://***@github.com/org/repo.git@abc123"

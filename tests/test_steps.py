@@ -35,7 +35,7 @@ def test_evaluation_is_exact_when_the_split_does_not_fill_the_batches(
 ):
     rng = np.random.default_rng(0)
     split = HostSplit(
-        rng.normal(size=(size, 28, 28, 1)).astype(np.float32),
+        rng.integers(0, 256, size=(size, 28, 28, 1), dtype=np.uint8),
         rng.integers(0, 10, size).astype(np.int32),
     )
     params = workload.init_params(jax.random.key(1))

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+from email.parser import HeaderParser
 
 CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -14,13 +15,21 @@ def redact(text: str) -> str:
     return CREDENTIALS.sub("***@", text)
 
 
+def name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
+    """From the metadata's header block alone: `dist.metadata` parses whole files, long
+    descriptions included, which took 3 times as long for a trial's 90 packages."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    headers = HeaderParser().parsestr(text.split("\n\n", 1)[0])
+    return headers["Name"], headers["Version"]
+
+
 def python_packages() -> list[str]:
     lines = set()
     for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
+        name, version = name_and_version(dist)
         if not name:
             continue
-        line = f"{name}=={dist.version}"
+        line = f"{name}=={version}"
         direct_url = dist.read_text("direct_url.json")
         if direct_url:
             info = json.loads(direct_url)
