@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from aeff.interrupts import TrialInterrupted
 from aeff.logging.files import RecordsError
 
 
@@ -26,6 +27,7 @@ class TrialCheckpoints:
         self.directory = Path(directory).absolute()
         self.interval_sec = interval_sec
         self._last_save = time.monotonic()
+        self._last_saved_step: int | None = None
         self._manager_instance = None
 
     @property
@@ -46,7 +48,13 @@ class TrialCheckpoints:
         return time.monotonic() - self._last_save >= self.interval_sec
 
     def save(self, state: Any, progress: dict[str, Any]) -> None:
-        """`state` is one replica (host or device arrays); `progress` is JSON-able."""
+        """`state` is one replica (host or device arrays); `progress` is JSON-able.
+
+        A step saved already is skipped: an interrupt right after a checkpoint due at
+        an evaluation asks for the same step again.
+        """
+        if progress["global_step"] == self._last_saved_step:
+            return
         import orbax.checkpoint as ocp
 
         host_state = jax.tree.map(np.asarray, jax.device_get(state))
@@ -59,9 +67,12 @@ class TrialCheckpoints:
                 force=True,
             )
             self._manager.wait_until_finished()
+        except TrialInterrupted:
+            raise
         except Exception as error:  # orbax's and tensorstore's own types; a full disk, say
             raise RecordsError(self.directory, error) from error
         self._last_save = time.monotonic()
+        self._last_saved_step = progress["global_step"]
 
     def restore(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
         """The latest checkpoint shaped like `template`, or None when there is none."""
@@ -77,4 +88,5 @@ class TrialCheckpoints:
                 state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()
             ),
         )
+        self._last_saved_step = step
         return restored.state, restored.progress

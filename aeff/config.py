@@ -97,7 +97,7 @@ class TrialConfig:
     stop_at_target: bool = True
     max_steps: int | None = None
     eval_every_steps: int | None = None
-    steps_per_dispatch: int | None = None
+    steps_per_dispatch: int = 8
     search_space: dict[str, Any] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
     resume: bool = False  # sweeps: skip the trials whose records say finished
@@ -113,9 +113,15 @@ class TrialConfig:
             "null or an integer in [0, 2**32)",
             self.rng_seed,
         )
-        for key in ("max_steps", "eval_every_steps", "steps_per_dispatch"):
+        for key in ("max_steps", "eval_every_steps"):
             value = getattr(self, key)
             require(value is None or value > 0, key, "null or a positive integer", value)
+        require(
+            self.steps_per_dispatch > 0,
+            "steps_per_dispatch",
+            "a positive integer",
+            self.steps_per_dispatch,
+        )
 
 
 def require(ok: bool, key: str, allowed: str, value: Any) -> None:

@@ -77,7 +77,7 @@ def run_trial(
     stop_at_target: bool = True,
     max_steps: int | None = None,
     eval_every_steps: int | None = None,
-    steps_per_dispatch: int | None = None,
+    steps_per_dispatch: int = 8,
     on_eval: Callable[[EvalRow], None] | None = None,
     checkpoints: TrialCheckpoints | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -86,9 +86,9 @@ def run_trial(
 
     With `checkpoints`, continue from the latest one, save at evaluations and on the
     way out of an exception (a SIGTERM turned into one, say). `steps_per_dispatch`
-    fuses that many steps per launch (null: `steps.default_steps_per_dispatch()`);
-    a dispatch never crosses an epoch, a step-cadence evaluation or `max_steps`, so
-    every count and evaluation is the same as one step at a time.
+    fuses that many steps per launch; a launch never crosses an epoch, a step-cadence
+    evaluation or `max_steps`, so step counts and step-cadence evaluations are as one
+    step at a time; time-cadence evaluations wait for the launch to end.
     """
     mesh = steps.device_mesh()
     num_devices = mesh.devices.size
@@ -114,12 +114,17 @@ def run_trial(
     )
     step_rng = steps.replicate(step_rng, mesh)
     eval_splits = {
-        name: steps.shard_for_eval(split, workload.eval_batch_size, mesh)
+        name: steps.shard_for_eval(split, workload, mesh)
         for name, split in (("validation", splits.validation), ("test", splits.test))
     }
-    if steps_per_dispatch is None:
-        steps_per_dispatch = steps.default_steps_per_dispatch()
-    single_step = steps.train_steps(workload, submission)
+    # No longer than one launch can ever be, so no program is compiled in vain.
+    steps_per_dispatch = min(
+        steps_per_dispatch,
+        steps_per_epoch,
+        max_steps or steps_per_epoch,
+        eval_every_steps or steps_per_epoch,
+    )
+    single_step = steps.train_steps(workload, submission, 1)
     fused_steps = steps.train_steps(workload, submission, steps_per_dispatch)
     evaluate = steps.evaluate(workload)
 

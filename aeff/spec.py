@@ -29,7 +29,7 @@ class Batch(NamedTuple):
 
 
 class HostSplit(NamedTuple):
-    """One split in host memory, as compact as stored: the workload's model normalises it."""
+    """One split in host memory, as compact as stored: `Workload.preprocess` runs on the devices."""
 
     inputs: np.ndarray
     labels: np.ndarray
@@ -79,9 +79,14 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def init_params(self, rng: jax.Array) -> Params: ...
 
+    def preprocess(self, inputs: jax.Array) -> jax.Array:
+        """Stored examples to model inputs, on the devices: fused into each training step's
+        gather, and run once over the evaluation splits."""
+        return inputs
+
     @abc.abstractmethod
     def apply_model(self, params: Params, inputs: jax.Array) -> jax.Array:
-        """Logits for a batch of inputs as its `HostSplit` holds them, normalising included."""
+        """Logits for a batch of preprocessed inputs."""
 
     @abc.abstractmethod
     def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -24,8 +24,7 @@ def main() -> None:
     params = steps.replicate(workload.init_params(jax.random.key(0)), mesh)
     evaluate = steps.evaluate(workload)
     eval_splits = [
-        steps.shard_for_eval(s, workload.eval_batch_size, mesh)
-        for s in (splits.validation, splits.test)
+        steps.shard_for_eval(s, workload, mesh) for s in (splits.validation, splits.test)
     ]
     jax.block_until_ready([evaluate(params, s) for s in eval_splits])  # compile
     times = []

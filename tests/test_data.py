@@ -123,7 +123,7 @@ def test_splits_are_fixed_disjoint_and_normalised(tfds_data_dir, mnist_idx_dir):
     np.testing.assert_array_equal(splits.validation.inputs, again.validation.inputs)
     np.testing.assert_array_equal(splits.test.inputs[..., 0], arrays.test_images)
     np.testing.assert_allclose(
-        workload.normalise(splits.test.inputs[:1000]),
+        workload.preprocess(splits.test.inputs[:1000]),
         (arrays.test_images[:1000, ..., None] / 255.0 - 0.1307) / 0.3081,
         rtol=1e-6,
         atol=1e-6,

@@ -8,9 +8,23 @@ import os
 import signal
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import data_overrides, run_aeff, start_aeff
+
+from aeff.checkpoints import TrialCheckpoints
+
+
+def test_a_step_saved_already_is_not_saved_again(tmp_path):
+    """An interrupt just after a checkpoint due at an evaluation asks for the same step."""
+    checkpoints = TrialCheckpoints(tmp_path / "checkpoints", interval_sec=30)
+    checkpoints.save({"w": np.ones(3)}, {"global_step": 5, "wall_time": 1.0})
+    checkpoints.save({"w": np.ones(3)}, {"global_step": 5, "wall_time": 1.2})
+    checkpoints.save({"w": np.zeros(3)}, {"global_step": 6, "wall_time": 2.0})
+    state, progress = TrialCheckpoints(tmp_path / "checkpoints", 30).restore({"w": np.ones(3)})
+    assert progress["global_step"] == 6
+    np.testing.assert_array_equal(state["w"], np.zeros(3))
 
 
 def wait_for_checkpoint(run_dir, timeout=120):

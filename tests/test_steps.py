@@ -40,10 +40,11 @@ def test_evaluation_is_exact_when_the_split_does_not_fill_the_batches(
     )
     params = workload.init_params(jax.random.key(1))
     mesh = steps.device_mesh()
+    batched = dataclasses.replace(workload, eval_batch_size=eval_batch_size)
     means = steps.evaluate(workload)(
-        steps.replicate(params, mesh), steps.shard_for_eval(split, eval_batch_size, mesh)
+        steps.replicate(params, mesh), steps.shard_for_eval(split, batched, mesh)
     )
-    logits = workload.apply_model(params, split.inputs)
+    logits = workload.apply_model(params, workload.preprocess(split.inputs))
     expected_loss = float(workload.loss(logits, split.labels).mean())
     expected_accuracy = float((np.argmax(logits, -1) == split.labels).mean())
     assert float(means["loss"][0]) == pytest.approx(expected_loss, rel=1e-5)

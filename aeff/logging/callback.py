@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 METADATA = "metadata.json"
 RECORDS = (METADATA, "config_resolved.yaml", "packages.txt", liveness.LOCK)
 
+# What this process may discard (`discard_untrained`): the single run's dir when it
+# was new, and the dirs it wrote start records into.
+_new_run_dirs: set[Path] = set()
+_recorded_dirs: set[Path] = set()
+
 
 def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
@@ -96,15 +101,19 @@ def record_error(directory: Path, error: BaseException, status: str = "failed") 
 def discard_untrained(directory: Path) -> bool:
     """Remove the records of a trial that never trained, and its dir if only Hydra's is left.
 
-    So a bad command line leaves nothing that looks like a trial. Returns whether it
-    did; a trial with metrics or a checkpoint keeps everything.
+    So a bad command line leaves nothing that looks like a trial. Only what this
+    process wrote goes: an earlier trial's records in a reused run dir stay. Returns
+    whether it discarded; a trial with metrics or a checkpoint keeps everything.
     """
     if (directory / "metrics.csv").exists() or (directory / "checkpoints").exists():
         return False
     liveness.release(directory)
-    for name in RECORDS:
-        (directory / name).unlink(missing_ok=True)
-    if all(p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()):
+    if directory in _recorded_dirs:
+        for name in RECORDS:
+            (directory / name).unlink(missing_ok=True)
+    if directory in _new_run_dirs and all(
+        p.name == ".hydra" or p.suffix == ".log" for p in directory.iterdir()
+    ):
         shutil.rmtree(directory)
     return True
 
@@ -128,7 +137,10 @@ def exit_unless_writable(directory: Path) -> None:
 
 class RecordsCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        exit_unless_writable(Path(config.hydra.run.dir))
+        directory = Path(os.path.abspath(config.hydra.run.dir))  # as Hydra makes it
+        exit_unless_writable(directory)
+        if not directory.exists():
+            _new_run_dirs.add(directory)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         exit_unless_writable(Path(config.hydra.sweep.dir))
@@ -142,8 +154,9 @@ class RecordsCallback(Callback):
         except ConfigError:
             if hydra_cfg.mode.name != "MULTIRUN":
                 return  # the app reports it; a bad command line leaves no records
-        liveness.hold(directory)
-        remove_stale_temporaries(directory)
+        if liveness.hold(directory):  # no other live process writes here
+            remove_stale_temporaries(directory)
+        _recorded_dirs.add(directory)
         try:
             self._write_start_records(config, job_cfg, directory)
         except RecordsError as error:

@@ -115,6 +115,9 @@ def cut_torn_line(path: Path) -> None:
     """Drop a half-written last line, left by a crash of the machine, before appending."""
     if not path.exists():
         return
-    data = path.read_bytes()
-    if (end := data.rfind(b"\n") + 1) < len(data):
-        os.truncate(path, end)
+    try:
+        data = path.read_bytes()
+        if (end := data.rfind(b"\n") + 1) < len(data):
+            os.truncate(path, end)
+    except OSError as error:
+        raise RecordsError(path, error) from error

@@ -14,18 +14,19 @@ LOCK = ".aeff.lock"
 _held: dict[Path, int] = {}
 
 
-def hold(directory: Path) -> None:
-    """Lock `directory` for this process until `release` or exit."""
+def hold(directory: Path) -> bool:
+    """Lock `directory` for this process until `release` or exit; whether it could."""
     try:
         fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # an unwritable run dir: writing the records will say so
-        return
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:  # held by another live process, or no flock here
         os.close(fd)
-        return
+        return False
     _held[directory] = fd
+    return True
 
 
 def release(directory: Path) -> None:

@@ -35,6 +35,7 @@ CASES = [
     ("batch_size=-8", ["batch_size", "positive integer"]),
     ("batch_size=1022", ["batch_size=1022", "4 local devices", "multiple of 4"]),
     ("max_steps=0", ["max_steps", "positive integer"]),
+    ("steps_per_dispatch=0", ["steps_per_dispatch", "positive integer"]),
     ("hparams.lr=nan", ["hparams.lr", "finite number > 0"]),
     ("hparams.lr=inf", ["hparams.lr", "finite number > 0"]),
     ("hparams.lr=-1e-3", ["hparams.lr", "finite number > 0"]),
@@ -90,3 +91,38 @@ def test_bad_command_line_fails_fast_and_clearly(
     assert "Traceback" not in output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not written, f"left {written}"
+
+
+def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(
+    tmp_path, tfds_data_dir, mnist_idx_dir
+):
+    """The discarding of a bad command line's traces spares what it did not write."""
+    run_dir = tmp_path / "earlier"
+    (run_dir / ".hydra").mkdir(parents=True)
+    earlier = {
+        "metadata.json": '{"status": "failed"}',
+        "config_resolved.yaml": "batch_size: 1024\n",
+        "packages.txt": "jax==0.10.2\n",
+        "aeff.log": "an earlier trial's log\n",
+        ".hydra/config.yaml": "batch_size: 1024\n",
+    }
+    for name, text in earlier.items():
+        (run_dir / name).write_text(text)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aeff",
+            "batch_size=0",
+            f"hydra.run.dir={run_dir}",
+            *data_overrides(tfds_data_dir, mnist_idx_dir),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    for name, text in earlier.items():
+        if name != ".hydra/config.yaml":  # Hydra rewrites its own
+            assert (run_dir / name).read_text().startswith(text), name
