@@ -2,6 +2,7 @@
 
 import csv
 import errno
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -112,11 +113,11 @@ def test_host_columns_are_plausible():
 
 def test_credentials_are_redacted_from_vcs_installs(monkeypatch):
     url = "git+https://user:ghp_SECRET@github.com/org/repo.git"
-    files = {
+    texts = {
         "METADATA": "Metadata-Version: 2.1\nName: private-lib\nVersion: 1.0\n\nA description.\n",
         "direct_url.json": json.dumps({"url": url, "vcs_info": {"commit_id": "abc123"}}),
     }
-    dist = types.SimpleNamespace(read_text=files.get)
+    dist = types.SimpleNamespace(read_text=texts.get)
     monkeypatch.setattr(packages.importlib.metadata, "distributions", lambda: [dist])
     assert packages.python_packages() == [
         "private-lib @ git+https://***@github.com/org/repo.git@abc123"
@@ -129,6 +130,13 @@ def test_installed_packages_are_listed_sorted():
     listed = packages.python_packages()
     assert any(line.startswith("jax==") for line in listed)
     assert listed == sorted(listed, key=str.lower)
+    # the header-only parse agrees with importlib's full one
+    registry = [
+        f"{d.metadata['Name']}=={d.version}"
+        for d in importlib.metadata.distributions()
+        if not d.read_text("direct_url.json")
+    ]
+    assert registry and set(registry) <= set(listed)
 
 
 def test_rows_append_under_one_header_and_json_is_replaced_whole(tmp_path):

@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 import subprocess
-from email.parser import HeaderParser
 
 CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -17,10 +16,14 @@ def redact(text: str) -> str:
 
 def name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
     """From the metadata's header block alone: `dist.metadata` parses whole files, long
-    descriptions included, which took 3 times as long for a trial's 90 packages."""
+    descriptions included, and even `email`'s header parser took 20 ms for 90 packages."""
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-    headers = HeaderParser().parsestr(text.split("\n\n", 1)[0])
-    return headers["Name"], headers["Version"]
+    fields = dict(
+        line.split(": ", 1)
+        for line in text.partition("\n\n")[0].splitlines()
+        if line[:1].isalpha() and ": " in line
+    )
+    return fields.get("Name"), fields.get("Version")
 
 
 def python_packages() -> list[str]:
