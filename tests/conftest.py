@@ -26,7 +26,10 @@ def mnist_idx_dir() -> Path:
 @pytest.fixture(scope="session")
 def tfds_data_dir(tmp_path_factory, mnist_idx_dir) -> Path:
     """tfds `mnist` prepared from the real IDX files, once per test session (in a child
-    process, so TensorFlow never enters the test process)."""
+    process, so TensorFlow never enters the test process). `AEFF_TFDS_DATA_DIR` names
+    one prepared already: where TensorFlow is missing, say, holding aeff's numpy cache."""
+    if os.environ.get("AEFF_TFDS_DATA_DIR"):
+        return Path(os.environ["AEFF_TFDS_DATA_DIR"])
     data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
     code = (
         "import sys; from pathlib import Path; from aeff.workloads.mnist_data import load_mnist;"
