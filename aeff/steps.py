@@ -50,9 +50,9 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
     def put(leaf: Any) -> jax.Array:
         # Host arrays are broadcast as numpy views: one copy, no device op to compile.
-        broadcast = np.broadcast_to if isinstance(leaf, np.ndarray) else jnp.broadcast_to
-        leaf = leaf if isinstance(leaf, np.ndarray) else jnp.asarray(leaf)
-        return jax.device_put(broadcast(leaf, (size, *leaf.shape)), sharding)
+        xp = np if isinstance(leaf, np.ndarray) else jnp
+        leaf = xp.asarray(leaf)
+        return jax.device_put(xp.broadcast_to(leaf, (size, *leaf.shape)), sharding)
 
     return jax.tree.map(put, tree)
 

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import data_overrides
+from conftest import data_overrides, run_aeff
 
 CASES = [
     # wrong types, one of each kind of field
@@ -108,19 +108,9 @@ def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(
     }
     for name, text in earlier.items():
         (run_dir / name).write_text(text)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aeff",
-            "batch_size=0",
-            f"hydra.run.dir={run_dir}",
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = run_aeff(
+        ["batch_size=0", f"hydra.run.dir={run_dir}", *data_overrides(tfds_data_dir, mnist_idx_dir)],
+        tmp_path,
     )
     assert out.returncode == 2, out.stdout + out.stderr
     for name, text in earlier.items():
