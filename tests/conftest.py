@@ -10,26 +10,33 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from aeff import config
+from aeff.workloads import mnist_data
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_IDX_DIR = Path(os.environ.get("AEFF_MNIST_IDX_DIR", REPO.parent / "shared/datasets/mnist"))
+MNIST_IDX_DIR = mnist_data.bundled_idx_dir()  # the copy the package ships: nothing outside the repo
 TRIAL_SCRIPT = Path(__file__).with_name("trial_json.py")
 
 
 @pytest.fixture(scope="session")
 def mnist_idx_dir() -> Path:
-    if not (MNIST_IDX_DIR / "SHA256SUMS").exists():
-        pytest.fail(f"Real MNIST not found at {MNIST_IDX_DIR}; set AEFF_MNIST_IDX_DIR.")
     return MNIST_IDX_DIR
 
 
 @pytest.fixture(scope="session")
+def mnist_data_dir(tmp_path_factory, mnist_idx_dir) -> Path:
+    """A data dir holding aeff's numpy cache of the bundled MNIST, written with numpy alone
+    (a second, not tfds's 30-50 s preparation): trials load it as they would after their
+    first run. The tfds path itself is tested in test_data.py."""
+    data_dir = tmp_path_factory.mktemp("mnist_cache")
+    cache = data_dir / mnist_data.TFDS_NAME / mnist_data.TFDS_VERSION / mnist_data.CACHE_NAME
+    mnist_data._save_atomically(cache, mnist_data.read_idx_dir(mnist_idx_dir))
+    return data_dir
+
+
+@pytest.fixture(scope="session")
 def tfds_data_dir(tmp_path_factory, mnist_idx_dir) -> Path:
-    """tfds `mnist` prepared from the real IDX files, once per test session (in a child
-    process, so TensorFlow never enters the test process). `AEFF_TFDS_DATA_DIR` names
-    one prepared already: where TensorFlow is missing, say, holding aeff's numpy cache."""
-    if os.environ.get("AEFF_TFDS_DATA_DIR"):
-        return Path(os.environ["AEFF_TFDS_DATA_DIR"])
+    """tfds `mnist` prepared from the bundled IDX files, once per test session (in a child
+    process, so TensorFlow never enters the test process)."""
     data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
     code = (
         "import sys; from pathlib import Path; from aeff.workloads.mnist_data import load_mnist;"
@@ -51,8 +58,8 @@ def compose_config():
     return _compose
 
 
-def data_overrides(tfds_data_dir: Path, mnist_idx_dir: Path) -> list[str]:
-    return [f"workload.data_dir={tfds_data_dir}", f"workload.idx_dir={mnist_idx_dir}"]
+def data_overrides(data_dir: Path) -> list[str]:
+    return [f"workload.data_dir={data_dir}"]
 
 
 def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):

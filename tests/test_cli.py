@@ -18,10 +18,10 @@ def final_metrics(log_text: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_single_run_trains_on_real_mnist(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_single_run_trains_on_real_mnist(tmp_path, mnist_data_dir):
     out = run_aeff(
         [
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
+            *data_overrides(mnist_data_dir),
             "workload.max_allowed_runtime_sec=2",
             "stop_at_target=false",
         ],
@@ -37,9 +37,9 @@ def test_single_run_trains_on_real_mnist(tmp_path, tfds_data_dir, mnist_idx_dir)
 
 
 @pytest.mark.slow
-def test_sweep_gives_one_run_dir_per_trial(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_sweep_gives_one_run_dir_per_trial(tmp_path, mnist_data_dir):
     sweep_dir = run_sweep(
-        ["hparams.lr=1e-3,3e-3", "max_steps=20", *data_overrides(tfds_data_dir, mnist_idx_dir)],
+        ["hparams.lr=1e-3,3e-3", "max_steps=20", *data_overrides(mnist_data_dir)],
         tmp_path,
     )
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
@@ -50,9 +50,9 @@ def test_sweep_gives_one_run_dir_per_trial(tmp_path, tfds_data_dir, mnist_idx_di
 
 
 @pytest.mark.slow
-def test_default_trial_reaches_the_target_on_two_devices(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_default_trial_reaches_the_target_on_two_devices(tmp_path, mnist_data_dir):
     out = run_aeff(
-        [*data_overrides(tfds_data_dir, mnist_idx_dir), "rng_seed=0"],
+        [*data_overrides(mnist_data_dir), "rng_seed=0"],
         tmp_path,
         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )
@@ -137,12 +137,12 @@ def test_regular_install_ships_the_configs_and_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_programs_are_cached_for_the_next_process(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_compiled_programs_are_cached_for_the_next_process(tmp_path, mnist_data_dir):
     cache = tmp_path / "jax-cache"
     args = [
         "max_steps=2",
         f"compilation_cache_dir={cache}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     assert run_aeff(args, tmp_path).returncode == 0
     entries = set(cache.iterdir())

@@ -9,13 +9,13 @@ import pytest
 from conftest import data_overrides, run_sweep
 
 
-def finished_sweep(cwd, args, tfds_data_dir, mnist_idx_dir):
+def finished_sweep(cwd, args, mnist_data_dir):
     sweep = run_sweep(
         [
             "hparams.lr=1e-3,3e-3",
             "max_steps=5",
             *args,
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
+            *data_overrides(mnist_data_dir),
         ],
         cwd,
     )
@@ -29,7 +29,7 @@ def finished_sweep(cwd, args, tfds_data_dir, mnist_idx_dir):
 
 
 @pytest.mark.slow
-def test_two_parallel_joblib_workers_get_their_own_devices(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_two_parallel_joblib_workers_get_their_own_devices(tmp_path, mnist_data_dir):
     sweep = finished_sweep(
         tmp_path,
         [
@@ -38,16 +38,15 @@ def test_two_parallel_joblib_workers_get_their_own_devices(tmp_path, tfds_data_d
             "devices.per_trial=1",
             "devices.ids=[0,1]",
         ],
-        tfds_data_dir,
-        mnist_idx_dir,
+        mnist_data_dir,
     )
     metadata = [json.loads((sweep / job / "metadata.json").read_text()) for job in ("0", "1")]
     assert sorted(m["cuda_visible_devices"] for m in metadata) == ["0", "1"]
 
 
 @pytest.mark.slow
-def test_two_trials_through_submitit_local(tmp_path, tfds_data_dir, mnist_idx_dir):
-    finished_sweep(tmp_path, ["hydra/launcher=submitit_local"], tfds_data_dir, mnist_idx_dir)
+def test_two_trials_through_submitit_local(tmp_path, mnist_data_dir):
+    finished_sweep(tmp_path, ["hydra/launcher=submitit_local"], mnist_data_dir)
 
 
 def test_claimed_slots_never_overlap(tmp_path):

@@ -88,7 +88,7 @@ COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory, tfds_data_dir, mnist_idx_dir):
+def sweep_dir(tmp_path_factory, mnist_data_dir):
     cwd = tmp_path_factory.mktemp("sweep")
     return run_sweep(
         [
@@ -96,7 +96,7 @@ def sweep_dir(tmp_path_factory, tfds_data_dir, mnist_idx_dir):
             "+meta.study=demo",
             "max_steps=60",
             "eval_every_steps=20",
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
+            *data_overrides(mnist_data_dir),
         ],
         cwd,
     )
@@ -161,9 +161,9 @@ def test_concat_plot_and_summary_on_a_sweep(sweep_dir):
 
 
 @pytest.mark.slow
-def test_kill_9_leaves_complete_rows_and_a_running_status(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_kill_9_leaves_complete_rows_and_a_running_status(tmp_path, mnist_data_dir):
     args = ["workload.eval_period_time_sec=0.05", "stop_at_target=false"]
-    proc = start_aeff([*args, *data_overrides(tfds_data_dir, mnist_idx_dir)], tmp_path)
+    proc = start_aeff([*args, *data_overrides(mnist_data_dir)], tmp_path)
     deadline = time.monotonic() + 120
     metrics = None
     while time.monotonic() < deadline:
@@ -209,9 +209,9 @@ def test_an_exception_in_the_trial_is_recorded_as_failed(tmp_path):
     assert "load_splits" in metadata["traceback"]
 
 
-def test_logging_off_writes_no_records(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_logging_off_writes_no_records(tmp_path, mnist_data_dir):
     out = run_aeff(
-        ["logging=off", "max_steps=3", *data_overrides(tfds_data_dir, mnist_idx_dir)], tmp_path
+        ["logging=off", "max_steps=3", *data_overrides(mnist_data_dir)], tmp_path
     )
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs").glob("*/*")

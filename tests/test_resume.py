@@ -37,7 +37,7 @@ def wait_for_checkpoint(run_dir, timeout=120):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, mnist_data_dir):
     run_dir = tmp_path / "run"
     args = [
         "stop_at_target=false",
@@ -45,7 +45,7 @@ def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, tfds_data_d
         "rng_seed=1",
         "checkpoint.interval_sec=0.5",
         f"hydra.run.dir={run_dir}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     proc = start_aeff(args, tmp_path)
     wait_for_checkpoint(run_dir)

@@ -25,8 +25,8 @@ class TracedMnist(MnistWorkload):
 
 
 @pytest.fixture(scope="module")
-def workload(tfds_data_dir):
-    return MnistWorkload(data_dir=str(tfds_data_dir))
+def workload(mnist_data_dir):
+    return MnistWorkload(data_dir=str(mnist_data_dir))
 
 
 @pytest.mark.parametrize(("size", "eval_batch_size"), [(103, 25), (100, 100), (7, 64)])
@@ -51,8 +51,8 @@ def test_evaluation_is_exact_when_the_split_does_not_fill_the_batches(
     assert float(means["accuracy"][0]) == pytest.approx(expected_accuracy, abs=1e-7)
 
 
-def test_trials_differing_in_hyperparameters_share_one_compilation(tfds_data_dir):
-    workload = TracedMnist(data_dir=str(tfds_data_dir))
+def test_trials_differing_in_hyperparameters_share_one_compilation(mnist_data_dir):
+    workload = TracedMnist(data_dir=str(mnist_data_dir))
     first = run_trial(
         workload, Adam(batch_size=512), AdamHParams(lr=1e-3), 0, max_steps=30, eval_every_steps=30
     )

@@ -38,14 +38,14 @@ def sampled_lrs(sweep_dir):
 
 
 @pytest.mark.slow
-def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, mnist_data_dir):
     args = [
         "-m",
         "search_space=mnist_adam",
         "search.num_trials=8",
         "search.seed=0",
         "max_steps=3",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     for _ in range(2):
         out = run_aeff(args, tmp_path)
@@ -66,7 +66,7 @@ def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, tfds_data_dir, mni
 
 @pytest.mark.slow
 def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(
-    tmp_path, tfds_data_dir, mnist_idx_dir
+    tmp_path, mnist_data_dir
 ):
     (tmp_path / "flaky.py").write_text(FLAKY_WORKLOAD)
     (tmp_path / "fail").touch()
@@ -76,7 +76,7 @@ def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(
         "hparams.lr=1e-3,3e-3",
         "max_steps=3",
         "rng_seed=null",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     env = {"PYTHONPATH": str(tmp_path)}
     out = run_aeff(args, tmp_path, env=env)

@@ -16,9 +16,9 @@ TIME_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def short_trial(tfds_data_dir, mnist_idx_dir):
+def short_trial(mnist_data_dir):
     return [
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
         "rng_seed=0",
         "max_steps=12",
         "eval_every_steps=3",

@@ -65,7 +65,7 @@ CASES = [
 
 @pytest.mark.parametrize(("command_line", "messages"), CASES, ids=[c[0] for c in CASES])
 def test_bad_command_line_fails_fast_and_clearly(
-    command_line, messages, tmp_path, tfds_data_dir, mnist_idx_dir
+    command_line, messages, tmp_path, mnist_data_dir
 ):
     start = time.monotonic()
     out = subprocess.run(
@@ -74,7 +74,7 @@ def test_bad_command_line_fails_fast_and_clearly(
             "-m",
             "aeff",
             *shlex.split(command_line),
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
+            *data_overrides(mnist_data_dir),
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -94,7 +94,7 @@ def test_bad_command_line_fails_fast_and_clearly(
 
 
 def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(
-    tmp_path, tfds_data_dir, mnist_idx_dir
+    tmp_path, mnist_data_dir
 ):
     """The discarding of a bad command line's traces spares what it did not write."""
     run_dir = tmp_path / "earlier"
@@ -109,7 +109,7 @@ def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(
     for name, text in earlier.items():
         (run_dir / name).write_text(text)
     out = run_aeff(
-        ["batch_size=0", f"hydra.run.dir={run_dir}", *data_overrides(tfds_data_dir, mnist_idx_dir)],
+        ["batch_size=0", f"hydra.run.dir={run_dir}", *data_overrides(mnist_data_dir)],
         tmp_path,
     )
     assert out.returncode == 2, out.stdout + out.stderr

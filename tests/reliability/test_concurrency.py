@@ -10,7 +10,7 @@ from conftest import data_overrides
 
 
 @pytest.mark.slow
-def test_two_sweeps_started_together_do_not_collide(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_two_sweeps_started_together_do_not_collide(tmp_path, mnist_data_dir):
     command = [
         sys.executable,
         "-m",
@@ -20,7 +20,7 @@ def test_two_sweeps_started_together_do_not_collide(tmp_path, tfds_data_dir, mni
         "max_steps=20",
         # The same time stamp for both: only the unique suffix can keep them apart.
         "hydra.sweep.dir=outputs/multirun/same-second_${aeff.unique_suffix:}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     procs = [
         subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -20,7 +20,7 @@ KILL_AT = Path(__file__).with_name("kill_at.py")
 MAX_STEPS = 600
 
 
-def trial_args(run_dir: Path, tfds_data_dir: Path, mnist_idx_dir: Path) -> list[str]:
+def trial_args(run_dir: Path, mnist_data_dir: Path) -> list[str]:
     return [
         "stop_at_target=false",
         f"max_steps={MAX_STEPS}",
@@ -28,7 +28,7 @@ def trial_args(run_dir: Path, tfds_data_dir: Path, mnist_idx_dir: Path) -> list[
         "rng_seed=0",
         "checkpoint.interval_sec=0.3",
         f"hydra.run.dir={run_dir}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
 
 
@@ -73,10 +73,10 @@ def kill_from_outside(moment: str, args: list[str], run_dir: Path, cwd: Path) ->
     "moment", ["startup", "metadata", "csv_row", "checkpoint", "training", "final_metadata"]
 )
 def test_kill_9_leaves_whole_records_and_resume_finishes(
-    moment, tmp_path, tfds_data_dir, mnist_idx_dir
+    moment, tmp_path, mnist_data_dir
 ):
     run_dir = tmp_path / "run"
-    args = trial_args(run_dir, tfds_data_dir, mnist_idx_dir)
+    args = trial_args(run_dir, mnist_data_dir)
     if moment in ("startup", "training"):
         kill_from_outside(moment, args, run_dir, tmp_path)
     else:

@@ -40,7 +40,7 @@ def plant_git_remote(repo: os.PathLike) -> None:
 
 
 @pytest.mark.slow
-def test_planted_tokens_appear_in_no_written_file(tmp_path, tfds_data_dir, mnist_idx_dir):
+def test_planted_tokens_appear_in_no_written_file(tmp_path, mnist_data_dir):
     plant_vcs_install(tmp_path / "site")
     plant_git_remote(tmp_path)
     env = {
@@ -53,7 +53,7 @@ def test_planted_tokens_appear_in_no_written_file(tmp_path, tfds_data_dir, mnist
         [
             "max_steps=20",
             f"+meta.data_source=https://reader:{OVERRIDE_TOKEN}@data.example.com/mnist",
-            *data_overrides(tfds_data_dir, mnist_idx_dir),
+            *data_overrides(mnist_data_dir),
         ],
         tmp_path,
         env=env,

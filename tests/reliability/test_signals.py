@@ -13,7 +13,7 @@ from records import assert_records_parseable, fingerprint, status_in_summary
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_leaves_a_last_row_a_checkpoint_and_its_exit_code(
-    signum, exit_code, tmp_path, tfds_data_dir, mnist_idx_dir
+    signum, exit_code, tmp_path, mnist_data_dir
 ):
     run_dir = tmp_path / "run"
     args = [
@@ -21,7 +21,7 @@ def test_a_signal_leaves_a_last_row_a_checkpoint_and_its_exit_code(
         "eval_every_steps=200",
         "checkpoint.interval_sec=1000",  # so the only checkpoint is the signal's
         f"hydra.run.dir={run_dir}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     proc = start_aeff(args, tmp_path)
     deadline = time.monotonic() + 120

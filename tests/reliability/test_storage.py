@@ -59,14 +59,14 @@ def test_read_only_output_folder_fails_before_anything_runs(tmp_path):
 
 @pytest.mark.slow
 def test_resume_into_a_read_only_run_dir_leaves_its_files_as_they_were(
-    tmp_path, tfds_data_dir, mnist_idx_dir
+    tmp_path, mnist_data_dir
 ):
     run_dir = tmp_path / "run"
     args = [
         "max_steps=40",
         "eval_every_steps=20",
         f"hydra.run.dir={run_dir}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     ]
     assert run_aeff(args, tmp_path).returncode == 0
     before = fingerprint(run_dir)
@@ -78,7 +78,7 @@ def test_resume_into_a_read_only_run_dir_leaves_its_files_as_they_were(
 
 @pytest.mark.slow
 def test_a_full_disk_mid_trial_stops_it_with_a_clear_error_and_whole_records(
-    tmp_path, tfds_data_dir, mnist_idx_dir
+    tmp_path, mnist_data_dir
 ):
     disk, kept = tmp_path / "disk", tmp_path / "kept"
     disk.mkdir()
@@ -87,7 +87,7 @@ def test_a_full_disk_mid_trial_stops_it_with_a_clear_error_and_whole_records(
         "eval_every_steps=20",
         "checkpoint.interval_sec=0.2",
         f"hydra.run.dir={disk / 'run'}",
-        *data_overrides(tfds_data_dir, mnist_idx_dir),
+        *data_overrides(mnist_data_dir),
     )
     metrics = shlex.quote(str(disk / "run" / "metrics.csv"))
     script = f"""
