@@ -1,132 +1,142 @@
-"""The Hydra app: compose and check the config, then run one trial and return its result."""
+"""The Hydra app (`python -m aeff`, `aeff`): a thin adapter around `aeff.trial`.
+
+It reads Hydra's state once per job (run dir, overrides, job number) and passes it
+on; it decides how the process ends, with the statuses of `aeff.errors`.
+"""
 
 import dataclasses
 import logging
+import os
+import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from aeff import config
-from aeff.config import ConfigError, Trial
-from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
-from aeff.interrupts import TrialInterrupted, interrupts_raised
-from aeff.logging.callback import discard_untrained, record_error, run_dir
-from aeff.logging.files import RecordsError
-from aeff.logging.metrics import MetricsCsv
-from aeff.workloads.mnist_data import DataError
+from aeff import errors
+from aeff.config import TrialConfig, unique_suffix
+from aeff.errors import AeffError, TrialInterrupted
+from aeff.logging.packages import redact
+from aeff.logging.run_dir import RunDir
+from aeff.trial import failure_record, train_and_evaluate
+from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 log = logging.getLogger(__name__)
 
 
-def prepare(cfg: DictConfig, run_dir: Path | None = None) -> Trial:
-    """The checked trial, with its seed drawn when `rng_seed` is null."""
-    trial = config.check_trial(cfg, run_dir)
-    if trial.rng_seed is None:
-        trial = dataclasses.replace(trial, rng_seed=config.draw_seed())
-        log.info("rng_seed=null: drew rng_seed=%d", trial.rng_seed)
-    return trial
-
-
-def run(
-    trial: Trial,
-    on_eval: Callable[[dict[str, Any]], None] | None = None,
-    checkpoint_dir: Path | None = None,
-) -> dict[str, Any]:
-    from aeff.runner import run_trial  # imports JAX; kept out of config checking
-
-    if trial.settings.compilation_cache_dir:
-        enable_compilation_cache(Path(trial.settings.compilation_cache_dir).expanduser())
-
-    checkpoints = None
-    if checkpoint_dir is not None and trial.settings.checkpoint.enabled:
-        from aeff.checkpoints import TrialCheckpoints
-
-        checkpoints = TrialCheckpoints(checkpoint_dir, trial.settings.checkpoint.interval_sec)
-
-    result = run_trial(
-        trial.workload,
-        trial.submission,
-        trial.hparams,
-        trial.rng_seed,
-        stop_at_target=trial.settings.stop_at_target,
-        max_steps=trial.settings.max_steps,
-        eval_every_steps=trial.settings.eval_every_steps,
-        steps_per_dispatch=trial.settings.steps_per_dispatch,
-        on_eval=on_eval,
-        checkpoints=checkpoints,
+def register() -> None:
+    """Make the schema, resolver and sweeper known to Hydra; call before composing."""
+    # Hydra's plugin scan cannot list modules of an editable install; register directly.
+    Plugins.instance().register(aeff_sweeper.AeffSweeper)
+    ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
+    OmegaConf.register_new_resolver(
+        "aeff.unique_suffix", unique_suffix, use_cache=True, replace=True
     )
-    log.info(
-        "%s after %d steps: goal reached %s, time to target %s, %s",
-        result.status,
-        result.global_step,
-        result.goal_reached,
-        "none" if result.time_to_target is None else f"{result.time_to_target:.2f}s",
-        ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
-    )
-    return dataclasses.asdict(result)
 
 
-def enable_compilation_cache(directory: Path) -> None:
-    """Keep every compiled program on disk, however small, for the next process."""
-    import jax
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config `python -m aeff OVERRIDES` would run, for scripts and benchmarks."""
+    from hydra import compose, initialize_config_module
 
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    register()
+    with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
 
 
-config.register()
+class RunDirCallback(Callback):
+    """Claims a single run's dir before Hydra writes into it, so a second process aimed
+    at a live trial's dir is refused with the owner's files untouched."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_on_error(lambda: RunDir(Path(config.hydra.run.dir)).claim())
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        exit_on_error(lambda: writable_or_raise(sweep_dir))
+
+
+def writable_or_raise(directory: Path) -> None:
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise errors.RecordsError(directory, PermissionError(13, f"{existing} is not writable"))
+
+
+def exit_on_error(step: Any) -> None:
+    """Run `step`; an AeffError ends the process with its one line (a callback's
+    exceptions would only become Hydra warnings)."""
+    try:
+        step()
+    except AeffError as error:
+        print(f"aeff: {error}", file=sys.stderr)
+        sys.exit(errors.exit_status(error))
+
+
+def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
+    """The job's place in Hydra's run, for metadata.json."""
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    return {
+        "log_dir": hydra_cfg.runtime.output_dir,
+        "command": redact(" ".join(["python -m aeff", shlex.join(sys.argv[1:])])),
+        "hydra.overrides": [redact(o) for o in hydra_cfg.overrides.task],
+        "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
+        "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
+    }
 
 
 @hydra.main(version_base="1.3", config_path="pkg://aeff.conf", config_name="config")
 def trial_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: one trial; the returned result is what sweepers see."""
-    directory = run_dir()
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    labels = job_labels(hydra_cfg)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        trial = prepare(cfg, directory)
-    except ConfigError as error:
+        result = train_and_evaluate(cfg, run_dir, labels, Path(hydra_cfg.runtime.cwd))
+    except Exception as error:
+        bad_input = isinstance(error, AeffError)
+        if in_sweep or not bad_input:  # every trial of a sweep has a record, so has a crash
+            RunDir(run_dir).record_failure(failure_record(error, labels, cfg))
+        if not bad_input:
+            raise  # Hydra prints the traceback; in a sweep the sweeper goes on
         log.error("%s", error)
-        if multirun:
-            record_error(directory, error)
-            raise  # the sweeper records it and goes on with the other trials
-        discard_untrained(directory)  # the records callback wrote nothing for it
-        sys.exit(2)
-    try:
-        devices = trial.settings.devices
-        if devices.per_trial:  # before anything starts JAX's backend
-            ids = devices.ids if devices.ids is not None else visible_gpu_ids()
-            slot = claim_devices(devices.per_trial, ids, default_lock_dir())
-            log.info("devices.per_trial=%d: this trial uses GPUs %s", devices.per_trial, slot)
-        records = None
-        if trial.settings.logging.enabled:
-            records = MetricsCsv.for_run(cfg, trial.rng_seed)
-        with interrupts_raised():
-            return run(trial, on_eval=records, checkpoint_dir=directory / "checkpoints")
-    except TrialInterrupted as interrupt:
-        log.warning("Trial %s; resume=true continues it from its last checkpoint.", interrupt)
-        record_error(directory, interrupt, status="interrupted")
-        sys.exit(interrupt.exit_code)  # stops a sweep too: the signal was meant for it
-    except (ConfigError, DataError, RecordsError) as error:
-        log.error("%s", error)
-        if multirun:
-            record_error(directory, error)
+        if in_sweep:
             raise
-        if not discard_untrained(directory):
-            record_error(directory, error)
-        sys.exit(2)
+        RunDir(run_dir).discard_if_unused()  # a bad command line leaves no files
+        sys.exit(errors.exit_status(error))
+    except TrialInterrupted as interrupt:
+        if not in_sweep:
+            log.warning(
+                "Trial %s. %s", interrupt, resume_hint(interrupt, f"hydra.run.dir={run_dir}")
+            )
+        raise
+    log.info("Records of this trial: %s", run_dir)
+    return dataclasses.asdict(result)
+
+
+def resume_hint(interrupt: TrialInterrupted, dir_override: str) -> str:
+    command = shlex.join(["python", "-m", "aeff", *sys.argv[1:], "resume=true", dir_override])
+    if interrupt.checkpoint_step is None:
+        how = "No checkpoint was saved; this starts it again with its seed"
+    else:
+        how = f"A checkpoint of step {interrupt.checkpoint_step} was saved; this continues it"
+    return f"{how}: {redact(command)}"
 
 
 def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
-    from hydra_plugins.aeff_sweeper import aeff_sweeper
-
-    trial_job()
+    register()
+    try:
+        trial_job()
+    except TrialInterrupted as interrupt:  # Hydra passes BaseExceptions on
+        sys.exit(errors.exit_status(interrupt))
     if aeff_sweeper.failed_trials:
-        sys.exit(1)
+        sys.exit(errors.EXIT_FAILED_TRIALS)

@@ -6,6 +6,7 @@ an evaluation only when `interval_sec` of wall time has passed since the last on
 and when the trial is interrupted.
 """
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aeff.interrupts import TrialInterrupted
-from aeff.logging.files import RecordsError
+from aeff.errors import RecordsError
 
 
 def has_checkpoint(directory: Path) -> bool:
@@ -67,12 +67,14 @@ class TrialCheckpoints:
                 force=True,
             )
             self._manager.wait_until_finished()
-        except TrialInterrupted:
-            raise
         except Exception as error:  # orbax's and tensorstore's own types; a full disk, say
             raise RecordsError(self.directory, error) from error
         self._last_save = time.monotonic()
         self._last_saved_step = progress["global_step"]
+
+    def delete(self) -> None:
+        """Remove every checkpoint (a finished trial needs none, unless `checkpoint.keep`)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def restore(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
         """The latest checkpoint shaped like `template`, or None when there is none."""

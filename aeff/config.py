@@ -11,17 +11,15 @@ import math
 import os
 import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import hydra.utils
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config value that cannot run; the message names the key and what is allowed."""
+from aeff.errors import ConfigError
+from aeff.logging.flatten import flatten
+from aeff.logging.packages import redact
 
 
 @dataclass
@@ -80,6 +78,7 @@ class CheckpointConfig:
 
     enabled: bool = True
     interval_sec: float = 30.0  # wall time between checkpoints taken at evaluations
+    keep: bool = False  # keep the last checkpoint of a trial that finished
 
     def __post_init__(self) -> None:
         require_positive_finite("checkpoint.interval_sec", self.interval_sec)
@@ -172,7 +171,28 @@ def build(node: Any, key: str) -> Any:
 
 def validate_trial(cfg: DictConfig) -> TrialConfig:
     """The top-level keys, typed and range-checked; component nodes stay plain dicts."""
+    refuse_unknown_keys(TrialConfig, {k: v for k, v in cfg.items() if k != "hydra"})
     return structured(TrialConfig, cfg)
+
+
+def refuse_unknown_keys(schema: type, node: Any, prefix: str = "") -> None:
+    """Keys added with `+` that `schema` does not have (OmegaConf's merge lets them in)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in fields:
+            where = f"{prefix}{key}"
+            raise ConfigError(
+                f"unknown key {where!r}: the keys of {prefix.rstrip('.') or 'the config'} are "
+                f"{', '.join(fields)} (labels go under meta., e.g. +meta.study=...)."
+            )
+        if dataclasses.is_dataclass(fields[key].type) and isinstance(node[key], DictConfig):
+            refuse_unknown_keys(fields[key].type, node[key], f"{prefix}{key}.")
+
+
+# Top-level keys that metadata.json and every metrics row carry besides the nodes.
+RECORDED_KEYS = ("batch_size", "stop_at_target", "max_steps", "eval_every_steps")
+# Where the data lives does not change the trial; everything else recorded does.
+NOT_IDENTITY = ("workload.data_dir", "workload.idx_dir")
 
 
 @dataclass(frozen=True)
@@ -181,48 +201,40 @@ class Trial:
     submission: Any  # an aeff.spec.Submission
     hparams: Any
     settings: TrialConfig
-    rng_seed: int | None  # settings.rng_seed; aeff.app.prepare draws one when null
+    record: dict[str, Any]  # the config's flat keys for metadata.json and metrics.csv
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes this trial this trial: a resume must match it."""
+        return {
+            k: v
+            for k, v in self.record.items()
+            if not k.startswith("meta.") and k not in NOT_IDENTITY
+        }
 
 
-def check_trial(cfg: DictConfig, run_dir: Path | None = None) -> Trial:
-    """Every check that needs no data and no device, so bad input fails in a second.
-
-    The records callback runs it before writing anything, so a bad command line
-    leaves no records; `run_dir` is checked for an earlier trial's checkpoint.
-    """
+def check_trial(cfg: DictConfig) -> Trial:
+    """Every check that needs no data and no device, so bad input fails in a second."""
     settings = validate_trial(cfg)
     workload = build(settings.workload, "workload")
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
-    if run_dir is not None and settings.checkpoint.enabled and not settings.resume:
-        from aeff.checkpoints import has_checkpoint
-
-        if has_checkpoint(run_dir / "checkpoints"):
-            raise ConfigError(
-                f"{run_dir} holds a checkpoint of an earlier trial: add resume=true to "
-                "continue it, or choose another hydra.run.dir."
-            )
-    return Trial(workload, submission, hparams, settings, settings.rng_seed)
+    record = {
+        "workload": workload.name,
+        **{key: getattr(settings, key) for key in RECORDED_KEYS},
+        **flatten(settings.workload, "workload"),
+        **flatten(settings.submission, "submission"),
+        **flatten(hparams, "hparams"),  # as checked: the schema's defaults included
+        **flatten(settings.meta, "meta"),
+    }
+    record = {k: redact(v) if isinstance(v, str) else v for k, v in record.items()}
+    return Trial(workload, submission, hparams, settings, record)
 
 
 def draw_seed() -> int:
     return secrets.randbits(31)
 
 
-def _unique_suffix() -> str:
+def unique_suffix() -> str:
     """Keeps two runs started in the same second, on any host, out of one directory."""
     return f"{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def register() -> None:
-    """Make the schema, resolvers and sweeper known to Hydra; call before composing."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper
-
-    # Hydra's plugin scan cannot list modules of an editable install; register directly.
-    Plugins.instance().register(AeffSweeper)
-    ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
-    OmegaConf.register_new_resolver(
-        "aeff.unique_suffix", _unique_suffix, use_cache=True, replace=True
-    )

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from aeff.config import ConfigError
+from aeff.errors import ConfigError
 
 _claimed: tuple[list[int], IO] | None = None  # this process's slot and its lock
 

@@ -1,7 +1,8 @@
-"""SIGINT and SIGTERM as an exception, so a trial stops between Python statements.
+"""SIGINT, SIGTERM and SIGHUP as an exception, so a trial stops between Python statements.
 
-The runner then records a last row and a checkpoint; the app records `interrupted`
-and exits with the shell's code for the signal.
+The runner then records a last row and a checkpoint, with further signals held off
+until the checkpoint is on disk; the trial records `interrupted` and the app exits
+with the shell's code for the signal.
 """
 
 import contextlib
@@ -9,25 +10,40 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
+from aeff.errors import TrialInterrupted
 
-class TrialInterrupted(Exception):
-    """SIGINT or SIGTERM stopped the trial; its records say `interrupted`."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def interrupts_raised() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into TrialInterrupted, which Hydra's callbacks see."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise TrialInterrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _handled(handler: Any) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """Turn the signals into TrialInterrupted."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise TrialInterrupted(signum)
+
+    with _handled(handler):
+        yield
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[list[int]]:
+    """Note the signals instead of raising them, so the block (a checkpoint on the way out)
+    finishes; yields the list they are noted in."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    with _handled(handler):
+        yield received

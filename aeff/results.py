@@ -1,47 +1,76 @@
 """`python -m aeff.results concat|plot|summary PATH`: combine, draw and summarise trials.
 
 PATH is a run dir, a sweep dir (or any folder above them) or, for `plot`, a CSV.
+This module owns a sweep dir's own files: the plan the sweeper writes before its
+first trial, and the report (summary.csv, sweep.json) written after the last.
 """
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 
-from aeff.logging import liveness
 from aeff.logging.concat import concatenate_csvs, load_metrics
+from aeff.logging.files import write_json_atomically, write_text_atomically
+from aeff.logging.run_dir import FINISHED, METADATA, read_metadata, status_of
 
-METADATA = "metadata.json"
-FINISHED_STATUSES = ("completed", "diverged")
+log = logging.getLogger(__name__)
+
+PLAN = "sweep_plan.json"
+SUMMARY = "summary.csv"
+REPORT = "sweep.json"
+NOT_STARTED = "not started"  # a planned trial with no record: the sweep was stopped before it
 
 
-def _job_order(path: Path) -> tuple:
-    """Sweep job dirs in numeric order (2 before 10)."""
-    return tuple(int(p) if p.isdigit() else -1 for p in path.parent.parts), str(path)
+def write_plan(sweep_dir: Path, jobs: list[list[str]]) -> None:
+    """Every trial the sweep will run, as its overrides, before the first one starts."""
+    write_json_atomically(sweep_dir / PLAN, {"num_trials": len(jobs), "jobs": jobs})
 
 
-def trial_status(metadata: dict, run_dir: Path) -> str | None:
-    """The recorded status, except that a `running` trial whose process died is `interrupted`."""
-    status = metadata.get("status")
-    if status == "running" and liveness.is_running(run_dir) is False:
-        return "interrupted"
-    return status
+def read_plan(sweep_dir: Path) -> list[list[str]] | None:
+    path = sweep_dir / PLAN
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["jobs"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"aeff: {path} is unreadable ({type(error).__name__}).") from None
+
+
+def trial_dirs(path: Path) -> list[Path]:
+    """The run dirs at or below `path`: a sweep's planned jobs in order, else every dir
+    with a record (earlier attempts, under dot folders, left out)."""
+    plan = read_plan(path)
+    if plan is not None:
+        return [path / str(job) for job in range(len(plan))]
+    found = [
+        p.parent
+        for p in Path(path).rglob(METADATA)
+        if not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
+    return sorted(found, key=lambda d: tuple(int(p) if p.isdigit() else -1 for p in d.parts))
 
 
 def summary(path: Path) -> pd.DataFrame:
     """One row per trial: hyperparameters, status, best target metric, time to target."""
     metrics = load_metrics(path)
     rows = []
-    for metadata_path in sorted(Path(path).rglob(METADATA), key=_job_order):
-        if any(part.startswith(".") for part in metadata_path.relative_to(path).parts):
-            continue  # earlier attempts, kept by resume
-        metadata = json.loads(metadata_path.read_text())
-        run_dir = str(metadata_path.parent.resolve())
-        target = metadata.get("workload.target_metric")
-        trial = metrics[metrics["run_dir"] == run_dir] if "run_dir" in metrics else metrics
-        row = {"run_dir": run_dir, "status": trial_status(metadata, metadata_path.parent)}
+    for run_dir in trial_dirs(Path(path)):
+        try:
+            metadata = read_metadata(run_dir)
+        except Exception as error:  # an unreadable record: say which, go on with the others
+            log.warning("Skipped %s", error)
+            continue
+        row = {"run_dir": str(run_dir.resolve())}
+        if metadata is None:
+            rows.append({**row, "status": NOT_STARTED})
+            continue
+        row["status"] = status_of(run_dir, metadata)
         row.update({k: v for k, v in metadata.items() if k.startswith(("hparams.", "meta."))})
+        trial = metrics[metrics["run_dir"] == row["run_dir"]] if "run_dir" in metrics else metrics
+        target = metadata.get("workload.target_metric")
         row["target_metric"] = target
         best = None
         if target and len(trial) and target in trial:
@@ -53,6 +82,8 @@ def summary(path: Path) -> pd.DataFrame:
             reached["accumulated_submission_time"].iloc[0] if len(reached) else None
         )
         row["global_step"] = trial["global_step"].max() if len(trial) else 0
+        if metadata.get("error_message"):
+            row["error"] = metadata["error_message"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -61,22 +92,24 @@ def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
     """`summary.csv` and `sweep.json`: every trial, the best one and AlgoPerf's score.
 
     The score is the least time to target over the trials that reached it (none if
-    no trial did); divergence is a result, failure and interruption are not.
+    no trial did); divergence is a result; failure, interruption and a planned trial
+    that never started are not.
     """
     table = summary(sweep_dir)
-    table.to_csv(sweep_dir / "summary.csv", index=False)
-    reached = table.dropna(subset=["time_to_target"]) if len(table) else table
+    write_text_atomically(sweep_dir / SUMMARY, table.to_csv(index=False))
+    reached = table.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
     best = reached.loc[reached["time_to_target"].idxmin()] if len(reached) else None
+    plan = read_plan(sweep_dir)
+    started = table[table["status"] != NOT_STARTED] if len(table) else table
     report = {
-        "num_trials": len(table),
+        "num_trials": len(started),
+        "num_planned": len(plan) if plan is not None else len(table),
         "num_reached_target": len(reached),
-        "failed": [
-            row.run_dir for row in table.itertuples() if row.status not in FINISHED_STATUSES
-        ],
+        "failed": [row.run_dir for row in table.itertuples() if row.status not in FINISHED],
         "score": None if best is None else float(best["time_to_target"]),
         "best_trial": None if best is None else json.loads(best.to_json()),
     }
-    (sweep_dir / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomically(sweep_dir / REPORT, report)
     return table, report
 
 
@@ -123,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     table = commands.add_parser("summary", help="one row per trial")
     table.add_argument("path", type=Path)
     args = parser.parse_args(argv)
+    logging.basicConfig(format="aeff.results: %(message)s")
     if not args.path.exists():
         parser.error(f"{args.path} does not exist")
     if args.command == "concat":
@@ -134,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.path if args.path.is_dir() else args.path.parent
         frame, report = write_sweep_report(folder)
         print(frame.to_string(index=False))
+        print(f"{report['num_trials']} trials of {report['num_planned']} planned")
         print(f"score (least time to target): {report['score']}")
 
 

@@ -1,7 +1,8 @@
 """One trial: AlgoPerf's budget, evaluation and target rules around the compiled steps.
 
-Only data selection and the update count against the budget; compilation happens
-before the clock starts, and evaluations are timed separately.
+`prepare` loads the data, initialises the state and compiles the programs before the
+clock starts; `train` runs the loop. Only data selection and the update count against
+the budget; evaluations are timed separately, and records and checkpoints not at all.
 """
 
 import dataclasses
@@ -18,14 +19,15 @@ import numpy as np
 
 from aeff import steps
 from aeff.checkpoints import TrialCheckpoints
-from aeff.config import ConfigError
-from aeff.interrupts import TrialInterrupted
+from aeff.errors import ConfigError, TrialInterrupted
+from aeff.interrupts import interrupts_held
 from aeff.progress import Progress
 from aeff.spec import InputStream, Splits, Submission, Workload
 
 log = logging.getLogger(__name__)
 
 EvalRow = dict[str, Any]
+Clock = Callable[[], float]
 
 
 @dataclasses.dataclass
@@ -62,34 +64,49 @@ class TrialResult:
     final_metrics: dict[str, float]
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A trial ready to train: data and state on the devices, programs compiled."""
+
+    workload: Workload
+    rng_seed: int
+    mesh: Any
+    state: steps.TrainState
+    stream: InputStream
+    step_rng: jax.Array
+    eval_splits: dict[str, steps.EvalSplit]
+    batch_size: int
+    num_train: int
+    steps_per_epoch: int
+    steps_per_dispatch: int
+    single_step: Callable
+    fused_steps: Callable
+    evaluate: Callable
+    compile_time: float
+
+    def shuffled(self, stream: InputStream, epoch_start: int) -> InputStream:
+        order = steps.epoch_order(self.rng_seed, epoch_start, self.num_train)
+        return stream._replace(order=steps.replicate(order, self.mesh))
+
+
 @functools.cache
 def load_splits(workload: Workload) -> Splits:
     """Once per process and workload: the trials of a sweep share the host arrays."""
     return workload.load_splits()
 
 
-def run_trial(
+def prepare(
     workload: Workload,
     submission: Submission,
     hparams: Any,
     rng_seed: int,
     *,
-    stop_at_target: bool = True,
+    steps_per_dispatch: int = 8,
     max_steps: int | None = None,
     eval_every_steps: int | None = None,
-    steps_per_dispatch: int = 8,
-    on_eval: Callable[[EvalRow], None] | None = None,
-    checkpoints: TrialCheckpoints | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-) -> TrialResult:
-    """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end.
-
-    With `checkpoints`, continue from the latest one, save at evaluations and on the
-    way out of an exception (a SIGTERM turned into one, say). `steps_per_dispatch`
-    fuses that many steps per launch; a launch never crosses an epoch, a step-cadence
-    evaluation or `max_steps`, so step counts and step-cadence evaluations are as one
-    step at a time; time-cadence evaluations wait for the launch to end.
-    """
+    clock: Clock = time.perf_counter,
+) -> Prepared:
+    """Check the batch against the devices and data, put both on the devices, compile."""
     mesh = steps.device_mesh()
     num_devices = mesh.devices.size
     batch_size = submission.get_batch_size(workload.name)
@@ -127,11 +144,6 @@ def run_trial(
     single_step = steps.train_steps(workload, submission, 1)
     fused_steps = steps.train_steps(workload, submission, steps_per_dispatch)
     evaluate = steps.evaluate(workload)
-
-    def shuffled(stream: InputStream, epoch_start: int) -> InputStream:
-        order = steps.epoch_order(rng_seed, epoch_start, num_train)
-        return stream._replace(order=steps.replicate(order, mesh))
-
     compile_start = clock()
     jax.block_until_ready(
         (
@@ -140,136 +152,262 @@ def run_trial(
             evaluate(state.params, eval_splits["validation"]),
         )
     )
-    compile_time = clock() - compile_start
+    return Prepared(
+        workload=workload,
+        rng_seed=rng_seed,
+        mesh=mesh,
+        state=state,
+        stream=stream,
+        step_rng=step_rng,
+        eval_splits=eval_splits,
+        batch_size=batch_size,
+        num_train=num_train,
+        steps_per_epoch=steps_per_epoch,
+        steps_per_dispatch=steps_per_dispatch,
+        single_step=single_step,
+        fused_steps=fused_steps,
+        evaluate=evaluate,
+        compile_time=clock() - compile_start,
+    )
 
-    counters = Counters(global_start_time=time.time())
-    if checkpoints is not None and (restored := checkpoints.restore(unreplicated(state))):
-        state = steps.replicate(restored[0], mesh)
-        counters = Counters(**restored[1])
-        log.info("Resumed from the checkpoint at step %d.", counters.global_step)
-        epoch_start = counters.global_step - counters.global_step % steps_per_epoch
-        stream = shuffled(stream, epoch_start)
-    start = clock() - counters.wall_time
-    progress = Progress(workload.max_allowed_runtime_sec)
 
-    def run_evaluation() -> None:
-        nonlocal last_eval_end
-        eval_start = clock()
-        metrics = {"train.loss": counters.train_loss_sum / max(counters.train_loss_count, 1)}
-        for name, split in eval_splits.items():
-            means = jax.device_get(evaluate(state.params, split))
+def run_trial(
+    workload: Workload,
+    submission: Submission,
+    hparams: Any,
+    rng_seed: int,
+    *,
+    stop_at_target: bool = True,
+    max_steps: int | None = None,
+    eval_every_steps: int | None = None,
+    steps_per_dispatch: int = 8,
+    on_eval: Callable[[EvalRow], None] | None = None,
+    checkpoints: TrialCheckpoints | None = None,
+    clock: Clock = time.perf_counter,
+) -> TrialResult:
+    """`prepare`, then `train`: the whole trial in one call."""
+    prepared = prepare(
+        workload,
+        submission,
+        hparams,
+        rng_seed,
+        steps_per_dispatch=steps_per_dispatch,
+        max_steps=max_steps,
+        eval_every_steps=eval_every_steps,
+        clock=clock,
+    )
+    return TrialLoop(
+        prepared, stop_at_target, max_steps, eval_every_steps, on_eval, checkpoints, clock
+    ).run()
+
+
+class TrialLoop:
+    """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end.
+
+    With `checkpoints`, continue from the latest one, save at evaluations and on the
+    way out of an exception (a signal turned into one, say). A launch of several steps
+    never crosses an epoch, a step-cadence evaluation or `max_steps`, so step counts
+    and step-cadence evaluations are as one step at a time; time-cadence evaluations
+    wait for the launch to end.
+    """
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        stop_at_target: bool = True,
+        max_steps: int | None = None,
+        eval_every_steps: int | None = None,
+        on_eval: Callable[[EvalRow], None] | None = None,
+        checkpoints: TrialCheckpoints | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.p = prepared
+        self.workload = prepared.workload
+        self.stop_at_target = stop_at_target
+        self.max_steps = max_steps
+        self.eval_every_steps = eval_every_steps
+        self.on_eval = on_eval
+        self.checkpoints = checkpoints
+        self.clock = clock
+        self.state, self.stream = prepared.state, prepared.stream
+        self.counters = Counters(global_start_time=time.time())
+        self.progress = Progress(self.workload.max_allowed_runtime_sec)
+        self.last_eval_end = -math.inf
+        self.seconds_per_step = 0.0
+        self.row_pending = False
+
+    def run(self) -> TrialResult:
+        self._restore()
+        self.start = self.clock() - self.counters.wall_time
+        try:
+            status = self._train()
+            if self.counters.last_eval_step != self.counters.global_step:
+                self._evaluate()  # the final evaluation
+        except BaseException as error:
+            self._stop(error)
+            raise
+        finally:
+            self.progress.clear()
+        return self._result(status)
+
+    def _restore(self) -> None:
+        if self.checkpoints is None:
+            return
+        restored = self.checkpoints.restore(unreplicated(self.state))
+        if restored is None:
+            return
+        self.state = steps.replicate(restored[0], self.p.mesh)
+        self.counters = Counters(**restored[1])
+        log.info("Resumed from the checkpoint at step %d.", self.counters.global_step)
+        step = self.counters.global_step
+        self.stream = self.p.shuffled(self.stream, step - step % self.p.steps_per_epoch)
+
+    def _keep_going(self) -> bool:
+        c = self.counters
+        return (
+            c.is_time_remaining
+            and not (c.goal_reached and self.stop_at_target)
+            and (self.max_steps is None or c.global_step < self.max_steps)
+        )
+
+    def _train(self) -> str:
+        while self._keep_going():
+            losses = self._launch()
+            if not np.isfinite(losses).all():
+                first = int(np.argmin(np.isfinite(losses)))
+                step = self.counters.global_step - len(losses) + first + 1
+                log.warning("Diverged: training loss %s at step %d.", losses[first], step)
+                return "diverged"
+            if self._evaluation_due():
+                self._evaluate()
+            self.progress.update(self.counters.global_step, self.counters.submission_time)
+        return "completed"
+
+    def _launch(self) -> np.ndarray:
+        """One launch of training steps, charged to the submission; their losses."""
+        c, p = self.counters, self.p
+        num_steps = dispatch_size(
+            p.steps_per_dispatch,
+            c.global_step,
+            p.steps_per_epoch,
+            self.eval_every_steps,
+            self.max_steps,
+            seconds_left=self.workload.max_allowed_runtime_sec - c.submission_time,
+            seconds_per_step=self.seconds_per_step,
+        )
+        step_start = self.clock()
+        if c.global_step % p.steps_per_epoch == 0:
+            self.stream = p.shuffled(self.stream, c.global_step)
+        program = p.fused_steps if num_steps == p.steps_per_dispatch else p.single_step
+        new_state, losses = program(self.state, self.stream, p.step_rng)
+        jax.block_until_ready(new_state)
+        step_time = self.clock() - step_start
+        self.seconds_per_step = step_time / num_steps
+        c.submission_time += step_time
+        self.state, c.global_step = new_state, c.global_step + num_steps
+        losses = np.asarray(losses)[0]
+        c.train_loss_sum += float(losses.sum())
+        c.train_loss_count += num_steps
+        c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
+        return losses
+
+    def _evaluation_due(self) -> bool:
+        if self.eval_every_steps:
+            return self.counters.global_step % self.eval_every_steps == 0
+        return self.clock() - self.last_eval_end >= self.workload.eval_period_time_sec
+
+    def _evaluate(self) -> None:
+        """Evaluate both splits, check the target, log a row and hand it to `on_eval`."""
+        c = self.counters
+        eval_start = self.clock()
+        metrics = {"train.loss": c.train_loss_sum / max(c.train_loss_count, 1)}
+        for name, split in self.p.eval_splits.items():
+            means = jax.device_get(self.p.evaluate(self.state.params, split))
             metrics.update({f"{name}.{metric}": float(v[0]) for metric, v in means.items()})
-        counters.eval_time += clock() - eval_start
-        if not counters.goal_reached and workload.has_reached_goal(metrics):
-            counters.goal_reached, counters.time_to_target = True, counters.submission_time
-        counters.wall_time = clock() - start
-        counters.last_row = {
-            "global_step": counters.global_step,
-            "epoch": counters.global_step / steps_per_epoch,
-            "accumulated_submission_time": counters.submission_time,
-            "accumulated_eval_time": counters.eval_time,
-            "wall_time": counters.wall_time,
-            "global_start_time": counters.global_start_time,
-            "steps_per_epoch": steps_per_epoch,
-            "batch_size": batch_size,
-            "goal_reached": counters.goal_reached,
-            "is_time_remaining": counters.is_time_remaining,
+        c.eval_time += self.clock() - eval_start
+        if not c.goal_reached and self.workload.has_reached_goal(metrics):
+            c.goal_reached, c.time_to_target = True, c.submission_time
+        c.wall_time = self.clock() - self.start
+        c.last_row = {
+            "global_step": c.global_step,
+            "epoch": c.global_step / self.p.steps_per_epoch,
+            "accumulated_submission_time": c.submission_time,
+            "accumulated_eval_time": c.eval_time,
+            "wall_time": c.wall_time,
+            "global_start_time": c.global_start_time,
+            "steps_per_epoch": self.p.steps_per_epoch,
+            "batch_size": self.p.batch_size,
+            "goal_reached": c.goal_reached,
+            "is_time_remaining": c.is_time_remaining,
             **metrics,
         }
-        counters.num_evals += 1
-        progress.clear()
+        c.num_evals += 1
+        c.last_eval_step = c.global_step
+        c.train_loss_sum, c.train_loss_count = 0.0, 0
+        self.progress.clear()
         log.info(
             "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
-            counters.global_step,
-            counters.submission_time,
-            counters.eval_time,
-            workload.target_metric,
-            metrics[workload.target_metric],
+            c.global_step,
+            c.submission_time,
+            c.eval_time,
+            self.workload.target_metric,
+            metrics[self.workload.target_metric],
             metrics["validation.loss"],
         )
-        if on_eval is not None:
-            on_eval(counters.last_row)
-        counters.train_loss_sum, counters.train_loss_count = 0.0, 0
-        counters.last_eval_step = counters.global_step
-        if checkpoints is not None and checkpoints.due():
-            checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
-        last_eval_end = clock()
+        self._hand_out_row()
+        if self.checkpoints is not None and self.checkpoints.due():
+            self._save()
+        self.last_eval_end = self.clock()
 
-    status, last_eval_end, seconds_per_step = "completed", -math.inf, 0.0
-    try:
-        while (
-            counters.is_time_remaining
-            and not (counters.goal_reached and stop_at_target)
-            and (max_steps is None or counters.global_step < max_steps)
-        ):
-            num_steps = dispatch_size(
-                steps_per_dispatch,
-                counters.global_step,
-                steps_per_epoch,
-                eval_every_steps,
-                max_steps,
-                seconds_left=workload.max_allowed_runtime_sec - counters.submission_time,
-                seconds_per_step=seconds_per_step,
-            )
-            step_start = clock()
-            if counters.global_step % steps_per_epoch == 0:
-                stream = shuffled(stream, counters.global_step)
-            program = fused_steps if num_steps == steps_per_dispatch else single_step
-            new_state, losses = program(state, stream, step_rng)
-            jax.block_until_ready(new_state)
-            step_time = clock() - step_start
-            seconds_per_step = step_time / num_steps
-            counters.submission_time += step_time
-            state, counters.global_step = new_state, counters.global_step + num_steps
-            losses = np.asarray(losses)[0]
-            counters.train_loss_sum += float(losses.sum())
-            counters.train_loss_count += num_steps
-            counters.is_time_remaining = counters.submission_time < workload.max_allowed_runtime_sec
-            if not np.isfinite(losses).all():
-                status = "diverged"
-                first = int(np.argmin(np.isfinite(losses)))
-                step = counters.global_step - num_steps + first + 1
-                log.warning("Diverged: training loss %s at step %d.", losses[first], step)
-                break
-            if (
-                counters.global_step % eval_every_steps == 0
-                if eval_every_steps
-                else clock() - last_eval_end >= workload.eval_period_time_sec
-            ):
-                run_evaluation()
-            progress.update(counters.global_step, counters.submission_time)
-    except BaseException as error:
-        progress.clear()
-        counters.global_step = int(np.asarray(state.global_step)[0])
-        if isinstance(error, TrialInterrupted) and counters.last_eval_step != counters.global_step:
-            try:  # the last row: where the trial stood when it was stopped
-                run_evaluation()
-            except Exception as late:
-                log.warning("No last evaluation on the way out: %s", late)
-        if checkpoints is not None:  # keep the work done so far
-            counters.wall_time = clock() - start
+    def _hand_out_row(self) -> None:
+        """`on_eval(last_row)`; `_stop` hands it out again if a signal cut it short."""
+        self.row_pending = self.on_eval is not None
+        if self.row_pending:
+            self.on_eval(self.counters.last_row)
+            self.row_pending = False
+
+    def _save(self) -> None:
+        self.counters.wall_time = self.clock() - self.start
+        self.checkpoints.save(unreplicated(self.state), dataclasses.asdict(self.counters))
+
+    def _stop(self, error: BaseException) -> None:
+        """On the way out: a last row where a signal stopped the trial, then a checkpoint of
+        the work done; further signals wait until both are written."""
+        self.counters.global_step = int(np.asarray(self.state.global_step)[0])
+        with interrupts_held() as held:
+            interrupted = isinstance(error, TrialInterrupted)
             try:
-                checkpoints.save(unreplicated(state), dataclasses.asdict(counters))
-            except Exception as late:  # a full disk, say: report the first error, not this
-                log.warning("No checkpoint on the way out: %s", late)
-        raise
+                if interrupted and self.counters.last_eval_step != self.counters.global_step:
+                    self._evaluate()
+                elif interrupted and self.row_pending:
+                    self._hand_out_row()
+            except Exception as late:
+                log.warning("No last row on the way out: %s", late)
+            if self.checkpoints is not None:
+                try:
+                    self._save()
+                    if interrupted:
+                        error.checkpoint_step = self.counters.global_step
+                except Exception as late:  # a full disk, say: report the first error
+                    log.warning("No checkpoint on the way out: %s", late)
+        if held:
+            log.warning("Signal received while saving; the checkpoint was finished first.")
 
-    if counters.last_eval_step != counters.global_step:
-        run_evaluation()
-    progress.clear()
-    return TrialResult(
-        status=status,
-        goal_reached=counters.goal_reached,
-        time_to_target=counters.time_to_target,
-        global_step=counters.global_step,
-        accumulated_submission_time=counters.submission_time,
-        accumulated_eval_time=counters.eval_time,
-        wall_time=clock() - start,
-        compile_time=compile_time,
-        num_evals=counters.num_evals,
-        rng_seed=rng_seed,
-        final_metrics={k: v for k, v in counters.last_row.items() if "." in k},
-    )
+    def _result(self, status: str) -> TrialResult:
+        c = self.counters
+        return TrialResult(
+            status=status,
+            goal_reached=c.goal_reached,
+            time_to_target=c.time_to_target,
+            global_step=c.global_step,
+            accumulated_submission_time=c.submission_time,
+            accumulated_eval_time=c.eval_time,
+            wall_time=self.clock() - self.start,
+            compile_time=self.p.compile_time,
+            num_evals=c.num_evals,
+            rng_seed=self.p.rng_seed,
+            final_metrics={k: v for k, v in c.last_row.items() if "." in k},
+        )
 
 
 def dispatch_size(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from aeff.config import ConfigError
+from aeff.errors import ConfigError
 
 SPEC_KEYS = {"min", "max", "scale", "type", "values"}
 
@@ -88,6 +88,8 @@ def sample(
         raise ConfigError(f"search.num_trials={num_trials}: expected a positive integer.")
     if method not in ("halton", "sobol"):
         raise ConfigError(f"search.method={method!r}: expected halton or sobol.")
+    if not dimensions:  # every key pinned on the command line: trials differ by seed alone
+        return [{} for _ in range(num_trials)]
     engine = (qmc.Halton if method == "halton" else qmc.Sobol)(
         d=len(dimensions), scramble=True, seed=np.random.default_rng(seed)
     )

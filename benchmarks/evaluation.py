@@ -5,19 +5,21 @@ python benchmarks/evaluation.py [OVERRIDE ...]     Goal: under 5% of the wall ti
 
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
-from hydra import compose, initialize_config_module
 
-from aeff import config, steps
-from aeff.app import prepare, run
+from aeff import steps
+from aeff.app import compose_config
+from aeff.config import check_trial
+from aeff.trial import train_and_evaluate
 
 
 def main() -> None:
-    config.register()
-    with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-        trial = prepare(compose(config_name="config", overrides=["rng_seed=0", *sys.argv[1:]]))
+    cfg = compose_config(["rng_seed=0", "logging=off", *sys.argv[1:]])
+    trial = check_trial(cfg)
     workload = trial.workload
     splits = workload.load_splits()
     mesh = steps.device_mesh()
@@ -34,14 +36,15 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     one_eval = statistics.median(times)
 
-    start = time.perf_counter()
-    result = run(trial)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        result = train_and_evaluate(cfg, Path(run_dir))
+        wall = time.perf_counter() - start
     print(f"one validation + test evaluation (20,000 examples): {one_eval * 1e3:.1f} ms")
-    print(f"default trial: {result['num_evals']} evaluations, {wall:.2f} s wall time")
+    print(f"default trial: {result.num_evals} evaluations, {wall:.2f} s wall time")
     print(
         f"evaluation share of the trial's wall time: "
-        f"{result['accumulated_eval_time'] / wall:.1%} (goal < 5%)"
+        f"{result.accumulated_eval_time / wall:.1%} (goal < 5%)"
     )
 
 

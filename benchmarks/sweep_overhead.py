@@ -8,39 +8,37 @@ training time. Goal: at most 0.5 s per trial after the first, one compilation.
 """
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from hydra import compose, initialize_config_module
-
-from aeff import config
-from aeff.app import prepare, run
+from aeff.app import compose_config
+from aeff.trial import train_and_evaluate
 
 
 def main() -> None:
     k = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    config.register()
     overheads, training, compiles = [], [], []
     sweep_start = time.perf_counter()
     for index in range(k):
         lr = 1e-3 * (1 + index)
-        with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[
-                    f"hparams.lr={lr}",
-                    "rng_seed=0",
-                    "max_steps=500",
-                    "eval_every_steps=100",
-                    *sys.argv[2:],
-                ],
-            )
+        cfg = compose_config(
+            [
+                f"hparams.lr={lr}",
+                "rng_seed=0",
+                "max_steps=500",
+                "eval_every_steps=100",
+                *sys.argv[2:],
+            ]
+        )
         start = time.perf_counter()
-        result = run(prepare(cfg))
+        with tempfile.TemporaryDirectory() as run_dir:  # each trial writes its records
+            result = train_and_evaluate(cfg, Path(run_dir))
         wall = time.perf_counter() - start
-        spent = result["accumulated_submission_time"] + result["accumulated_eval_time"]
+        spent = result.accumulated_submission_time + result.accumulated_eval_time
         training.append(spent)
         overheads.append(wall - spent)
-        compiles.append(result["compile_time"])
+        compiles.append(result.compile_time)
     sweep_wall = time.perf_counter() - sweep_start
     print("trial  wall-minus-training(s)  compile(s)")
     for index, (overhead, compile_time) in enumerate(zip(overheads, compiles, strict=True)):

@@ -18,11 +18,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
-from hydra import compose, initialize_config_module
 from jax import lax
 
-from aeff import config
-from aeff.app import prepare
+from aeff.app import compose_config
+from aeff.config import check_trial
 from aeff.runner import run_trial
 
 FUSED_STEPS = 500
@@ -84,9 +83,7 @@ def aeff_examples_per_sec(trial, steps_per_dispatch: int) -> float:
 
 
 def main() -> None:
-    config.register()
-    with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-        trial = prepare(compose(config_name="config", overrides=sys.argv[1:]))
+    trial = check_trial(compose_config(["rng_seed=0", *sys.argv[1:]]))
     measure_limit = limit_measurement(trial)
     default = trial.settings.steps_per_dispatch
     limit, ours = 0.0, dict.fromkeys(sorted({1, default}), 0.0)

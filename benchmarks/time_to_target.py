@@ -5,25 +5,21 @@ python benchmarks/time_to_target.py [OVERRIDE ...]     Median over seeds 0, 1, 2
 
 import statistics
 import sys
+import tempfile
+from pathlib import Path
 
-from hydra import compose, initialize_config_module
-
-from aeff import config
-from aeff.app import prepare, run
+from aeff.app import compose_config
+from aeff.trial import train_and_evaluate
 
 
 def main() -> None:
-    config.register()
     times = []
     for seed in (0, 1, 2):
-        with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"rng_seed={seed}", *sys.argv[1:]])
-        result = run(prepare(cfg))
-        times.append(result["time_to_target"])
-        print(
-            f"seed {seed}: time to target {result['time_to_target']} s, "
-            f"{result['global_step']} steps"
-        )
+        cfg = compose_config([f"rng_seed={seed}", *sys.argv[1:]])
+        with tempfile.TemporaryDirectory() as run_dir:
+            result = train_and_evaluate(cfg, Path(run_dir))
+        times.append(result.time_to_target)
+        print(f"seed {seed}: time to target {result.time_to_target} s, {result.global_step} steps")
     reached = [t for t in times if t is not None]
     median = statistics.median(reached) if len(reached) == len(times) else None
     print(f"median time to target over 3 seeds: {median} s")

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from aeff import config
+from aeff.app import register
 from aeff.workloads import mnist_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def tfds_data_dir(tmp_path_factory, mnist_idx_dir) -> Path:
 @pytest.fixture
 def compose_config():
     """Compose the app's config with overrides, as `python -m aeff` would."""
-    config.register()
+    register()
 
     def _compose(*overrides: str) -> DictConfig:
         with initialize_config_module(config_module="aeff.conf", version_base="1.3"):

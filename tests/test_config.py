@@ -5,15 +5,15 @@ import math
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from aeff.app import prepare
-from aeff.config import ConfigError
+from aeff.config import check_trial
+from aeff.errors import ConfigError
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.submissions.nesterov import Nesterov
 from aeff.workloads.mnist import MnistWorkload
 
 
 def test_default_config_builds_typed_objects(compose_config):
-    trial = prepare(compose_config())
+    trial = check_trial(compose_config())
     assert trial.workload == MnistWorkload()
     assert trial.workload.target_metric == "validation.accuracy"
     assert trial.workload.target_value == 0.97
@@ -24,7 +24,7 @@ def test_default_config_builds_typed_objects(compose_config):
 
 
 def test_overrides_are_typed(compose_config):
-    trial = prepare(
+    trial = check_trial(
         compose_config(
             "hparams.lr=3e-3", "workload.hidden_width=64", "submission=nesterov", "batch_size=256"
         )
@@ -35,7 +35,7 @@ def test_overrides_are_typed(compose_config):
 
 
 def test_meta_labels_are_accepted(compose_config):
-    trial = prepare(compose_config("+meta.study=demo", "+meta.note='a=b,c'"))
+    trial = check_trial(compose_config("+meta.study=demo", "+meta.note='a=b,c'"))
     assert trial.settings.meta == {"study": "demo", "note": "a=b,c"}
 
 
@@ -61,7 +61,7 @@ def test_meta_labels_are_accepted(compose_config):
 )
 def test_bad_values_name_the_key_and_what_is_allowed(compose_config, override, names):
     with pytest.raises(ConfigError) as error:
-        prepare(compose_config(override))
+        check_trial(compose_config(override))
     for name in names:
         assert name in str(error.value)
 
@@ -80,7 +80,28 @@ def test_infinite_hyperparameters_are_refused():
         AdamHParams(lr=math.inf)
 
 
-def test_null_seed_is_drawn_per_trial(compose_config):
-    seeds = {prepare(compose_config("rng_seed=null")).rng_seed for _ in range(3)}
-    assert len(seeds) == 3
-    assert prepare(compose_config("rng_seed=7")).rng_seed == 7
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("+hparam.lr=1e-3", "hparam"),  # what Hydra suggests for the typo hparam.lr=1e-3
+        ("+foo=1", "foo"),
+        ("+search.bar=1", "bar"),
+        ("+logging.verbose=true", "verbose"),
+        ("+checkpoint.every=3", "every"),
+        ("+workload.depth=3", "depth"),
+    ],
+)
+def test_keys_added_with_plus_are_refused_unless_under_meta(compose_config, override, key):
+    with pytest.raises(ConfigError, match=key):
+        check_trial(compose_config(override))
+
+
+def test_the_record_holds_the_values_used_and_the_identity_leaves_out_labels(compose_config):
+    trial = check_trial(
+        compose_config("hparams.lr=3e-3", "+meta.study=demo", "workload.data_dir=/data")
+    )
+    assert trial.record["hparams.lr"] == 3e-3
+    assert trial.record["hparams.beta_2"] == 0.999  # the schema's value, not only overrides
+    assert trial.record["batch_size"] == 1024 and trial.record["meta.study"] == "demo"
+    assert "meta.study" not in trial.identity and "workload.data_dir" not in trial.identity
+    assert trial.identity["hparams.lr"] == 3e-3 and trial.identity["workload"] == "mnist"

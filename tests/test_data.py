@@ -56,7 +56,7 @@ def test_altered_file_is_refused(idx_copy):
     path = idx_copy / "train-images-idx3-ubyte.gz"
     content = bytearray(gzip.decompress(path.read_bytes()))
     content[5000] ^= 0xFF
-    path.write_bytes(gzip.compress(bytes(content)))
+    path.write_bytes(gzip.compress(bytes(content), compresslevel=1))
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz does not match the sha256"):
         read_idx_dir(idx_copy)
 
@@ -88,6 +88,7 @@ def test_bad_files_are_refused_before_tfds_writes_anything(tmp_path, idx_copy):
     assert not (tmp_path / "tfds").exists()
 
 
+@pytest.mark.slow
 def test_prepared_data_loads_without_tensorflow(tfds_data_dir, mnist_idx_dir):
     code = (
         "import sys; from pathlib import Path; from aeff.workloads.mnist import MnistWorkload;"
@@ -101,6 +102,7 @@ def test_prepared_data_loads_without_tensorflow(tfds_data_dir, mnist_idx_dir):
     assert out.stdout.split() == ["50000", "10000", "10000", "False"]
 
 
+@pytest.mark.slow
 def test_splits_are_fixed_disjoint_and_normalised(tfds_data_dir, mnist_idx_dir):
     arrays = load_mnist(tfds_data_dir, mnist_idx_dir)
     raw = read_idx_dir(mnist_idx_dir)

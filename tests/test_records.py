@@ -5,15 +5,14 @@ import errno
 import importlib.metadata
 import json
 import os
-import subprocess
-import sys
 import types
 
 import pytest
 from omegaconf import OmegaConf
 
-from aeff.logging import concatenate_csvs, files, liveness, packages, system
-from aeff.logging.files import RecordsError, append_csv_row, cut_torn_line, write_json_atomically
+from aeff.errors import RecordsError
+from aeff.logging import concatenate_csvs, files, packages, system
+from aeff.logging.files import append_csv_row, cut_torn_line, write_json_atomically
 from aeff.logging.flatten import flatten
 
 
@@ -211,25 +210,3 @@ def test_a_torn_last_line_is_cut_and_whole_rows_are_kept(tmp_path):
         file.write(b"3,")  # a crash of the machine mid-row
     cut_torn_line(path)
     assert path.read_bytes() == whole
-
-
-def test_a_trial_counts_as_running_only_while_its_process_holds_the_lock(tmp_path):
-    assert liveness.is_running(tmp_path) is False
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from aeff.logging import liveness;"
-            "liveness.hold(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        assert liveness.is_running(tmp_path) is True
-    finally:
-        holder.kill()  # SIGKILL: the kernel drops the lock
-        holder.wait()
-    assert liveness.is_running(tmp_path) is False

@@ -43,7 +43,14 @@ METADATA_KEYS = [
     "submission._target_",
     "meta.study",
     "end_datetime",
-    "wall_time_sec",
+    "wall_time",
+    "process_wall_time_sec",
+    "attempt",
+    "identity",
+    "batch_size",
+    "steps_per_dispatch",
+    "stop_at_target",
+    "compile_time",
     "time_to_target",
     "final.validation.accuracy",
 ]
@@ -210,9 +217,7 @@ def test_an_exception_in_the_trial_is_recorded_as_failed(tmp_path):
 
 
 def test_logging_off_writes_no_records(tmp_path, mnist_data_dir):
-    out = run_aeff(
-        ["logging=off", "max_steps=3", *data_overrides(mnist_data_dir)], tmp_path
-    )
+    out = run_aeff(["logging=off", "max_steps=3", *data_overrides(mnist_data_dir)], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs").glob("*/*")
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "aeff.log"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".aeff.lock", ".hydra", "aeff.log"]

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from conftest import data_overrides, run_trial_json
 
+# Each trial runs in a child process with its own device count.
+pytestmark = pytest.mark.slow
+
 TIME_KEYS = {
     "accumulated_submission_time",
     "accumulated_eval_time",

@@ -4,6 +4,7 @@ Usage: python tests/trial_json.py REPEAT OVERRIDE... (a child process of the tes
 each run can have its own XLA_FLAGS device count).
 """
 
+import dataclasses
 import json
 import sys
 
@@ -11,18 +12,31 @@ import jax
 from hydra import compose, initialize_config_module
 
 from aeff import config
-from aeff.app import prepare, run
+from aeff.app import register
+from aeff.runner import run_trial
 
 
 def main() -> None:
     repeat, overrides = int(sys.argv[1]), sys.argv[2:]
-    config.register()
+    register()
     with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-        trial = prepare(compose(config_name="config", overrides=overrides))
+        trial = config.check_trial(compose(config_name="config", overrides=overrides))
+    s = trial.settings
     runs = []
     for _ in range(repeat):
         rows = []
-        runs.append({"result": run(trial, on_eval=rows.append), "rows": rows})
+        result = run_trial(
+            trial.workload,
+            trial.submission,
+            trial.hparams,
+            s.rng_seed,
+            stop_at_target=s.stop_at_target,
+            max_steps=s.max_steps,
+            eval_every_steps=s.eval_every_steps,
+            steps_per_dispatch=s.steps_per_dispatch,
+            on_eval=rows.append,
+        )
+        runs.append({"result": dataclasses.asdict(result), "rows": rows})
     print(
         json.dumps(
             {

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from aeff.logging.files import complete_lines
-from aeff.logging.metrics import METRICS
+from aeff.logging.run_dir import METRICS
 
 COMBINED = "all_metrics.csv"
 
@@ -27,6 +27,8 @@ def load_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
     """
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.rglob(METRICS))
+    # Earlier attempts, moved aside under dot folders by a resume, are not trials.
+    files = [f for f in files if not any(p.startswith(".") for p in f.relative_to(path).parts)]
     frames = [f for f in (read_metrics(file, as_text) for file in files) if not f.empty]
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 

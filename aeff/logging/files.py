@@ -14,30 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-
-class RecordsError(OSError):
-    """A record could not be written; the message names the file and what to do."""
-
-    def __init__(self, path: Path, error: Exception) -> None:
-        reason = getattr(error, "strerror", None) or error
-        super().__init__(
-            getattr(error, "errno", None),
-            f"cannot write {path}: {reason}. The records written before "
-            "are intact; free space, fix the permissions, or choose another output folder "
-            "(hydra.run.dir, hydra.sweep.dir).",
-        )
-
-    def __str__(self) -> str:
-        return self.strerror  # without OSError's "[Errno N]" prefix
+from aeff.errors import RecordsError
 
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Readers see the old file or the new one, never a mix."""
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def write_text_atomically(path: Path, text: str) -> None:

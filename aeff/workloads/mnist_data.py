@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from aeff.errors import DataError
+
 log = logging.getLogger(__name__)
 
 TFDS_NAME = "mnist"
@@ -51,10 +53,6 @@ HOW_TO_FIX = (
     "`workload.idx_dir=/path/to/mnist`, or point `workload.data_dir` at a folder where "
     "tfds's `mnist` is prepared."
 )
-
-
-class DataError(RuntimeError):
-    """MNIST cannot be loaded; the message says which file and what to do."""
 
 
 class MnistArrays(NamedTuple):

@@ -2,13 +2,15 @@
 
 Unlike Hydra's basic sweeper it launches every trial even when some fail, then
 writes `summary.csv` and `sweep.json` into the sweep dir and fails only at the end.
-It works with any launcher: it only decides which jobs to launch.
+It owns the sweep dir while it runs (a second sweeper aimed at it is refused) and
+writes the plan of every trial before the first starts, so a report or a resume
+knows what was meant to run. It works with any launcher: it only decides which jobs
+to launch; each job's trial owns its run dir.
 """
 
 import itertools
-import json
 import logging
-import shutil
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,15 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff.checkpoints import has_checkpoint
-from aeff.config import ConfigError
+from aeff import errors, results
+from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
+from aeff.logging.run_dir import FINISHED, Lock, read_metadata
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
+# Keys that do not change which trial a job is: a resume may set them differently.
+NOT_IN_PLAN = ("resume", "hydra", "checkpoint", "logging", "devices", "compilation_cache_dir")
+DATA_KEYS = ("workload.data_dir", "workload.idx_dir")
 
 
 @dataclass
@@ -61,30 +66,46 @@ class AeffSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
-        try:  # a bad space or grid is refused before anything runs or is written
+        sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
+        try:  # a bad space, grid or sweep dir is refused before anything runs or is written
             jobs = self.job_overrides(arguments)
-        except ConfigError as error:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            Lock.acquire(sweep_dir)
+            todo = self.jobs_to_run(sweep_dir, jobs)
+        except AeffError as error:
             log.error("%s", error)
-            sys.exit(2)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+            sys.exit(errors.exit_status(error))
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        todo = self.jobs_to_run(sweep_dir, jobs)
         log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
         returns: list[JobReturn] = []
-        for batch in self.batches(todo):
-            returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
+        try:
+            for batch in self.batches(todo):
+                returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
+        except TrialInterrupted as interrupt:
+            self.report(sweep_dir)
+            command = shlex.join(["python", "-m", "aeff", "-m", *sys.argv[1:]])
+            log.warning(
+                "Sweep %s. Finish it with: %s resume=true hydra.sweep.dir=%s",
+                interrupt,
+                command,
+                sweep_dir,
+            )
+            raise
         self.report(sweep_dir)
         return returns
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
-        """The grid of the command line, times the sampled points of the search space."""
+        """The grid of the command line, times the sampled points of the search space.
+
+        A key given on the command line is pinned: the space's range for it is not sampled.
+        """
         from aeff import search  # scipy: imported only by sweeps
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        axes = []
+        axes, pinned = [], set()
         for override in parser.parse_overrides(arguments):
             key = override.get_key_element()
+            pinned.add(key.lstrip("+~"))
             if override.is_sweep_override():
                 if not override.is_discrete_sweep():
                     raise ConfigError(f"{key}: only comma lists and range() sweeps are supported.")
@@ -104,33 +125,38 @@ class AeffSweeper(Sweeper):
             return grid
         if settings.num_trials is None:
             raise ConfigError("search_space is chosen: set search.num_trials=N.")
-        points = search.sample(
-            search.parse_space(space), settings.num_trials, settings.seed, settings.method
-        )
+        dimensions = [d for d in search.parse_space(space) if d.key not in pinned]
+        points = search.sample(dimensions, settings.num_trials, settings.seed, settings.method)
         return [job + search.as_overrides(point) for job in grid for point in points]
 
     def jobs_to_run(self, sweep_dir: Path, jobs: list[list[str]]) -> list[int]:
-        """All jobs; with resume=true, only those not finished, each keeping its seed."""
+        """All jobs of a new sweep; with resume=true, those not finished, after checking
+        that the plan is the one recorded and that no job still runs."""
+        planned = results.read_plan(sweep_dir)
         if not self.config.get("resume"):
+            if planned is not None:
+                raise ConfigError(
+                    f"{sweep_dir} holds a sweep already: add resume=true to finish it, or "
+                    "choose another hydra.sweep.dir."
+                )
+            results.write_plan(sweep_dir, jobs)
             return list(range(len(jobs)))
+        if planned is None:
+            results.write_plan(sweep_dir, jobs)
+            planned = jobs
+        if changes := plan_changes(planned, jobs):
+            raise ConfigError(
+                f"resume=true finishes only the same sweep, but {sweep_dir} planned "
+                f"{changes}: resume with the sweep's own command line."
+            )
         todo = []
         for index in range(len(jobs)):
             job_dir = sweep_dir / str(index)
-            metadata = job_dir / "metadata.json"
-            record = json.loads(metadata.read_text()) if metadata.exists() else {}
-            if record.get("status") in FINISHED:
-                continue
-            if record.get("rng_seed") is not None:
-                jobs[index] = [o for o in jobs[index] if not o.startswith("rng_seed=")]
-                jobs[index].append(f"rng_seed={record['rng_seed']}")
-            # A trial with a checkpoint continues in its dir; others start afresh, and the
-            # attempt's records move aside.
-            if job_dir.exists() and not has_checkpoint(job_dir / "checkpoints"):
-                attempts = sweep_dir / ".attempts"
-                attempts.mkdir(exist_ok=True)
-                earlier = len(list(attempts.glob(f"{index}.*")))
-                shutil.move(job_dir, attempts / f"{index}.{earlier}")
-            todo.append(index)
+            if Lock.is_held(job_dir):
+                raise RunDirBusy(f"{job_dir} is in use by {Lock.owner(job_dir)}: wait for it.")
+            record = read_metadata(job_dir) or {}
+            if record.get("status") not in FINISHED:
+                todo.append(index)
         return todo
 
     def batches(self, indices: list[int]) -> list[list[int]]:
@@ -145,11 +171,13 @@ class AeffSweeper(Sweeper):
         return batches
 
     def report(self, sweep_dir: Path) -> None:
-        from aeff.results import write_sweep_report
-
-        summary, sweep = write_sweep_report(sweep_dir)
+        summary, sweep = results.write_sweep_report(sweep_dir)
         print(summary.to_string(index=False))
-        print(json.dumps({k: v for k, v in sweep.items() if k != "trials"}, indent=2))
+        print(
+            f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed, score (least time "
+            f"to target) {sweep['score']}. Report: {sweep_dir / results.SUMMARY}, "
+            f"{sweep_dir / results.REPORT}"
+        )
         failed_trials[:] = sweep["failed"]
         if failed_trials:
             log.error(
@@ -159,3 +187,26 @@ class AeffSweeper(Sweeper):
                 ", ".join(failed_trials),
                 sweep_dir,
             )
+
+
+def plan_values(job: list[str]) -> dict[str, str]:
+    """A job's overrides as key -> value, without the keys that do not change the trial."""
+    values = {}
+    for override in job:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.split(".")[0].split("/")[0] not in NOT_IN_PLAN and key not in DATA_KEYS:
+            values[key] = value
+    return values
+
+
+def plan_changes(planned: list[list[str]], jobs: list[list[str]]) -> str:
+    """What differs between the recorded plan and this one ('' when nothing does)."""
+    if len(planned) != len(jobs):
+        return f"{len(planned)} trials (now {len(jobs)})"
+    for index, (before, now) in enumerate(zip(planned, jobs, strict=True)):
+        before, now = plan_values(before), plan_values(now)
+        if before != now:
+            keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changes = ", ".join(f"{k}={before.get(k)} (now {now.get(k)})" for k in keys)
+            return f"for trial {index}: {changes}"
+    return ""

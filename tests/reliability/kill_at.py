@@ -3,8 +3,8 @@
     python kill_at.py MOMENT OVERRIDE ...
 
 MOMENT is one of:
-  metadata        metadata.json's second version written to its temporary file, not yet
-                  renamed over the first
+  metadata        metadata.json's first version written to its temporary file, not yet
+                  renamed into place
   csv_row         the third row of metrics.csv written, not yet fsync-ed
   checkpoint      the first checkpoint written to orbax's temporary folder, not yet
                   renamed into place
@@ -48,7 +48,7 @@ def fd_path(fd: int) -> str:
 MOMENTS = {
     "metadata": (
         "replace",
-        lambda src, dst: str(dst).endswith("metadata.json") and nth("metadata", 2),
+        lambda src, dst: str(dst).endswith("metadata.json") and nth("metadata", 1),
     ),
     "csv_row": ("fsync", lambda fd: fd_path(fd).endswith("metrics.csv") and nth("csv", 3)),
     "checkpoint": ("rename", lambda src, dst: "orbax-checkpoint-tmp" in str(src)),

@@ -47,6 +47,8 @@ CASES = [
     ("search_space=nope", ["search_space/nope", "Available options", "mnist_adam"]),
     ("-m hydra/launcher=nope", ["hydra/launcher/nope", "Available options", "parallel"]),
     ("unknown_key=1", ["unknown_key", "+unknown_key=1"]),
+    ("+hparam.lr=1e-3", ["unknown key 'hparam'", "meta."]),  # Hydra's own advice for a typo
+    ("+search.sead=1", ["unknown key 'search.sead'", "seed"]),
     ("+hparams.momentum=0.9", ["momentum", "lr", "epsilon"]),
     # sweeps and search spaces
     (
@@ -63,10 +65,22 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("command_line", "messages"), CASES, ids=[c[0] for c in CASES])
-def test_bad_command_line_fails_fast_and_clearly(
-    command_line, messages, tmp_path, mnist_data_dir
-):
+# One of each kind runs in the fast tier; each case is a process of its own (about 1.5 s).
+FAST = {
+    "hparams.lr=abc",
+    "batch_size=1022",
+    "submission=nope",
+    "+hparam.lr=1e-3",
+    "-m search_space=mnist_adam search.num_trials=0",
+}
+
+
+@pytest.mark.parametrize(
+    ("command_line", "messages"),
+    [c if c[0] in FAST else pytest.param(*c, marks=pytest.mark.slow) for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_bad_command_line_fails_fast_and_clearly(command_line, messages, tmp_path, mnist_data_dir):
     start = time.monotonic()
     out = subprocess.run(
         [
@@ -93,9 +107,7 @@ def test_bad_command_line_fails_fast_and_clearly(
     assert not written, f"left {written}"
 
 
-def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(
-    tmp_path, mnist_data_dir
-):
+def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(tmp_path, mnist_data_dir):
     """The discarding of a bad command line's traces spares what it did not write."""
     run_dir = tmp_path / "earlier"
     (run_dir / ".hydra").mkdir(parents=True)

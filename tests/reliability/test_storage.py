@@ -52,15 +52,13 @@ def test_read_only_output_folder_fails_before_anything_runs(tmp_path):
     folder.mkdir()
     out = in_namespace(f"{read_only(folder)} cd {folder}; {aeff_command('max_steps=5')}", tmp_path)
     assert out.returncode == 2
-    assert "cannot write the output folder" in out.stderr and "hydra.run.dir=" in out.stderr
+    assert "cannot write" in out.stderr and "hydra.run.dir" in out.stderr
     assert "Traceback" not in out.stderr
     assert not list(folder.iterdir())
 
 
 @pytest.mark.slow
-def test_resume_into_a_read_only_run_dir_leaves_its_files_as_they_were(
-    tmp_path, mnist_data_dir
-):
+def test_resume_into_a_read_only_run_dir_leaves_its_files_as_they_were(tmp_path, mnist_data_dir):
     run_dir = tmp_path / "run"
     args = [
         "max_steps=40",
@@ -72,7 +70,7 @@ def test_resume_into_a_read_only_run_dir_leaves_its_files_as_they_were(
     before = fingerprint(run_dir)
     out = in_namespace(f"{read_only(run_dir)} {aeff_command(*args, 'resume=true')}", tmp_path)
     assert out.returncode == 2
-    assert f"cannot write the output folder {run_dir}" in out.stderr
+    assert f"cannot write {run_dir}" in out.stderr
     assert fingerprint(run_dir) == before
 
 

@@ -1,0 +1,367 @@
+"""The one owner of a trial's run dir: it locks the dir, writes every record in it, ends it.
+
+The files of a run dir, named here and nowhere else:
+
+| file | written by |
+| --- | --- |
+| `metadata.json` | `RunDir.begin`, `update`, `end`, `record_failure` |
+| `metrics.csv` | `RunDir.append` (one row per evaluation) |
+| `config_resolved.yaml`, `packages.txt` | `RunDir.begin` |
+| `checkpoints/` | `aeff.checkpoints`, in the dir `RunDir.checkpoints` names |
+| `.attempts/<n>/` | `RunDir.begin`: an earlier attempt's records, moved aside by a resume |
+| `.aeff.lock` | `Lock`: held by the owning process, its pid and host inside |
+
+The record's status moves once: running -> completed | diverged | failed | interrupted.
+A `running` record whose lock no process holds was killed: `status_of` says
+`interrupted`. Nothing here knows Hydra: the run dir is passed in.
+"""
+
+import csv
+import datetime
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from aeff.errors import ConfigError, RecordsError, RunDirBusy
+from aeff.logging.files import (
+    append_csv_row,
+    complete_lines,
+    csv_header,
+    cut_torn_line,
+    remove_stale_temporaries,
+    write_json_atomically,
+    write_text_atomically,
+)
+
+log = logging.getLogger(__name__)
+
+METADATA = "metadata.json"
+METRICS = "metrics.csv"
+CONFIG = "config_resolved.yaml"
+PACKAGES = "packages.txt"
+CHECKPOINTS = "checkpoints"
+ATTEMPTS = ".attempts"
+LOCK = ".aeff.lock"
+RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
+
+FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
+ENDED = (*FINISHED, "failed", "interrupted")
+
+
+class Lock:
+    """An flock on `<dir>/.aeff.lock`: one live process owns the dir until it exits.
+
+    The kernel drops the lock on any death, `kill -9` included, so a dead owner's dir
+    can be taken over (resume). Where the file system has no flock, ownership cannot be
+    enforced: a warning says so and the run goes on.
+    """
+
+    _held: ClassVar[dict[Path, int]] = {}  # dirs this process owns -> the lock's fd
+
+    @classmethod
+    def acquire(cls, directory: Path) -> None:
+        """Own `directory` (idempotent), or raise RunDirBusy naming the owner."""
+        if directory in cls._held:
+            return
+        path = directory / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise RecordsError(path, error) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirBusy(
+                f"{directory} is in use by {cls.owner(directory)}: wait for it to end, or "
+                "choose another hydra.run.dir (hydra.sweep.dir for -m)."
+            ) from None
+        except OSError as error:
+            log.warning("No flock in %s (%s): its ownership cannot be checked.", directory, error)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+        cls._held[directory] = fd
+
+    @classmethod
+    def release(cls, directory: Path) -> None:
+        fd = cls._held.pop(directory, None)
+        if fd is not None:
+            os.close(fd)
+
+    @staticmethod
+    def owner(directory: Path) -> str:
+        try:
+            return (directory / LOCK).read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    @staticmethod
+    def is_held(directory: Path) -> bool | None:
+        """True while some process holds the lock, False once none does, None if unknown."""
+        try:
+            fd = os.open(directory / LOCK, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return False
+
+
+def read_metadata(directory: Path) -> dict[str, Any] | None:
+    """The record, or None when there is none; an unreadable one is named."""
+    path = directory / METADATA
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{path} is unreadable ({type(error).__name__}): move it aside, or choose "
+            "another hydra.run.dir."
+        ) from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} holds no JSON object: move it aside.")
+    return record
+
+
+def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
+    """The recorded status, except that a `running` trial whose process died is `interrupted`."""
+    status = metadata.get("status")
+    if status == "running" and Lock.is_held(directory) is False:
+        return "interrupted"
+    return status
+
+
+def latest_checkpoint_step(directory: Path) -> int | None:
+    """The newest saved step in `directory` (orbax names step dirs by number)."""
+    if not directory.is_dir():
+        return None
+    saved = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
+    return max(saved, default=None)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a trial starting in a run dir continues: its attempt number, seed, checkpoint."""
+
+    number: int = 0
+    rng_seed: int | None = None  # the recorded seed, which a resume keeps
+    checkpoint_step: int | None = None  # continue from this checkpoint
+    move_aside: bool = False  # the earlier attempt's records go to .attempts/<n>/
+
+
+class RunDir:
+    """A trial's run dir. `claim` it, check what it holds (`attempt`), `begin` the
+    records, `append` rows, `end` them; or `record_failure` for a trial that never began.
+    With `write_records=False` (logging=off) it only locks the dir."""
+
+    def __init__(self, path: Path, write_records: bool = True) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.write_records = write_records
+        self.checkpoints = self.path / CHECKPOINTS
+        self._status: str | None = None
+        self._columns: list[str] | None = None
+        self._last_step = -1
+
+    def claim(self) -> None:
+        """Own the dir (made if need be) for the life of this process, or until `release`."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RecordsError(self.path, error) from error
+        Lock.acquire(self.path)
+        remove_stale_temporaries(self.path)
+
+    def release(self) -> None:
+        Lock.release(self.path)
+
+    def attempt(self, identity: Mapping[str, Any], rng_seed: int | None, resume: bool) -> Attempt:
+        """What this trial continues; refuses a trial that would mix with an earlier one.
+
+        `identity` holds the values that make a trial this trial (metadata.json keeps it
+        under "identity"); a resume must match it, and the seed when one is given.
+        """
+        earlier = read_metadata(self.path)
+        checkpoint = latest_checkpoint_step(self.checkpoints)
+        if not resume:
+            if earlier is not None or checkpoint is not None:
+                raise ConfigError(
+                    f"{self.path} holds an earlier trial: add resume=true to continue it, "
+                    "or choose another hydra.run.dir."
+                )
+            return Attempt(rng_seed=rng_seed)
+        if earlier is None:
+            return Attempt(rng_seed=rng_seed)  # nothing recorded: a first attempt
+        status = status_of(self.path, earlier)
+        if status in FINISHED:
+            raise ConfigError(f"{self.path} holds a trial that ended {status}: nothing to resume.")
+        number = int(earlier.get("attempt", 0))
+        if "identity" not in earlier:  # it failed before it began: nothing to continue
+            return Attempt(number + 1, rng_seed, move_aside=True)
+        differences = differing(earlier["identity"], identity)
+        if rng_seed is not None and rng_seed != earlier.get("rng_seed"):
+            differences.append(f"rng_seed={earlier.get('rng_seed')!r} (now {rng_seed!r})")
+        if differences:
+            raise ConfigError(
+                f"resume=true continues only the same trial, but {self.path} recorded "
+                f"{', '.join(differences)}: run with the recorded values, or choose another "
+                "hydra.run.dir."
+            )
+        seed = earlier.get("rng_seed")
+        if checkpoint is not None:
+            return Attempt(number, seed, checkpoint_step=checkpoint)
+        return Attempt(number + 1, seed, move_aside=True)
+
+    def begin(
+        self,
+        attempt: Attempt,
+        metadata: Mapping[str, Any],
+        config_yaml: str,
+        packages: str | None,
+    ) -> None:
+        """Start the records: status `running`, the config and packages, metrics to come."""
+        if attempt.move_aside:
+            self._move_aside(attempt.number - 1)
+        if attempt.checkpoint_step is not None:
+            self._cut_rows_after(attempt.checkpoint_step, attempt.number)
+        self._status = "running"
+        if not self.write_records:
+            return
+        earlier = read_metadata(self.path) if attempt.checkpoint_step is not None else None
+        write_json_atomically(
+            self.path / METADATA,
+            {
+                **(earlier or {}),
+                **metadata,
+                "status": "running",
+                "attempt": attempt.number,
+                "resumed_from_step": attempt.checkpoint_step,
+                "start_time": time.time(),
+            },
+        )
+        write_text_atomically(self.path / CONFIG, config_yaml)
+        if packages is not None:
+            write_text_atomically(self.path / PACKAGES, packages)
+        cut_torn_line(self.path / METRICS)
+        self._columns = csv_header(self.path / METRICS)
+        self._last_step = last_global_step(self.path / METRICS)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """One evaluation's row. The row of the last recorded step again is skipped (a
+        signal cut its handing out short); an earlier step is refused."""
+        if not self.write_records or row["global_step"] == self._last_step:
+            return
+        if row["global_step"] < self._last_step:
+            raise RecordsError(
+                self.path / METRICS, ValueError(f"step {row['global_step']} was recorded already")
+            )
+        if self._columns is None:
+            self._columns = list(row)
+        append_csv_row(self.path / METRICS, self._columns, row)
+        self._last_step = row["global_step"]
+
+    def update(self, **values: Any) -> None:
+        if self.write_records:
+            write_json_atomically(self.path / METADATA, {**read_metadata(self.path), **values})
+
+    def end(self, status: str, **values: Any) -> None:
+        """The final status, once; a record that cannot be written is logged, not raised."""
+        if self._status != "running":
+            raise RuntimeError(f"cannot end a trial that is {self._status}, not running")
+        if status not in ENDED:
+            raise ValueError(f"unknown status {status!r}")
+        self._status = status
+        if not self.write_records:
+            return
+        try:
+            record = read_metadata(self.path) or {}
+            write_json_atomically(
+                self.path / METADATA,
+                {
+                    **record,
+                    "status": status,
+                    "end_datetime": datetime.datetime.now().astimezone().isoformat(),
+                    "process_wall_time_sec": time.time() - record.get("start_time", time.time()),
+                    **values,
+                },
+            )
+        except (RecordsError, ConfigError) as error:
+            log.error("The trial ended %s, but %s", status, error)
+
+    def record_failure(self, metadata: Mapping[str, Any]) -> None:
+        """The record of a sweep's trial that failed before it began, unless one exists."""
+        if not self.write_records or (self.path / METADATA).exists():
+            return
+        write_json_atomically(self.path / METADATA, {**metadata, "status": "failed"})
+
+    def discard_if_unused(self) -> None:
+        """Remove the dir when it holds nothing but Hydra's files and the lock (a bad
+        command line); an earlier trial's dir keeps everything it had."""
+        self.release()
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if names and names <= {".hydra", LOCK} | {n for n in names if n.endswith(".log")}:
+            shutil.rmtree(self.path)
+
+    def _move_aside(self, number: int) -> None:
+        """The earlier attempt's records (and checkpoints) into .attempts/<number>/."""
+        target = self.path / ATTEMPTS / str(number)
+        try:
+            target.mkdir(parents=True, exist_ok=False)
+            for name in (*RECORDS, CHECKPOINTS):
+                if (self.path / name).exists():
+                    (self.path / name).rename(target / name)
+        except OSError as error:
+            raise RecordsError(target, error) from error
+        log.info("The earlier attempt's records are in %s.", target)
+
+    def _cut_rows_after(self, step: int, number: int) -> None:
+        """Rows after the checkpoint are redone: keep them aside, not in the trajectory."""
+        path = self.path / METRICS
+        if not path.exists():
+            return
+        text = complete_lines(path)
+        lines = text.splitlines(keepends=True)
+        kept = lines[:1] + [
+            line
+            for line, row in zip(lines[1:], csv.DictReader(lines), strict=True)
+            if int(row["global_step"]) <= step
+        ]
+        if len(kept) == len(lines):
+            return
+        aside = self.path / ATTEMPTS / f"{number}.rows_after_step_{step}.csv"
+        aside.parent.mkdir(exist_ok=True)
+        write_text_atomically(aside, "".join(lines[:1] + lines[len(kept) :]))
+        write_text_atomically(path, "".join(kept))
+
+
+def last_global_step(path: Path) -> int:
+    """The step of the last complete row of a metrics.csv, or -1."""
+    if not path.exists():
+        return -1
+    rows = list(csv.DictReader(complete_lines(path).splitlines()))
+    return int(rows[-1]["global_step"]) if rows else -1
+
+
+def differing(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """`key=recorded (now value)` for each key whose value differs between the two."""
+    return [
+        f"{key}={recorded.get(key)!r} (now {now.get(key)!r})"
+        for key in sorted(set(recorded) | set(now))
+        if recorded.get(key) != now.get(key)
+    ]

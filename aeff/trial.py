@@ -1,0 +1,188 @@
+"""A trial as a library call: a config and a run dir in; a result and a record out.
+
+    result = train_and_evaluate(cfg, run_dir)
+
+`cfg` is a composed config (Hydra's, or `OmegaConf.create` of the same keys). The
+run dir's owner (aeff.logging.run_dir) locks it and writes every record; errors
+found before training leave no record (the caller decides: a sweep records them
+with `record_failure`), and every ending after that is recorded, exceptions and
+signals included. Nothing here reads Hydra's global state.
+"""
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aeff import config, errors
+from aeff.config import Trial
+from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
+from aeff.interrupts import interrupts_raised
+from aeff.logging import environment, system
+from aeff.logging.packages import packages_text, redact
+from aeff.logging.run_dir import Attempt, RunDir
+
+log = logging.getLogger(__name__)
+
+
+def train_and_evaluate(
+    cfg: DictConfig,
+    run_dir: Path,
+    labels: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Any:
+    """Run one trial in `run_dir`; returns its `runner.TrialResult`.
+
+    `labels` are extra metadata.json keys (a launcher's job number, the command);
+    `cwd` is where the command ran, for its git state. Raises AeffError for bad input
+    and TrialInterrupted for a signal, after recording them if the trial had begun.
+    """
+    trial = config.check_trial(cfg)
+    owner = RunDir(run_dir, write_records=trial.settings.logging.enabled)
+    owner.claim()
+    settings = trial.settings
+    attempt = owner.attempt(trial.identity, settings.rng_seed, settings.resume)
+    seed = attempt.rng_seed
+    if seed is None:
+        seed = config.draw_seed()
+        log.info("rng_seed=null: drew rng_seed=%d", seed)
+    with interrupts_raised():
+        return _run(trial, owner, attempt, seed, cfg, {**(labels or {})}, cwd or Path.cwd())
+
+
+def _run(
+    trial: Trial,
+    owner: RunDir,
+    attempt: Attempt,
+    seed: int,
+    cfg: DictConfig,
+    labels: dict[str, Any],
+    cwd: Path,
+) -> Any:
+    from aeff import runner  # imports JAX; kept out of config checking
+
+    settings = trial.settings
+    _claim_gpus(settings)
+    if settings.compilation_cache_dir:
+        enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
+    prepared = runner.prepare(
+        trial.workload,
+        trial.submission,
+        trial.hparams,
+        seed,
+        steps_per_dispatch=settings.steps_per_dispatch,
+        max_steps=settings.max_steps,
+        eval_every_steps=settings.eval_every_steps,
+    )
+    system.prime()
+    owner.begin(
+        attempt,
+        {
+            **_start_facts(settings, cwd),
+            **labels,
+            **trial.record,
+            "identity": trial.identity,
+            "rng_seed": seed,
+            "steps_per_dispatch": prepared.steps_per_dispatch,
+            "compile_time": prepared.compile_time,
+        },
+        redact(OmegaConf.to_yaml(cfg, resolve=True)),
+        packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+    )
+    static = {"framework": "jax", "run_idx": labels.get("hydra.job.num", 0), "rng_seed": seed}
+    static.update(trial.record)
+
+    def on_eval(row: Mapping[str, Any]) -> None:
+        sample = system.sample() if settings.logging.system_metrics else {}
+        owner.append({**static, **row, **sample})
+
+    checkpoints = None
+    if settings.checkpoint.enabled:
+        from aeff.checkpoints import TrialCheckpoints
+
+        checkpoints = TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
+    loop = runner.TrialLoop(
+        prepared,
+        settings.stop_at_target,
+        settings.max_steps,
+        settings.eval_every_steps,
+        on_eval,
+        checkpoints,
+    )
+    try:
+        result = loop.run()
+    except BaseException as error:
+        owner.end(errors.record_status(error), **_error_facts(error))
+        raise
+    if checkpoints is not None and not settings.checkpoint.keep:
+        checkpoints.delete()  # a finished trial needs none; keep=true keeps the last
+    facts = dataclasses.asdict(result)
+    owner.end(
+        facts.pop("status"),
+        **{k: v for k, v in facts.items() if k != "final_metrics"},
+        **{f"final.{k}": v for k, v in result.final_metrics.items()},
+    )
+    log.info(
+        "%s after %d steps: goal reached %s, time to target %s, %s",
+        result.status,
+        result.global_step,
+        result.goal_reached,
+        "none" if result.time_to_target is None else f"{result.time_to_target:.2f}s",
+        ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
+    )
+    return result
+
+
+def failure_record(
+    error: BaseException, labels: Mapping[str, Any], cfg: DictConfig
+) -> dict[str, Any]:
+    """metadata.json of a trial that failed before it began: the error and what is known."""
+    try:
+        record = config.check_trial(cfg).record
+    except Exception:  # the config itself is what failed
+        record = {}
+    return {
+        "datetime": datetime.datetime.now().astimezone().isoformat(),
+        **labels,
+        **record,
+        **_error_facts(error),
+    }
+
+
+def _start_facts(settings: config.TrialConfig, cwd: Path) -> dict[str, Any]:
+    return {
+        "datetime": datetime.datetime.now().astimezone().isoformat(),
+        **environment.facts(cwd, settings.logging.record_hostname),
+        **environment.jax_facts(),
+    }
+
+
+def _error_facts(error: BaseException) -> dict[str, Any]:
+    import traceback
+
+    facts = {"error_type": type(error).__name__, "error_message": redact(str(error))}
+    if not isinstance(error, errors.AeffError | errors.TrialInterrupted):
+        facts["traceback"] = redact("".join(traceback.format_exception(error)))
+    return facts
+
+
+def _claim_gpus(settings: config.TrialConfig) -> None:
+    """With devices.per_trial, this trial's own GPUs, before anything starts JAX's backend."""
+    devices = settings.devices
+    if devices.per_trial:
+        ids = devices.ids if devices.ids is not None else visible_gpu_ids()
+        slot = claim_devices(devices.per_trial, ids, default_lock_dir())
+        log.info("devices.per_trial=%d: this trial uses GPUs %s", devices.per_trial, slot)
+
+
+def enable_compilation_cache(directory: Path) -> None:
+    """Keep every compiled program on disk, however small, for the next process."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

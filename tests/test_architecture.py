@@ -1,0 +1,59 @@
+"""The layout's rules: no import cycle among aeff's modules; one owner per run-dir file."""
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("aeff", "hydra_plugins")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The project modules `path` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        found.update(name for name in names if name in known)
+    return found
+
+
+def test_no_import_cycles():
+    files = [p for package in PACKAGES for p in (REPO / package).rglob("*.py")]
+    known = {module_name(p) for p in files}
+    graph = {module_name(p): imports(p, known) - {module_name(p)} for p in files}
+    for package in [m for m in known if f"{m}.__init__" not in known]:
+        graph[package] = graph.get(package, set())  # a package imports nothing by itself here
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for target in graph.get(node, ()):
+            if target == start:
+                return (*seen, target)
+            if target not in seen:
+                found = cycle_from(start, target, (*seen, target))
+                if found:
+                    return found
+        return None
+
+    for module in sorted(graph):
+        assert cycle_from(module, module, (module,)) is None, " -> ".join(
+            cycle_from(module, module, (module,))
+        )
+
+
+def test_the_run_dir_files_are_named_in_one_module():
+    """metadata.json, metrics.csv, ... appear as string literals only in run_dir.py."""
+    names = ("metadata.json", "metrics.csv", "config_resolved.yaml", "packages.txt", ".aeff.lock")
+    for path in (REPO / "aeff").rglob("*.py"):
+        if path.name == "run_dir.py":
+            continue
+        literals = re.findall(r"[\"']([^\"'\n]+)[\"']", path.read_text())
+        assert not [s for s in literals if s in names], path

@@ -1,0 +1,240 @@
+"""The run dir's owner: one live process per dir, one trajectory per record, honest resume.
+
+In-process trials (`aeff.trial.train_and_evaluate`) on real MNIST, a few steps each.
+"""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import data_overrides
+
+from aeff.checkpoints import TrialCheckpoints
+from aeff.config import check_trial
+from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
+from aeff.interrupts import interrupts_raised
+from aeff.logging.run_dir import Attempt, Lock, RunDir
+from aeff.runner import run_trial
+from aeff.trial import train_and_evaluate
+from aeff.workloads.mnist import MnistWorkload
+
+TIME_COLUMNS = ["accumulated_submission_time", "accumulated_eval_time", "wall_time"]
+TIME_COLUMNS += ["global_start_time"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalledMnist(MnistWorkload):
+    """MNIST that sends this process SIGTERM once, at evaluation number `SIGNAL["at_eval"]`."""
+
+    def has_reached_goal(self, metrics):
+        SIGNAL["evals"] += 1
+        if SIGNAL["evals"] == SIGNAL["at_eval"]:
+            signal.raise_signal(signal.SIGTERM)
+        return super().has_reached_goal(metrics)
+
+
+SIGNAL = {"evals": 0, "at_eval": None}
+
+
+@pytest.fixture
+def trial_config(compose_config, mnist_data_dir):
+    def make(*overrides: str):
+        return compose_config(
+            *data_overrides(mnist_data_dir),
+            "max_steps=12",
+            "eval_every_steps=4",
+            "batch_size=512",
+            "logging.system_metrics=false",
+            "logging.packages=false",
+            "compilation_cache_dir=null",
+            *overrides,
+        )
+
+    return make
+
+
+def rows(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "metrics.csv")
+
+
+def metadata(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metadata.json").read_text())
+
+
+def test_a_second_process_is_refused_naming_the_owner_until_the_owner_dies(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
+            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert Lock.is_held(tmp_path) is True
+        with pytest.raises(RunDirBusy, match=rf"in use by process {holder.pid} on \S+"):
+            RunDir(tmp_path).claim()
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock
+        holder.wait()
+    assert Lock.is_held(tmp_path) is False
+    RunDir(tmp_path).claim()  # a dead owner's dir can be taken over
+
+
+def test_a_dir_with_an_earlier_trial_is_refused_without_resume(tmp_path, trial_config):
+    train_and_evaluate(trial_config("rng_seed=3"), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="holds an earlier trial: add resume=true"):
+        train_and_evaluate(trial_config("rng_seed=4"), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    with pytest.raises(ConfigError, match="ended completed: nothing to resume"):
+        train_and_evaluate(trial_config("resume=true"), tmp_path)
+
+
+def test_resume_refuses_another_trial_naming_the_keys_and_both_values(tmp_path, trial_config):
+    interrupted_trial(tmp_path, trial_config, "rng_seed=5", "checkpoint.enabled=false")
+    with pytest.raises(ConfigError) as error:
+        train_and_evaluate(trial_config("resume=true", "hparams.lr=3e-3", "rng_seed=6"), tmp_path)
+    assert "hparams.lr=0.0012 (now 0.003)" in str(error.value)
+    assert "rng_seed=5 (now 6)" in str(error.value)
+
+
+def interrupted_trial(run_dir, trial_config, *overrides):
+    """A trial stopped by SIGTERM at its second evaluation (step 8)."""
+    SIGNAL.update(evals=0, at_eval=2)
+    cfg = trial_config(f"workload._target_={__name__}.SignalledMnist", *overrides)
+    try:
+        with pytest.raises(TrialInterrupted) as stopped:
+            train_and_evaluate(cfg, run_dir)
+    finally:
+        SIGNAL["at_eval"] = None
+    assert metadata(run_dir)["status"] == "interrupted"
+    return stopped.value
+
+
+def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, trial_config):
+    target = f"workload._target_={__name__}.SignalledMnist"
+    stopped = interrupted_trial(tmp_path / "resumed", trial_config, "rng_seed=7")
+    assert stopped.checkpoint_step == 8
+    assert list(rows(tmp_path / "resumed")["global_step"]) == [4, 8]
+    train_and_evaluate(trial_config(target, "resume=true"), tmp_path / "resumed")
+    train_and_evaluate(trial_config(target, "rng_seed=7"), tmp_path / "whole")
+
+    resumed, whole = rows(tmp_path / "resumed"), rows(tmp_path / "whole")
+    assert list(resumed["global_step"]) == [4, 8, 12]
+    pd.testing.assert_frame_equal(
+        resumed.drop(columns=[*TIME_COLUMNS, "run_idx"]),
+        whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
+    )
+    assert resumed["accumulated_submission_time"].is_monotonic_increasing
+    record = metadata(tmp_path / "resumed")
+    assert record["status"] == "completed" and record["rng_seed"] == 7
+    assert record["attempt"] == 0 and record["resumed_from_step"] == 8
+    assert not (tmp_path / "resumed" / "checkpoints").exists()  # finished: none kept
+
+
+def test_resume_without_a_checkpoint_starts_again_with_the_recorded_seed(tmp_path, trial_config):
+    target = f"workload._target_={__name__}.SignalledMnist"
+    interrupted_trial(tmp_path, trial_config, "checkpoint.enabled=false")  # seed drawn
+    first = metadata(tmp_path)
+    first_rows = rows(tmp_path)
+    train_and_evaluate(trial_config(target, "checkpoint.enabled=false", "resume=true"), tmp_path)
+
+    record = metadata(tmp_path)
+    assert record["rng_seed"] == first["rng_seed"] and record["attempt"] == 1
+    assert list(rows(tmp_path)["global_step"]) == [4, 8, 12]  # one training, from step 0
+    assert (rows(tmp_path)["rng_seed"] == first["rng_seed"]).all()
+    aside = tmp_path / ".attempts" / "0"
+    assert json.loads((aside / "metadata.json").read_text())["status"] == "interrupted"
+    pd.testing.assert_frame_equal(pd.read_csv(aside / "metrics.csv"), first_rows)
+    np.testing.assert_array_equal(  # the same seed retraces the same steps
+        rows(tmp_path)["train.loss"][:2], first_rows["train.loss"]
+    )
+
+
+def test_rows_after_the_checkpoint_are_moved_aside_on_resume(tmp_path):
+    """A kill -9 after the checkpoint at step 8 left rows up to 12: 12 is redone."""
+    (tmp_path / "checkpoints" / "8").mkdir(parents=True)
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n12,c\n")
+    identity = {"hparams.lr": 0.1}
+    (tmp_path / "metadata.json").write_text(
+        json.dumps({"status": "running", "identity": identity, "rng_seed": 1, "attempt": 0})
+    )
+    owner = RunDir(tmp_path)
+    owner.claim()
+    attempt = owner.attempt(identity, None, resume=True)
+    assert attempt == Attempt(0, 1, checkpoint_step=8)
+    owner.begin(attempt, {"identity": identity, "rng_seed": 1}, "", None)
+    assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
+    assert (
+        tmp_path / ".attempts" / "0.rows_after_step_8.csv"
+    ).read_text() == "global_step,x\n12,c\n"
+    owner.append({"global_step": 8, "x": "b"})  # the last row handed out again: skipped
+    owner.append({"global_step": 12, "x": "d"})
+    assert (tmp_path / "metrics.csv").read_text().endswith("8,b\n12,d\n")
+    with pytest.raises(OSError, match="step 4 was recorded already"):
+        owner.append({"global_step": 4, "x": "e"})
+
+
+def test_the_status_moves_once_from_running(tmp_path):
+    owner = RunDir(tmp_path)
+    owner.claim()
+    with pytest.raises(RuntimeError, match="not running"):
+        owner.end("completed")
+    owner.begin(Attempt(), {"identity": {}}, "", None)
+    owner.end("diverged")
+    with pytest.raises(RuntimeError, match="diverged, not running"):
+        owner.end("failed")
+    assert metadata(tmp_path)["status"] == "diverged"
+
+
+class SignalDuringSave(TrialCheckpoints):
+    """A second SIGINT arrives while the checkpoint on the way out is being written."""
+
+    def save(self, state, progress):
+        signal.raise_signal(signal.SIGINT)
+        super().save(state, progress)
+
+
+def test_the_exit_checkpoint_survives_a_second_signal(tmp_path, mnist_data_dir):
+    from aeff.submissions.adam import Adam, AdamHParams
+
+    checkpoints = SignalDuringSave(tmp_path, interval_sec=3600)
+
+    fired = []
+
+    def on_eval(row):
+        if row["global_step"] == 8 and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    with interrupts_raised(), pytest.raises(TrialInterrupted) as stopped:
+        run_trial(
+            MnistWorkload(data_dir=str(mnist_data_dir)),
+            Adam(batch_size=512),
+            AdamHParams(),
+            0,
+            max_steps=12,
+            eval_every_steps=4,
+            on_eval=on_eval,
+            checkpoints=checkpoints,
+        )
+    assert stopped.value.signum == signal.SIGTERM
+    assert stopped.value.checkpoint_step == 8
+    assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["8"]
+
+
+def test_seed_drawn_when_null_and_recorded(tmp_path, trial_config):
+    result = train_and_evaluate(trial_config(), tmp_path)
+    assert metadata(tmp_path)["rng_seed"] == result.rng_seed
+    assert check_trial(trial_config()).settings.rng_seed is None

@@ -1,0 +1,118 @@
+"""The sweeper's decisions, in-process: which jobs, with which values, in which sweep dir."""
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import open_dict
+
+from aeff import results
+from aeff.app import register
+from aeff.errors import ConfigError, RunDirBusy
+from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper, plan_changes
+
+
+@pytest.fixture
+def sweeper(tmp_path):
+    """An AeffSweeper set up on the composed config, sweeping into tmp_path."""
+    register()
+
+    def make(*overrides: str) -> AeffSweeper:
+        with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.sweep.dir = str(tmp_path)
+        made = AeffSweeper()
+        made.config = cfg
+        made.hydra_context = types.SimpleNamespace(config_loader=None)
+        return made
+
+    return make
+
+
+def values(job: list[str], key: str) -> list[float]:
+    return [float(o.split("=", 1)[1]) for o in job if o.split("=", 1)[0] == key]
+
+
+def test_a_key_on_the_command_line_is_pinned_not_sampled(sweeper):
+    space = ["search_space=mnist_adam", "search.num_trials=4"]
+    jobs = sweeper(*space).job_overrides(["hparams.epsilon=1e-8"])
+    assert len(jobs) == 4
+    for job in jobs:
+        assert values(job, "hparams.epsilon") == [1e-8]  # once, the pinned value
+        assert len(values(job, "hparams.lr")) == 1
+    assert len({values(job, "hparams.lr")[0] for job in jobs}) == 4
+
+
+def test_every_grid_point_gets_every_sampled_point(sweeper):
+    space = ["search_space=mnist_adam", "search.num_trials=3"]
+    jobs = sweeper(*space).job_overrides(["hparams.epsilon=1e-8,1e-5"])
+    assert [values(job, "hparams.epsilon")[0] for job in jobs] == [1e-8] * 3 + [1e-5] * 3
+    first, second = ([values(job, "hparams.lr")[0] for job in jobs[i : i + 3]] for i in (0, 3))
+    assert first == second and len(set(first)) == 3
+
+
+def test_both_sampling_methods_are_used_and_reproducible(sweeper):
+    def lrs(method: str) -> list[float]:
+        config = ["search_space=mnist_adam", "search.num_trials=4", f"search.method={method}"]
+        return [values(job, "hparams.lr")[0] for job in sweeper(*config).job_overrides([])]
+
+    assert lrs("halton") == lrs("halton")
+    assert lrs("sobol") == lrs("sobol")
+    assert lrs("halton") != lrs("sobol")
+
+
+def test_a_sweep_dir_with_a_sweep_needs_resume(sweeper, tmp_path):
+    jobs = [["hparams.lr=0.001"], ["hparams.lr=0.002"]]
+    assert sweeper().jobs_to_run(tmp_path, jobs) == [0, 1]
+    assert results.read_plan(tmp_path) == jobs
+    with pytest.raises(ConfigError, match="holds a sweep already: add resume=true"):
+        sweeper().jobs_to_run(tmp_path, jobs)
+
+
+def test_resume_runs_the_unfinished_trials_of_the_same_plan_only(sweeper, tmp_path):
+    jobs = [["hparams.lr=0.001"], ["hparams.lr=0.002"], ["hparams.lr=0.003"]]
+    sweeper().jobs_to_run(tmp_path, jobs)
+    for job, status in enumerate(["completed", "failed", "diverged"]):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "metadata.json").write_text(json.dumps({"status": status}))
+    resume = [[*job, "resume=true", f"hydra.sweep.dir={tmp_path}"] for job in jobs]
+    assert sweeper("resume=true").jobs_to_run(tmp_path, resume) == [1]
+    changed = [jobs[0], ["hparams.lr=0.004"], jobs[2]]
+    with pytest.raises(ConfigError, match=r"trial 1: hparams.lr=0.002 \(now 0.004\)"):
+        sweeper("resume=true").jobs_to_run(tmp_path, changed)
+
+
+def test_resume_is_refused_while_a_trial_of_the_sweep_runs(sweeper, tmp_path):
+    jobs = [["hparams.lr=0.001"]]
+    sweeper().jobs_to_run(tmp_path, jobs)
+    (tmp_path / "0").mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
+            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "0"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirBusy, match=f"process {holder.pid}"):
+            sweeper("resume=true").jobs_to_run(tmp_path, jobs)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_plan_changes_ignore_what_does_not_change_a_trial():
+    planned = [["hparams.lr=0.1", "max_steps=3"]]
+    same = [["hparams.lr=0.1", "max_steps=3", "resume=true", "hydra.sweep.dir=x", "logging=off"]]
+    assert plan_changes(planned, same) == ""
+    assert plan_changes(planned, [*planned, *planned]) == "1 trials (now 2)"
+    assert "max_steps=3 (now 4)" in plan_changes(planned, [["hparams.lr=0.1", "max_steps=4"]])
