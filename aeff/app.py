@@ -85,7 +85,7 @@ def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     return {
         "log_dir": hydra_cfg.runtime.output_dir,
-        "command": redact(" ".join(["python -m aeff", shlex.join(sys.argv[1:])])),
+        "command": redact(typed_command()),
         "hydra.overrides": [redact(o) for o in hydra_cfg.overrides.task],
         "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
         "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
@@ -122,8 +122,14 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
+def typed_command(*extra: str) -> str:
+    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`."""
+    program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
+    return " ".join([program, shlex.join([*sys.argv[1:], *extra])])
+
+
 def resume_hint(interrupt: TrialInterrupted, dir_override: str) -> str:
-    command = shlex.join(["python", "-m", "aeff", *sys.argv[1:], "resume=true", dir_override])
+    command = typed_command("resume=true", dir_override)
     if interrupt.checkpoint_step is None:
         how = "No checkpoint was saved; this starts it again with its seed"
     else:

@@ -8,6 +8,7 @@ first trial, and the report (summary.csv, sweep.json) written after the last.
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,8 @@ def summary(path: Path) -> pd.DataFrame:
             rows.append({**row, "status": NOT_STARTED})
             continue
         row["status"] = status_of(run_dir, metadata)
+        row["workload"] = metadata.get("workload")
+        row["submission"] = str(metadata.get("submission._target_", "")).rpartition(".")[2]
         row.update({k: v for k, v in metadata.items() if k.startswith(("hparams.", "meta."))})
         trial = metrics[metrics["run_dir"] == row["run_dir"]] if "run_dir" in metrics else metrics
         target = metadata.get("workload.target_metric")
@@ -86,6 +89,17 @@ def summary(path: Path) -> pd.DataFrame:
             row["error"] = metadata["error_message"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def as_text(table: pd.DataFrame, root: Path) -> str:
+    """The summary for a terminal: run dirs relative to `root`, missing values as '-'."""
+    if table.empty:
+        return "(no trials)"
+    shown = table.copy()
+    shown["run_dir"] = [os.path.relpath(d, root) for d in shown["run_dir"]]
+    if "error" in shown:
+        shown["error"] = shown["error"].str.slice(0, 60)
+    return shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
 
 
 def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -134,13 +148,42 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
     if "workload.target_metric" in frame and (frame["workload.target_metric"] == y).any():
         target = frame.loc[frame["workload.target_metric"] == y, "workload.target_value"].iloc[0]
         axes.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target}")
-    axes.set_xlabel(x)
-    axes.set_ylabel(y)
+        axes.set_ylim(*around_target(frame[y], target, higher_is_better=not y.endswith("loss")))
+    axes.set_xlabel(axis_label(x))
+    axes.set_ylabel(axis_label(y))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     return out
+
+
+UNITS = {
+    "global_step": "step",
+    "epoch": "epochs",
+    "accumulated_submission_time": "s",
+    "accumulated_eval_time": "s",
+    "wall_time": "s",
+}
+
+
+def axis_label(column: str) -> str:
+    """The column with its unit: `wall_time (s)`, `validation.loss (nats)`."""
+    if column in UNITS:
+        return f"{column} ({UNITS[column]})"
+    if column.endswith(".loss"):
+        return f"{column} (nats)"
+    if column.endswith(".accuracy"):
+        return f"{column} (fraction)"
+    return column
+
+
+def around_target(values: pd.Series, target: float, higher_is_better: bool) -> tuple:
+    """Y limits that show the approach to the target, not the first evaluations' climb."""
+    margin = 0.1 * abs(target) + 0.02
+    if higher_is_better:
+        return target - margin, max(values.max(), target) + margin / 5
+    return min(values.min(), target) - margin / 5, target + margin
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         folder = args.path if args.path.is_dir() else args.path.parent
         frame, report = write_sweep_report(folder)
-        print(frame.to_string(index=False))
+        print(as_text(frame, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
         print(f"score (least time to target): {report['score']}")
 

@@ -274,9 +274,7 @@ class TrialLoop:
         while self._keep_going():
             losses = self._launch()
             if not np.isfinite(losses).all():
-                first = int(np.argmin(np.isfinite(losses)))
-                step = self.counters.global_step - len(losses) + first + 1
-                log.warning("Diverged: training loss %s at step %d.", losses[first], step)
+                self._end_at_divergence(losses)
                 return "diverged"
             if self._evaluation_due():
                 self._evaluate()
@@ -310,6 +308,18 @@ class TrialLoop:
         c.train_loss_count += num_steps
         c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
         return losses
+
+    def _end_at_divergence(self, losses: np.ndarray) -> None:
+        """End the trial at the launch's first non-finite loss, as one step at a time would:
+        the steps after it are taken back, with their share of the launch's time."""
+        c = self.counters
+        first = int(np.argmin(np.isfinite(losses)))
+        extra = len(losses) - first - 1
+        c.global_step -= extra
+        c.submission_time -= extra * self.seconds_per_step
+        c.train_loss_count -= extra
+        c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
+        log.warning("Diverged: training loss %s at step %d.", losses[first], c.global_step)
 
     def _evaluation_due(self) -> bool:
         if self.eval_every_steps:
@@ -423,7 +433,8 @@ def dispatch_size(
 
     The boundaries: the epoch's end (the next epoch is reshuffled on the host), the
     next step-cadence evaluation, `max_steps`, and the budget at the last dispatch's
-    pace, so a trial overruns its budget by at most one step, as unfused.
+    pace (the first dispatch is one step), so a trial overruns its budget by at most
+    one step, as unfused.
     """
     until = [steps_per_epoch - global_step % steps_per_epoch]
     if eval_every_steps:
@@ -431,7 +442,8 @@ def dispatch_size(
     if max_steps is not None:
         until.append(max_steps - global_step)
     fits = min(until) >= steps_per_dispatch
-    in_budget = seconds_left >= steps_per_dispatch * seconds_per_step
+    # Until one launch has set the pace (seconds_per_step 0), steps go one at a time.
+    in_budget = 0 < steps_per_dispatch * seconds_per_step <= seconds_left
     return steps_per_dispatch if fits and in_budget else 1
 
 

@@ -44,14 +44,17 @@ def train_and_evaluate(
     trial = config.check_trial(cfg)
     owner = RunDir(run_dir, write_records=trial.settings.logging.enabled)
     owner.claim()
-    settings = trial.settings
-    attempt = owner.attempt(trial.identity, settings.rng_seed, settings.resume)
-    seed = attempt.rng_seed
-    if seed is None:
-        seed = config.draw_seed()
-        log.info("rng_seed=null: drew rng_seed=%d", seed)
-    with interrupts_raised():
-        return _run(trial, owner, attempt, seed, cfg, {**(labels or {})}, cwd or Path.cwd())
+    try:
+        settings = trial.settings
+        attempt = owner.attempt(trial.identity, settings.rng_seed, settings.resume)
+        seed = attempt.rng_seed
+        if seed is None:
+            seed = config.draw_seed()
+            log.info("rng_seed=null: drew rng_seed=%d", seed)
+        with interrupts_raised():
+            return _run(trial, owner, attempt, seed, cfg, {**(labels or {})}, cwd or Path.cwd())
+    finally:
+        owner.release()  # the next trial of a sweep in this process may take it over
 
 
 def _run(

@@ -1,8 +1,10 @@
 """Shared fixtures: the real MNIST files, a tfds data folder prepared once, composed configs."""
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,26 @@ def run_trial_json(overrides: list[str], devices: int = 1, repeat: int = 1) -> d
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
+    """`directory` claimed by a child process (a live owner) until the block ends; then the
+    child is SIGKILL-ed, as a crash would end it."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
+            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
+            str(directory),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

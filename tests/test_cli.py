@@ -34,6 +34,7 @@ def test_single_run_trains_on_real_mnist(tmp_path, mnist_data_dir):
     log_text = (run_dir / "aeff.log").read_text()  # Hydra's job log, named after the job
     assert log_text.count("validation.accuracy") >= 3  # a line per evaluation
     assert final_metrics(log_text)["validation.accuracy"] >= 0.9
+    assert out.stdout.rstrip().splitlines()[-1].endswith(f"Records of this trial: {run_dir}")
 
 
 @pytest.mark.slow
@@ -91,6 +92,15 @@ def test_console_script_runs_the_same_app(tmp_path):
     assert aeff.returncode == module.returncode == 0
     assert aeff.stdout == module.stdout
     assert "lr: 0.0012" in aeff.stdout
+
+
+def test_help_explains_aeff_its_groups_and_keys(tmp_path):
+    out = run_aeff(["--help"], tmp_path, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.startswith("aeff: algorithmic-efficiency trials")
+    for line in ("submission: adam, nesterov", "workload.max_allowed_runtime_sec", "resume=true"):
+        assert line in out.stdout
+    assert "Powered by Hydra" not in out.stdout
 
 
 @pytest.mark.slow

@@ -20,9 +20,11 @@ METADATA_KEYS = [
     "python_version",
     "python_compiler",
     "os_platform",
-    "git_branch",
-    "git_commit_hash",
-    "git_dirty",
+    "cwd_git_branch",
+    "cwd_git_commit_hash",
+    "cwd_git_dirty",
+    "aeff_git_commit_hash",
+    "aeff_version",
     "cpu_model_name",
     "cpu_count",
     "gpu_model_name",
@@ -44,7 +46,7 @@ METADATA_KEYS = [
     "meta.study",
     "end_datetime",
     "wall_time",
-    "process_wall_time_sec",
+    "wall_time_sec",
     "attempt",
     "identity",
     "batch_size",
@@ -121,7 +123,7 @@ def test_each_trial_leaves_metadata_packages_and_metrics(sweep_dir, job):
     assert metadata["sweep_dir"] == str(sweep_dir.resolve())
     assert metadata["jax_device_count"] >= 1 and metadata["cpu_count"] >= 1
     assert isinstance(metadata["rng_seed"], int) and "hostname" not in metadata
-    assert metadata["wall_time_sec"] > 0
+    assert metadata["wall_time_sec"] > metadata["wall_time"] > 0
 
     lines = (run_dir / "packages.txt").read_text().splitlines()
     assert lines[0] == "# Python packages" and "# OS packages" in lines

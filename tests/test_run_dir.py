@@ -6,14 +6,12 @@ In-process trials (`aeff.trial.train_and_evaluate`) on real MNIST, a few steps e
 import dataclasses
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import data_overrides
+from conftest import data_overrides, owned_by_another_process
 
 from aeff.checkpoints import TrialCheckpoints
 from aeff.config import check_trial
@@ -68,25 +66,11 @@ def metadata(run_dir: Path) -> dict:
 
 
 def test_a_second_process_is_refused_naming_the_owner_until_the_owner_dies(tmp_path):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
-            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with owned_by_another_process(tmp_path) as holder:
         assert Lock.is_held(tmp_path) is True
         with pytest.raises(RunDirBusy, match=rf"in use by process {holder.pid} on \S+"):
             RunDir(tmp_path).claim()
-    finally:
-        holder.kill()  # SIGKILL: the kernel drops the lock
-        holder.wait()
+    # The holder was SIGKILL-ed: the kernel dropped the lock.
     assert Lock.is_held(tmp_path) is False
     RunDir(tmp_path).claim()  # a dead owner's dir can be taken over
 

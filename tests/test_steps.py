@@ -93,18 +93,26 @@ def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workloa
 
 
 @pytest.mark.parametrize(
-    ("global_step", "eval_every_steps", "max_steps", "seconds_left", "expected"),
+    (
+        "global_step",
+        "eval_every_steps",
+        "max_steps",
+        "seconds_left",
+        "seconds_per_step",
+        "expected",
+    ),
     [
-        (0, None, None, 10.0, 8),
-        (4, None, None, 10.0, 1),  # 6 steps left in the epoch of 10
-        (0, 5, None, 10.0, 1),  # an evaluation after step 5
-        (0, None, 7, 10.0, 1),  # max_steps
-        (0, None, None, 0.7, 1),  # 8 steps at 0.1 s would overrun the budget
-        (0, None, None, 0.9, 8),
+        (0, None, None, 10.0, 0.1, 8),
+        (4, None, None, 10.0, 0.1, 1),  # 6 steps left in the epoch of 10
+        (0, 5, None, 10.0, 0.1, 1),  # an evaluation after step 5
+        (0, None, 7, 10.0, 0.1, 1),  # max_steps
+        (0, None, None, 0.7, 0.1, 1),  # 8 steps at 0.1 s would overrun the budget
+        (0, None, None, 0.9, 0.1, 8),
+        (0, None, None, 10.0, 0.0, 1),  # no pace yet: the first launch is one step
     ],
 )
 def test_a_dispatch_never_crosses_a_boundary(
-    global_step, eval_every_steps, max_steps, seconds_left, expected
+    global_step, eval_every_steps, max_steps, seconds_left, seconds_per_step, expected
 ):
     size = dispatch_size(
         8,
@@ -113,6 +121,6 @@ def test_a_dispatch_never_crosses_a_boundary(
         eval_every_steps=eval_every_steps,
         max_steps=max_steps,
         seconds_left=seconds_left,
-        seconds_per_step=0.1,
+        seconds_per_step=seconds_per_step,
     )
     assert size == expected

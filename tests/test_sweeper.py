@@ -1,11 +1,10 @@
 """The sweeper's decisions, in-process: which jobs, with which values, in which sweep dir."""
 
 import json
-import subprocess
-import sys
 import types
 
 import pytest
+from conftest import owned_by_another_process
 from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 
@@ -90,24 +89,11 @@ def test_resume_is_refused_while_a_trial_of_the_sweep_runs(sweeper, tmp_path):
     jobs = [["hparams.lr=0.001"]]
     sweeper().jobs_to_run(tmp_path, jobs)
     (tmp_path / "0").mkdir()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
-            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
-            str(tmp_path / "0"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunDirBusy, match=f"process {holder.pid}"):
-            sweeper("resume=true").jobs_to_run(tmp_path, jobs)
-    finally:
-        holder.kill()
-        holder.wait()
+    with (
+        owned_by_another_process(tmp_path / "0") as holder,
+        pytest.raises(RunDirBusy, match=f"process {holder.pid}"),
+    ):
+        sweeper("resume=true").jobs_to_run(tmp_path, jobs)
 
 
 def test_plan_changes_ignore_what_does_not_change_a_trial():

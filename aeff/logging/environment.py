@@ -1,5 +1,6 @@
 """Facts about the machine and the code, for metadata.json."""
 
+import importlib.metadata
 import os
 import platform
 import socket
@@ -13,13 +14,27 @@ import psutil
 from aeff.logging import system
 from aeff.logging.packages import redact
 
+AEFF_SOURCE = Path(__file__).resolve().parents[1]  # the aeff package folder
 
-def _git(*args: str, cwd: Path) -> str:
+
+def _git(*args: str, cwd: Path) -> str | None:
+    """git's answer in `cwd`, or None when it is no git work tree (or git is missing)."""
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return redact(out.stdout.strip()) if out.returncode == 0 else ""
+        return None
+    return redact(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def git_state(directory: Path, label: str) -> dict[str, Any]:
+    """`<label>_git_commit_hash`, `_branch`, `_dirty`; all None outside a git work tree."""
+    commit = _git("rev-parse", "HEAD", cwd=directory)
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=directory)
+    return {
+        f"{label}_git_commit_hash": commit,
+        f"{label}_git_branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=directory),
+        f"{label}_git_dirty": None if commit is None or status is None else bool(status),
+    }
 
 
 def cpu_model_name() -> str:
@@ -52,9 +67,11 @@ def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "python_compiler": platform.python_compiler(),
         "os_platform": platform.platform(),
-        "git_branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd),
-        "git_commit_hash": _git("rev-parse", "HEAD", cwd=cwd),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=cwd)),
+        "cwd": str(cwd),
+        **git_state(cwd, "cwd"),  # where the command ran
+        "aeff_version": importlib.metadata.version("aeff"),
+        "aeff_source": str(AEFF_SOURCE),
+        **git_state(AEFF_SOURCE, "aeff"),  # aeff's own code: a checkout when installed editable
         "cpu_model_name": cpu_model_name(),
         "cpu_count": psutil.cpu_count(),
         **system.gpu_facts(),

@@ -297,7 +297,7 @@ class RunDir:
                     **record,
                     "status": status,
                     "end_datetime": datetime.datetime.now().astimezone().isoformat(),
-                    "process_wall_time_sec": time.time() - record.get("start_time", time.time()),
+                    "wall_time_sec": time.time() - record.get("start_time", time.time()),
                     **values,
                 },
             )

@@ -5,9 +5,11 @@ saves the decoded arrays beside the tfds data, and every later trial loads those
 with numpy alone, in milliseconds.
 """
 
+import contextlib
 import gzip
 import hashlib
 import importlib.resources
+import io
 import logging
 import os
 import tempfile
@@ -114,7 +116,7 @@ def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
             ) from None
     arrays = _read_through_tfds(data_dir, idx_dir)
     _save_atomically(cache, arrays)
-    log.info("Cached MNIST arrays in %s; later trials skip TensorFlow.", cache)
+    log.info("MNIST is ready in %s; later trials load it without TensorFlow.", cache)
     return arrays
 
 
@@ -145,13 +147,16 @@ def _prepare(tfds, builder, data_dir: Path, idx_dir: Path | None) -> None:
     source = Path(idx_dir).expanduser() if idx_dir else bundled_idx_dir()
     if idx_dir or (source / f"{next(iter(IDX_FILES))}.gz").exists():
         arrays = read_idx_dir(source)  # refuses bad files before tfds writes anything
-        log.info("Preparing tfds mnist in %s from the IDX files in %s", data_dir, source)
+        log.info("Preparing MNIST once (about 30 s): 1/2 writing tfds mnist in %s", data_dir)
         with tempfile.TemporaryDirectory() as tmp:
             for name, array in zip(IDX_FILES, arrays, strict=True):
                 _, magic, shape = IDX_FILES[name]
                 header = b"".join(n.to_bytes(4, "big") for n in (magic, *shape))
                 (Path(tmp) / name).write_bytes(header + array.tobytes())
-            _offline_builder(tfds, data_dir, Path(tmp)).download_and_prepare()
+            # tfds prints "Downloading and preparing dataset Unknown size..." to stdout.
+            with contextlib.redirect_stdout(io.StringIO()):
+                _offline_builder(tfds, data_dir, Path(tmp)).download_and_prepare()
+        log.info("Preparing MNIST once: 2/2 reading it back and caching it for later trials")
         return
     log.info("Downloading and preparing tfds mnist in %s", data_dir)
     try:
@@ -189,6 +194,7 @@ def _offline_builder(tfds, data_dir: Path, raw_dir: Path):
 def _import_tfds():
     """tensorflow_datasets, with TensorFlow kept off every GPU and quiet."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # else it logs that oneDNN is on
     import tensorflow as tf
     import tensorflow_datasets as tfds
 

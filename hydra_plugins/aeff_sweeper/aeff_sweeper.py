@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeff import errors, results
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
+from aeff.logging.packages import redact
 from aeff.logging.run_dir import FINISHED, Lock, read_metadata
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,8 @@ class AeffSweeper(Sweeper):
                 returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
         except TrialInterrupted as interrupt:
             self.report(sweep_dir)
-            command = shlex.join(["python", "-m", "aeff", "-m", *sys.argv[1:]])
-            log.warning(
-                "Sweep %s. Finish it with: %s resume=true hydra.sweep.dir=%s",
-                interrupt,
-                command,
-                sweep_dir,
-            )
+            command = shlex.join([*sys.argv[1:], "resume=true", f"hydra.sweep.dir={sweep_dir}"])
+            log.warning("Sweep %s. Finish it with: python -m aeff %s", interrupt, redact(command))
             raise
         self.report(sweep_dir)
         return returns
@@ -172,7 +168,7 @@ class AeffSweeper(Sweeper):
 
     def report(self, sweep_dir: Path) -> None:
         summary, sweep = results.write_sweep_report(sweep_dir)
-        print(summary.to_string(index=False))
+        print(results.as_text(summary, sweep_dir))
         print(
             f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed, score (least time "
             f"to target) {sweep['score']}. Report: {sweep_dir / results.SUMMARY}, "

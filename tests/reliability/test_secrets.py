@@ -64,7 +64,7 @@ def test_planted_tokens_appear_in_no_written_file(tmp_path, mnist_data_dir):
     packages = (run_dir / "packages.txt").read_text()
     assert "planted-pkg @ git+https://***@git.example.com/lab/planted.git" in packages
     metadata = json.loads((run_dir / "metadata.json").read_text())
-    assert metadata["git_commit_hash"]  # the git repo was seen
+    assert metadata["cwd_git_commit_hash"]  # the git repo was seen
     assert metadata["meta.data_source"] == "https://***@data.example.com/mnist"
 
     written = [p for p in run_dir.rglob("*") if p.is_file()]

@@ -51,5 +51,7 @@ def test_a_signal_leaves_a_last_row_a_checkpoint_and_its_exit_code(
 
 
 def records_only(files: dict[str, str]) -> dict[str, str]:
-    """Without Hydra's files: its log and composed config record every run in the dir."""
-    return {k: v for k, v in files.items() if not k.startswith(".hydra") and k != "aeff.log"}
+    """Without Hydra's files (its log and composed config record every run in the dir) and
+    the lock, which names the last process that owned the dir."""
+    skipped = ("aeff.log", ".aeff.lock")
+    return {k: v for k, v in files.items() if not k.startswith(".hydra") and k not in skipped}

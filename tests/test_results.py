@@ -1,0 +1,92 @@
+"""The sweep report's rules on records written by hand: order, statuses, score, best trial."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from aeff import results
+from aeff.logging.run_dir import LOCK
+
+HEADER = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,run_idx\n"
+
+
+def trial(run_dir: Path, status: str, rows: list[tuple], lr: float) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "metadata.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "workload": "mnist",
+                "submission._target_": "aeff.submissions.adam.Adam",
+                "workload.target_metric": "validation.accuracy",
+                "hparams.lr": lr,
+            }
+        )
+    )
+    lines = [f"{step},{time},{reached},{accuracy},0\n" for step, time, reached, accuracy in rows]
+    (run_dir / "metrics.csv").write_text(HEADER + "".join(lines))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """Jobs 0-11 planned; 0, 2 and 10 ran; 1 died while running; the others never started."""
+    results.write_plan(tmp_path, [[f"hparams.lr={i}"] for i in range(12)])
+    # Job 0 crosses the target at 2.0 s, falls below it, and is back above at 3.0 s.
+    trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.9), (20, 2.0, True, 0.97)], 0.1)
+    with (tmp_path / "0" / "metrics.csv").open("a") as rows:
+        rows.write("30,3.0,True,0.96\n40,4.0,True,0.98\n")
+    trial(tmp_path / "2", "diverged", [(10, 1.0, False, 0.5)], 0.2)
+    trial(tmp_path / "10", "completed", [(10, 1.5, True, 0.975)], 0.3)
+    trial(tmp_path / "1", "running", [(10, 1.0, False, 0.6)], 0.4)
+    (tmp_path / "1" / LOCK).touch()  # a lock no process holds: its process died
+    return tmp_path
+
+
+def test_the_report_lists_every_planned_trial_in_job_order(sweep):
+    table, report = results.write_sweep_report(sweep)
+    jobs = [Path(d).name for d in table["run_dir"]]
+    assert jobs == [str(i) for i in range(12)]
+    statuses = dict(zip(jobs, table["status"], strict=True))
+    assert statuses["0"] == "completed" and statuses["2"] == "diverged"
+    assert statuses["1"] == "interrupted" and statuses["3"] == results.NOT_STARTED
+    assert report["num_trials"] == 4 and report["num_planned"] == 12
+    assert report["failed"] == [
+        str(sweep / j)
+        for j in jobs
+        if statuses[j]
+        not in (
+            "completed",
+            "diverged",
+        )
+    ]  # divergence is a result; an interrupted or unstarted trial is not
+    assert set(table.loc[table["status"] != results.NOT_STARTED, "workload"]) == {"mnist"}
+    assert set(table["submission"].dropna()) == {"Adam"}
+
+
+def test_time_to_target_is_the_first_crossing_and_the_score_the_least(sweep):
+    table, report = results.write_sweep_report(sweep)
+    by_job = table.set_index(table["run_dir"].map(lambda d: Path(d).name))
+    assert by_job.loc["0", "time_to_target"] == 2.0  # not 4.0, the last crossing
+    assert by_job.loc["0", "best_target_metric"] == 0.98
+    assert pd.isna(by_job.loc["2", "time_to_target"])
+    assert report["score"] == 1.5 and report["num_reached_target"] == 2
+    assert report["best_trial"]["hparams.lr"] == 0.3
+    on_disk = json.loads((sweep / "sweep.json").read_text())
+    assert on_disk["score"] == 1.5
+    assert len(pd.read_csv(sweep / "summary.csv")) == 12
+
+
+def test_the_terminal_table_shows_missing_values_one_way(sweep):
+    table, _ = results.write_sweep_report(sweep)
+    text = results.as_text(table, sweep)
+    assert "None" not in text and "NaN" not in text and "nan" not in text
+    assert text.splitlines()[1].split()[0] == "0"  # run dirs relative to the sweep
+
+
+def test_concat_leaves_out_earlier_attempts(sweep):
+    trial(sweep / "2" / ".attempts" / "0", "failed", [(10, 1.0, False, 0.1)], 0.2)
+    frame = pd.read_csv(results.concatenate_csvs(sweep))
+    assert not frame["run_dir"].str.contains(".attempts").any()
+    assert len(frame) == 1 + 4 + 1 + 1  # jobs 1, 0, 2 and 10
