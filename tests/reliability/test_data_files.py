@@ -31,10 +31,8 @@ CORRUPTIONS = {
 }
 
 
-@pytest.mark.parametrize(
-    "corruption",
-    [c if c == "altered" else pytest.param(c, marks=pytest.mark.slow) for c in CORRUPTIONS],
-)
+@pytest.mark.slow  # a process each; tests/test_data.py checks the same files in-process
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
 def test_bad_mnist_file_is_named_before_training(corruption, tmp_path, mnist_idx_dir):
     idx_dir = tmp_path / "idx"
     idx_dir.mkdir()
