@@ -20,12 +20,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import errors
+from aeff import config, errors, user_files
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
 from aeff.logging.packages import redact
 from aeff.logging.run_dir import RunDir
-from aeff.trial import failure_record, train_and_evaluate
+from aeff.trial import train_and_evaluate
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,36 @@ def register() -> None:
     )
 
 
+def with_user_files(overrides: list[str]) -> list[str]:
+    """`submission_path=F` (`workload_path=F`) selects the class the file F defines, as
+    the option `from_file` of the submission (workload) group, with its hyperparameters'
+    defaults, so `hparams.*` and `workload.*` override it like a built-in option."""
+    for key, group in (("submission_path", "submission"), ("workload_path", "workload")):
+        where = [i for i, o in enumerate(overrides) if o.startswith(f"{key}=")]
+        if not where:
+            continue
+        if any(o.startswith(f"{group}=") for o in overrides):
+            raise errors.ConfigError(f"give {key}= or {group}=, not both.")
+        cls = config.class_in_file(Path(overrides[where[-1]].split("=", 1)[1]), key, group)
+        node = user_files.node_of(cls)
+        if group == "submission":
+            schema_defaults = user_files.node_of(cls.hparams_schema)
+            del schema_defaults["_target_"]
+            node = {"submission": node, "batch_size": 1024, "hparams": schema_defaults}
+        package = "_global_" if group == "submission" else group
+        ConfigStore.instance().store(group=group, name="from_file", node=node, package=package)
+        # Beside its path, not last: after `-p KEY` an override would be an argument.
+        overrides = [*overrides[: where[-1] + 1], f"{group}=from_file", *overrides[where[-1] + 1 :]]
+    return overrides
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The config `python -m aeff OVERRIDES` would run, for scripts and benchmarks."""
     from hydra import compose, initialize_config_module
 
     register()
     with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=with_user_files(overrides))
 
 
 class RunDirCallback(Callback):
@@ -97,39 +120,54 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: one trial; the returned result is what sweepers see."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    labels = job_labels(hydra_cfg)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        result = train_and_evaluate(cfg, run_dir, labels, Path(hydra_cfg.runtime.cwd))
-    except Exception as error:
-        bad_input = isinstance(error, AeffError)
-        if in_sweep or not bad_input:  # every trial of a sweep has a record, so has a crash
-            RunDir(run_dir).record_failure(failure_record(error, labels, cfg))
-        if not bad_input:
-            raise  # Hydra prints the traceback; in a sweep the sweeper goes on
+        result = train_and_evaluate(
+            cfg,
+            run_dir,
+            job_labels(hydra_cfg),
+            Path(hydra_cfg.runtime.cwd),
+            hydra_files=hydra_files(cfg, hydra_cfg),
+            record_bad_input=in_sweep,  # a sweep reports every trial
+        )
+    except AeffError as error:
         log.error("%s", error)
         if in_sweep:
-            raise
-        RunDir(run_dir).discard_if_unused()  # a bad command line leaves no files
+            raise  # recorded; the sweeper goes on with the other trials
         sys.exit(errors.exit_status(error))
     except TrialInterrupted as interrupt:
         if not in_sweep:
-            log.warning(
-                "Trial %s. %s", interrupt, resume_hint(interrupt, f"hydra.run.dir={run_dir}")
-            )
+            log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
         raise
     log.info("Records of this trial: %s", run_dir)
     return dataclasses.asdict(result)
 
 
+def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
+    """What Hydra would write into `.hydra/` (`hydra.output_subdir` is null, so that a
+    process refused a run dir changes nothing in it), with credentials redacted."""
+    overrides = OmegaConf.create(list(hydra_cfg.overrides.task))
+    return {
+        "config.yaml": redact(OmegaConf.to_yaml(cfg)),
+        "hydra.yaml": redact(OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))),
+        "overrides.yaml": redact(OmegaConf.to_yaml(overrides)),
+    }
+
+
+TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them
+
+
 def typed_command(*extra: str) -> str:
     """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`."""
     program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
-    return " ".join([program, shlex.join([*sys.argv[1:], *extra])])
+    return " ".join([program, shlex.join([*(TYPED or sys.argv[1:]), *extra])])
 
 
-def resume_hint(interrupt: TrialInterrupted, dir_override: str) -> str:
-    command = typed_command("resume=true", dir_override)
+def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
+    if not interrupt.recorded:
+        return "It had not begun training: nothing to resume."
+    typed_dir = any(a.startswith("hydra.run.dir=") for a in TYPED or sys.argv[1:])
+    command = typed_command("resume=true", *([] if typed_dir else [f"hydra.run.dir={run_dir}"]))
     if interrupt.checkpoint_step is None:
         how = "No checkpoint was saved; this starts it again with its seed"
     else:
@@ -140,6 +178,8 @@ def resume_hint(interrupt: TrialInterrupted, dir_override: str) -> str:
 def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
     register()
+    TYPED[:] = sys.argv[1:]
+    exit_on_error(lambda: sys.argv.__setitem__(slice(1, None), with_user_files(sys.argv[1:])))
     try:
         trial_job()
     except TrialInterrupted as interrupt:  # Hydra passes BaseExceptions on

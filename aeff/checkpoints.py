@@ -6,7 +6,6 @@ an evaluation only when `interval_sec` of wall time has passed since the last on
 and when the trial is interrupted.
 """
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,6 @@ import jax
 import numpy as np
 
 from aeff.errors import RecordsError
-
-
-def has_checkpoint(directory: Path) -> bool:
-    """Whether `directory` holds a saved step (orbax names them by step number)."""
-    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 class TrialCheckpoints:
@@ -72,17 +66,10 @@ class TrialCheckpoints:
         self._last_save = time.monotonic()
         self._last_saved_step = progress["global_step"]
 
-    def delete(self) -> None:
-        """Remove every checkpoint (a finished trial needs none, unless `checkpoint.keep`)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def restore(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
-        """The latest checkpoint shaped like `template`, or None when there is none."""
-        if not has_checkpoint(self.directory):
-            return None
+    def restore(self, template: Any, step: int) -> tuple[Any, dict[str, Any]]:
+        """The checkpoint of `step`, shaped like `template`."""
         import orbax.checkpoint as ocp  # 0.3 s of imports, paid only by a save or a restore
 
-        step = self._manager.latest_step()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         restored = self._manager.restore(
             step,

@@ -11,12 +11,14 @@ import math
 import os
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from aeff import user_files
 from aeff.errors import ConfigError
 from aeff.logging.flatten import flatten
 from aeff.logging.packages import redact
@@ -103,6 +105,9 @@ class TrialConfig:
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     compilation_cache_dir: str | None = None  # JAX's persistent cache; null: off
+    submission_path: str | None = None  # a Python file defining the submission
+    workload_path: str | None = None  # a Python file defining the workload
+    tuning_search_space: str | None = None  # a JSON or YAML search space (sweeps)
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
@@ -191,8 +196,10 @@ def refuse_unknown_keys(schema: type, node: Any, prefix: str = "") -> None:
 
 # Top-level keys that metadata.json and every metrics row carry besides the nodes.
 RECORDED_KEYS = ("batch_size", "stop_at_target", "max_steps", "eval_every_steps")
-# Where the data lives does not change the trial; everything else recorded does.
-NOT_IDENTITY = ("workload.data_dir", "workload.idx_dir")
+USER_FILES = ("submission_path", "workload_path", "tuning_search_space")
+# Where the data and files live does not change the trial (a file's sha256 does);
+# everything else recorded does.
+NOT_IDENTITY = ("workload.data_dir", "workload.idx_dir", *USER_FILES)
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,9 @@ class Trial:
 def check_trial(cfg: DictConfig) -> Trial:
     """Every check that needs no data and no device, so bad input fails in a second."""
     settings = validate_trial(cfg)
+    for key, node in (("submission_path", "submission"), ("workload_path", "workload")):
+        if path := getattr(settings, key):
+            check_file_node(Path(path), key, node, getattr(settings, node).get("_target_"))
     workload = build(settings.workload, "workload")
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
@@ -226,9 +236,30 @@ def check_trial(cfg: DictConfig) -> Trial:
         **flatten(settings.submission, "submission"),
         **flatten(hparams, "hparams"),  # as checked: the schema's defaults included
         **flatten(settings.meta, "meta"),
+        **{
+            k: str(Path(v).expanduser().resolve())
+            for k in USER_FILES
+            if (v := getattr(settings, k))
+        },
+        **{f"{k}_sha256": user_files.sha256(v) for k in USER_FILES if (v := getattr(settings, k))},
     }
     record = {k: redact(v) if isinstance(v, str) else v for k, v in record.items()}
     return Trial(workload, submission, hparams, settings, record)
+
+
+def class_in_file(path: Path, key: str, node: str) -> type:
+    """The Submission or Workload class that the file `key` names defines."""
+    from aeff import spec  # JAX: imported only when a file brings code
+
+    base = spec.Submission if node == "submission" else spec.Workload
+    return user_files.load_class(path, base, key)
+
+
+def check_file_node(path: Path, key: str, node: str, target: str | None) -> None:
+    """Import the file (so `target` resolves in any process) and check that `target`
+    names its class: `python -m aeff submission_path=F` makes the node say so."""
+    expected = user_files.node_of(class_in_file(path, key, node))["_target_"]
+    require(target == expected, f"{node}._target_", f"the class of {key}={path}", target)
 
 
 def draw_seed() -> int:

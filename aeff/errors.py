@@ -55,6 +55,7 @@ class TrialInterrupted(BaseException):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.signum = signum
         self.checkpoint_step: int | None = None  # set when a checkpoint was saved on the way out
+        self.recorded = False  # set when the trial's record says `interrupted`
 
 
 def record_status(error: BaseException | None, result_status: str = "completed") -> str:

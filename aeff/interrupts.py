@@ -14,6 +14,11 @@ from aeff.errors import TrialInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+# Signals raised but not yet acted on: a handler's exception raised inside a callback
+# that swallows exceptions (a garbage-collection hook of JAX's, say) is lost, so the
+# trial loop also checks this list between launches (`raise_pending`).
+_pending: list[int] = []
+
 
 @contextlib.contextmanager
 def _handled(handler: Any) -> Iterator[None]:
@@ -30,10 +35,20 @@ def interrupts_raised() -> Iterator[None]:
     """Turn the signals into TrialInterrupted."""
 
     def handler(signum: int, frame: Any) -> None:
+        _pending.append(signum)
         raise TrialInterrupted(signum)
 
-    with _handled(handler):
-        yield
+    try:
+        with _handled(handler):
+            yield
+    finally:
+        _pending.clear()
+
+
+def raise_pending() -> None:
+    """Raise TrialInterrupted for a signal whose exception was swallowed on its way."""
+    if _pending:
+        raise TrialInterrupted(_pending[0])
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from aeff import errors
+from aeff.errors import ConfigError
 from aeff.logging.concat import concatenate_csvs, load_metrics
 from aeff.logging.files import write_json_atomically, write_text_atomically
 from aeff.logging.run_dir import FINISHED, METADATA, read_metadata, status_of
@@ -20,14 +22,20 @@ from aeff.logging.run_dir import FINISHED, METADATA, read_metadata, status_of
 log = logging.getLogger(__name__)
 
 PLAN = "sweep_plan.json"
+SWEEP_CONFIG = "multirun.yaml"  # the sweep's composed config, credentials redacted
 SUMMARY = "summary.csv"
 REPORT = "sweep.json"
 NOT_STARTED = "not started"  # a planned trial with no record: the sweep was stopped before it
+UNREADABLE = "unreadable"  # a trial whose metadata.json cannot be read
 
 
 def write_plan(sweep_dir: Path, jobs: list[list[str]]) -> None:
     """Every trial the sweep will run, as its overrides, before the first one starts."""
     write_json_atomically(sweep_dir / PLAN, {"num_trials": len(jobs), "jobs": jobs})
+
+
+def write_sweep_config(sweep_dir: Path, yaml_text: str) -> None:
+    write_text_atomically(sweep_dir / SWEEP_CONFIG, yaml_text)
 
 
 def read_plan(sweep_dir: Path) -> list[list[str]] | None:
@@ -37,7 +45,10 @@ def read_plan(sweep_dir: Path) -> list[list[str]] | None:
     try:
         return json.loads(path.read_text())["jobs"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"aeff: {path} is unreadable ({type(error).__name__}).") from None
+        raise ConfigError(
+            f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "
+            "again in another hydra.sweep.dir."
+        ) from None
 
 
 def trial_dirs(path: Path) -> list[Path]:
@@ -59,12 +70,13 @@ def summary(path: Path) -> pd.DataFrame:
     metrics = load_metrics(path)
     rows = []
     for run_dir in trial_dirs(Path(path)):
+        row = {"run_dir": str(run_dir.resolve())}
         try:
             metadata = read_metadata(run_dir)
-        except Exception as error:  # an unreadable record: say which, go on with the others
-            log.warning("Skipped %s", error)
+        except ConfigError as error:  # an unreadable record: say which, go on with the others
+            log.warning("%s", error)
+            rows.append({**row, "status": UNREADABLE, "error": str(error)})
             continue
-        row = {"run_dir": str(run_dir.resolve())}
         if metadata is None:
             rows.append({**row, "status": NOT_STARTED})
             continue
@@ -202,6 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="aeff.results: %(message)s")
     if not args.path.exists():
         parser.error(f"{args.path} does not exist")
+    try:
+        run_command(args)
+    except ConfigError as error:
+        parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
+
+
+def run_command(args: argparse.Namespace) -> None:
     if args.command == "concat":
         print(concatenate_csvs(args.path))
     elif args.command == "plot":

@@ -20,7 +20,7 @@ import numpy as np
 from aeff import steps
 from aeff.checkpoints import TrialCheckpoints
 from aeff.errors import ConfigError, TrialInterrupted
-from aeff.interrupts import interrupts_held
+from aeff.interrupts import interrupts_held, raise_pending
 from aeff.progress import Progress
 from aeff.spec import InputStream, Splits, Submission, Workload
 
@@ -204,11 +204,11 @@ def run_trial(
 class TrialLoop:
     """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end.
 
-    With `checkpoints`, continue from the latest one, save at evaluations and on the
-    way out of an exception (a signal turned into one, say). A launch of several steps
-    never crosses an epoch, a step-cadence evaluation or `max_steps`, so step counts
-    and step-cadence evaluations are as one step at a time; time-cadence evaluations
-    wait for the launch to end.
+    With `checkpoints`, save at evaluations and on the way out of an exception (a signal
+    turned into one, say), and continue from the checkpoint of step `resume_from`. A
+    launch of several steps never crosses an epoch, a step-cadence evaluation or
+    `max_steps`, so step counts and step-cadence evaluations are as one step at a time;
+    time-cadence evaluations wait for the launch to end.
     """
 
     def __init__(
@@ -220,8 +220,10 @@ class TrialLoop:
         on_eval: Callable[[EvalRow], None] | None = None,
         checkpoints: TrialCheckpoints | None = None,
         clock: Clock = time.perf_counter,
+        resume_from: int | None = None,
     ) -> None:
         self.p = prepared
+        self.resume_from = resume_from
         self.workload = prepared.workload
         self.stop_at_target = stop_at_target
         self.max_steps = max_steps
@@ -251,11 +253,10 @@ class TrialLoop:
         return self._result(status)
 
     def _restore(self) -> None:
-        if self.checkpoints is None:
+        """Continue from the checkpoint of step `resume_from`, if one is given."""
+        if self.resume_from is None:
             return
-        restored = self.checkpoints.restore(unreplicated(self.state))
-        if restored is None:
-            return
+        restored = self.checkpoints.restore(unreplicated(self.state), self.resume_from)
         self.state = steps.replicate(restored[0], self.p.mesh)
         self.counters = Counters(**restored[1])
         log.info("Resumed from the checkpoint at step %d.", self.counters.global_step)
@@ -272,6 +273,7 @@ class TrialLoop:
 
     def _train(self) -> str:
         while self._keep_going():
+            raise_pending()
             losses = self._launch()
             if not np.isfinite(losses).all():
                 self._end_at_divergence(losses)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config, errors
 from aeff.config import Trial
 from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
-from aeff.interrupts import interrupts_raised
+from aeff.interrupts import interrupts_held, interrupts_raised
 from aeff.logging import environment, system
 from aeff.logging.packages import packages_text, redact
 from aeff.logging.run_dir import Attempt, RunDir
@@ -34,41 +34,65 @@ def train_and_evaluate(
     run_dir: Path,
     labels: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    *,
+    hydra_files: Mapping[str, str] | None = None,
+    record_bad_input: bool = False,
 ) -> Any:
     """Run one trial in `run_dir`; returns its `runner.TrialResult`.
 
     `labels` are extra metadata.json keys (a launcher's job number, the command);
-    `cwd` is where the command ran, for its git state. Raises AeffError for bad input
-    and TrialInterrupted for a signal, after recording them if the trial had begun.
+    `cwd` is where the command ran, for its git state; `hydra_files` are written into
+    `.hydra/` once the trial is accepted. A trial that fails before it begins leaves a
+    `failed` record when it crashed or `record_bad_input` (a sweep reports every trial),
+    else nothing (a new dir is removed). Raises AeffError for bad input and
+    TrialInterrupted for a signal, after recording them.
     """
-    trial = config.check_trial(cfg)
-    owner = RunDir(run_dir, write_records=trial.settings.logging.enabled)
-    owner.claim()
+    enabled = OmegaConf.select(
+        cfg, "logging.enabled", default=True, throw_on_resolution_failure=False
+    )
+    owner = RunDir(run_dir, write_records=enabled is not False)
+    owner.claim()  # RunDirBusy: another process owns it, and nothing is written
     try:
-        settings = trial.settings
-        attempt = owner.attempt(trial.identity, settings.rng_seed, settings.resume)
-        seed = attempt.rng_seed
-        if seed is None:
-            seed = config.draw_seed()
-            log.info("rng_seed=null: drew rng_seed=%d", seed)
         with interrupts_raised():
-            return _run(trial, owner, attempt, seed, cfg, {**(labels or {})}, cwd or Path.cwd())
+            return _run(cfg, owner, {**(labels or {})}, cwd or Path.cwd(), hydra_files)
+    except BaseException as error:
+        if owner.status is None:  # it never began
+            _record_or_discard(owner, error, cfg, labels or {}, record_bad_input)
+        raise
     finally:
         owner.release()  # the next trial of a sweep in this process may take it over
 
 
+def _record_or_discard(
+    owner: RunDir, error: BaseException, cfg: DictConfig, labels: Mapping[str, Any], bad: bool
+) -> None:
+    bad_input = isinstance(error, errors.AeffError)
+    if isinstance(error, errors.TrialInterrupted):
+        return  # stopped before it began: nothing to record, nothing to resume
+    if bad or not bad_input:
+        owner.record_failure(failure_record(error, labels, cfg))
+    else:
+        owner.discard_if_unused()  # a bad command line leaves no files
+
+
 def _run(
-    trial: Trial,
-    owner: RunDir,
-    attempt: Attempt,
-    seed: int,
     cfg: DictConfig,
+    owner: RunDir,
     labels: dict[str, Any],
     cwd: Path,
+    hydra_files: Mapping[str, str] | None,
 ) -> Any:
     from aeff import runner  # imports JAX; kept out of config checking
 
+    trial = config.check_trial(cfg)
     settings = trial.settings
+    attempt = owner.attempt(
+        trial.identity, settings.rng_seed, settings.resume, settings.checkpoint.enabled
+    )
+    seed = attempt.rng_seed
+    if seed is None:
+        seed = config.draw_seed()
+        log.info("rng_seed=null: drew rng_seed=%d", seed)
     _claim_gpus(settings)
     if settings.compilation_cache_dir:
         enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
@@ -82,22 +106,58 @@ def _run(
         eval_every_steps=settings.eval_every_steps,
     )
     system.prime()
-    owner.begin(
-        attempt,
-        {
-            **_start_facts(settings, cwd),
-            **labels,
-            **trial.record,
-            "identity": trial.identity,
-            "rng_seed": seed,
-            "steps_per_dispatch": prepared.steps_per_dispatch,
-            "compile_time": prepared.compile_time,
-        },
-        redact(OmegaConf.to_yaml(cfg, resolve=True)),
-        packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+    with interrupts_held() as held:  # the records begin whole, or not at all
+        owner.begin(
+            attempt,
+            {
+                **_start_facts(settings, cwd),
+                **labels,
+                **trial.record,
+                "identity": trial.identity,
+                "rng_seed": seed,
+                "steps_per_dispatch": prepared.steps_per_dispatch,
+                "compile_time": prepared.compile_time,
+            },
+            redact(OmegaConf.to_yaml(cfg, resolve=True)),
+            packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+            hydra_files,
+            {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
+        )
+    try:
+        if held:
+            raise errors.TrialInterrupted(held[0])
+        result = _train(trial, owner, prepared, attempt, labels)
+    except BaseException as error:
+        owner.end(errors.record_status(error), **_error_facts(error))
+        if isinstance(error, errors.TrialInterrupted):
+            error.recorded = True
+        raise
+    facts = dataclasses.asdict(result)
+    owner.end(
+        facts.pop("status"),
+        **{k: v for k, v in facts.items() if k != "final_metrics"},
+        **{f"final.{k}": v for k, v in result.final_metrics.items()},
     )
-    static = {"framework": "jax", "run_idx": labels.get("hydra.job.num", 0), "rng_seed": seed}
-    static.update(trial.record)
+    if not settings.checkpoint.keep:
+        owner.drop_checkpoints()  # a finished trial is never resumed
+    log.info(
+        "%s after %d steps: goal reached %s, time to target %s, %s",
+        result.status,
+        result.global_step,
+        result.goal_reached,
+        "none" if result.time_to_target is None else f"{result.time_to_target:.2f}s",
+        ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
+    )
+    return result
+
+
+def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels: dict) -> Any:
+    """The loop, with rows to the owner and checkpoints in its dir."""
+    from aeff import runner
+
+    settings = trial.settings
+    static = {"framework": "jax", "run_idx": labels.get("hydra.job.num", 0)}
+    static.update({"rng_seed": prepared.rng_seed, **trial.record})
 
     def on_eval(row: Mapping[str, Any]) -> None:
         sample = system.sample() if settings.logging.system_metrics else {}
@@ -108,35 +168,15 @@ def _run(
         from aeff.checkpoints import TrialCheckpoints
 
         checkpoints = TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
-    loop = runner.TrialLoop(
+    result = runner.TrialLoop(
         prepared,
         settings.stop_at_target,
         settings.max_steps,
         settings.eval_every_steps,
         on_eval,
         checkpoints,
-    )
-    try:
-        result = loop.run()
-    except BaseException as error:
-        owner.end(errors.record_status(error), **_error_facts(error))
-        raise
-    if checkpoints is not None and not settings.checkpoint.keep:
-        checkpoints.delete()  # a finished trial needs none; keep=true keeps the last
-    facts = dataclasses.asdict(result)
-    owner.end(
-        facts.pop("status"),
-        **{k: v for k, v in facts.items() if k != "final_metrics"},
-        **{f"final.{k}": v for k, v in result.final_metrics.items()},
-    )
-    log.info(
-        "%s after %d steps: goal reached %s, time to target %s, %s",
-        result.status,
-        result.global_step,
-        result.goal_reached,
-        "none" if result.time_to_target is None else f"{result.time_to_target:.2f}s",
-        ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
-    )
+        resume_from=attempt.checkpoint_step,
+    ).run()
     return result
 
 

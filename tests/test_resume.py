@@ -22,7 +22,7 @@ def test_a_step_saved_already_is_not_saved_again(tmp_path):
     checkpoints.save({"w": np.ones(3)}, {"global_step": 5, "wall_time": 1.0})
     checkpoints.save({"w": np.ones(3)}, {"global_step": 5, "wall_time": 1.2})
     checkpoints.save({"w": np.zeros(3)}, {"global_step": 6, "wall_time": 2.0})
-    state, progress = TrialCheckpoints(tmp_path / "checkpoints", 30).restore({"w": np.ones(3)})
+    state, progress = TrialCheckpoints(tmp_path / "checkpoints", 30).restore({"w": np.ones(3)}, 6)
     assert progress["global_step"] == 6
     np.testing.assert_array_equal(state["w"], np.zeros(3))
 

@@ -156,7 +156,7 @@ def test_rows_after_the_checkpoint_are_moved_aside_on_resume(tmp_path):
     )
     owner = RunDir(tmp_path)
     owner.claim()
-    attempt = owner.attempt(identity, None, resume=True)
+    attempt = owner.attempt(identity, None, resume=True, checkpointing=True)
     assert attempt == Attempt(0, 1, checkpoint_step=8)
     owner.begin(attempt, {"identity": identity, "rng_seed": 1}, "", None)
     assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
@@ -222,3 +222,92 @@ def test_seed_drawn_when_null_and_recorded(tmp_path, trial_config):
     result = train_and_evaluate(trial_config(), tmp_path)
     assert metadata(tmp_path)["rng_seed"] == result.rng_seed
     assert check_trial(trial_config()).settings.rng_seed is None
+
+
+def record(run_dir: Path, **values) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metadata.json").write_text(json.dumps(values))
+
+
+IDENTITY = {"hparams.lr": 0.1}
+
+
+def attempt(run_dir: Path, write_records=True, checkpointing=True, identity=IDENTITY):
+    owner = RunDir(run_dir, write_records=write_records)
+    owner.claim()
+    try:
+        return owner.attempt(identity, None, resume=True, checkpointing=checkpointing)
+    finally:
+        owner.release()
+
+
+def test_a_checkpoint_without_a_record_is_not_resumed(tmp_path):
+    """logging=off left no record: nothing says which trial the checkpoint holds."""
+    (tmp_path / "checkpoints" / "700").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"holds a checkpoint but no metadata\.json"):
+        attempt(tmp_path, write_records=False)
+
+
+def test_a_resume_must_keep_its_records_and_checkpoints(tmp_path):
+    record(tmp_path, status="interrupted", identity=IDENTITY, rng_seed=1, attempt=0)
+    (tmp_path / "checkpoints" / "640").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="resume it with logging=default"):
+        attempt(tmp_path, write_records=False)
+    with pytest.raises(ConfigError, match=r"step 640: resume it with checkpoint\.enabled=true"):
+        attempt(tmp_path, checkpointing=False)
+    assert attempt(tmp_path) == Attempt(0, 1, checkpoint_step=640)
+
+
+def test_a_kill_between_moving_aside_and_the_new_record_keeps_the_seed(tmp_path):
+    record(tmp_path / ".attempts" / "0", status="running", identity=IDENTITY, rng_seed=9)
+    assert attempt(tmp_path) == Attempt(1, 9, move_aside=False)
+    (tmp_path / ".attempts" / "1").mkdir()  # a folder of that number exists already
+    owner = RunDir(tmp_path)
+    owner.claim()
+    record(tmp_path, status="running", identity=IDENTITY, rng_seed=9, attempt=1)
+    owner.begin(Attempt(2, 9, move_aside=True), {"identity": IDENTITY}, "", None)
+    assert json.loads((tmp_path / ".attempts" / "2" / "metadata.json").read_text())["attempt"] == 1
+
+
+def test_a_failure_before_training_replaces_only_such_a_failure(tmp_path):
+    owner = RunDir(tmp_path)
+    owner.record_failure({"error_message": "first"})
+    owner.record_failure({"error_message": "second"})
+    assert metadata(tmp_path)["error_message"] == "second"
+    record(tmp_path, status="interrupted", identity=IDENTITY)
+    owner.record_failure({"error_message": "third"})
+    assert metadata(tmp_path)["status"] == "interrupted"
+
+
+def test_a_process_refused_a_live_owners_dir_writes_nothing_there(tmp_path, trial_config):
+    with owned_by_another_process(tmp_path):
+        before = sorted(p.name for p in tmp_path.iterdir())
+        with pytest.raises(RunDirBusy):
+            train_and_evaluate(trial_config(), tmp_path, record_bad_input=True)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_refused_resume_leaves_hydras_copies_as_they_were(tmp_path, trial_config):
+    train_and_evaluate(trial_config(), tmp_path, hydra_files={"overrides.yaml": "- first\n"})
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train_and_evaluate(
+            trial_config("resume=true"), tmp_path, hydra_files={"overrides.yaml": "- second\n"}
+        )
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- first\n"
+
+
+def test_a_signal_while_the_records_begin_ends_them_interrupted(
+    tmp_path, trial_config, monkeypatch
+):
+    begin = RunDir.begin
+
+    def begin_with_a_signal(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # held until the records are whole
+        begin(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "begin", begin_with_a_signal)
+    with pytest.raises(TrialInterrupted):
+        train_and_evaluate(trial_config(), tmp_path)
+    written = metadata(tmp_path)
+    assert written["status"] == "interrupted" and "identity" in written
+    assert (tmp_path / "config_resolved.yaml").exists()

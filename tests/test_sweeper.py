@@ -6,6 +6,8 @@ import types
 import pytest
 from conftest import owned_by_another_process
 from hydra import compose, initialize_config_module
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
 from omegaconf import open_dict
 
 from aeff import results
@@ -26,7 +28,8 @@ def sweeper(tmp_path):
             cfg.hydra.sweep.dir = str(tmp_path)
         made = AeffSweeper()
         made.config = cfg
-        made.hydra_context = types.SimpleNamespace(config_loader=None)
+        search_path = create_config_search_path("pkg://aeff.conf")
+        made.hydra_context = types.SimpleNamespace(config_loader=ConfigLoaderImpl(search_path))
         return made
 
     return make
@@ -98,7 +101,50 @@ def test_resume_is_refused_while_a_trial_of_the_sweep_runs(sweeper, tmp_path):
 
 def test_plan_changes_ignore_what_does_not_change_a_trial():
     planned = [["hparams.lr=0.1", "max_steps=3"]]
-    same = [["hparams.lr=0.1", "max_steps=3", "resume=true", "hydra.sweep.dir=x", "logging=off"]]
+    same = [
+        ["hparams.lr=0.1", "max_steps=3", "resume=true", "hydra.sweep.dir=x", "devices.ids=[0]"]
+    ]
     assert plan_changes(planned, same) == ""
     assert plan_changes(planned, [*planned, *planned]) == "1 trials (now 2)"
     assert "max_steps=3 (now 4)" in plan_changes(planned, [["hparams.lr=0.1", "max_steps=4"]])
+
+
+def test_a_grid_value_that_does_not_compose_is_refused_before_any_trial(sweeper):
+    with pytest.raises(ConfigError, match=r"batch_size=abc does not compose"):
+        sweeper().job_overrides(["max_steps=8", "batch_size=512,abc,256"])
+    with pytest.raises(ConfigError, match=r"hparam\.lr=0\.001 does not compose"):
+        sweeper().job_overrides(["hparam.lr=1e-3,2e-3"])
+
+
+def test_a_search_space_file_in_algoperfs_format_is_sampled_with_aeffs_names(sweeper, tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(
+        json.dumps(  # AlgoPerf's MNIST development space, as it is
+            {
+                "learning_rate": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
+                "one_minus_beta_1": {"min": 0.9, "max": 0.999, "scaling": "log"},
+                "epsilon": {"feasible_points": [1e-8, 1e-5, 1e-3]},
+            }
+        )
+    )
+    jobs = sweeper(f"tuning_search_space={space}", "search.num_trials=4").job_overrides([])
+    assert len(jobs) == 4
+    for job in jobs:
+        assert 1e-4 <= values(job, "hparams.lr")[0] <= 1e-2
+        assert 0.9 <= values(job, "hparams.one_minus_beta_1")[0] <= 0.999
+        assert values(job, "hparams.epsilon")[0] in (1e-8, 1e-5, 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"momentum": {"min": 0.1, "max": 0.9}}, "'hparams.momentum': Adam's hyperparameters are"),
+        ({"learning_rate": {"min": 1e-2, "max": 1e-4}}, "min <= max"),
+        ({"learning_rate": {"min": 1e-2, "max": 1e-1, "scaling": "cubic"}}, "linear or log"),
+    ],
+)
+def test_a_search_space_file_with_a_bad_name_or_range_is_refused(sweeper, tmp_path, space, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(json.dumps(space))  # JSON is YAML too
+    with pytest.raises(ConfigError, match=message):
+        sweeper(f"tuning_search_space={path}", "search.num_trials=2").job_overrides([])

@@ -6,7 +6,8 @@ The files of a run dir, named here and nowhere else:
 | --- | --- |
 | `metadata.json` | `RunDir.begin`, `update`, `end`, `record_failure` |
 | `metrics.csv` | `RunDir.append` (one row per evaluation) |
-| `config_resolved.yaml`, `packages.txt` | `RunDir.begin` |
+| `config_resolved.yaml`, `packages.txt`, `.hydra/` | `RunDir.begin` |
+| `submission.py`, `workload.py`, `search_space.json` | `RunDir.begin`: copies of the user's files |
 | `checkpoints/` | `aeff.checkpoints`, in the dir `RunDir.checkpoints` names |
 | `.attempts/<n>/` | `RunDir.begin`: an earlier attempt's records, moved aside by a resume |
 | `.aeff.lock` | `Lock`: held by the owning process, its pid and host inside |
@@ -49,7 +50,11 @@ CONFIG = "config_resolved.yaml"
 PACKAGES = "packages.txt"
 CHECKPOINTS = "checkpoints"
 ATTEMPTS = ".attempts"
+HYDRA = ".hydra"  # copies of Hydra's composed config, written once the trial is accepted
 LOCK = ".aeff.lock"
+# Copies of the files a trial's code and space came from, by the setting that named them.
+COPIES = {"submission_path": "submission", "workload_path": "workload"}
+COPIES["tuning_search_space"] = "search_space"
 RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
 
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
@@ -175,7 +180,7 @@ class RunDir:
         self.path = Path(os.path.abspath(path))
         self.write_records = write_records
         self.checkpoints = self.path / CHECKPOINTS
-        self._status: str | None = None
+        self.status: str | None = None  # None until `begin`, then running, then how it ended
         self._columns: list[str] | None = None
         self._last_step = -1
 
@@ -191,29 +196,63 @@ class RunDir:
     def release(self) -> None:
         Lock.release(self.path)
 
-    def attempt(self, identity: Mapping[str, Any], rng_seed: int | None, resume: bool) -> Attempt:
+    def attempt(
+        self, identity: Mapping[str, Any], rng_seed: int | None, resume: bool, checkpointing: bool
+    ) -> Attempt:
         """What this trial continues; refuses a trial that would mix with an earlier one.
 
         `identity` holds the values that make a trial this trial (metadata.json keeps it
         under "identity"); a resume must match it, and the seed when one is given.
         """
-        earlier = read_metadata(self.path)
+        earlier, moved = self._earlier_record()
         checkpoint = latest_checkpoint_step(self.checkpoints)
         if not resume:
-            if earlier is not None or checkpoint is not None:
+            if earlier is not None or checkpoint is not None or (self.path / METRICS).exists():
                 raise ConfigError(
                     f"{self.path} holds an earlier trial: add resume=true to continue it, "
                     "or choose another hydra.run.dir."
                 )
             return Attempt(rng_seed=rng_seed)
         if earlier is None:
+            if checkpoint is not None:
+                raise ConfigError(
+                    f"{self.path} holds a checkpoint but no {METADATA} (logging=off?), so "
+                    "which trial it holds cannot be checked: start afresh in another dir."
+                )
             return Attempt(rng_seed=rng_seed)  # nothing recorded: a first attempt
+        if not self.write_records:
+            raise ConfigError(f"{self.path} holds records: resume it with logging=default.")
         status = status_of(self.path, earlier)
         if status in FINISHED:
             raise ConfigError(f"{self.path} holds a trial that ended {status}: nothing to resume.")
         number = int(earlier.get("attempt", 0))
         if "identity" not in earlier:  # it failed before it began: nothing to continue
-            return Attempt(number + 1, rng_seed, move_aside=True)
+            return Attempt(number + 1, rng_seed, move_aside=not moved)
+        self._refuse_another_trial(earlier, identity, rng_seed)
+        seed = earlier.get("rng_seed")
+        if checkpoint is None:
+            return Attempt(number + 1, seed, move_aside=not moved)
+        if not checkpointing:
+            raise ConfigError(
+                f"{self.path} holds a checkpoint of step {checkpoint}: resume it with "
+                "checkpoint.enabled=true."
+            )
+        return Attempt(number, seed, checkpoint_step=checkpoint)
+
+    def _earlier_record(self) -> tuple[dict[str, Any] | None, bool]:
+        """The record of the trial this dir holds, and whether it was moved aside already
+        (a kill came between moving it and writing the next attempt's)."""
+        record = read_metadata(self.path)
+        if record is not None or not (self.path / ATTEMPTS).is_dir():
+            return record, False
+        numbers = [int(p.name) for p in (self.path / ATTEMPTS).iterdir() if p.name.isdigit()]
+        if not numbers:
+            return None, False
+        return read_metadata(self.path / ATTEMPTS / str(max(numbers))), True
+
+    def _refuse_another_trial(
+        self, earlier: Mapping[str, Any], identity: Mapping[str, Any], rng_seed: int | None
+    ) -> None:
         differences = differing(earlier["identity"], identity)
         if rng_seed is not None and rng_seed != earlier.get("rng_seed"):
             differences.append(f"rng_seed={earlier.get('rng_seed')!r} (now {rng_seed!r})")
@@ -223,10 +262,6 @@ class RunDir:
                 f"{', '.join(differences)}: run with the recorded values, or choose another "
                 "hydra.run.dir."
             )
-        seed = earlier.get("rng_seed")
-        if checkpoint is not None:
-            return Attempt(number, seed, checkpoint_step=checkpoint)
-        return Attempt(number + 1, seed, move_aside=True)
 
     def begin(
         self,
@@ -234,13 +269,22 @@ class RunDir:
         metadata: Mapping[str, Any],
         config_yaml: str,
         packages: str | None,
+        hydra_files: Mapping[str, str] | None = None,
+        files: Mapping[str, str] | None = None,
     ) -> None:
-        """Start the records: status `running`, the config and packages, metrics to come."""
+        """Start the records: an earlier attempt moved aside (or the rows after the
+        checkpoint cut), status `running`, the resolved config, the packages, Hydra's
+        composed config (`hydra_files`: name -> YAML, into .hydra/), and a copy of each
+        of `files` (setting -> path, see COPIES); metrics to come."""
         if attempt.move_aside:
             self._move_aside(attempt.number - 1)
         if attempt.checkpoint_step is not None:
             self._cut_rows_after(attempt.checkpoint_step, attempt.number)
-        self._status = "running"
+        self.status = "running"
+        if hydra_files:  # Hydra's own, written with logging=off too
+            (self.path / HYDRA).mkdir(exist_ok=True)
+        for name, text in (hydra_files or {}).items():
+            write_text_atomically(self.path / HYDRA / name, text)
         if not self.write_records:
             return
         earlier = read_metadata(self.path) if attempt.checkpoint_step is not None else None
@@ -258,6 +302,13 @@ class RunDir:
         write_text_atomically(self.path / CONFIG, config_yaml)
         if packages is not None:
             write_text_atomically(self.path / PACKAGES, packages)
+        for key, source in (files or {}).items():
+            source = Path(source).expanduser()
+            copy = self.path / f"{COPIES[key]}{source.suffix}"
+            try:
+                write_text_atomically(copy, source.read_text())
+            except OSError as error:
+                raise RecordsError(copy, error) from error
         cut_torn_line(self.path / METRICS)
         self._columns = csv_header(self.path / METRICS)
         self._last_step = last_global_step(self.path / METRICS)
@@ -276,17 +327,13 @@ class RunDir:
         append_csv_row(self.path / METRICS, self._columns, row)
         self._last_step = row["global_step"]
 
-    def update(self, **values: Any) -> None:
-        if self.write_records:
-            write_json_atomically(self.path / METADATA, {**read_metadata(self.path), **values})
-
     def end(self, status: str, **values: Any) -> None:
         """The final status, once; a record that cannot be written is logged, not raised."""
-        if self._status != "running":
-            raise RuntimeError(f"cannot end a trial that is {self._status}, not running")
+        if self.status != "running":
+            raise RuntimeError(f"cannot end a trial that is {self.status}, not running")
         if status not in ENDED:
             raise ValueError(f"unknown status {status!r}")
-        self._status = status
+        self.status = status
         if not self.write_records:
             return
         try:
@@ -304,14 +351,25 @@ class RunDir:
         except (RecordsError, ConfigError) as error:
             log.error("The trial ended %s, but %s", status, error)
 
+    def drop_checkpoints(self) -> None:
+        """Remove the checkpoints of a trial that ended (after `end`: a kill before it
+        must leave them to resume from)."""
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
     def record_failure(self, metadata: Mapping[str, Any]) -> None:
-        """The record of a sweep's trial that failed before it began, unless one exists."""
-        if not self.write_records or (self.path / METADATA).exists():
+        """The record of a trial that failed before it began. An earlier trial's record
+        stays; an earlier failure of the same kind (no identity) is replaced."""
+        if not self.write_records or self.status is not None:
             return
-        write_json_atomically(self.path / METADATA, {**metadata, "status": "failed"})
+        try:
+            earlier = read_metadata(self.path)
+        except ConfigError:
+            return  # an unreadable record: left as it is, for its owner to look at
+        if earlier is None or "identity" not in earlier:
+            write_json_atomically(self.path / METADATA, {**metadata, "status": "failed"})
 
     def discard_if_unused(self) -> None:
-        """Remove the dir when it holds nothing but Hydra's files and the lock (a bad
+        """Remove the dir when it holds nothing but Hydra's log and the lock (a bad
         command line); an earlier trial's dir keeps everything it had."""
         self.release()
         names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
@@ -319,11 +377,16 @@ class RunDir:
             shutil.rmtree(self.path)
 
     def _move_aside(self, number: int) -> None:
-        """The earlier attempt's records (and checkpoints) into .attempts/<number>/."""
+        """The earlier attempt's records, copies and checkpoints into .attempts/<n>/, n the
+        first free number from `number` on."""
+        while (self.path / ATTEMPTS / str(number)).exists():
+            number += 1
         target = self.path / ATTEMPTS / str(number)
+        names = [*RECORDS, CHECKPOINTS, HYDRA]
+        names += [p.name for p in self.path.iterdir() if p.stem in COPIES.values()]
         try:
-            target.mkdir(parents=True, exist_ok=False)
-            for name in (*RECORDS, CHECKPOINTS):
+            target.mkdir(parents=True)
+            for name in names:
                 if (self.path / name).exists():
                     (self.path / name).rename(target / name)
         except OSError as error:

@@ -8,6 +8,7 @@ knows what was meant to run. It works with any launcher: it only decides which j
 to launch; each job's trial owns its run dir.
 """
 
+import dataclasses
 import itertools
 import logging
 import shlex
@@ -23,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import errors, results
+from aeff import config, errors, results, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.logging.packages import redact
 from aeff.logging.run_dir import FINISHED, Lock, read_metadata
@@ -31,7 +32,8 @@ from aeff.logging.run_dir import FINISHED, Lock, read_metadata
 log = logging.getLogger(__name__)
 
 # Keys that do not change which trial a job is: a resume may set them differently.
-NOT_IN_PLAN = ("resume", "hydra", "checkpoint", "logging", "devices", "compilation_cache_dir")
+NOT_IN_PLAN = ("resume", "hydra", "checkpoint", "devices", "compilation_cache_dir")
+JOB_SUBDIR = "${hydra.job.num}"  # each trial in <sweep dir>/<job number>: the plan's order
 DATA_KEYS = ("workload.data_dir", "workload.idx_dir")
 
 
@@ -69,6 +71,12 @@ class AeffSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         try:  # a bad space, grid or sweep dir is refused before anything runs or is written
+            subdir = OmegaConf.to_container(self.config.hydra.sweep)["subdir"]
+            if subdir != JOB_SUBDIR:
+                raise ConfigError(
+                    f"hydra.sweep.subdir={subdir}: aeff keeps each trial in "
+                    "<sweep dir>/<job number>, which its reports and resume rely on."
+                )
             jobs = self.job_overrides(arguments)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             Lock.acquire(sweep_dir)
@@ -76,7 +84,7 @@ class AeffSweeper(Sweeper):
         except AeffError as error:
             log.error("%s", error)
             sys.exit(errors.exit_status(error))
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
         log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
         returns: list[JobReturn] = []
         try:
@@ -106,11 +114,11 @@ class AeffSweeper(Sweeper):
                 if not override.is_discrete_sweep():
                     raise ConfigError(f"{key}: only comma lists and range() sweeps are supported.")
                 axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+                self.check_composes(axes[-1])
             else:
                 axes.append([f"{key}={override.get_value_element_as_str()}"])
         grid = [list(combination) for combination in itertools.product(*axes)]
-        space = self.config.get("search_space")
-        space = OmegaConf.to_container(space, resolve=True) if space else {}
+        space = self.search_space()
         settings = self.config.search
         if not space:
             if settings.num_trials is not None:
@@ -121,9 +129,45 @@ class AeffSweeper(Sweeper):
             return grid
         if settings.num_trials is None:
             raise ConfigError("search_space is chosen: set search.num_trials=N.")
-        dimensions = [d for d in search.parse_space(space) if d.key not in pinned]
+        dimensions = search.parse_space(space)
+        self.check_hparams([d.key for d in dimensions])
+        dimensions = [d for d in dimensions if d.key not in pinned]
         points = search.sample(dimensions, settings.num_trials, settings.seed, settings.method)
         return [job + search.as_overrides(point) for job in grid for point in points]
+
+    def check_composes(self, values: list[str]) -> None:
+        """Each value of a grid axis composes (a typo or bad type would otherwise stop the
+        launcher at that trial, leaving the later ones unrun)."""
+        for override in values:
+            try:
+                self.hydra_context.config_loader.load_sweep_config(self.config, [override])
+            except Exception as error:  # Hydra's own composition errors
+                message = str(error).splitlines()[0]
+                raise ConfigError(f"{override} does not compose: {message}") from None
+
+    def search_space(self) -> dict:
+        """The chosen `search_space` option, or the `tuning_search_space` file."""
+        chosen, path = self.config.get("search_space"), self.config.get("tuning_search_space")
+        if chosen and path:
+            raise ConfigError("choose search_space=<name> or tuning_search_space=<file>, not both.")
+        if path:
+            return user_files.read_search_space(Path(path))
+        return OmegaConf.to_container(chosen, resolve=True) if chosen else {}
+
+    def check_hparams(self, keys: list[str]) -> None:
+        """Refuse a space's `hparams.*` key that the submission's schema does not have."""
+        task = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        try:
+            trial = config.check_trial(task)
+        except AeffError:
+            return  # the trials report what is wrong with the config itself
+        known = [f.name for f in dataclasses.fields(trial.hparams)]
+        for key in keys:
+            if key.startswith("hparams.") and key.removeprefix("hparams.") not in known:
+                raise ConfigError(
+                    f"search space key {key!r}: {type(trial.submission).__name__}'s "
+                    f"hyperparameters are {', '.join(known)}."
+                )
 
     def jobs_to_run(self, sweep_dir: Path, jobs: list[list[str]]) -> list[int]:
         """All jobs of a new sweep; with resume=true, those not finished, after checking
@@ -177,9 +221,10 @@ class AeffSweeper(Sweeper):
         failed_trials[:] = sweep["failed"]
         if failed_trials:
             log.error(
-                "%d of %d trials failed: %s. Rerun them with resume=true hydra.sweep.dir=%s",
+                "%d of %d planned trials failed or did not run: %s. "
+                "Rerun them with resume=true hydra.sweep.dir=%s",
                 len(failed_trials),
-                sweep["num_trials"],
+                sweep["num_planned"],
                 ", ".join(failed_trials),
                 sweep_dir,
             )

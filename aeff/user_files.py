@@ -1,0 +1,135 @@
+"""A researcher's own code and search spaces, from files anywhere on disk.
+
+`load_class(path, base)` imports a Python file under a name made from its resolved
+path (so every process of a sweep gives it the same name) and returns the one
+concrete `base` subclass it defines. `read_search_space(path)` reads a JSON or YAML
+space, in aeff's format or AlgoPerf's. Every problem is a ConfigError naming the
+file and what is missing.
+"""
+
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+from aeff.errors import ConfigError
+
+# AlgoPerf's hyperparameter names, where aeff's differ.
+ALGOPERF_NAMES = {
+    "learning_rate": "lr",
+    "one_minus_beta1": "one_minus_beta_1",
+    "beta1": "beta_1",
+    "beta2": "beta_2",
+}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def module_name(path: Path) -> str:
+    resolved = Path(path).expanduser().resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    return f"aeff_user_{resolved.stem.replace('-', '_')}_{digest}"
+
+
+def load_module(path: Path, key: str) -> ModuleType:
+    """The file as a module (imported once per process); `key` names the setting."""
+    path = Path(path).expanduser()
+    name = module_name(path)
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.is_file():
+        raise ConfigError(f"{key}={path}: no such file.")
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise ConfigError(
+            f"{key}={path} does not import: {type(error).__name__}: {error}"
+        ) from None
+    return module
+
+
+def load_class(path: Path, base: type, key: str) -> type:
+    """The one concrete dataclass subclass of `base` that the file defines."""
+    module = load_module(path, key)
+    defined = [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if c.__module__ == module.__name__ and issubclass(c, base) and c is not base
+    ]
+    concrete = [c for c in defined if not inspect.isabstract(c)]
+    what = f"{key}={path}"
+    if not defined:
+        raise ConfigError(f"{what} defines no subclass of aeff's {base.__name__}.")
+    if not concrete:
+        missing = sorted(set().union(*(c.__abstractmethods__ for c in defined)))
+        raise ConfigError(f"{what}: {defined[0].__name__} lacks {', '.join(missing)}.")
+    if len(concrete) > 1:
+        names = ", ".join(c.__name__ for c in concrete)
+        raise ConfigError(f"{what} defines {len(concrete)} {base.__name__}s ({names}): keep one.")
+    (cls,) = concrete
+    if not dataclasses.is_dataclass(cls):
+        raise ConfigError(f"{what}: {cls.__name__} must be a @dataclasses.dataclass(frozen=True).")
+    schema = getattr(cls, "hparams_schema", None)
+    if base.__name__ == "Submission" and not dataclasses.is_dataclass(schema):
+        raise ConfigError(f"{what}: {cls.__name__}.hparams_schema must name a dataclass.")
+    return cls
+
+
+def node_of(cls: type) -> dict[str, Any]:
+    """`_target_` and the dataclass's field defaults: a config node for `cls`."""
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is not dataclasses.MISSING
+    }
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **defaults}
+
+
+def read_search_space(path: Path) -> dict[str, Any]:
+    """A space from JSON or YAML, as aeff's dotted keys: AlgoPerf's `{"name": {"min",
+    "max", "scaling"}}` and `{"name": {"feasible_points": [...]}}` are read as is, a bare
+    name is a hyperparameter (`learning_rate` -> `hparams.lr`)."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"tuning_search_space={path}: {error.strerror}.") from None
+    try:
+        space = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(
+            f"tuning_search_space={path} is not valid JSON or YAML: {error}"
+        ) from None
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(
+            f"tuning_search_space={path}: expected a mapping of names to "
+            "{min, max, scaling} or {feasible_points}."
+        )
+    return {_dotted(name): _spec(spec) for name, spec in space.items()}
+
+
+def _dotted(name: str) -> str:
+    if "." in name:
+        return name
+    return f"hparams.{ALGOPERF_NAMES.get(name, name)}"
+
+
+def _spec(spec: Any) -> Any:
+    """AlgoPerf's words for a range or a choice, in aeff's."""
+    if not isinstance(spec, dict):
+        return spec  # search.parse_space names the key and what it expected
+    renamed = {"scaling": "scale", "feasible_points": "values"}
+    return {renamed.get(k, k): v for k, v in spec.items()}

@@ -1,0 +1,127 @@
+"""A submission, a workload and a search space from the researcher's own files.
+
+The files are the ones docs/writing-a-submission.md shows, taken from it, so the doc
+stays true.
+"""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REPO, data_overrides, run_aeff
+
+from aeff.app import compose_config
+from aeff.config import check_trial, class_in_file
+from aeff.errors import ConfigError
+from aeff.trial import train_and_evaluate
+
+DOC = REPO / "docs" / "writing-a-submission.md"
+BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
+
+
+@pytest.fixture
+def doc_files(tmp_path) -> Path:
+    """The doc's example files, written into an empty folder as a reader would."""
+    for name, text in BLOCK.findall(DOC.read_text()):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def short(mnist_data_dir, *overrides):
+    return compose_config(
+        [
+            *data_overrides(mnist_data_dir),
+            "max_steps=40",
+            "eval_every_steps=20",
+            "rng_seed=0",
+            "logging.packages=false",
+            "logging.system_metrics=false",
+            *overrides,
+        ]
+    )
+
+
+def test_the_docs_submission_trains_with_its_own_hparams_and_is_recorded(
+    doc_files, mnist_data_dir, tmp_path
+):
+    source = doc_files / "my_sgd.py"
+    overrides = ["hparams.momentum=0.95", "submission.warmup_steps=10"]
+    cfg = short(mnist_data_dir, f"submission_path={source}", *overrides)
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    assert result.final_metrics["validation.accuracy"] > 0.85  # 40 steps learn MNIST
+    record = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert record["hparams.momentum"] == 0.95 and record["hparams.lr"] == 0.1
+    assert record["submission._target_"].endswith(".SgdWithWarmup")
+    assert record["submission.warmup_steps"] == 10
+    assert record["submission_path"] == str(source.resolve())
+    assert record["submission_path_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert (tmp_path / "run" / "submission.py").read_bytes() == source.read_bytes()
+
+
+def test_the_docs_workload_trains_with_its_own_model(doc_files, mnist_data_dir, tmp_path):
+    source = doc_files / "deeper_mnist.py"
+    cfg = short(mnist_data_dir, f"workload_path={source}", "workload.hidden_width=64")
+    trial = check_trial(cfg)
+    assert type(trial.workload).__name__ == "DeeperMnist" and trial.workload.hidden_width == 64
+    assert trial.workload.target_value == 0.975  # the file's default
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    assert result.final_metrics["validation.accuracy"] > 0.85
+    assert (tmp_path / "run" / "workload.py").read_bytes() == source.read_bytes()
+
+
+def test_its_hparams_are_checked_by_its_schema(doc_files, mnist_data_dir):
+    source = doc_files / "my_sgd.py"
+    with pytest.raises(ConfigError, match=r"hparams\.momentum"):
+        check_trial(short(mnist_data_dir, f"submission_path={source}", "hparams.momentum=1.5"))
+    with pytest.raises(ConfigError, match=r"hparams\.lrr.*lr, momentum"):
+        check_trial(short(mnist_data_dir, f"submission_path={source}", "+hparams.lrr=0.1"))
+
+
+HEADER = "import dataclasses\nfrom aeff.submissions.optax_submission import OptaxSubmission\n"
+SGD = "@dataclasses.dataclass(frozen=True)\nclass {name}(OptaxSubmission):\n{body}\n"
+COMPLETE = "    hparams_schema = dict\n    def optimizer(self, hparams): ...\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, r"no such file"),
+        ("import no_such_module\n", r"does not import: ModuleNotFoundError: .*no_such_module"),
+        ("x = 1\n", r"defines no subclass of aeff's Submission"),
+        (SGD.format(name="Half", body="    pass"), r"Half lacks optimizer"),
+        (
+            SGD.format(name="One", body=COMPLETE) + SGD.format(name="Two", body=COMPLETE),
+            r"defines 2 Submissions \(One, Two\): keep one",
+        ),
+        (SGD.format(name="Bad", body=COMPLETE), r"Bad.hparams_schema must name a dataclass"),
+    ],
+)
+def test_a_bad_submission_file_is_refused_naming_it(tmp_path, text, message):
+    path = tmp_path / "mine.py"
+    if text is not None:
+        path.write_text(HEADER + text)
+    with pytest.raises(ConfigError, match=rf"submission_path={re.escape(str(path))}.*{message}"):
+        class_in_file(path, "submission_path", "submission")
+
+
+@pytest.mark.slow
+def test_the_docs_commands_train_and_tune_from_an_empty_folder(doc_files, mnist_data_dir):
+    data = data_overrides(mnist_data_dir)
+    out = run_aeff(["submission_path=./my_sgd.py", "max_steps=30", *data], doc_files)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tune = ["-m", "submission_path=./my_sgd.py", "tuning_search_space=./space.json"]
+    out = run_aeff([*tune, "search.num_trials=2", "max_steps=30", *data], doc_files)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep,) = (doc_files / "outputs" / "multirun").glob("*/*")
+    for job in ("0", "1"):
+        record = json.loads((sweep / job / "metadata.json").read_text())
+        assert record["status"] == "completed" and 0.02 <= record["hparams.lr"] <= 0.5
+        assert (sweep / job / "search_space.json").read_text() == (
+            doc_files / "space.json"
+        ).read_text()
+    hydra_way = ["--config-dir", "./conf", "submission=my_sgd", "max_steps=30", *data]
+    out = run_aeff(hydra_way, doc_files)
+    assert out.returncode == 0, out.stderr[-3000:]
