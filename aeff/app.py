@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config, errors, user_files
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
-from aeff.logging.packages import redact
 from aeff.logging.run_dir import RunDir
+from aeff.logging.secrets import redact
 from aeff.trial import train_and_evaluate
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
@@ -121,6 +121,7 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    absolute_paths(cfg, Path(hydra_cfg.runtime.cwd))
     try:
         result = train_and_evaluate(
             cfg,
@@ -141,6 +142,25 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
         raise
     log.info("Records of this trial: %s", run_dir)
     return dataclasses.asdict(result)
+
+
+PATH_KEYS = (
+    "workload.data_dir",
+    "workload.idx_dir",
+    "submission_path",
+    "workload_path",
+    "tuning_search_space",
+    "compilation_cache_dir",
+)
+
+
+def absolute_paths(cfg: DictConfig, cwd: Path) -> None:
+    """Relative paths as the user meant them: from where the command ran, also when
+    `hydra.job.chdir=true` moves the job into its run dir."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            OmegaConf.update(cfg, key, str(cwd / value))
 
 
 def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aeff.errors import RecordsError
+from aeff.errors import DataError, RecordsError
 
 
 class TrialCheckpoints:
@@ -67,15 +67,24 @@ class TrialCheckpoints:
         self._last_saved_step = progress["global_step"]
 
     def restore(self, template: Any, step: int) -> tuple[Any, dict[str, Any]]:
-        """The checkpoint of `step`, shaped like `template`."""
+        """The checkpoint of `step`, shaped like `template`; a damaged one is named, with
+        the way out."""
         import orbax.checkpoint as ocp  # 0.3 s of imports, paid only by a save or a restore
 
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as error:  # orbax's, tensorstore's and json's own types
+            where = self.directory / str(step)
+            raise DataError(
+                f"the checkpoint {where} is unreadable ({type(error).__name__}): move it "
+                f"aside (mv {where} {self.directory}.broken-{step}); resume=true then "
+                "starts the trial again with its seed."
+            ) from None
         self._last_saved_step = step
         return restored.state, restored.progress

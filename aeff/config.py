@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from aeff import user_files
 from aeff.errors import ConfigError
 from aeff.logging.flatten import flatten
-from aeff.logging.packages import redact
+from aeff.logging.secrets import redact
 
 
 @dataclass

@@ -16,8 +16,9 @@ import pandas as pd
 from aeff import errors
 from aeff.errors import ConfigError
 from aeff.logging.concat import concatenate_csvs, load_metrics
-from aeff.logging.files import write_json_atomically, write_text_atomically
+from aeff.logging.files import inert, write_json_atomically, write_text_atomically
 from aeff.logging.run_dir import FINISHED, METADATA, read_metadata, status_of
+from aeff.logging.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,13 @@ UNREADABLE = "unreadable"  # a trial whose metadata.json cannot be read
 
 
 def write_plan(sweep_dir: Path, jobs: list[list[str]]) -> None:
-    """Every trial the sweep will run, as its overrides, before the first one starts."""
-    write_json_atomically(sweep_dir / PLAN, {"num_trials": len(jobs), "jobs": jobs})
+    """Every trial the sweep will run, as its overrides (credentials redacted), before
+    the first one starts."""
+    write_json_atomically(sweep_dir / PLAN, {"num_trials": len(jobs), "jobs": redacted(jobs)})
+
+
+def redacted(jobs: list[list[str]]) -> list[list[str]]:
+    return [[redact(override) for override in job] for job in jobs]
 
 
 def write_sweep_config(sweep_dir: Path, yaml_text: str) -> None:
@@ -111,7 +117,12 @@ def as_text(table: pd.DataFrame, root: Path) -> str:
     shown["run_dir"] = [os.path.relpath(d, root) for d in shown["run_dir"]]
     if "error" in shown:
         shown["error"] = shown["error"].str.slice(0, 60)
-    return shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+    shown = shown.astype(object).where(shown.notna(), "-")  # None and NaN alike
+    return shown.to_string(index=False, formatters=dict.fromkeys(shown, short))
+
+
+def short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -122,7 +133,7 @@ def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
     that never started are not.
     """
     table = summary(sweep_dir)
-    write_text_atomically(sweep_dir / SUMMARY, table.to_csv(index=False))
+    write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
     reached = table.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
     best = reached.loc[reached["time_to_target"].idxmin()] if len(reached) else None
     plan = read_plan(sweep_dir)

@@ -23,8 +23,9 @@ from aeff.config import Trial
 from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
 from aeff.interrupts import interrupts_held, interrupts_raised
 from aeff.logging import environment, system
-from aeff.logging.packages import packages_text, redact
+from aeff.logging.packages import packages_text
 from aeff.logging.run_dir import Attempt, RunDir
+from aeff.logging.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +107,30 @@ def _run(
         eval_every_steps=settings.eval_every_steps,
     )
     system.prime()
-    with interrupts_held() as held:  # the records begin whole, or not at all
-        owner.begin(
-            attempt,
-            {
-                **_start_facts(settings, cwd),
-                **labels,
-                **trial.record,
-                "identity": trial.identity,
-                "rng_seed": seed,
-                "steps_per_dispatch": prepared.steps_per_dispatch,
-                "compile_time": prepared.compile_time,
-            },
-            redact(OmegaConf.to_yaml(cfg, resolve=True)),
-            packages_text(settings.logging.os_packages) if settings.logging.packages else None,
-            hydra_files,
-            {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
-        )
     try:
+        with interrupts_held() as held:  # the records begin whole, or not at all
+            owner.begin(
+                attempt,
+                {
+                    **_start_facts(settings, cwd),
+                    **labels,
+                    **trial.record,
+                    "identity": trial.identity,
+                    "rng_seed": seed,
+                    "steps_per_dispatch": prepared.steps_per_dispatch,
+                    "compile_time": prepared.compile_time,
+                },
+                redact(OmegaConf.to_yaml(cfg, resolve=True)),
+                packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+                hydra_files,
+                {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
+            )
         if held:
             raise errors.TrialInterrupted(held[0])
         result = _train(trial, owner, prepared, attempt, labels)
     except BaseException as error:
+        if owner.status != "running":
+            raise  # it never began: train_and_evaluate records it
         owner.end(errors.record_status(error), **_error_facts(error))
         if isinstance(error, errors.TrialInterrupted):
             error.recorded = True

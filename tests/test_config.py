@@ -51,7 +51,9 @@ def test_meta_labels_are_accepted(compose_config):
         ("max_steps=0", ["max_steps", "positive"]),
         ("workload.max_allowed_runtime_sec=-1", ["workload.max_allowed_runtime_sec", "> 0"]),
         ("workload.eval_period_time_sec=0", ["workload.eval_period_time_sec", "> 0"]),
-        ("workload.hidden_width=0", ["workload.hidden_width", "positive"]),
+        ("workload.hidden_width=0", ["workload.hidden_width", "[1, 65536]"]),
+        ("workload.hidden_width=1000000000", ["workload.hidden_width", "[1, 65536]"]),
+        ("workload.eval_batch_size=100000000000", ["workload.eval_batch_size", "[1, 60000]"]),
         (
             "workload.target_metric=train.accuracy",
             ["workload.target_metric", "validation.accuracy"],

@@ -36,7 +36,7 @@ def sweep(tmp_path) -> Path:
     # Job 0 crosses the target at 2.0 s, falls below it, and is back above at 3.0 s.
     trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.9), (20, 2.0, True, 0.97)], 0.1)
     with (tmp_path / "0" / "metrics.csv").open("a") as rows:
-        rows.write("30,3.0,True,0.96\n40,4.0,True,0.98\n")
+        rows.write("30,3.0,True,0.96,0\n40,4.0,True,0.98,0\n")
     trial(tmp_path / "2", "diverged", [(10, 1.0, False, 0.5)], 0.2)
     trial(tmp_path / "10", "completed", [(10, 1.5, True, 0.975)], 0.3)
     trial(tmp_path / "1", "running", [(10, 1.0, False, 0.6)], 0.4)
@@ -90,3 +90,11 @@ def test_concat_leaves_out_earlier_attempts(sweep):
     frame = pd.read_csv(results.concatenate_csvs(sweep))
     assert not frame["run_dir"].str.contains(".attempts").any()
     assert len(frame) == 1 + 4 + 1 + 1  # jobs 1, 0, 2 and 10
+
+
+def test_a_sweep_where_no_trial_reached_the_target_shows_dashes(tmp_path):
+    trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.5)], 0.1)
+    table, report = results.write_sweep_report(tmp_path)
+    assert report["score"] is None and report["best_trial"] is None
+    text = results.as_text(table, tmp_path)
+    assert "None" not in text and text.splitlines()[1].split()[-2] == "-"  # time_to_target

@@ -15,7 +15,7 @@ from conftest import data_overrides, owned_by_another_process
 
 from aeff.checkpoints import TrialCheckpoints
 from aeff.config import check_trial
-from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
+from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import interrupts_raised
 from aeff.logging.run_dir import Attempt, Lock, RunDir
 from aeff.runner import run_trial
@@ -311,3 +311,26 @@ def test_a_signal_while_the_records_begin_ends_them_interrupted(
     written = metadata(tmp_path)
     assert written["status"] == "interrupted" and "identity" in written
     assert (tmp_path / "config_resolved.yaml").exists()
+
+
+@pytest.mark.parametrize("damage", ["no arrays", "bad json"])
+def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, trial_config, damage):
+    target = f"workload._target_={__name__}.SignalledMnist"
+    interrupted_trial(tmp_path, trial_config, "rng_seed=11")
+    step = tmp_path / "checkpoints" / "8"
+    if damage == "no arrays":
+        for path in (step / "state").rglob("*"):
+            if path.is_file() and "ocdbt" in str(path.relative_to(step / "state")):
+                path.unlink()
+    else:
+        for path in (step / "progress").rglob("*"):
+            if path.is_file():
+                path.write_text("{not json")
+    with pytest.raises(DataError, match=rf"checkpoint {step} is unreadable.*mv {step}"):
+        train_and_evaluate(trial_config(target, "resume=true"), tmp_path)
+    assert metadata(tmp_path)["status"] == "failed"
+    step.rename(tmp_path / "checkpoints.broken-8")  # the way out the message gives
+    train_and_evaluate(trial_config(target, "resume=true"), tmp_path)
+    record = metadata(tmp_path)
+    assert record["status"] == "completed" and record["rng_seed"] == 11
+    assert list(rows(tmp_path)["global_step"]) == [4, 8, 12]

@@ -1,21 +1,31 @@
 """Every trial's metrics.csv below a folder, in one table."""
 
 import io
+import logging
 from pathlib import Path
 
 import pandas as pd
 
-from aeff.logging.files import complete_lines
-from aeff.logging.run_dir import METRICS
+from aeff.errors import ConfigError
+from aeff.logging.files import complete_lines, write_text_atomically
+from aeff.logging.run_dir import METRICS, read_rows
 
 COMBINED = "all_metrics.csv"
 
+log = logging.getLogger(__name__)
+
 
 def read_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
-    text = complete_lines(path)
-    if not text:
+    """One metrics.csv; an unreadable one is named in a warning and left out."""
+    try:
+        text = complete_lines(path)
+        if not text:
+            return pd.DataFrame()
+        read_rows(path)  # the checks resume makes: whole rows under a global_step header
+        frame = pd.read_csv(io.StringIO(text), dtype=str if as_text else None)
+    except (ConfigError, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        log.warning("Left out %s: %s", path, error)
         return pd.DataFrame()
-    frame = pd.read_csv(io.StringIO(text), dtype=str if as_text else None)
     frame.insert(0, "run_dir", str(path.parent.resolve()))
     return frame
 
@@ -40,6 +50,5 @@ def concatenate_csvs(path: str | Path) -> Path:
     if frame.empty:
         raise FileNotFoundError(f"No {METRICS} with complete rows below {path}.")
     out = path / COMBINED
-    frame.to_csv(out.with_suffix(".tmp"), index=False)
-    out.with_suffix(".tmp").replace(out)
+    write_text_atomically(out, frame.to_csv(index=False))  # two at once: no shared temp file
     return out

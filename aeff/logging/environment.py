@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 
 from aeff.logging import system
-from aeff.logging.packages import redact
+from aeff.logging.secrets import redact
 
 AEFF_SOURCE = Path(__file__).resolve().parents[1]  # the aeff package folder
 

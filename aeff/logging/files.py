@@ -8,6 +8,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -18,8 +19,30 @@ from aeff.errors import RecordsError
 
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    """Readers see the old file or the new one, never a mix."""
-    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+    """Readers see the old file or the new one, never a mix. A NaN or infinite number (a
+    diverged trial's loss) becomes null: JSON has no word for it."""
+    text = json.dumps(finite(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text_atomically(path, text)
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)`), quoted with a
+    leading apostrophe, as OWASP advises for CSV; numbers are left alone."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -67,7 +90,7 @@ def append_csv_row(path: Path, columns: list[str], row: Mapping[str, Any]) -> No
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     if csv_header(path) is None:
         writer.writeheader()
-    writer.writerow(row)
+    writer.writerow({k: inert(v) for k, v in row.items()})
     data = buffer.getvalue().encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -2,16 +2,10 @@
 
 import importlib.metadata
 import json
-import re
 import shutil
 import subprocess
 
-CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """`https://user:token@host/x` -> `https://***@host/x`."""
-    return CREDENTIALS.sub("***@", text)
+from aeff.logging.secrets import redact
 
 
 def name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:

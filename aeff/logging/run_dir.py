@@ -20,6 +20,7 @@ A `running` record whose lock no process holds was killed: `status_of` says
 import csv
 import datetime
 import fcntl
+import io
 import json
 import logging
 import os
@@ -398,27 +399,47 @@ class RunDir:
         path = self.path / METRICS
         if not path.exists():
             return
-        text = complete_lines(path)
-        lines = text.splitlines(keepends=True)
-        kept = lines[:1] + [
-            line
-            for line, row in zip(lines[1:], csv.DictReader(lines), strict=True)
-            if int(row["global_step"]) <= step
-        ]
-        if len(kept) == len(lines):
+        header, rows = read_rows(path)
+        kept = [row for row in rows if int(row[header.index("global_step")]) <= step]
+        if len(kept) == len(rows):
             return
         aside = self.path / ATTEMPTS / f"{number}.rows_after_step_{step}.csv"
         aside.parent.mkdir(exist_ok=True)
-        write_text_atomically(aside, "".join(lines[:1] + lines[len(kept) :]))
-        write_text_atomically(path, "".join(kept))
+        write_text_atomically(aside, csv_text([header, *rows[len(kept) :]]))
+        write_text_atomically(path, csv_text([header, *kept]))
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A metrics.csv's header and complete rows, as csv reads them (a value may hold any
+    character, U+2028 included, and be long); an unreadable file is named."""
+    csv.field_size_limit(2**31 - 1)
+    try:
+        header, *rows = csv.reader(io.StringIO(complete_lines(path), newline=""))
+        step = header.index("global_step")
+        for row in rows:
+            int(row[step])
+            if len(row) != len(header):
+                raise ValueError(f"a row of {len(row)} fields under {len(header)} columns")
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError) as error:
+        raise ConfigError(
+            f"{path} is unreadable ({type(error).__name__}): move it aside, or choose "
+            "another hydra.run.dir."
+        ) from None
+    return header, rows
+
+
+def csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 def last_global_step(path: Path) -> int:
     """The step of the last complete row of a metrics.csv, or -1."""
-    if not path.exists():
+    if not path.exists() or not complete_lines(path):
         return -1
-    rows = list(csv.DictReader(complete_lines(path).splitlines()))
-    return int(rows[-1]["global_step"]) if rows else -1
+    header, rows = read_rows(path)
+    return int(rows[-1][header.index("global_step")]) if rows else -1
 
 
 def differing(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

@@ -59,8 +59,11 @@ class MnistWorkload(Workload):
             "an integer in (0, 60000)",
             self.num_validation,
         )
-        for key in ("hidden_width", "eval_batch_size"):
-            require(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
+        # Bounded by what the data and a machine allow: a typo such as 1e11 would
+        # otherwise ask numpy for hundreds of GiB before anything says why.
+        for key, most in (("hidden_width", 1 << 16), ("eval_batch_size", 60_000)):
+            value = getattr(self, key)
+            require(0 < value <= most, key, f"an integer in [1, {most}]", value)
         for key in ("max_allowed_runtime_sec", "eval_period_time_sec", "pixel_std"):
             require_positive_finite(key, getattr(self, key))
         require(

@@ -6,6 +6,7 @@ with numpy alone, in milliseconds.
 """
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import importlib.resources
@@ -13,6 +14,7 @@ import io
 import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -103,21 +105,40 @@ def read_idx_dir(idx_dir: Path) -> MnistArrays:
 
 
 def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
-    """The MNIST arrays: from the cache, else from tfds (prepared from `idx_dir` if need be)."""
+    """The MNIST arrays: from the cache, else from tfds (prepared from `idx_dir` if need be).
+
+    One process prepares at a time (parallel trials on an empty data dir wait for the
+    first); a cache that does not match the digest written beside it is rebuilt.
+    """
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     cache = data_dir / TFDS_NAME / TFDS_VERSION / CACHE_NAME
-    if cache.exists():
-        try:
-            with np.load(cache) as arrays:
-                return MnistArrays(**{k: arrays[k] for k in MnistArrays._fields})
-        except (OSError, ValueError, KeyError) as error:
-            raise DataError(
-                f"The MNIST cache {cache} is unreadable ({error}); delete it and run again."
-            ) from None
-    arrays = _read_through_tfds(data_dir, idx_dir)
-    _save_atomically(cache, arrays)
+    if (arrays := _read_cache(cache)) is not None:
+        return arrays
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / ".aeff_prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (arrays := _read_cache(cache)) is not None:
+            return arrays  # another process prepared it meanwhile
+        arrays = _read_through_tfds(data_dir, idx_dir)
+        _save_atomically(cache, arrays)
     log.info("MNIST is ready in %s; later trials load it without TensorFlow.", cache)
     return arrays
+
+
+def _read_cache(cache: Path) -> MnistArrays | None:
+    """The cached arrays, or None when there are none or they are not what was written."""
+    digest = Path(f"{cache}.sha256")
+    if not cache.exists():
+        return None
+    try:
+        data = cache.read_bytes()
+        if not digest.exists() or digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+            raise ValueError("it does not match the digest written beside it")
+        with np.load(io.BytesIO(data)) as arrays:
+            return MnistArrays(**{k: arrays[k] for k in MnistArrays._fields})
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        log.warning("The MNIST cache %s is unusable (%s); preparing it again.", cache, error)
+        return None
 
 
 def _read_through_tfds(data_dir: Path, idx_dir: Path | None) -> MnistArrays:
@@ -126,10 +147,16 @@ def _read_through_tfds(data_dir: Path, idx_dir: Path | None) -> MnistArrays:
     if not builder.is_prepared():
         _prepare(tfds, builder, data_dir, idx_dir)
         builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))  # reads the new split info
-    splits = {
-        split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        for split in ("train", "test")
-    }
+    try:
+        splits = {
+            split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+            for split in ("train", "test")
+        }
+    except Exception as error:  # TensorFlow's DataLossError for a truncated file, say
+        raise DataError(
+            f"tfds's mnist in {data_dir / TFDS_NAME} is unreadable ({type(error).__name__}): "
+            "delete that folder and run again to prepare it afresh."
+        ) from None
     return MnistArrays(
         train_images=splits["train"]["image"][..., 0],
         train_labels=splits["train"]["label"].astype(np.uint8),
@@ -204,7 +231,16 @@ def _import_tfds():
 
 
 def _save_atomically(path: Path, arrays: MnistArrays) -> None:
+    """The arrays, then the sha256 of the file beside it (`<cache>.sha256`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays._asdict())
+    data = buffer.getvalue()
+    _write_atomically(path, data)
+    _write_atomically(Path(f"{path}.sha256"), hashlib.sha256(data).hexdigest().encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        np.savez(tmp, **arrays._asdict())
+        tmp.write(data)
     os.replace(tmp.name, path)

@@ -11,6 +11,7 @@ VCS_TOKEN = "ghp_plantedVcsToken0123456789"
 REMOTE_TOKEN = "glpat-plantedRemoteToken0123"
 ENV_TOKEN = "sk-plantedEnvironmentToken0123"
 OVERRIDE_TOKEN = "plantedOverrideToken0123"
+QUERY_TOKEN = "plantedQueryToken0123"
 
 
 def plant_vcs_install(site: os.PathLike) -> None:
@@ -52,20 +53,23 @@ def test_planted_tokens_appear_in_no_written_file(tmp_path, mnist_data_dir):
     out = run_aeff(
         [
             "max_steps=20",
-            f"+meta.data_source=https://reader:{OVERRIDE_TOKEN}@data.example.com/mnist",
+            f"+meta.data_source=https://reader:p@ss_{OVERRIDE_TOKEN}@data.example.com/mnist",
+            f"+meta.signed='https://data.example.com/x?token={QUERY_TOKEN}'",
             *data_overrides(mnist_data_dir),
         ],
         tmp_path,
         env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert ENV_TOKEN not in out.stdout + out.stderr
+    for token in (ENV_TOKEN, OVERRIDE_TOKEN, QUERY_TOKEN):
+        assert token not in out.stdout + out.stderr
     (run_dir,) = (tmp_path / "outputs").glob("*/*")
     packages = (run_dir / "packages.txt").read_text()
     assert "planted-pkg @ git+https://***@git.example.com/lab/planted.git" in packages
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["cwd_git_commit_hash"]  # the git repo was seen
     assert metadata["meta.data_source"] == "https://***@data.example.com/mnist"
+    assert metadata["meta.signed"] == "https://data.example.com/x?token=***"
 
     written = [p for p in run_dir.rglob("*") if p.is_file()]
     assert {"metadata.json", "packages.txt", "metrics.csv", "config_resolved.yaml", "aeff.log"} <= {
@@ -73,7 +77,28 @@ def test_planted_tokens_appear_in_no_written_file(tmp_path, mnist_data_dir):
     }
     for path in written:
         text = path.read_bytes().decode(errors="replace")
-        for token in (VCS_TOKEN, REMOTE_TOKEN, ENV_TOKEN):
-            assert token not in text, f"{token} in {path}"
-        if ".hydra" not in path.parts:  # Hydra's own copy of the command line keeps it
-            assert OVERRIDE_TOKEN not in text, f"the override's token in {path}"
+        for token in (VCS_TOKEN, REMOTE_TOKEN, ENV_TOKEN, OVERRIDE_TOKEN, QUERY_TOKEN):
+            assert token not in text, f"{token} in {path}"  # .hydra/ included
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_and_prints_no_planted_token(tmp_path, mnist_data_dir):
+    url = f"'https://reader:p@ss_{OVERRIDE_TOKEN}@data.example.com/x?sig={QUERY_TOKEN}'"
+    out = run_aeff(
+        [
+            "-m",
+            "hparams.lr=1e-3,2e-3",
+            "max_steps=3",
+            f"+meta.source={url}",
+            *data_overrides(mnist_data_dir),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    written = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert {"multirun.yaml", "sweep_plan.json", "overrides.yaml"} <= {p.name for p in written}
+    for text in [
+        out.stdout + out.stderr,
+        *(p.read_bytes().decode(errors="replace") for p in written),
+    ]:
+        assert OVERRIDE_TOKEN not in text and QUERY_TOKEN not in text
