@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, errors, results, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
-from aeff.logging.packages import redact
 from aeff.logging.run_dir import FINISHED, Lock, read_metadata
+from aeff.logging.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class AeffSweeper(Sweeper):
         if planned is None:
             results.write_plan(sweep_dir, jobs)
             planned = jobs
-        if changes := plan_changes(planned, jobs):
+        if changes := plan_changes(planned, results.redacted(jobs)):
             raise ConfigError(
                 f"resume=true finishes only the same sweep, but {sweep_dir} planned "
                 f"{changes}: resume with the sweep's own command line."
