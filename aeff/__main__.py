@@ -1,3 +1,15 @@
-from aeff.app import main
+"""`python -m aeff` and the console script `aeff`: signals end the process cleanly from
+its first instant, then the app runs (importing it takes a second or more)."""
 
-main()
+from aeff.interrupts import exit_on_signals
+
+
+def main() -> None:
+    exit_on_signals(before="the trial began")
+    from aeff.app import main as app_main
+
+    app_main()
+
+
+if __name__ == "__main__":
+    main()

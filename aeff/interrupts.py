@@ -1,12 +1,18 @@
-"""SIGINT, SIGTERM and SIGHUP as an exception, so a trial stops between Python statements.
+"""SIGINT, SIGTERM and SIGHUP: how each phase of a run ends on them.
 
-The runner then records a last row and a checkpoint, with further signals held off
-until the checkpoint is on disk; the trial records `interrupted` and the app exits
-with the shell's code for the signal.
+Before a trial's records begin (imports, composing, loading data, compiling) there is
+nothing to record: `exit_on_signals` ends the process at once with one line and the
+shell's code (raising inside TensorFlow's or XLA's C++ could crash the process).
+While it trains, `interrupts_raised` turns them into TrialInterrupted between Python
+statements; the runner then records a last row and a checkpoint, with further signals
+held off (`interrupts_held`) until the checkpoint is on disk, and the trial records
+`interrupted`.
 """
 
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +29,30 @@ _pending: list[int] = []
 @contextlib.contextmanager
 def _handled(handler: Any) -> Iterator[None]:
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def exit_on_signals(before: str) -> Any:
+    """From now on a signal ends the process at once: one line, exit status 128 + signal.
+    Returns the handlers it replaced."""
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"aeff: stopped by {name} before {before}; nothing to resume.\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    return {sig: signal.signal(sig, handler) for sig in SIGNALS}
+
+
+@contextlib.contextmanager
+def exiting_on_signals(before: str) -> Iterator[None]:
+    """`exit_on_signals` for the block (a trial's preparation), then as before."""
+    previous = exit_on_signals(before)
     try:
         yield
     finally:

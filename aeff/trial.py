@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config, errors
 from aeff.config import Trial
 from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
-from aeff.interrupts import interrupts_held, interrupts_raised
+from aeff.interrupts import exiting_on_signals, interrupts_held, interrupts_raised
 from aeff.logging import environment, system
 from aeff.logging.packages import packages_text
 from aeff.logging.run_dir import Attempt, RunDir
@@ -97,15 +97,16 @@ def _run(
     _claim_gpus(settings)
     if settings.compilation_cache_dir:
         enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
-    prepared = runner.prepare(
-        trial.workload,
-        trial.submission,
-        trial.hparams,
-        seed,
-        steps_per_dispatch=settings.steps_per_dispatch,
-        max_steps=settings.max_steps,
-        eval_every_steps=settings.eval_every_steps,
-    )
+    with exiting_on_signals(before="its records began"):  # data, compilation: C++ inside
+        prepared = runner.prepare(
+            trial.workload,
+            trial.submission,
+            trial.hparams,
+            seed,
+            steps_per_dispatch=settings.steps_per_dispatch,
+            max_steps=settings.max_steps,
+            eval_every_steps=settings.eval_every_steps,
+        )
     system.prime()
     try:
         with interrupts_held() as held:  # the records begin whole, or not at all
@@ -136,11 +137,14 @@ def _run(
             error.recorded = True
         raise
     facts = dataclasses.asdict(result)
-    owner.end(
-        facts.pop("status"),
-        **{k: v for k, v in facts.items() if k != "final_metrics"},
-        **{f"final.{k}": v for k, v in result.final_metrics.items()},
-    )
+    with interrupts_held() as held:  # the trial has ended: its record says how, whole
+        owner.end(
+            facts.pop("status"),
+            **{k: v for k, v in facts.items() if k != "final_metrics"},
+            **{f"final.{k}": v for k, v in result.final_metrics.items()},
+        )
+    if held:
+        log.warning("A signal came while the final record was written; the trial had ended.")
     if not settings.checkpoint.keep:
         owner.drop_checkpoints()  # a finished trial is never resumed
     log.info(

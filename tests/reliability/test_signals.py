@@ -1,7 +1,10 @@
 """SIGTERM and SIGINT: a last row, `interrupted`, a checkpoint, and the shell's exit codes."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -55,3 +58,52 @@ def records_only(files: dict[str, str]) -> dict[str, str]:
     the lock, which names the last process that owned the dir."""
     skipped = ("aeff.log", ".aeff.lock")
     return {k: v for k, v in files.items() if not k.startswith(".hydra") and k not in skipped}
+
+
+PHASE_WORKLOAD = """
+import dataclasses, os, signal
+from aeff.workloads.mnist import MnistWorkload
+
+@dataclasses.dataclass(frozen=True)
+class Signalled(MnistWorkload):
+    def load_splits(self):
+        if os.environ["PHASE"] == "data":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().load_splits()
+
+    def loss(self, logits, labels):  # traced while the programs compile
+        if os.environ["PHASE"] == "compile":
+            os.kill(os.getpid(), signal.SIGHUP)
+        return super().loss(logits, labels)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "exit_code", "name"),
+    [("imports", 130, "SIGINT"), ("data", 143, "SIGTERM"), ("compile", 129, "SIGHUP")],
+)
+def test_a_signal_before_the_records_begin_ends_the_run_at_once_in_one_line(
+    phase, exit_code, name, tmp_path, mnist_data_dir
+):
+    (tmp_path / "signalled.py").write_text(PHASE_WORKLOAD)
+    args = ["workload_path=signalled.py", "max_steps=5", *data_overrides(mnist_data_dir)]
+    env = {**os.environ, "PHASE": phase}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aeff", *args], cwd=tmp_path, env=env, stderr=subprocess.PIPE
+    )
+    if phase == "imports":
+        time.sleep(0.3)  # Python is still importing the app
+        proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == exit_code
+    lines = stderr.decode().strip().splitlines()
+    assert lines == [f"aeff: stopped by {name} before {BEFORE[phase]}; nothing to resume."]
+    assert not list(tmp_path.rglob("metadata.json"))
+
+
+BEFORE = {
+    "imports": "the trial began",
+    "data": "its records began",
+    "compile": "its records began",
+}
