@@ -138,6 +138,20 @@ def require_positive_finite(key: str, value: float) -> None:
     require(math.isfinite(value) and value > 0, key, "a finite number > 0", value)
 
 
+MAX_LEARNING_RATE = 100.0  # far above any that trains; 1e30 trained to a loss of 1e31
+
+
+def require_learning_rate(key: str, value: float) -> None:
+    """A learning rate that can train: in (0, 100]. Larger ones are typos (`1e30` for
+    `1e-3`) that ended `completed` with an astronomic, finite loss."""
+    require(
+        math.isfinite(value) and 0 < value <= MAX_LEARNING_RATE,
+        key,
+        f"a number in (0, {MAX_LEARNING_RATE:g}]",
+        value,
+    )
+
+
 def require_fraction(key: str, value: float) -> None:
     require(math.isfinite(value) and 0 <= value < 1, key, "a number in [0, 1)", value)
 

@@ -43,8 +43,9 @@ def test_meta_labels_are_accepted(compose_config):
     ("override", "names"),
     [
         ("hparams.lr=abc", ["hparams.lr", "Float"]),
-        ("hparams.lr=nan", ["hparams.lr", "finite"]),
-        ("hparams.lr=-1", ["hparams.lr", "> 0"]),
+        ("hparams.lr=nan", ["hparams.lr", "(0, 100]"]),
+        ("hparams.lr=-1", ["hparams.lr", "(0, 100]"]),
+        ("hparams.lr=1e30", ["hparams.lr", "(0, 100]"]),
         ("hparams.one_minus_beta_1=1.5", ["hparams.one_minus_beta_1", "[0, 1)"]),
         ("+hparams.momentum=0.9", ["hparams.momentum", "lr, one_minus_beta_1"]),
         ("batch_size=0", ["batch_size", "positive"]),

@@ -137,3 +137,18 @@ def test_splits_are_fixed_disjoint_and_normalised(tfds_data_dir, mnist_idx_dir):
     train, validation = pixels(splits.train.inputs), pixels(splits.validation.inputs)
     assert train | validation == {r.tobytes() for r in raw.train_images}
     assert len(train & validation) < 10  # MNIST repeats a handful of images
+
+
+@pytest.mark.slow
+def test_damaged_tfds_data_is_named_with_the_way_out(tfds_data_dir, tmp_path):
+    damaged = tmp_path / "tfds"
+    shutil.copytree(tfds_data_dir, damaged)
+    for cached in (damaged / "mnist" / "3.0.1").glob("aeff_arrays.npz*"):
+        cached.unlink()  # so the tfds files are read
+    (record,) = (damaged / "mnist" / "3.0.1").glob("mnist-train.tfrecord*")
+    record.write_bytes(record.read_bytes()[:100_000])
+    code = "import sys; from aeff.workloads.mnist_data import load_mnist as l; l(sys.argv[1], None)"
+    out = subprocess.run([sys.executable, "-c", code, damaged], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert f"tfds's mnist in {damaged / 'mnist'} is unreadable" in out.stderr
+    assert "delete that folder" in out.stderr

@@ -4,7 +4,7 @@ import dataclasses
 
 import optax
 
-from aeff.config import require_fraction, require_positive_finite
+from aeff.config import require_fraction, require_learning_rate, require_positive_finite
 from aeff.submissions.optax_submission import OptaxSubmission
 
 
@@ -16,7 +16,7 @@ class AdamHParams:
     epsilon: float = 1e-8
 
     def __post_init__(self) -> None:
-        require_positive_finite("lr", self.lr)
+        require_learning_rate("lr", self.lr)
         require_positive_finite("epsilon", self.epsilon)
         require_fraction("beta_2", self.beta_2)
         require_positive_finite("one_minus_beta_1", self.one_minus_beta_1)

@@ -4,7 +4,7 @@ import dataclasses
 
 import optax
 
-from aeff.config import require_fraction, require_positive_finite
+from aeff.config import require_fraction, require_learning_rate
 from aeff.submissions.optax_submission import OptaxSubmission
 
 
@@ -14,7 +14,7 @@ class NesterovHParams:
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
-        require_positive_finite("lr", self.lr)
+        require_learning_rate("lr", self.lr)
         require_fraction("momentum", self.momentum)
 
 

@@ -114,8 +114,9 @@ def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
     cache = data_dir / TFDS_NAME / TFDS_VERSION / CACHE_NAME
     if (arrays := _read_cache(cache)) is not None:
         return arrays
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache.parent / ".aeff_prepare.lock", "w") as lock:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Beside tfds's folders, not in them: tfds takes any file there for a half-made dataset.
+    with open(data_dir / ".aeff_mnist_prepare.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if (arrays := _read_cache(cache)) is not None:
             return arrays  # another process prepared it meanwhile

@@ -37,9 +37,10 @@ CASES = [
     ("batch_size=1022", ["batch_size=1022", "4 local devices", "multiple of 4"]),
     ("max_steps=0", ["max_steps", "positive integer"]),
     ("steps_per_dispatch=0", ["steps_per_dispatch", "positive integer"]),
-    ("hparams.lr=nan", ["hparams.lr", "finite number > 0"]),
-    ("hparams.lr=inf", ["hparams.lr", "finite number > 0"]),
-    ("hparams.lr=-1e-3", ["hparams.lr", "finite number > 0"]),
+    ("hparams.lr=nan", ["hparams.lr", "(0, 100]"]),
+    ("hparams.lr=inf", ["hparams.lr", "(0, 100]"]),
+    ("hparams.lr=-1e-3", ["hparams.lr", "(0, 100]"]),
+    ("hparams.lr=1e30", ["hparams.lr", "(0, 100]"]),
     ("hparams.beta_2=1.5", ["hparams.beta_2", "[0, 1)"]),
     ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
     # unknown names
