@@ -2,11 +2,11 @@
 
     result = train_and_evaluate(cfg, run_dir)
 
-`cfg` is a composed config (Hydra's, or `OmegaConf.create` of the same keys). The
-run dir's owner (aeff.logging.run_dir) locks it and writes every record; errors
-found before training leave no record (the caller decides: a sweep records them
-with `record_failure`), and every ending after that is recorded, exceptions and
-signals included. Nothing here reads Hydra's global state.
+`cfg` is a composed config (Hydra's, or `aeff.app.compose_config(overrides)`). The
+run dir's owner (aeff.logging.run_dir) locks it and writes every record. A trial
+that fails before its records begin leaves a `failed` record (a crash, or bad input
+in a sweep) or nothing (bad input in a single run); every ending after that is
+recorded, exceptions and signals included. Nothing here reads Hydra's global state.
 """
 
 import dataclasses
@@ -83,13 +83,42 @@ def _run(
     cwd: Path,
     hydra_files: Mapping[str, str] | None,
 ) -> Any:
-    from aeff import runner  # imports JAX; kept out of config checking
-
+    """Check, prepare, begin the records, train, end them."""
     trial = config.check_trial(cfg)
     settings = trial.settings
     attempt = owner.attempt(
         trial.identity, settings.rng_seed, settings.resume, settings.checkpoint.enabled
     )
+    prepared = _prepare(trial, attempt)
+    try:
+        with interrupts_held() as held:  # the records begin whole, or not at all
+            owner.begin(
+                attempt,
+                _start_record(trial, prepared, labels, cwd),
+                redact(OmegaConf.to_yaml(cfg, resolve=True)),
+                packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+                hydra_files,
+                {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
+            )
+        if held:
+            raise errors.TrialInterrupted(held[0])
+        result = _train(trial, owner, prepared, attempt, labels)
+    except BaseException as error:
+        if owner.status != "running":
+            raise  # it never began: train_and_evaluate records it
+        owner.end(errors.record_status(error), **_error_facts(error))
+        if isinstance(error, errors.TrialInterrupted):
+            error.recorded = True
+        raise
+    _end(owner, result, keep_checkpoints=settings.checkpoint.keep)
+    return result
+
+
+def _prepare(trial: Trial, attempt: Attempt) -> Any:
+    """The seed (recorded, given or drawn), the devices, data and compiled programs."""
+    from aeff import runner  # imports JAX; kept out of config checking
+
+    settings = trial.settings
     seed = attempt.rng_seed
     if seed is None:
         seed = config.draw_seed()
@@ -108,36 +137,30 @@ def _run(
             eval_every_steps=settings.eval_every_steps,
         )
     system.prime()
-    try:
-        with interrupts_held() as held:  # the records begin whole, or not at all
-            owner.begin(
-                attempt,
-                {
-                    **_start_facts(settings, cwd),
-                    **labels,
-                    **trial.record,
-                    "identity": trial.identity,
-                    "rng_seed": seed,
-                    "steps_per_dispatch": prepared.steps_per_dispatch,
-                    "compile_time": prepared.compile_time,
-                },
-                redact(OmegaConf.to_yaml(cfg, resolve=True)),
-                packages_text(settings.logging.os_packages) if settings.logging.packages else None,
-                hydra_files,
-                {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
-            )
-        if held:
-            raise errors.TrialInterrupted(held[0])
-        result = _train(trial, owner, prepared, attempt, labels)
-    except BaseException as error:
-        if owner.status != "running":
-            raise  # it never began: train_and_evaluate records it
-        owner.end(errors.record_status(error), **_error_facts(error))
-        if isinstance(error, errors.TrialInterrupted):
-            error.recorded = True
-        raise
+    return prepared
+
+
+def _start_record(
+    trial: Trial, prepared: Any, labels: Mapping[str, Any], cwd: Path
+) -> dict[str, Any]:
+    """metadata.json as the trial begins: the machine, the code, the config, the seed."""
+    return {
+        "datetime": datetime.datetime.now().astimezone().isoformat(),
+        **environment.facts(cwd, trial.settings.logging.record_hostname),
+        **environment.jax_facts(),
+        **labels,
+        **trial.record,
+        "identity": trial.identity,
+        "rng_seed": prepared.rng_seed,
+        "steps_per_dispatch": prepared.steps_per_dispatch,
+        "compile_time": prepared.compile_time,
+    }
+
+
+def _end(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
+    """The final record, whole (a signal waits for it); then the checkpoints go."""
     facts = dataclasses.asdict(result)
-    with interrupts_held() as held:  # the trial has ended: its record says how, whole
+    with interrupts_held() as held:
         owner.end(
             facts.pop("status"),
             **{k: v for k, v in facts.items() if k != "final_metrics"},
@@ -145,7 +168,7 @@ def _run(
         )
     if held:
         log.warning("A signal came while the final record was written; the trial had ended.")
-    if not settings.checkpoint.keep:
+    if not keep_checkpoints:
         owner.drop_checkpoints()  # a finished trial is never resumed
     log.info(
         "%s after %d steps: goal reached %s, time to target %s, %s",
@@ -155,7 +178,6 @@ def _run(
         "none" if result.time_to_target is None else f"{result.time_to_target:.2f}s",
         ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
     )
-    return result
 
 
 def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels: dict) -> Any:
@@ -175,7 +197,7 @@ def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels:
         from aeff.checkpoints import TrialCheckpoints
 
         checkpoints = TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
-    result = runner.TrialLoop(
+    return runner.TrialLoop(
         prepared,
         settings.stop_at_target,
         settings.max_steps,
@@ -184,7 +206,6 @@ def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels:
         checkpoints,
         resume_from=attempt.checkpoint_step,
     ).run()
-    return result
 
 
 def failure_record(
@@ -200,14 +221,6 @@ def failure_record(
         **labels,
         **record,
         **_error_facts(error),
-    }
-
-
-def _start_facts(settings: config.TrialConfig, cwd: Path) -> dict[str, Any]:
-    return {
-        "datetime": datetime.datetime.now().astimezone().isoformat(),
-        **environment.facts(cwd, settings.logging.record_hostname),
-        **environment.jax_facts(),
     }
 
 

@@ -132,3 +132,4 @@ def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
