@@ -98,3 +98,15 @@ def test_a_sweep_where_no_trial_reached_the_target_shows_dashes(tmp_path):
     assert report["score"] is None and report["best_trial"] is None
     text = results.as_text(table, tmp_path)
     assert "None" not in text and text.splitlines()[1].split()[-2] == "-"  # time_to_target
+
+
+def test_plot_labels_axes_with_units_and_frames_the_target(sweep, tmp_path):
+    assert results.axis_label("accumulated_submission_time") == "accumulated_submission_time (s)"
+    assert results.axis_label("validation.loss") == "validation.loss (nats)"
+    assert results.axis_label("validation.accuracy") == "validation.accuracy (fraction)"
+    low, high = results.around_target(pd.Series([0.1, 0.9, 0.98]), 0.97, higher_is_better=True)
+    assert 0.8 < low < 0.97 < 0.98 < high  # the climb from 0.1 is off the frame
+    low, high = results.around_target(pd.Series([2.3, 0.5, 0.2]), 0.3, higher_is_better=False)
+    assert low < 0.2 < 0.3 < high < 2.3
+    out = results.plot(sweep, "global_step", "validation.accuracy", tmp_path / "p.png")
+    assert out.stat().st_size > 0
