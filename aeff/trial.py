@@ -12,6 +12,7 @@ recorded, exceptions and signals included. Nothing here reads Hydra's global sta
 import dataclasses
 import datetime
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,9 @@ def _run(
 
 def _prepare(trial: Trial, attempt: Attempt) -> Any:
     """The seed (recorded, given or drawn), the devices, data and compiled programs."""
+    # A trial takes the GPU memory it needs, not three quarters of the card (JAX's
+    # default), so that several trials can share one; set before JAX starts.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from aeff import runner  # imports JAX; kept out of config checking
 
     settings = trial.settings
@@ -189,7 +193,9 @@ def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels:
     static.update({"rng_seed": prepared.rng_seed, **trial.record})
 
     def on_eval(row: Mapping[str, Any]) -> None:
-        sample = system.sample() if settings.logging.system_metrics else {}
+        sample = (
+            {**system.sample(), **system.device_memory()} if settings.logging.system_metrics else {}
+        )
         owner.append({**static, **row, **sample})
 
     checkpoints = None

@@ -210,3 +210,18 @@ def test_a_torn_last_line_is_cut_and_whole_rows_are_kept(tmp_path):
         file.write(b"3,")  # a crash of the machine mid-row
     cut_torn_line(path)
     assert path.read_bytes() == whole
+
+
+def test_device_memory_columns_where_the_device_reports_it(monkeypatch):
+    import jax
+
+    class Device:
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    gpus = [Device({"bytes_in_use": 5, "peak_bytes_in_use": 9, "bytes_limit": 100}), Device(None)]
+    monkeypatch.setattr(jax, "local_devices", lambda: gpus)
+    assert system.device_memory() == {"device.0.bytes_in_use": 5, "device.0.peak_bytes_in_use": 9}

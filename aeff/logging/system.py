@@ -79,6 +79,20 @@ def sample() -> dict[str, Any]:
     return row
 
 
+def device_memory() -> dict[str, Any]:
+    """This process's memory on each JAX device: in use and peak, in bytes (GPUs and TPUs
+    report it; CPUs report nothing, and give no columns)."""
+    import jax  # started already by the trial that asks
+
+    row: dict[str, Any] = {}
+    for index, device in enumerate(jax.local_devices()):
+        stats = device.memory_stats() or {}
+        for key in ("bytes_in_use", "peak_bytes_in_use"):
+            if key in stats:
+                row[f"device.{index}.{key}"] = stats[key]
+    return row
+
+
 def _gpu_sample() -> dict[str, Any]:
     handles = gpu_handles()
     row: dict[str, Any] = {"gpu.count": len(handles)}
