@@ -334,3 +334,33 @@ def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, trial_config, 
     record = metadata(tmp_path)
     assert record["status"] == "completed" and record["rng_seed"] == 11
     assert list(rows(tmp_path)["global_step"]) == [4, 8, 12]
+
+
+class SignalInFirstSave(TrialCheckpoints):
+    """SIGTERM arrives while the first checkpoint due at an evaluation is written."""
+
+    signalled = False
+
+    def save(self, state, progress):
+        if not SignalInFirstSave.signalled:
+            SignalInFirstSave.signalled = True
+            signal.raise_signal(signal.SIGTERM)
+        super().save(state, progress)
+
+
+def test_a_signal_during_a_checkpoint_save_still_leaves_a_checkpoint(tmp_path, mnist_data_dir):
+    from aeff.submissions.adam import Adam, AdamHParams
+
+    checkpoints = SignalInFirstSave(tmp_path, interval_sec=0)  # due at every evaluation
+    with interrupts_raised(), pytest.raises(TrialInterrupted) as stopped:
+        run_trial(
+            MnistWorkload(data_dir=str(mnist_data_dir)),
+            Adam(batch_size=512),
+            AdamHParams(),
+            0,
+            max_steps=12,
+            eval_every_steps=4,
+            checkpoints=checkpoints,
+        )
+    assert stopped.value.checkpoint_step == 4
+    assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["4"]
