@@ -107,16 +107,18 @@ def read_idx_dir(idx_dir: Path) -> MnistArrays:
 def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
     """The MNIST arrays: from the cache, else from tfds (prepared from `idx_dir` if need be).
 
-    One process prepares at a time (parallel trials on an empty data dir wait for the
-    first); a cache that does not match the digest written beside it is rebuilt.
+    One process of a host prepares at a time (parallel trials on an empty data dir
+    wait for the first); a cache that does not match the digest written beside it is
+    rebuilt.
     """
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     cache = data_dir / TFDS_NAME / TFDS_VERSION / CACHE_NAME
     if (arrays := _read_cache(cache)) is not None:
         return arrays
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # Beside tfds's folders, not in them: tfds takes any file there for a half-made dataset.
-    with open(data_dir / ".aeff_mnist_prepare.lock", "w") as lock:
+    # In the temporary folder: inside tfds's folders tfds took it for a half-made dataset,
+    # and bad IDX files must be refused before anything is made in the data dir.
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"aeff-mnist-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if (arrays := _read_cache(cache)) is not None:
             return arrays  # another process prepared it meanwhile
