@@ -80,7 +80,7 @@ def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(tmp_path
     out = run_aeff(args, tmp_path, env=env)
     assert out.returncode != 0
     (sweep,) = sweep_dirs(tmp_path)
-    assert "2 of 4 trials failed" in out.stderr + out.stdout
+    assert "2 of 4 planned trials failed" in out.stderr + out.stdout
     statuses = {
         j: json.loads((sweep / str(j) / "metadata.json").read_text())["status"] for j in range(4)
     }
