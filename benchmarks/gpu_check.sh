@@ -28,9 +28,10 @@ assert count > 0, "NVML saw no GPU"
 needed = [f"gpu.{i}.{k}" for i in range(count) for k in (
     "compute.util", "mem.util", "mem.total", "mem.used", "mem.free", "temp.current",
     "power.watts")]
+needed += ["device.0.bytes_in_use", "device.0.peak_bytes_in_use"]  # this process's own
 missing = [c for c in needed if row.get(c) in (None, "")]
 assert not missing, f"missing: {missing}"
-print({c: row[c] for c in needed[:7]})
+print({c: row[c] for c in [*needed[:7], *needed[-2:]]})
 PY
 run throughput python benchmarks/throughput.py "$@"
 
