@@ -121,8 +121,9 @@ def prepare(
         raise ConfigError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
     steps_per_epoch = num_train // batch_size
 
+    programs = workload.program_key()  # a budget or target of its own compiles nothing
     init_rng, optimizer_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
-    params = steps.init_params(workload)(init_rng)
+    params = steps.init_params(programs)(init_rng)
     optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
     state = steps.replicate(steps.TrainState(jnp.int32(0), params, optimizer_state), mesh)
     stream = steps.replicate(
@@ -141,9 +142,9 @@ def prepare(
         max_steps or steps_per_epoch,
         eval_every_steps or steps_per_epoch,
     )
-    single_step = steps.train_steps(workload, submission, 1)
-    fused_steps = steps.train_steps(workload, submission, steps_per_dispatch)
-    evaluate = steps.evaluate(workload)
+    single_step = steps.train_steps(programs, submission, 1)
+    fused_steps = steps.train_steps(programs, submission, steps_per_dispatch)
+    evaluate = steps.evaluate(programs)
     compile_start = clock()
     jax.block_until_ready(
         (

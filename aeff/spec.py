@@ -8,6 +8,7 @@ traced inside ``jax.pmap`` over the axis ``DEVICE_AXIS``.
 """
 
 import abc
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -66,6 +67,15 @@ class Workload(abc.ABC):
     """What to learn: data, model, loss, evaluation, budget and target."""
 
     name: ClassVar[str]
+    # Fields that say how a trial runs, not what its compiled programs compute (the
+    # traced methods must not read them): trials differing only in them share programs.
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "target_metric",
+        "target_value",
+        "max_allowed_runtime_sec",
+        "eval_period_time_sec",
+        "eval_batch_size",
+    )
     target_metric: str
     target_value: float
     max_allowed_runtime_sec: float
@@ -95,6 +105,15 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def eval_sums(self, params: Params, batch: Batch, mask: jax.Array) -> dict[str, jax.Array]:
         """Masked sums of per-example metrics over one eval batch (mask 0 = padding)."""
+
+    def program_key(self) -> "Workload":
+        """This workload with its run fields at their defaults: the compile-cache key."""
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(self)
+            if f.name in self.RUN_FIELDS and f.default is not dataclasses.MISSING
+        }
+        return dataclasses.replace(self, **defaults)
 
     @property
     def target_higher_is_better(self) -> bool:

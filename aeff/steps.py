@@ -78,7 +78,7 @@ def shard_for_eval(split: HostSplit, workload: Workload, mesh: Mesh) -> EvalSpli
         return array.reshape(num_devices, -1, per_device_batch, *array.shape[1:])
 
     sharding = NamedSharding(mesh, PartitionSpec(DEVICE_AXIS))
-    inputs = preprocess(workload)(jax.device_put(layout(inputs), sharding))
+    inputs = preprocess(workload.program_key())(jax.device_put(layout(inputs), sharding))
     return jax.device_put(EvalSplit(Batch(inputs, layout(labels)), layout(mask)), sharding)
 
 

@@ -124,3 +124,18 @@ def test_a_dispatch_never_crosses_a_boundary(
         seconds_per_step=seconds_per_step,
     )
     assert size == expected
+
+
+def test_trials_differing_in_budget_target_or_data_share_one_compilation(mnist_data_dir):
+    base = TracedMnist(data_dir=str(mnist_data_dir))
+    run_trial(base, Adam(batch_size=512), AdamHParams(), 0, max_steps=4, eval_every_steps=4)
+    traced = len(TRACES)
+    other = dataclasses.replace(
+        base, target_value=0.3, max_allowed_runtime_sec=7.0, eval_period_time_sec=0.1, split_seed=3
+    )
+    result = run_trial(other, Adam(batch_size=512), AdamHParams(), 0, max_steps=4)
+    assert len(TRACES) == traced
+    assert result.goal_reached  # the other target was used: 4 steps reach 0.3
+    wider = dataclasses.replace(base, hidden_width=64)  # another model: its own programs
+    run_trial(wider, Adam(batch_size=512), AdamHParams(), 0, max_steps=4, eval_every_steps=4)
+    assert len(TRACES) > traced

@@ -38,6 +38,13 @@ class Mlp(nn.Module):
 @dataclass(frozen=True)
 class MnistWorkload(Workload):
     name: ClassVar[str] = "mnist"
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        *Workload.RUN_FIELDS,
+        "data_dir",
+        "idx_dir",
+        "split_seed",
+        "num_validation",
+    )
 
     data_dir: str | None = None
     idx_dir: str | None = None
