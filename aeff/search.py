@@ -35,7 +35,7 @@ class Dimension:
             return int(min(math.floor(self.low + u * (self.high - self.low + 1)), self.high))
         if self.log:
             return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        return self.low + u * (self.high - self.low)
+        return float(self.low + u * (self.high - self.low))  # not numpy's: its repr is no number
 
 
 def parse_space(space: Mapping[str, Any], prefix: str = "") -> list[Dimension]:
