@@ -4,7 +4,7 @@ The files of a run dir, named here and nowhere else:
 
 | file | written by |
 | --- | --- |
-| `metadata.json` | `RunDir.begin`, `update`, `end`, `record_failure` |
+| `metadata.json` | `RunDir.begin`, `end`, `record_failure` |
 | `metrics.csv` | `RunDir.append` (one row per evaluation) |
 | `config_resolved.yaml`, `packages.txt`, `.hydra/` | `RunDir.begin` |
 | `submission.py`, `workload.py`, `search_space.json` | `RunDir.begin`: copies of the user's files |

@@ -24,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, results, user_files
+from aeff import config, errors, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.logging.run_dir import FINISHED, Lock, read_metadata
 from aeff.logging.secrets import redact
@@ -69,6 +69,8 @@ class AeffSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        from aeff import results  # pandas (0.45 s): imported by sweeps only, not every trial
+
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         try:  # a bad space, grid or sweep dir is refused before anything runs or is written
             subdir = OmegaConf.to_container(self.config.hydra.sweep)["subdir"]
@@ -172,6 +174,8 @@ class AeffSweeper(Sweeper):
     def jobs_to_run(self, sweep_dir: Path, jobs: list[list[str]]) -> list[int]:
         """All jobs of a new sweep; with resume=true, those not finished, after checking
         that the plan is the one recorded and that no job still runs."""
+        from aeff import results
+
         planned = results.read_plan(sweep_dir)
         if not self.config.get("resume"):
             if planned is not None:
@@ -211,6 +215,8 @@ class AeffSweeper(Sweeper):
         return batches
 
     def report(self, sweep_dir: Path) -> None:
+        from aeff import results
+
         summary, sweep = results.write_sweep_report(sweep_dir)
         print(results.as_text(summary, sweep_dir))
         print(

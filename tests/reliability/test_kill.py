@@ -17,7 +17,7 @@ from records import assert_records_parseable, status_in_summary
 from aeff.logging.concat import load_metrics
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
-MAX_STEPS = 600
+MAX_STEPS = 300
 
 
 def trial_args(run_dir: Path, mnist_data_dir: Path) -> list[str]:

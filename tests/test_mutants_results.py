@@ -1,0 +1,348 @@
+"""The report's rules that mutation testing found unpinned: summary columns, the terminal
+table, the report's edge cases (no plan, no trial reached, nothing started), plots, CLI."""
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from aeff import results
+from aeff.errors import ConfigError
+
+HEADER = "global_step,accumulated_submission_time,goal_reached,{metric},run_idx\n"
+
+
+def trial(
+    run_dir: Path,
+    rows: list[tuple] | None,
+    *,
+    status: str = "completed",
+    metric: str = "validation.accuracy",
+    **extra,
+) -> None:
+    """A run dir written by hand: metadata, and metrics.csv unless `rows` is None."""
+    run_dir.mkdir(parents=True)
+    metadata = {
+        "status": status,
+        "workload": "mnist",
+        "submission._target_": "aeff.submissions.adam.Adam",
+        "workload.target_metric": metric,
+        "hparams.lr": 0.1,
+        **extra,
+    }
+    (run_dir / "metadata.json").write_text(json.dumps(metadata))
+    if rows is not None:
+        lines = [f"{step},{time},{reached},{value},0\n" for step, time, reached, value in rows]
+        (run_dir / "metrics.csv").write_text(HEADER.format(metric=metric) + "".join(lines))
+
+
+def by_job(table: pd.DataFrame) -> pd.DataFrame:
+    return table.set_index(table["run_dir"].map(lambda d: Path(d).name))
+
+
+def test_a_folder_without_a_plan_lists_its_records_in_numeric_order(tmp_path):
+    for name in ("10", "2", "0", "extra"):
+        trial(tmp_path / name, [(5, 1.0, False, 0.5)])
+    trial(tmp_path / "2" / ".attempts" / "0", [(5, 1.0, False, 0.1)], status="failed")
+    dirs = results.trial_dirs(tmp_path)
+    assert [d.name for d in dirs] == ["extra", "0", "2", "10"]  # no earlier attempt
+    table, report = results.write_sweep_report(tmp_path)
+    assert [Path(d).name for d in table["run_dir"]] == ["extra", "0", "2", "10"]
+    assert report["num_planned"] == 4 and report["num_trials"] == 4
+    assert report["score"] is None and report["best_trial"] is None
+    assert report["num_reached_target"] == 0
+
+
+def test_summary_columns_follow_the_record(tmp_path):
+    trial(
+        tmp_path / "0",
+        [(10, 1.0, False, 0.9), (30, 2.0, True, 0.6), (20, 3.0, True, 0.7)],
+        metric="validation.loss",
+        **{"meta.note": "a", "other.key": 1},
+    )
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "metadata.json").write_text(
+        json.dumps({"status": "failed", "error_message": "boom"})
+    )
+    table = by_job(results.summary(tmp_path))
+    assert table.loc["0", "best_target_metric"] == 0.6  # a loss: the least is best
+    assert table.loc["0", "target_metric"] == "validation.loss"
+    assert table.loc["0", "global_step"] == 30  # the most, not the last row's
+    assert table.loc["0", "time_to_target"] == 2.0
+    assert table.loc["0", "meta.note"] == "a" and "other.key" not in table
+    assert table.loc["0", "submission"] == "Adam" and table.loc["0", "workload"] == "mnist"
+    # A trial with no rows at all: no best, no time, step 0; its error shown.
+    assert table.loc["1", "global_step"] == 0
+    assert pd.isna(table.loc["1", "best_target_metric"])
+    assert pd.isna(table.loc["1", "time_to_target"])
+    assert table.loc["1", "submission"] == "" and pd.isna(table.loc["1", "workload"])
+    assert table.loc["1", "error"] == "boom" and pd.isna(table.loc["0", "error"])
+
+
+def test_an_unreadable_record_is_named_listed_and_counted_as_failed(tmp_path, caplog):
+    results.write_plan(tmp_path, [["hparams.lr=1"], ["hparams.lr=2"], ["hparams.lr=3"]])
+    trial(tmp_path / "0", [(10, 1.0, True, 0.99)])
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "metadata.json").write_text("{not json")
+    trial(tmp_path / "2", [(10, 2.0, True, 0.99)])
+    with caplog.at_level(logging.WARNING, logger="aeff.results"):
+        table, report = results.write_sweep_report(tmp_path)
+    assert [Path(d).name for d in table["run_dir"]] == ["0", "1", "2"]
+    unreadable = by_job(table).loc["1"]
+    assert unreadable["status"] == results.UNREADABLE == "unreadable"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "aeff.results"]
+    assert message == (
+        f"{tmp_path / '1' / 'metadata.json'} is unreadable (JSONDecodeError): move it aside, "
+        "or choose another hydra.run.dir."
+    )
+    assert unreadable["error"] == message
+    assert pd.isna(unreadable["time_to_target"]) and pd.isna(unreadable["workload"])
+    assert report["num_planned"] == 3  # the plan's count, not the table's
+    assert report["num_trials"] == 3  # it started: its record is there
+    assert report["failed"] == [str((tmp_path / "1").resolve())]
+    assert report["score"] == 1.0
+
+
+def test_the_score_ignores_trials_that_did_not_reach_the_target(tmp_path):
+    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
+    trial(tmp_path / "0", None, status="failed", error_message="no data")
+    trial(tmp_path / "1", [(10, 4.0, True, 0.99)])
+    trial(tmp_path / "2", [(10, 1.0, False, 0.5)])
+    table, report = results.write_sweep_report(tmp_path)
+    assert report["score"] == 4.0 and report["num_reached_target"] == 1
+    assert report["best_trial"]["run_dir"].endswith("/1")
+    assert report["failed"] == [str((tmp_path / "0").resolve())]
+    on_disk = pd.read_csv(tmp_path / results.SUMMARY)
+    assert list(on_disk.columns) == list(table.columns)  # no index column
+
+
+def test_no_trial_reached_the_target_gives_no_score(tmp_path):
+    results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+    trial(tmp_path / "0", [(10, 1.0, False, 0.5)])
+    trial(tmp_path / "1", [(10, 1.0, False, 0.6)])
+    _, report = results.write_sweep_report(tmp_path)
+    assert report["score"] is None and report["best_trial"] is None
+    assert report["num_reached_target"] == 0 and report["failed"] == []
+
+
+@pytest.mark.parametrize("planned", [0, 2])
+def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
+    if planned:
+        results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+    table, report = results.write_sweep_report(tmp_path)
+    assert len(table) == planned
+    assert report == {
+        "num_trials": 0,
+        "num_planned": planned,
+        "num_reached_target": 0,
+        "failed": [str(tmp_path / str(i)) for i in range(planned)],
+        "score": None,
+        "best_trial": None,
+    }
+
+
+def test_the_terminal_table(tmp_path):
+    assert results.as_text(pd.DataFrame(), tmp_path) == "(no trials)"
+    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
+    trial(tmp_path / "0", [(10, 1.0, True, 0.123456789)])
+    long_error = "E" + "abcdefghij" * 10
+    trial(tmp_path / "1", [(10, 2.0, False, 0.5)], status="failed", error_message=long_error)
+    table, _ = results.write_sweep_report(tmp_path)
+    lines = results.as_text(table, tmp_path).splitlines()
+    assert lines[0].split()[0] == "run_dir"  # no index column
+    assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2"]
+    assert "0.1235" in lines[1] and "0.123456" not in lines[1]
+    assert long_error[:60] in lines[2] and long_error[:61] not in lines[2]
+    assert lines[3].split()[1:] == ["not", "started"] + ["-"] * (len(table.columns) - 2)
+
+
+def test_axis_labels_and_limits_around_the_target():
+    assert results.axis_label("wall_time") == "wall_time (s)"
+    assert results.axis_label("global_step") == "global_step (step)"
+    assert results.axis_label("validation.loss") == "validation.loss (nats)"
+    assert results.axis_label("validation.accuracy") == "validation.accuracy (fraction)"
+    assert results.axis_label("train.other") == "train.other"
+    values = pd.Series([0.5, 0.99])
+    assert results.around_target(values, 0.97, True) == pytest.approx((0.853, 1.0134))
+    assert results.around_target(pd.Series([0.1]), 0.97, True) == pytest.approx((0.853, 0.9934))
+    losses = pd.Series([0.2, 3.0])
+    assert results.around_target(losses, 0.3, False) == pytest.approx((0.19, 0.35))
+    assert results.around_target(pd.Series([0.5]), 0.3, False) == pytest.approx((0.29, 0.35))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The axes each plot draws on, kept open for inspection."""
+    made = []
+    real = plt.subplots
+
+    def subplots(*args, **kwargs):
+        figure, axes = real(*args, **kwargs)
+        made.append(axes)
+        return figure, axes
+
+    monkeypatch.setattr(plt, "subplots", subplots)
+    yield made
+    plt.close("all")
+
+
+def plotted_sweep(root: Path) -> Path:
+    rows = [(10, 1.0, False, 0.5), (20, 2.0, True, 0.98)]
+    trial(root / "0", rows, **{"hparams.lr": 0.1, "hparams.b1": 0.9})
+    trial(root / "1", rows, **{"hparams.lr": 0.3, "hparams.b1": 0.9})
+    for name in ("0", "1"):  # the target, as RunDir.append writes it into every row
+        path = root / name / "metrics.csv"
+        frame = pd.read_csv(path)
+        frame["workload.target_metric"] = "validation.accuracy"
+        frame["workload.target_value"] = 0.97
+        frame["hparams.lr"] = 0.1 if name == "0" else 0.3
+        frame["hparams.b1"] = 0.9
+        frame["validation.loss"] = [0.4, 0.1]
+        frame["wall_time"] = [1.5, 2.5]
+        frame.to_csv(path, index=False)
+    return root
+
+
+def test_a_plot_names_trials_by_what_differs_and_shows_the_target(tmp_path, figures):
+    root = plotted_sweep(tmp_path)
+    out = results.plot(root, "global_step", "validation.accuracy", tmp_path / "a.png")
+    assert out == tmp_path / "a.png" and out.stat().st_size > 0
+    (axes,) = figures
+    labels = [line.get_label() for line in axes.get_lines()]
+    assert labels == ["0 (lr=0.1)", "1 (lr=0.3)", "target 0.97"]
+    target = axes.get_lines()[2]
+    assert list(target.get_ydata()) == [0.97, 0.97] and target.get_linestyle() == "--"
+    assert axes.get_ylim() == pytest.approx((0.853, 1.0034))
+    assert axes.get_xlabel() == "global_step (step)"
+    assert axes.get_ylabel() == "validation.accuracy (fraction)"
+    assert list(axes.get_lines()[0].get_xdata()) == [10, 20]
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == labels
+
+
+def test_a_plot_of_another_metric_has_no_target_line(tmp_path, figures):
+    root = plotted_sweep(tmp_path)
+    results.plot(root, "accumulated_submission_time", "goal_reached", tmp_path / "b.png")
+    labels = [line.get_label() for line in figures[0].get_lines()]
+    assert labels == ["0 (lr=0.1)", "1 (lr=0.3)"]
+    with pytest.raises(SystemExit, match=r"no 'nope' and 'validation\.accuracy' columns"):
+        results.plot(root, "nope", "validation.accuracy", tmp_path / "c.png")
+
+
+def test_the_command_line(tmp_path, capsys, figures):
+    root = plotted_sweep(tmp_path / "sweep")
+    results.main(["summary", str(root)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == ["2 trials of 2 planned", "score (least time to target): 2.0"]
+    assert [line.split()[0] for line in out[1:3]] == ["0", "1"]
+    assert (root / results.REPORT).exists()
+    results.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its folder
+    assert capsys.readouterr().out.splitlines()[-2] == "1 trials of 1 planned"
+    results.main(["concat", str(root)])
+    assert capsys.readouterr().out.strip() == str(root / "all_metrics.csv")
+    results.main(["plot", str(root), "--y", "validation.accuracy"])
+    assert capsys.readouterr().out.strip() == str(root / "validation.accuracy.png")
+    assert figures[-1].get_xlabel() == "global_step (step)"
+    results.main(["plot", str(root / "0" / "metrics.csv")])  # defaults: loss over steps
+    assert capsys.readouterr().out.strip() == str(root / "0" / "validation.loss.png")
+    results.main(["plot", str(root), "--x", "wall_time", "--out", str(tmp_path / "w.png")])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "w.png")
+    assert figures[-1].get_xlabel() == "wall_time (s)"
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["summary", str(tmp_path / "missing")])
+    assert stopped.value.code == 2
+    assert "missing does not exist" in capsys.readouterr().err
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_a_plot_file_and_its_styling(tmp_path, figures):
+    root = tmp_path / "sweep"
+    trial(root / "0", [(10, 1.0, False, 0.5)], metric="validation.loss")
+    path = root / "0" / "metrics.csv"
+    frame = pd.read_csv(path)
+    frame["workload.target_metric"] = "validation.loss"
+    frame["workload.target_value"] = 0.3
+    frame["hparams.lr"], frame["hparams.b1"] = 0.1, 0.9
+    frame.to_csv(path, index=False)
+    out = results.plot(root, "global_step", "validation.loss", tmp_path / "loss.png")
+    assert png_size(out) == (7 * 120, int(4.5 * 120))  # 7 x 4.5 inches at 120 dpi
+    (axes,) = figures
+    run, target = axes.get_lines()
+    assert run.get_label() == "0 (lr=0.1, b1=0.9)"  # one trial: every hparam named
+    assert target.get_color() == "black" and target.get_linewidth() == 1
+    assert axes.get_ylim() == pytest.approx((0.29, 0.35))  # a loss: lower is better
+    assert all(t.get_fontsize() == 7 for t in axes.get_legend().get_texts())
+    gridline = axes.xaxis.get_gridlines()[0]
+    assert gridline.get_visible() and gridline.get_alpha() == 0.3
+
+
+def test_the_command_line_explains_itself(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["--help"])
+    assert stopped.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: python -m aeff.results [-h] {concat,plot,summary}")
+    words = " ".join(usage.split())
+    assert "PATH`: combine, draw and summarise trials. PATH is a run dir" in words
+    assert "concat every metrics.csv below PATH into one CSV" in words
+    assert "plot a metric against another, one line per trial" in words
+    assert "summary one row per trial" in words
+    with pytest.raises(SystemExit):
+        results.main(["plot", "--help"])
+    assert "--out OUT default: PATH/<y>.png" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as stopped:
+        results.main([])
+    assert stopped.value.code == 2
+    assert "the following arguments are required: command" in capsys.readouterr().err
+
+
+def test_command_line_warnings_name_the_tool(tmp_path, capsys, monkeypatch):
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh process
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "metadata.json").write_text("{")
+    results.main(["summary", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"aeff.results: {tmp_path}/0/metadata.json is unreadable")
+    assert captured.out.splitlines()[1].split()[:2] == ["0", "unreadable"]
+
+
+def test_the_plan_file_and_an_unreadable_one(tmp_path, capsys):
+    results.write_plan(tmp_path, [["a=1"], ["+url=https://user:token@host/x?sig=abc&b=2"]])
+    assert json.loads((tmp_path / results.PLAN).read_text()) == {
+        "num_trials": 2,
+        "jobs": [["a=1"], ["+url=https://***@host/x?sig=***&b=2"]],  # credentials redacted
+    }
+    plan = tmp_path / results.PLAN
+    for text in ("{", '{"num_trials": 1}', "[1]"):
+        plan.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            results.read_plan(tmp_path)
+        assert str(refused.value).startswith(f"{plan} is unreadable (")
+    assert str(refused.value) == (
+        f"{plan} is unreadable (TypeError): restore it, or start the sweep again in "
+        "another hydra.sweep.dir."
+    )
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["summary", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"aeff.results: {refused.value}\n"  # one line
+
+
+def test_a_sweep_config_is_written_as_given(tmp_path):
+    results.write_sweep_config(tmp_path, "a: 1\n")
+    assert (tmp_path / results.SWEEP_CONFIG).read_text() == "a: 1\n"
+    assert results.SWEEP_CONFIG == "multirun.yaml"
+
+
+def test_records_without_any_metrics_are_summarised(tmp_path):
+    trial(tmp_path / "0", None)  # began, then failed before its first evaluation
+    table = results.summary(tmp_path)
+    assert table.loc[0, "global_step"] == 0 and table.loc[0, "best_target_metric"] is None
+    assert table.loc[0, "time_to_target"] is None
