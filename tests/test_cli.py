@@ -65,6 +65,7 @@ def test_default_trial_reaches_the_target_on_two_devices(tmp_path, mnist_data_di
     assert final_metrics(log_text)["validation.accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_dirs(tmp_path):
     procs = [
         subprocess.Popen(

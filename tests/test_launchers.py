@@ -53,7 +53,7 @@ def test_claimed_slots_never_overlap(tmp_path):
     code = (
         "import sys, time; from pathlib import Path; from aeff.devices import claim_devices;"
         "print(claim_devices(2, [0, 1, 2, 3], Path(sys.argv[1])), flush=True);"
-        "time.sleep(3)"
+        "time.sleep(1.5)"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, tmp_path], stdout=subprocess.PIPE, text=True)

@@ -77,7 +77,7 @@ def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workloa
             AdamHParams(lr=1e-3),
             0,
             stop_at_target=False,
-            max_steps=30,
+            max_steps=20,
             eval_every_steps=10,
             steps_per_dispatch=k,
             on_eval=rows[k].append,
@@ -85,8 +85,8 @@ def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workloa
         for k in rows
     }
     for k in rows:
-        assert [row["global_step"] for row in rows[k]] == [10, 20, 30]
-        assert results[k].global_step == 30
+        assert [row["global_step"] for row in rows[k]] == [10, 20]
+        assert results[k].global_step == 20
     for single, fused in zip(rows[1], rows[4], strict=True):
         for metric in ("train.loss", "validation.loss", "validation.accuracy"):
             assert fused[metric] == pytest.approx(single[metric], rel=1e-4, abs=1e-5)
@@ -136,6 +136,6 @@ def test_trials_differing_in_budget_target_or_data_share_one_compilation(mnist_d
     result = run_trial(other, Adam(batch_size=512), AdamHParams(), 0, max_steps=4)
     assert len(TRACES) == traced
     assert result.goal_reached  # the other target was used: 4 steps reach 0.3
+    assert other.program_key() == base.program_key()
     wider = dataclasses.replace(base, hidden_width=64)  # another model: its own programs
-    run_trial(wider, Adam(batch_size=512), AdamHParams(), 0, max_steps=4, eval_every_steps=4)
-    assert len(TRACES) > traced
+    assert wider.program_key() != base.program_key()

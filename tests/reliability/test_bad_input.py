@@ -72,7 +72,6 @@ CASES = [
 FAST = {
     "hparams.lr=abc",
     "batch_size=1022",
-    "submission=nope",
     "+hparam.lr=1e-3",
     "-m search_space=mnist_adam search.num_trials=0",
 }
