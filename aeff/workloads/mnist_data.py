@@ -135,8 +135,10 @@ def _read_cache(cache: Path) -> MnistArrays | None:
         return None
     try:
         data = cache.read_bytes()
-        if not digest.exists() or digest.read_text().strip() != hashlib.sha256(data).hexdigest():
-            raise ValueError("it does not match the digest written beside it")
+        if not digest.exists():
+            raise ValueError(f"no {digest.name} beside it")
+        if digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+            raise ValueError(f"it does not match {digest.name}, written with it")
         with np.load(io.BytesIO(data)) as arrays:
             return MnistArrays(**{k: arrays[k] for k in MnistArrays._fields})
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
