@@ -319,14 +319,16 @@ def test_an_attempt_that_cannot_be_moved_aside_names_the_folder(tmp_path, monkey
     owner.release()
 
 
-def test_a_resume_keeps_the_earlier_record_and_rows_up_to_the_checkpoint(tmp_path):
+def test_a_resume_keeps_the_first_start_and_rows_up_to_the_checkpoint(tmp_path):
     (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n")
-    earlier = {"status": "running", "identity": {}, "seed_note": "kept", "attempt": 0}
+    earlier = {"status": "interrupted", "identity": {}, "datetime": "T0", "attempt": 0}
+    earlier["error_message"] = "stopped by SIGTERM"  # no longer true once it continues
     (tmp_path / "metadata.json").write_text(json.dumps(earlier))
     owner = RunDir(tmp_path)
     owner.claim()
-    owner.begin(Attempt(0, checkpoint_step=8), {"identity": {}}, "", None)
-    assert metadata(tmp_path)["seed_note"] == "kept"
+    owner.begin(Attempt(0, checkpoint_step=8), {"identity": {}, "datetime": "T1"}, "", None)
+    assert metadata(tmp_path)["first_datetime"] == "T0"
+    assert "error_message" not in metadata(tmp_path)
     assert metadata(tmp_path)["resumed_from_step"] == 8
     assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
     assert not (tmp_path / ".attempts").exists()  # nothing after the checkpoint

@@ -366,3 +366,14 @@ def test_a_signal_during_a_checkpoint_save_still_leaves_a_checkpoint(tmp_path, m
         )
     assert stopped.value.checkpoint_step == 4
     assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["4"]
+
+
+def test_a_continued_trial_keeps_no_error_of_the_interrupted_one(tmp_path, trial_config):
+    target = f"workload._target_={__name__}.SignalledMnist"
+    interrupted_trial(tmp_path, trial_config, "rng_seed=13")
+    first = metadata(tmp_path)
+    assert first["error_message"] == "stopped by SIGTERM"
+    train_and_evaluate(trial_config(target, "resume=true"), tmp_path)
+    record = metadata(tmp_path)
+    assert record["status"] == "completed" and "error_message" not in record
+    assert record["first_datetime"] == first["datetime"] and record["resumed_from_step"] == 8

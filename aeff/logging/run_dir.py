@@ -288,12 +288,15 @@ class RunDir:
             write_text_atomically(self.path / HYDRA / name, text)
         if not self.write_records:
             return
+        # A continued trial's record starts afresh (the last ending's error is no longer
+        # true), keeping when the trial first started.
         earlier = read_metadata(self.path) if attempt.checkpoint_step is not None else None
+        first = (earlier or {}).get("first_datetime", (earlier or {}).get("datetime"))
         write_json_atomically(
             self.path / METADATA,
             {
-                **(earlier or {}),
                 **metadata,
+                "first_datetime": first or metadata.get("datetime"),
                 "status": "running",
                 "attempt": attempt.number,
                 "resumed_from_step": attempt.checkpoint_step,
