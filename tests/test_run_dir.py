@@ -182,25 +182,9 @@ def test_the_status_moves_once_from_running(tmp_path):
     assert metadata(tmp_path)["status"] == "diverged"
 
 
-class SignalDuringSave(TrialCheckpoints):
-    """A second SIGINT arrives while the checkpoint on the way out is being written."""
-
-    def save(self, state, progress):
-        signal.raise_signal(signal.SIGINT)
-        super().save(state, progress)
-
-
-def test_the_exit_checkpoint_survives_a_second_signal(tmp_path, mnist_data_dir):
+def stopped_trial(mnist_data_dir, checkpoints, on_eval=None):
+    """run_trial of 12 steps (evaluations every 4) that a signal stops."""
     from aeff.submissions.adam import Adam, AdamHParams
-
-    checkpoints = SignalDuringSave(tmp_path, interval_sec=3600)
-
-    fired = []
-
-    def on_eval(row):
-        if row["global_step"] == 8 and not fired:
-            fired.append(True)
-            signal.raise_signal(signal.SIGTERM)
 
     with interrupts_raised(), pytest.raises(TrialInterrupted) as stopped:
         run_trial(
@@ -213,6 +197,29 @@ def test_the_exit_checkpoint_survives_a_second_signal(tmp_path, mnist_data_dir):
             on_eval=on_eval,
             checkpoints=checkpoints,
         )
+    return stopped
+
+
+class SignalDuringSave(TrialCheckpoints):
+    """A second SIGINT arrives while the checkpoint on the way out is being written."""
+
+    def save(self, state, progress):
+        signal.raise_signal(signal.SIGINT)
+        super().save(state, progress)
+
+
+def test_the_exit_checkpoint_survives_a_second_signal(tmp_path, mnist_data_dir):
+
+    checkpoints = SignalDuringSave(tmp_path, interval_sec=3600)
+
+    fired = []
+
+    def on_eval(row):
+        if row["global_step"] == 8 and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    stopped = stopped_trial(mnist_data_dir, checkpoints, on_eval=on_eval)
     assert stopped.value.signum == signal.SIGTERM
     assert stopped.value.checkpoint_step == 8
     assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["8"]
@@ -351,19 +358,9 @@ class SignalInFirstSave(TrialCheckpoints):
 
 
 def test_a_signal_during_a_checkpoint_save_still_leaves_a_checkpoint(tmp_path, mnist_data_dir):
-    from aeff.submissions.adam import Adam, AdamHParams
 
     checkpoints = SignalInFirstSave(tmp_path, interval_sec=0)  # due at every evaluation
-    with interrupts_raised(), pytest.raises(TrialInterrupted) as stopped:
-        run_trial(
-            MnistWorkload(data_dir=str(mnist_data_dir)),
-            Adam(batch_size=512),
-            AdamHParams(),
-            0,
-            max_steps=12,
-            eval_every_steps=4,
-            checkpoints=checkpoints,
-        )
+    stopped = stopped_trial(mnist_data_dir, checkpoints)
     assert stopped.value.checkpoint_step == 4
     assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["4"]
 
