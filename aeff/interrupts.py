@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aeff.errors import TrialInterrupted
@@ -36,11 +36,15 @@ def _handled(handler: Any) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def exit_on_signals(before: str) -> Any:
-    """From now on a signal ends the process at once: one line, exit status 128 + signal.
+def exit_on_signals(before: str, record: Callable[[int], None] | None = None) -> Any:
+    """From now on a signal ends the process at once: `record(signum)` (a few
+    milliseconds: the record saying `interrupted`), one line, exit status 128 + signal.
     Returns the handlers it replaced."""
 
     def handler(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):  # a record that cannot be written: exit anyway
+            if record is not None:
+                record(signum)
         name = signal.Signals(signum).name
         sys.stderr.write(f"aeff: stopped by {name} before {before}; nothing to resume.\n")
         sys.stderr.flush()
@@ -50,9 +54,9 @@ def exit_on_signals(before: str) -> Any:
 
 
 @contextlib.contextmanager
-def exiting_on_signals(before: str) -> Iterator[None]:
+def exiting_on_signals(before: str, record: Callable[[int], None]) -> Iterator[None]:
     """`exit_on_signals` for the block (a trial's preparation), then as before."""
-    previous = exit_on_signals(before)
+    previous = exit_on_signals(before, record)
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +69,8 @@ def _record_or_discard(
     owner: RunDir, error: BaseException, cfg: DictConfig, labels: Mapping[str, Any], bad: bool
 ) -> None:
     bad_input = isinstance(error, errors.AeffError)
-    if isinstance(error, errors.TrialInterrupted):
-        return  # stopped before it began: nothing to record, nothing to resume
-    if bad or not bad_input:
-        owner.record_failure(failure_record(error, labels, cfg))
+    if bad or not bad_input:  # a crash, a signal, or bad input in a sweep
+        owner.record_failure(failure_record(error, labels, cfg), errors.record_status(error))
     else:
         owner.discard_if_unused()  # a bad command line leaves no files
 
@@ -90,7 +88,12 @@ def _run(
     attempt = owner.attempt(
         trial.identity, settings.rng_seed, settings.resume, settings.checkpoint.enabled
     )
-    prepared = _prepare(trial, attempt)
+
+    def record_signal(signum: int) -> None:  # before its records began
+        interrupted = errors.TrialInterrupted(signum)
+        owner.record_failure(failure_record(interrupted, labels, cfg), "interrupted")
+
+    prepared = _prepare(trial, attempt, record_signal)
     try:
         with interrupts_held() as held:  # the records begin whole, or not at all
             owner.begin(
@@ -115,7 +118,7 @@ def _run(
     return result
 
 
-def _prepare(trial: Trial, attempt: Attempt) -> Any:
+def _prepare(trial: Trial, attempt: Attempt, record_signal: Callable[[int], None]) -> Any:
     """The seed (recorded, given or drawn), the devices, data and compiled programs."""
     # A trial takes the GPU memory it needs, not three quarters of the card (JAX's
     # default), so that several trials can share one; set before JAX starts.
@@ -130,7 +133,7 @@ def _prepare(trial: Trial, attempt: Attempt) -> Any:
     _claim_gpus(settings)
     if settings.compilation_cache_dir:
         enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
-    with exiting_on_signals(before="its records began"):  # data, compilation: C++ inside
+    with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
         prepared = runner.prepare(
             trial.workload,
             trial.submission,

@@ -360,9 +360,10 @@ class RunDir:
         must leave them to resume from)."""
         shutil.rmtree(self.checkpoints, ignore_errors=True)
 
-    def record_failure(self, metadata: Mapping[str, Any]) -> None:
-        """The record of a trial that failed before it began. An earlier trial's record
-        stays; an earlier failure of the same kind (no identity) is replaced."""
+    def record_failure(self, metadata: Mapping[str, Any], status: str = "failed") -> None:
+        """The record of a trial that failed (or was interrupted) before it began. An
+        earlier trial's record stays; an earlier failure of the same kind (no identity)
+        is replaced."""
         if not self.write_records or self.status is not None:
             return
         try:
@@ -370,7 +371,7 @@ class RunDir:
         except ConfigError:
             return  # an unreadable record: left as it is, for its owner to look at
         if earlier is None or "identity" not in earlier:
-            write_json_atomically(self.path / METADATA, {**metadata, "status": "failed"})
+            write_json_atomically(self.path / METADATA, {**metadata, "status": status})
 
     def discard_if_unused(self) -> None:
         """Remove the dir when it holds nothing but Hydra's log and the lock (a bad

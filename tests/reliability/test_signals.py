@@ -99,7 +99,14 @@ def test_a_signal_before_the_records_begin_ends_the_run_at_once_in_one_line(
     assert proc.returncode == exit_code
     lines = stderr.decode().strip().splitlines()
     assert lines == [f"aeff: stopped by {name} before {BEFORE[phase]}; nothing to resume."]
-    assert not list(tmp_path.rglob("metadata.json"))
+    records = list(tmp_path.rglob("metadata.json"))
+    if phase == "imports":  # no run dir yet
+        assert not records
+    else:  # the run dir says what happened to it
+        (record,) = records
+        metadata = json.loads(record.read_text())
+        assert metadata["status"] == "interrupted"
+        assert metadata["error_message"] == f"stopped by {name}"
 
 
 BEFORE = {
