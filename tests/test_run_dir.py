@@ -374,3 +374,17 @@ def test_a_continued_trial_keeps_no_error_of_the_interrupted_one(tmp_path, trial
     record = metadata(tmp_path)
     assert record["status"] == "completed" and "error_message" not in record
     assert record["first_datetime"] == first["datetime"] and record["resumed_from_step"] == 8
+
+
+def test_a_signal_while_the_final_record_is_written_waits_for_it(
+    tmp_path, trial_config, monkeypatch
+):
+    end = RunDir.end
+
+    def end_with_a_signal(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # held: the trial has ended, its record says how
+        end(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "end", end_with_a_signal)
+    result = train_and_evaluate(trial_config(), tmp_path)
+    assert metadata(tmp_path)["status"] == result.status == "completed"
