@@ -4,11 +4,13 @@ It reads Hydra's state once per job (run dir, overrides, job number) and passes 
 on; it decides how the process ends, with the statuses of `aeff.errors`.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +80,13 @@ class RunDirCallback(Callback):
     at a live trial's dir is refused with the owner's files untouched."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        exit_on_error(lambda: RunDir(Path(config.hydra.run.dir)).claim())
+        with errors_end_the_process():
+            RunDir(Path(config.hydra.run.dir)).claim()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
-        exit_on_error(lambda: writable_or_raise(sweep_dir))
+        with errors_end_the_process():
+            writable_or_raise(sweep_dir)
 
 
 def writable_or_raise(directory: Path) -> None:
@@ -93,11 +97,12 @@ def writable_or_raise(directory: Path) -> None:
         raise errors.RecordsError(directory, PermissionError(13, f"{existing} is not writable"))
 
 
-def exit_on_error(step: Any) -> None:
-    """Run `step`; an AeffError ends the process with its one line (a callback's
+@contextlib.contextmanager
+def errors_end_the_process() -> Iterator[None]:
+    """An AeffError in the block ends the process with its one line (a callback's
     exceptions would only become Hydra warnings)."""
     try:
-        step()
+        yield
     except AeffError as error:
         print(f"aeff: {error}", file=sys.stderr)
         sys.exit(errors.exit_status(error))
@@ -199,7 +204,8 @@ def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
     register()
     TYPED[:] = sys.argv[1:]
-    exit_on_error(lambda: sys.argv.__setitem__(slice(1, None), with_user_files(sys.argv[1:])))
+    with errors_end_the_process():
+        sys.argv[1:] = with_user_files(sys.argv[1:])
     try:
         trial_job()
     except TrialInterrupted as interrupt:  # Hydra passes BaseExceptions on
