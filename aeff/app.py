@@ -58,6 +58,7 @@ def with_user_files(overrides: list[str]) -> list[str]:
         if group == "submission":
             schema_defaults = user_files.node_of(cls.hparams_schema)
             del schema_defaults["_target_"]
+            # batch_size: the built-in options' (conf/submission/*.yaml); batch_size= overrides
             node = {"submission": node, "batch_size": 1024, "hparams": schema_defaults}
         package = "_global_" if group == "submission" else group
         ConfigStore.instance().store(group=group, name="from_file", node=node, package=package)

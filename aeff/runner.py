@@ -1,7 +1,7 @@
 """One trial: AlgoPerf's budget, evaluation and target rules around the compiled steps.
 
 `prepare` loads the data, initialises the state and compiles the programs before the
-clock starts; `train` runs the loop. Only data selection and the update count against
+clock starts; `TrialLoop` runs the loop. Only data selection and the update count against
 the budget; evaluations are timed separately, and records and checkpoints not at all.
 """
 
@@ -186,7 +186,7 @@ def run_trial(
     checkpoints: TrialCheckpoints | None = None,
     clock: Clock = time.perf_counter,
 ) -> TrialResult:
-    """`prepare`, then `train`: the whole trial in one call."""
+    """`prepare`, then `TrialLoop.run`: the whole trial in one call (tests, benchmarks)."""
     prepared = prepare(
         workload,
         submission,
