@@ -99,6 +99,7 @@ class TrialConfig:
     max_steps: int | None = None
     eval_every_steps: int | None = None
     steps_per_dispatch: int = 8
+    target_resolution: float | None = 0.05  # time to target within this fraction of itself
     search_space: dict[str, Any] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
     resume: bool = False  # sweeps: skip the trials whose records say finished
@@ -125,6 +126,12 @@ class TrialConfig:
             "steps_per_dispatch",
             "a positive integer",
             self.steps_per_dispatch,
+        )
+        require(
+            self.target_resolution is None or 0 < self.target_resolution < 1,
+            "target_resolution",
+            "null or a number in (0, 1)",
+            self.target_resolution,
         )
 
 
@@ -209,7 +216,13 @@ def refuse_unknown_keys(schema: type, node: Any, prefix: str = "") -> None:
 
 
 # Top-level keys that metadata.json and every metrics row carry besides the nodes.
-RECORDED_KEYS = ("batch_size", "stop_at_target", "max_steps", "eval_every_steps")
+RECORDED_KEYS = (
+    "batch_size",
+    "stop_at_target",
+    "max_steps",
+    "eval_every_steps",
+    "target_resolution",
+)
 USER_FILES = ("submission_path", "workload_path", "tuning_search_space")
 # Where the data and files live does not change the trial (a file's sha256 does);
 # everything else recorded does.

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from aeff import errors
@@ -98,15 +99,24 @@ def summary(path: Path) -> pd.DataFrame:
             values = trial[target]
             best = values.min() if target.endswith("loss") else values.max()
         row["best_target_metric"] = best
-        reached = trial[trial["goal_reached"].astype(str) == "True"] if len(trial) else trial
-        row["time_to_target"] = (
-            reached["accumulated_submission_time"].iloc[0] if len(reached) else None
-        )
+        row["time_to_target"], row["time_to_target_resolution"] = first_crossing(trial)
         row["global_step"] = trial["global_step"].max() if len(trial) else 0
         if metadata.get("error_message"):
             row["error"] = metadata["error_message"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def first_crossing(trial: pd.DataFrame) -> tuple[float | None, float | None]:
+    """The submission time of the first row on target, and how closely the row before it
+    brackets the crossing: 1 - its time / that time (1 for the first row)."""
+    reached = (trial["goal_reached"].astype(str) == "True").to_numpy() if len(trial) else []
+    if not any(reached):
+        return None, None
+    i = int(np.argmax(reached))
+    times = trial["accumulated_submission_time"].to_numpy(dtype=float)
+    before = times[i - 1] if i else 0.0
+    return float(times[i]), float(1 - before / times[i])
 
 
 def as_text(table: pd.DataFrame, root: Path) -> str:

@@ -3,6 +3,10 @@
 `prepare` loads the data, initialises the state and compiles the programs before the
 clock starts; `TrialLoop` runs the loop. Only data selection and the update count against
 the budget; evaluations are timed separately, and records and checkpoints not at all.
+
+The host waits for the devices once per launch: a launch queues the compiled steps up to
+the next thing the host must do (an evaluation, a snapshot, the budget's end, at the
+last launch's pace), so the devices do not idle between steps.
 """
 
 import dataclasses
@@ -43,6 +47,8 @@ class Counters:
     train_loss_count: int = 0
     goal_reached: bool = False
     time_to_target: float | None = None
+    time_to_target_resolution: float | None = None
+    last_eval_submission_time: float = 0.0
     is_time_remaining: bool = True
     num_evals: int = 0
     last_eval_step: int = -1
@@ -54,6 +60,8 @@ class TrialResult:
     status: str  # "completed", or "diverged" when the loss became NaN or infinite
     goal_reached: bool
     time_to_target: float | None  # submission time at the first evaluation on target
+    # 1 - (the evaluation before it) / time_to_target: the target was crossed in between
+    time_to_target_resolution: float | None
     global_step: int
     accumulated_submission_time: float
     accumulated_eval_time: float
@@ -62,6 +70,19 @@ class TrialResult:
     num_evals: int
     rng_seed: int
     final_metrics: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The parameters at a point between evaluations, evaluated only if the target turns out
+    to have been crossed before the next evaluation; the loss sums count from the last one."""
+
+    global_step: int
+    submission_time: float
+    is_time_remaining: bool
+    train_loss_sum: float
+    train_loss_count: int
+    params: Any
 
 
 @dataclasses.dataclass
@@ -172,6 +193,14 @@ def prepare(
     )
 
 
+# The longest a launch runs before the host looks again: a signal and the clock wait at
+# most this long, and waiting once a second costs the devices nothing measurable.
+MAX_LAUNCH_SECONDS = 1.0
+# At most this many snapshots between two evaluations: each costs a wait for the devices
+# (about 0.4 ms on a GPU) and keeps one copy of the parameters until the next evaluation.
+SNAPSHOTS_PER_EVAL_PERIOD = 32
+
+
 def run_trial(
     workload: Workload,
     submission: Submission,
@@ -182,6 +211,7 @@ def run_trial(
     max_steps: int | None = None,
     eval_every_steps: int | None = None,
     steps_per_dispatch: int = 8,
+    target_resolution: float | None = None,
     on_eval: Callable[[EvalRow], None] | None = None,
     checkpoints: TrialCheckpoints | None = None,
     clock: Clock = time.perf_counter,
@@ -198,7 +228,14 @@ def run_trial(
         clock=clock,
     )
     return TrialLoop(
-        prepared, stop_at_target, max_steps, eval_every_steps, on_eval, checkpoints, clock
+        prepared,
+        stop_at_target,
+        max_steps,
+        eval_every_steps,
+        on_eval,
+        checkpoints,
+        clock,
+        target_resolution=target_resolution,
     ).run()
 
 
@@ -206,10 +243,16 @@ class TrialLoop:
     """Train until the target, the budget or `max_steps`; evaluate on schedule and at the end.
 
     With `checkpoints`, save at evaluations and on the way out of an exception (a signal
-    turned into one, say), and continue from the checkpoint of step `resume_from`. A
-    launch of several steps never crosses an epoch, a step-cadence evaluation or
-    `max_steps`, so step counts and step-cadence evaluations are as one step at a time;
-    time-cadence evaluations wait for the launch to end.
+    turned into one, say), and continue from the checkpoint of step `resume_from`.
+    Programs never cross an epoch, a step-cadence evaluation or `max_steps`, so step
+    counts and step-cadence evaluations are as one step at a time; time-based ones come
+    at the end of the launch that reaches them.
+
+    With `target_resolution` r (and a time cadence), the parameters are also kept at
+    snapshots, each at r times more submission time than the last evaluated point; when
+    an evaluation finds the target reached, the snapshots since the one before are
+    evaluated in order up to the first on target. Time to target is then known to within
+    r of its value; the result says how closely it was (`time_to_target_resolution`).
     """
 
     def __init__(
@@ -222,6 +265,7 @@ class TrialLoop:
         checkpoints: TrialCheckpoints | None = None,
         clock: Clock = time.perf_counter,
         resume_from: int | None = None,
+        target_resolution: float | None = None,
     ) -> None:
         self.p = prepared
         self.resume_from = resume_from
@@ -229,6 +273,7 @@ class TrialLoop:
         self.stop_at_target = stop_at_target
         self.max_steps = max_steps
         self.eval_every_steps = eval_every_steps
+        self.target_resolution = target_resolution
         self.on_eval = on_eval
         self.checkpoints = checkpoints
         self.clock = clock
@@ -237,6 +282,9 @@ class TrialLoop:
         self.progress = Progress(self.workload.max_allowed_runtime_sec)
         self.last_eval_end = -math.inf
         self.seconds_per_step = 0.0
+        self.snapshots: list[Snapshot] = []
+        self.next_snapshot_time = 0.0
+        self.loss_mark = (0.0, 0)  # the train loss sums at the last row
         self.row_pending = False
 
     def run(self) -> TrialResult:
@@ -281,36 +329,57 @@ class TrialLoop:
                 return "diverged"
             if self._evaluation_due():
                 self._evaluate()
+            elif self._snapshot_due():
+                self._snapshot()
             self.progress.update(self.counters.global_step, self.counters.submission_time)
         return "completed"
 
     def _launch(self) -> np.ndarray:
-        """One launch of training steps, charged to the submission; their losses."""
+        """The steps up to the next check, queued and then waited for once, charged to the
+        submission; their losses."""
         c, p = self.counters, self.p
-        num_steps = dispatch_size(
-            p.steps_per_dispatch,
-            c.global_step,
-            p.steps_per_epoch,
-            self.eval_every_steps,
-            self.max_steps,
-            seconds_left=self.workload.max_allowed_runtime_sec - c.submission_time,
-            seconds_per_step=self.seconds_per_step,
+        sizes = dispatches(
+            c.global_step, self._launch_size(), p.steps_per_epoch, p.steps_per_dispatch
         )
         step_start = self.clock()
-        if c.global_step % p.steps_per_epoch == 0:
-            self.stream = p.shuffled(self.stream, c.global_step)
-        program = p.fused_steps if num_steps == p.steps_per_dispatch else p.single_step
-        new_state, losses = program(self.state, self.stream, p.step_rng)
-        jax.block_until_ready(new_state)
+        losses, step = [], c.global_step
+        for size in sizes:
+            if step % p.steps_per_epoch == 0:
+                self.stream = p.shuffled(self.stream, step)
+            program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
+            self.state, loss = program(self.state, self.stream, p.step_rng)
+            losses.append(loss)
+            step += size
+        jax.block_until_ready(self.state)
         step_time = self.clock() - step_start
-        self.seconds_per_step = step_time / num_steps
+        self.seconds_per_step = step_time / (step - c.global_step)
         c.submission_time += step_time
-        self.state, c.global_step = new_state, c.global_step + num_steps
-        losses = np.asarray(losses)[0]
+        c.train_loss_count += step - c.global_step
+        c.global_step = step
+        losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
         c.train_loss_sum += float(losses.sum())
-        c.train_loss_count += num_steps
         c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
         return losses
+
+    def _launch_size(self) -> int:
+        c = self.counters
+        return launch_size(
+            c.global_step,
+            self.eval_every_steps,
+            self.max_steps,
+            seconds_per_step=self.seconds_per_step,
+            seconds_left=self.workload.max_allowed_runtime_sec - c.submission_time,
+            seconds_to_check=self._seconds_to_check(),
+        )
+
+    def _seconds_to_check(self) -> float | None:
+        """Until the next time-based evaluation or snapshot; None under a step cadence."""
+        if self.eval_every_steps:
+            return None
+        seconds = self.workload.eval_period_time_sec - (self.clock() - self.last_eval_end)
+        if self._snapshots_wanted():
+            seconds = min(seconds, self.next_snapshot_time - self.counters.submission_time)
+        return max(seconds, 0.0)
 
     def _end_at_divergence(self, losses: np.ndarray) -> None:
         """End the trial at the launch's first non-finite loss, as one step at a time would:
@@ -329,48 +398,113 @@ class TrialLoop:
             return self.counters.global_step % self.eval_every_steps == 0
         return self.clock() - self.last_eval_end >= self.workload.eval_period_time_sec
 
-    def _evaluate(self) -> None:
-        """Evaluate both splits, check the target, log a row and hand it to `on_eval`."""
+    def _snapshots_wanted(self) -> bool:
+        return bool(self.target_resolution) and not (
+            self.eval_every_steps or self.counters.goal_reached
+        )
+
+    def _snapshot_due(self) -> bool:
+        due = self.counters.submission_time >= self.next_snapshot_time
+        return due and self._snapshots_wanted()
+
+    def _point(self) -> Snapshot:
         c = self.counters
+        return Snapshot(
+            c.global_step,
+            c.submission_time,
+            c.is_time_remaining,
+            c.train_loss_sum,
+            c.train_loss_count,
+            self.state.params,
+        )
+
+    def _snapshot(self) -> None:
+        self.snapshots.append(self._point())
+        self._schedule_snapshot()
+
+    def _schedule_snapshot(self) -> None:
+        """The next snapshot: r times the submission time later, and at most
+        SNAPSHOTS_PER_EVAL_PERIOD of them an evaluation period."""
+        if self.target_resolution:
+            now = self.counters.submission_time
+            floor = self.workload.eval_period_time_sec / SNAPSHOTS_PER_EVAL_PERIOD
+            self.next_snapshot_time = now + max(self.target_resolution * now, floor)
+
+    def _evaluate(self) -> None:
+        """Evaluate the current parameters, and if they are the first on target, the
+        snapshots before them up to the first on target; a row each. Then a checkpoint
+        if one is due."""
+        c, current = self.counters, self._point()
+        metrics = self._measure(current.params)
+        if self.snapshots and self.workload.has_reached_goal(
+            {"train.loss": self._train_loss(current), **metrics}
+        ):
+            self._refine()
+        self._record(current, metrics)
+        self.snapshots.clear()
+        c.train_loss_sum, c.train_loss_count, self.loss_mark = 0.0, 0, (0.0, 0)
+        if self.checkpoints is not None and self.checkpoints.due():
+            self._save()
+        self.last_eval_end = self.clock()
+        self._schedule_snapshot()
+
+    def _refine(self) -> None:
+        """The snapshots since the last evaluation, in order, up to the first on target."""
+        while self.snapshots and not self.counters.goal_reached:
+            snapshot = self.snapshots.pop(0)  # a row at most once, signals or not
+            self._record(snapshot, self._measure(snapshot.params))
+
+    def _measure(self, params: Any) -> dict[str, float]:
+        """Both splits' metrics; the time it takes is evaluation time."""
         eval_start = self.clock()
-        metrics = {"train.loss": c.train_loss_sum / max(c.train_loss_count, 1)}
+        metrics = {}
         for name, split in self.p.eval_splits.items():
-            means = jax.device_get(self.p.evaluate(self.state.params, split))
+            means = jax.device_get(self.p.evaluate(params, split))
             metrics.update({f"{name}.{metric}": float(v[0]) for metric, v in means.items()})
-        c.eval_time += self.clock() - eval_start
+        self.counters.eval_time += self.clock() - eval_start
+        return metrics
+
+    def _train_loss(self, point: Snapshot) -> float:
+        """The mean training loss of the steps since the last row."""
+        loss_sum, count = self.loss_mark
+        return (point.train_loss_sum - loss_sum) / max(point.train_loss_count - count, 1)
+
+    def _record(self, point: Snapshot, metrics: dict[str, float]) -> None:
+        """Check the target at `point`, log its row and hand it to `on_eval`."""
+        c = self.counters
+        metrics = {"train.loss": self._train_loss(point), **metrics}
         if not c.goal_reached and self.workload.has_reached_goal(metrics):
-            c.goal_reached, c.time_to_target = True, c.submission_time
+            c.goal_reached, c.time_to_target = True, point.submission_time
+            c.time_to_target_resolution = 1 - c.last_eval_submission_time / point.submission_time
+        c.last_eval_submission_time = point.submission_time
         c.wall_time = self.clock() - self.start
         c.last_row = {
-            "global_step": c.global_step,
-            "epoch": c.global_step / self.p.steps_per_epoch,
-            "accumulated_submission_time": c.submission_time,
+            "global_step": point.global_step,
+            "epoch": point.global_step / self.p.steps_per_epoch,
+            "accumulated_submission_time": point.submission_time,
             "accumulated_eval_time": c.eval_time,
             "wall_time": c.wall_time,
             "global_start_time": c.global_start_time,
             "steps_per_epoch": self.p.steps_per_epoch,
             "batch_size": self.p.batch_size,
             "goal_reached": c.goal_reached,
-            "is_time_remaining": c.is_time_remaining,
+            "is_time_remaining": point.is_time_remaining,
             **metrics,
         }
+        self.loss_mark = (point.train_loss_sum, point.train_loss_count)
         c.num_evals += 1
-        c.last_eval_step = c.global_step
-        c.train_loss_sum, c.train_loss_count = 0.0, 0
+        c.last_eval_step = point.global_step
         self.progress.clear()
         log.info(
             "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
-            c.global_step,
-            c.submission_time,
+            point.global_step,
+            point.submission_time,
             c.eval_time,
             self.workload.target_metric,
             metrics[self.workload.target_metric],
             metrics["validation.loss"],
         )
         self._hand_out_row()
-        if self.checkpoints is not None and self.checkpoints.due():
-            self._save()
-        self.last_eval_end = self.clock()
 
     def _hand_out_row(self) -> None:
         """`on_eval(last_row)`; `_stop` hands it out again if a signal cut it short."""
@@ -390,10 +524,10 @@ class TrialLoop:
         with interrupts_held() as held:
             interrupted = isinstance(error, TrialInterrupted)
             try:
+                if interrupted and self.row_pending:
+                    self._hand_out_row()
                 if interrupted and self.counters.last_eval_step != self.counters.global_step:
                     self._evaluate()
-                elif interrupted and self.row_pending:
-                    self._hand_out_row()
             except Exception as late:
                 log.warning("No last row on the way out: %s", late)
             if self.checkpoints is not None:
@@ -412,6 +546,7 @@ class TrialLoop:
             status=status,
             goal_reached=c.goal_reached,
             time_to_target=c.time_to_target,
+            time_to_target_resolution=c.time_to_target_resolution,
             global_step=c.global_step,
             accumulated_submission_time=c.submission_time,
             accumulated_eval_time=c.eval_time,
@@ -423,31 +558,43 @@ class TrialLoop:
         )
 
 
-def dispatch_size(
-    steps_per_dispatch: int,
+def launch_size(
     global_step: int,
-    steps_per_epoch: int,
     eval_every_steps: int | None,
     max_steps: int | None,
-    seconds_left: float,
+    *,
     seconds_per_step: float,
+    seconds_left: float,
+    seconds_to_check: float | None,
 ) -> int:
-    """`steps_per_dispatch`, or 1 where a fused dispatch would cross a boundary.
-
-    The boundaries: the epoch's end (the next epoch is reshuffled on the host), the
-    next step-cadence evaluation, `max_steps`, and the budget at the last dispatch's
-    pace (the first dispatch is one step), so a trial overruns its budget by at most
-    one step, as unfused.
-    """
-    until = [steps_per_epoch - global_step % steps_per_epoch]
+    """Steps in the next launch: up to the next step-cadence evaluation and `max_steps`;
+    at the last launch's pace, up to the next time-based check (the launch ends at it or
+    just past it), within the budget (so a trial overruns it by at most one step, as one
+    step at a time would) and within MAX_LAUNCH_SECONDS. One step until a launch has set
+    the pace."""
+    if seconds_per_step <= 0:
+        return 1
+    limits = [int(min(seconds_left, MAX_LAUNCH_SECONDS) / seconds_per_step)]
+    if seconds_to_check is not None:
+        limits.append(math.ceil(seconds_to_check / seconds_per_step))
     if eval_every_steps:
-        until.append(eval_every_steps - global_step % eval_every_steps)
+        limits.append(eval_every_steps - global_step % eval_every_steps)
     if max_steps is not None:
-        until.append(max_steps - global_step)
-    fits = min(until) >= steps_per_dispatch
-    # Until one launch has set the pace (seconds_per_step 0), steps go one at a time.
-    in_budget = 0 < steps_per_dispatch * seconds_per_step <= seconds_left
-    return steps_per_dispatch if fits and in_budget else 1
+        limits.append(max_steps - global_step)
+    return max(1, min(limits))
+
+
+def dispatches(global_step: int, num_steps: int, steps_per_epoch: int, fused: int) -> list[int]:
+    """`num_steps` from `global_step` as programs of `fused` steps or of one, none crossing
+    an epoch's end (the host draws each epoch's order)."""
+    sizes: list[int] = []
+    end = global_step + num_steps
+    while global_step < end:
+        epoch_end = (global_step // steps_per_epoch + 1) * steps_per_epoch
+        in_epoch = min(end, epoch_end) - global_step
+        sizes += [fused] * (in_epoch // fused) + [1] * (in_epoch % fused)
+        global_step += in_epoch
+    return sizes
 
 
 def unreplicated(tree: Any) -> Any:

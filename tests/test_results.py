@@ -69,6 +69,10 @@ def test_time_to_target_is_the_first_crossing_and_the_score_the_least(sweep):
     table, report = results.write_sweep_report(sweep)
     by_job = table.set_index(table["run_dir"].map(lambda d: Path(d).name))
     assert by_job.loc["0", "time_to_target"] == 2.0  # not 4.0, the last crossing
+    # The crossing lies between the rows at 1.0 s and 2.0 s; job 10 crossed by its first.
+    assert by_job.loc["0", "time_to_target_resolution"] == 0.5
+    assert by_job.loc["10", "time_to_target_resolution"] == 1.0
+    assert pd.isna(by_job.loc["2", "time_to_target_resolution"])
     assert by_job.loc["0", "best_target_metric"] == 0.98
     assert pd.isna(by_job.loc["2", "time_to_target"])
     assert report["score"] == 1.5 and report["num_reached_target"] == 2
@@ -97,7 +101,8 @@ def test_a_sweep_where_no_trial_reached_the_target_shows_dashes(tmp_path):
     table, report = results.write_sweep_report(tmp_path)
     assert report["score"] is None and report["best_trial"] is None
     text = results.as_text(table, tmp_path)
-    assert "None" not in text and text.splitlines()[1].split()[-2] == "-"  # time_to_target
+    values = dict(zip(*(line.split() for line in text.splitlines()[:2]), strict=True))
+    assert "None" not in text and values["time_to_target"] == "-"
 
 
 def test_plot_labels_axes_with_units_and_frames_the_target(sweep, tmp_path):

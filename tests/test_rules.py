@@ -25,7 +25,7 @@ import pytest
 from aeff.errors import RecordsError
 from aeff.logging import files
 from aeff.logging.files import append_csv_row, complete_lines, cut_torn_line
-from aeff.runner import run_trial
+from aeff.runner import SNAPSHOTS_PER_EVAL_PERIOD, run_trial
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.workloads.mnist import MnistWorkload
 
@@ -321,6 +321,109 @@ def test_a_nan_loss_ends_the_trial_as_diverged_at_that_step(mnist, steps_per_dis
     assert result.accumulated_submission_time == NAN_STEP * STEP_SECONDS
     assert rows[-1]["global_step"] == NAN_STEP
     assert math.isnan(rows[-1]["train.loss"])
+
+
+# Time to target's resolution ----------------------------------------------------------
+
+RESOLUTION = 0.1
+PERIOD_STEPS = 40  # a time-cadence evaluation every 40 steps of training
+
+
+@dataclasses.dataclass(frozen=True)
+class TimedMnist(MnistWorkload):
+    """MNIST with its real metrics, whose every evaluation batch takes EVAL_BATCH_SECONDS."""
+
+    eval_batch_size: int = EVAL_BATCH_SIZE
+
+    def eval_sums(self, params, batch, mask):
+        jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
+        return super().eval_sums(params, batch, mask)
+
+
+@pytest.fixture(scope="module")
+def timed_mnist(mnist_data_dir):
+    return TimedMnist(
+        data_dir=str(mnist_data_dir),
+        eval_period_time_sec=PERIOD_STEPS * STEP_SECONDS,
+        target_value=0.9,
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved(timed_mnist):
+    """The same trial on the time cadence with and without target_resolution."""
+    return {
+        resolution: trial(
+            timed_mnist, eval_every_steps=None, target_resolution=resolution, max_steps=400
+        )
+        for resolution in (RESOLUTION, None)
+    }
+
+
+def crossing(rows):
+    return next(i for i, row in enumerate(rows) if row["validation.accuracy"] >= 0.9)
+
+
+def test_time_to_target_is_known_within_the_resolution(resolved):
+    """Snapshots between evaluations, evaluated once the target is found reached, bracket
+    the first crossing to within 10% of its time; evaluations alone bracketed a third."""
+    result, rows = resolved[RESOLUTION]
+    i = crossing(rows)
+    assert i > 0 and rows[i]["goal_reached"] and not rows[i - 1]["goal_reached"]
+    assert result.time_to_target == rows[i]["accumulated_submission_time"]
+    before = rows[i - 1]["accumulated_submission_time"]
+    assert result.time_to_target_resolution == 1 - before / result.time_to_target
+    assert result.time_to_target_resolution <= RESOLUTION
+    plain, plain_rows = resolved[None]
+    assert plain.time_to_target_resolution > 3 * RESOLUTION
+    assert [row["global_step"] for row in plain_rows] == [1, 41, 81, 121]
+    assert result.time_to_target < plain.time_to_target
+    assert result.global_step == plain.global_step  # the trial ends where it did
+
+
+def test_snapshots_are_evaluated_at_their_own_steps(resolved, timed_mnist):
+    """The crossing row holds the metrics of the parameters at its step (a trial stopped
+    there agrees), and the evaluations on the period are the same with or without."""
+    _, rows = resolved[RESOLUTION]
+    at = rows[crossing(rows)]
+    stopped, _ = trial(timed_mnist, eval_every_steps=None, max_steps=at["global_step"])
+    for metric in ("validation.accuracy", "validation.loss", "test.accuracy"):
+        assert stopped.final_metrics[metric] == pytest.approx(at[metric], rel=1e-6)
+    by_step = {row["global_step"]: row for row in rows}
+    for row in resolved[None][1]:
+        assert by_step[row["global_step"]]["validation.loss"] == row["validation.loss"]
+
+
+def test_the_train_loss_is_shared_out_between_the_rows(resolved):
+    """Each row's train loss is the mean over the steps since the row before it."""
+    rows, plain_rows = resolved[RESOLUTION][1], resolved[None][1]
+    start, end = plain_rows[-2]["global_step"], plain_rows[-1]["global_step"]
+    segment = [row for row in rows if start < row["global_step"] <= end]
+    assert len(segment) > 1
+    steps = np.diff([start] + [row["global_step"] for row in segment])
+    total = sum(n * row["train.loss"] for n, row in zip(steps, segment, strict=True))
+    assert total / (end - start) == pytest.approx(plain_rows[-1]["train.loss"], rel=1e-5)
+
+
+def test_snapshots_are_spaced_by_the_resolution_at_least_a_period_fraction(timed_mnist):
+    """A tiny resolution still takes at most SNAPSHOTS_PER_EVAL_PERIOD snapshots a period."""
+    result, rows = trial(
+        dataclasses.replace(timed_mnist, target_value=0.8),
+        eval_every_steps=None,
+        target_resolution=1e-6,
+        max_steps=400,
+    )
+    times = [row["accumulated_submission_time"] for row in rows[1:]]
+    floor = PERIOD_STEPS * STEP_SECONDS / SNAPSHOTS_PER_EVAL_PERIOD
+    assert len(times) > 2 and min(np.diff(times)) >= floor
+    assert result.time_to_target_resolution < 0.2
+
+
+def test_a_step_cadence_takes_no_snapshots(mnist):
+    """Rows at every eval_every_steps and nowhere else, with a resolution asked for."""
+    result, rows = trial(mnist(target_value=0.75), [0.5, 0.5, 0.75], target_resolution=0.1)
+    assert [row["global_step"] for row in rows] == [4, 8, 12]
+    assert result.time_to_target_resolution == 1 - 8 / 12
 
 
 # Crash-safe CSV -----------------------------------------------------------------------

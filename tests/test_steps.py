@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aeff import steps
-from aeff.runner import dispatch_size, run_trial
+from aeff.runner import MAX_LAUNCH_SECONDS, dispatches, launch_size, run_trial
 from aeff.spec import HostSplit
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -93,37 +93,48 @@ def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workloa
 
 
 @pytest.mark.parametrize(
-    (
-        "global_step",
-        "eval_every_steps",
-        "max_steps",
-        "seconds_left",
-        "seconds_per_step",
-        "expected",
-    ),
+    ("global_step", "eval_every_steps", "max_steps", "seconds_left", "to_check", "expected"),
     [
-        (0, None, None, 10.0, 0.1, 8),
-        (4, None, None, 10.0, 0.1, 1),  # 6 steps left in the epoch of 10
-        (0, 5, None, 10.0, 0.1, 1),  # an evaluation after step 5
-        (0, None, 7, 10.0, 0.1, 1),  # max_steps
-        (0, None, None, 0.7, 0.1, 1),  # 8 steps at 0.1 s would overrun the budget
-        (0, None, None, 0.9, 0.1, 8),
-        (0, None, None, 10.0, 0.0, 1),  # no pace yet: the first launch is one step
+        (0, None, None, 100.0, None, 10),  # MAX_LAUNCH_SECONDS at 0.1 s a step
+        (3, 5, None, 100.0, None, 2),  # the next step-cadence evaluation, after step 5
+        (0, None, 7, 100.0, None, 7),  # max_steps
+        (0, None, None, 0.75, None, 7),  # no more than the budget holds at this pace
+        (0, None, None, 0.05, None, 1),  # ... but always a step: one at most over the budget
+        (0, None, None, 100.0, 0.42, 5),  # a time-based check: the launch ends just past it
+        (0, None, None, 100.0, 0.4, 4),  # ... or at it
+        (0, None, None, 100.0, 0.0, 1),
     ],
 )
-def test_a_dispatch_never_crosses_a_boundary(
-    global_step, eval_every_steps, max_steps, seconds_left, seconds_per_step, expected
+def test_a_launch_runs_up_to_the_next_check(
+    global_step, eval_every_steps, max_steps, seconds_left, to_check, expected
 ):
-    size = dispatch_size(
-        8,
+    assert MAX_LAUNCH_SECONDS == 1.0
+    size = launch_size(
         global_step,
-        steps_per_epoch=10,
-        eval_every_steps=eval_every_steps,
-        max_steps=max_steps,
+        eval_every_steps,
+        max_steps,
+        seconds_per_step=0.1,
         seconds_left=seconds_left,
-        seconds_per_step=seconds_per_step,
+        seconds_to_check=to_check,
     )
     assert size == expected
+
+
+def test_the_first_launch_is_one_step_that_sets_the_pace():
+    size = launch_size(0, None, None, seconds_per_step=0.0, seconds_left=9.0, seconds_to_check=9.0)
+    assert size == 1
+
+
+@pytest.mark.parametrize(
+    ("global_step", "num_steps", "expected"),
+    [
+        (0, 20, [8, 1, 1, 8, 1, 1]),  # epochs of 10 steps: programs stop at each
+        (4, 6, [1] * 6),
+        (4, 16, [1] * 6 + [8, 1, 1]),
+    ],
+)
+def test_a_program_never_crosses_an_epoch(global_step, num_steps, expected):
+    assert dispatches(global_step, num_steps, steps_per_epoch=10, fused=8) == expected
 
 
 def test_trials_differing_in_budget_target_or_data_share_one_compilation(mnist_data_dir):
