@@ -249,7 +249,7 @@ class TrialLoop:
     at the end of the launch that reaches them.
 
     With `target_resolution` r (and a time cadence), the parameters are also kept at
-    snapshots, each at r times more submission time than the last evaluated point; when
+    snapshots, each r/2 times the submission time after the last evaluated point; when
     an evaluation finds the target reached, the snapshots since the one before are
     evaluated in order up to the first on target. Time to target is then known to within
     r of its value; the result says how closely it was (`time_to_target_resolution`).
@@ -423,12 +423,13 @@ class TrialLoop:
         self._schedule_snapshot()
 
     def _schedule_snapshot(self) -> None:
-        """The next snapshot: r times the submission time later, and at most
+        """The next snapshot: r/2 times the submission time later (so that a launch that
+        overshoots it by as much again still keeps within r), and at most
         SNAPSHOTS_PER_EVAL_PERIOD of them an evaluation period."""
         if self.target_resolution:
             now = self.counters.submission_time
             floor = self.workload.eval_period_time_sec / SNAPSHOTS_PER_EVAL_PERIOD
-            self.next_snapshot_time = now + max(self.target_resolution * now, floor)
+            self.next_snapshot_time = now + max(self.target_resolution / 2 * now, floor)
 
     def _evaluate(self) -> None:
         """Evaluate the current parameters, and if they are the first on target, the

@@ -189,7 +189,7 @@ def _end(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
 
 def time_to_target_text(seconds: float | None, resolution: float | None) -> str:
     """ "0.68s (resolution 4.8%)": the evaluation before it was 4.8% earlier."""
-    return "none" if seconds is None else f"{seconds:.3g}s (resolution {resolution:.1%})"
+    return "none" if seconds is None else f"{seconds:.2f}s (resolution {resolution:.1%})"
 
 
 def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels: dict) -> Any:

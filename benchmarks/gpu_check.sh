@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU, in under 8 minutes: a default trial, the
+# On a machine with an NVIDIA GPU, in under 8 minutes: a default trial (twice, the
+# second with a warm compilation cache, timed), two trials sharing the GPU, the
 # multi-device check, the NVML columns check and the throughput benchmark, then a
 # summary. Usage, from the repository root after `pip install -e ".[dev]"` (with a
 # CUDA build of jaxlib):   bash benchmarks/gpu_check.sh [OVERRIDE ...]
@@ -18,7 +19,13 @@ run() {  # name, command...
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 python -c "import jax; print('jax devices:', jax.devices())"
 
+run cold_trial python -m aeff rng_seed=0 hydra.run.dir="$out/cold" "$@"
+now() { python -c 'import time; print(time.time())'; }
+start=$(now)
 run default_trial python -m aeff rng_seed=0 hydra.run.dir="$out/default" "$@"
+process_wall=$(python -c "print($(now) - $start)")
+run shared_gpu python -m aeff -m rng_seed=0,1 hydra/launcher=parallel hydra.launcher.n_jobs=2 \
+  hydra.sweep.dir="$out/shared" "$@"
 run multi_device env JAX_PLATFORMS=cpu python -m pytest -q tests/test_trial.py -k across  # fake CPU devices
 run nvml_columns python - "$out/default" <<'PY'
 import csv, sys
@@ -37,7 +44,23 @@ run throughput python benchmarks/throughput.py "$@"
 
 echo "== summary"
 grep -h "goal reached" "$out/default_trial.log" | tail -n 1
+python - "$out" "$process_wall" <<'PY'
+import csv, json, sys
+out, wall = sys.argv[1], float(sys.argv[2])
+meta = json.load(open(f"{out}/default/metadata.json"))
+rows = list(csv.DictReader(open(f"{out}/default/metrics.csv")))
+print(f"default trial: {len(rows)} rows, time to target {meta['time_to_target']} s, "
+      f"resolution {meta['time_to_target_resolution']}, submission "
+      f"{meta['accumulated_submission_time']:.2f} s, loop wall {meta['wall_time']:.2f} s, "
+      f"process wall {wall:.2f} s: {wall - meta['wall_time']:.2f} s beyond the loop")
+for job in (0, 1):
+    shared = json.load(open(f"{out}/shared/{job}/metadata.json"))
+    last = list(csv.DictReader(open(f"{out}/shared/{job}/metrics.csv")))[-1]
+    peak = last.get("device.0.peak_bytes_in_use") or "nan"  # none on a CPU
+    print(f"shared GPU, trial {job}: {shared['status']}, peak device memory "
+          f"{float(peak) / 2**20:.0f} MiB")
+PY
 grep -h "aeff / limit" "$out/throughput.log"
-for name in default_trial multi_device nvml_columns throughput; do
+for name in cold_trial default_trial shared_gpu multi_device nvml_columns throughput; do
   echo "$name: ${result[$name]}"
 done

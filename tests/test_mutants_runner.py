@@ -1,17 +1,25 @@
 """The trial loop where mutation testing found it loose: a diverged trial's last row and
-warning, the budget when divergence lands on it, the wall time a checkpoint keeps.
+warning, the budget when divergence lands on it, the wall time a checkpoint keeps, the
+way out of an exception.
 Same fake clock and scripted MNIST as test_rules.py."""
 
 import logging
+import signal
 
+import pytest
 from test_rules import (  # noqa: F401 (mnist is a fixture)
     CLOCK,
     ON_EVAL_SECONDS,
+    SCRIPT,
     STEP_SECONDS,
     TimedAdam,
     mnist,
     trial,
 )
+
+from aeff.errors import TrialInterrupted
+from aeff.runner import run_trial
+from aeff.submissions.adam import AdamHParams
 
 NAN_STEP = 14  # as in test_rules.py, so that a session compiles these trials once
 
@@ -67,3 +75,71 @@ def test_a_checkpoint_keeps_the_wall_time_at_its_save(mnist):  # noqa: F811
     for (progress, _), row in zip(checkpoints.saved, rows, strict=True):
         assert progress["wall_time"] == row["wall_time"] + ON_EVAL_SECONDS
     assert result.wall_time == checkpoints.saved[-1][0]["wall_time"]
+
+
+# The way out of an exception ------------------------------------------------------------
+
+
+class FailingCheckpoints(RecordingCheckpoints):
+    """Saves at evaluations; the way out's save fails as a full disk would."""
+
+    def save(self, state, progress) -> None:
+        if len(self.saved) == 1:
+            raise OSError(28, "No space left on device")
+        super().save(state, progress)
+
+
+def stopped_trial(workload, failures: dict, checkpoints):
+    """A trial evaluated every 4 steps whose n-th call of on_eval raises failures[n];
+    (the error it raised, the steps of every call)."""
+    calls: list[int] = []
+
+    def on_eval(row):
+        calls.append(row["global_step"])
+        if len(calls) in failures:
+            raise failures[len(calls)]
+
+    CLOCK.now = 0.0
+    SCRIPT[:] = [0.5]
+    with pytest.raises(BaseException) as stopped:
+        run_trial(
+            workload,
+            TimedAdam(),
+            AdamHParams(),
+            0,
+            eval_every_steps=4,
+            max_steps=40,
+            on_eval=on_eval,
+            checkpoints=checkpoints,
+            clock=CLOCK,
+        )
+    return stopped.value, calls
+
+
+def test_an_error_gets_a_checkpoint_but_no_further_row(mnist):  # noqa: F811
+    """Only a signal earns a last row: an error in the records is not evaluated again."""
+    checkpoints = RecordingCheckpoints()
+    error, calls = stopped_trial(mnist(), {2: RuntimeError("disk")}, checkpoints)
+    assert isinstance(error, RuntimeError)
+    assert calls == [4, 8]
+    assert [progress["global_step"] for progress, _ in checkpoints.saved] == [4, 8]
+
+
+def test_a_signal_gets_the_row_it_cut_short_once_and_a_checkpoint(mnist):  # noqa: F811
+    checkpoints = RecordingCheckpoints()
+    error, calls = stopped_trial(mnist(), {2: TrialInterrupted(signal.SIGTERM)}, checkpoints)
+    assert isinstance(error, TrialInterrupted) and error.checkpoint_step == 8
+    assert calls == [4, 8, 8]  # handed out again, not evaluated again
+    assert [progress["global_step"] for progress, _ in checkpoints.saved] == [4, 8]
+
+
+def test_the_way_out_warns_when_its_row_or_checkpoint_cannot_be_written(mnist, caplog):  # noqa: F811
+    failures = {2: TrialInterrupted(signal.SIGTERM), 3: OSError("records gone")}
+    with caplog.at_level(logging.WARNING, logger="aeff.runner"):
+        error, calls = stopped_trial(mnist(), failures, FailingCheckpoints())
+    assert isinstance(error, TrialInterrupted) and error.checkpoint_step is None
+    assert calls == [4, 8, 8]
+    assert [r.getMessage() for r in caplog.records if r.name == "aeff.runner"] == [
+        "No last row on the way out: records gone",
+        "No checkpoint on the way out: [Errno 28] No space left on device",
+    ]
