@@ -99,7 +99,8 @@ def summary(path: Path) -> pd.DataFrame:
             values = trial[target]
             best = values.min() if target.endswith("loss") else values.max()
         row["best_target_metric"] = best
-        row["time_to_target"], row["time_to_target_resolution"] = first_crossing(trial)
+        crossed = first_crossing(trial)
+        row["time_to_target"], row["steps_to_target"], row["time_to_target_resolution"] = crossed
         row["global_step"] = trial["global_step"].max() if len(trial) else 0
         if metadata.get("error_message"):
             row["error"] = metadata["error_message"]
@@ -107,16 +108,16 @@ def summary(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def first_crossing(trial: pd.DataFrame) -> tuple[float | None, float | None]:
-    """The submission time of the first row on target, and how closely the row before it
-    brackets the crossing: 1 - its time / that time (1 for the first row)."""
+def first_crossing(trial: pd.DataFrame) -> tuple[float | None, int | None, float | None]:
+    """The submission time and step of the first row on target, and how closely the row
+    before it brackets the crossing: 1 - its time / that time (1 for the first row)."""
     reached = (trial["goal_reached"].astype(str) == "True").to_numpy() if len(trial) else []
     if not any(reached):
-        return None, None
+        return None, None, None
     i = int(np.argmax(reached))
     times = trial["accumulated_submission_time"].to_numpy(dtype=float)
     before = times[i - 1] if i else 0.0
-    return float(times[i]), float(1 - before / times[i])
+    return float(times[i]), int(trial["global_step"].iloc[i]), float(1 - before / times[i])
 
 
 def as_text(table: pd.DataFrame, root: Path) -> str:

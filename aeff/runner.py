@@ -47,6 +47,7 @@ class Counters:
     train_loss_count: int = 0
     goal_reached: bool = False
     time_to_target: float | None = None
+    steps_to_target: int | None = None
     time_to_target_resolution: float | None = None
     last_eval_submission_time: float = 0.0
     is_time_remaining: bool = True
@@ -60,6 +61,7 @@ class TrialResult:
     status: str  # "completed", or "diverged" when the loss became NaN or infinite
     goal_reached: bool
     time_to_target: float | None  # submission time at the first evaluation on target
+    steps_to_target: int | None  # its step: the same on any hardware
     # 1 - (the evaluation before it) / time_to_target: the target was crossed in between
     time_to_target_resolution: float | None
     global_step: int
@@ -476,6 +478,7 @@ class TrialLoop:
         metrics = {"train.loss": self._train_loss(point), **metrics}
         if not c.goal_reached and self.workload.has_reached_goal(metrics):
             c.goal_reached, c.time_to_target = True, point.submission_time
+            c.steps_to_target = point.global_step
             c.time_to_target_resolution = 1 - c.last_eval_submission_time / point.submission_time
         c.last_eval_submission_time = point.submission_time
         c.wall_time = self.clock() - self.start
@@ -547,6 +550,7 @@ class TrialLoop:
             status=status,
             goal_reached=c.goal_reached,
             time_to_target=c.time_to_target,
+            steps_to_target=c.steps_to_target,
             time_to_target_resolution=c.time_to_target_resolution,
             global_step=c.global_step,
             accumulated_submission_time=c.submission_time,

@@ -182,14 +182,21 @@ def _end(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
         result.status,
         result.global_step,
         result.goal_reached,
-        time_to_target_text(result.time_to_target, result.time_to_target_resolution),
+        time_to_target_text(result),
         ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
     )
 
 
-def time_to_target_text(seconds: float | None, resolution: float | None) -> str:
-    """ "0.68s (resolution 4.8%)": the evaluation before it was 4.8% earlier."""
-    return "none" if seconds is None else f"{seconds:.2f}s (resolution {resolution:.1%})"
+def time_to_target_text(result: Any) -> str:
+    """E.g. "0.68s at step 4,384 (resolution 4.8%)": the row before was 4.8% earlier."""
+    if result.time_to_target is None:
+        return "none"
+    text = f"{result.time_to_target:.2f}s"
+    if result.steps_to_target is not None:  # None: resumed from an older aeff's checkpoint
+        text += f" at step {result.steps_to_target:,}"
+    if result.time_to_target_resolution is not None:
+        text += f" (resolution {result.time_to_target_resolution:.1%})"
+    return text
 
 
 def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels: dict) -> Any:

@@ -71,6 +71,7 @@ def test_time_to_target_is_the_first_crossing_and_the_score_the_least(sweep):
     assert by_job.loc["0", "time_to_target"] == 2.0  # not 4.0, the last crossing
     # The crossing lies between the rows at 1.0 s and 2.0 s; job 10 crossed by its first.
     assert by_job.loc["0", "time_to_target_resolution"] == 0.5
+    assert by_job.loc["0", "steps_to_target"] == 20
     assert by_job.loc["10", "time_to_target_resolution"] == 1.0
     assert pd.isna(by_job.loc["2", "time_to_target_resolution"])
     assert by_job.loc["0", "best_target_metric"] == 0.98

@@ -269,6 +269,7 @@ def test_a_value_equal_to_the_target_stops_the_trial(mnist, metric, target, scri
     assert [(row["global_step"], row["goal_reached"]) for row in rows] == [(4, False), (8, True)]
     assert result.time_to_target == 2 * EVAL_EVERY * STEP_SECONDS
     assert result.time_to_target == rows[-1]["accumulated_submission_time"]
+    assert result.steps_to_target == 2 * EVAL_EVERY
 
 
 def test_time_to_target_is_the_first_crossing_when_the_trial_goes_on(mnist):
@@ -283,6 +284,7 @@ def test_time_to_target_is_the_first_crossing_when_the_trial_goes_on(mnist):
     assert [row["goal_reached"] for row in rows] == [False, True, True, True, True]
     assert result.goal_reached
     assert result.time_to_target == 2 * EVAL_EVERY * STEP_SECONDS
+    assert result.steps_to_target == 2 * EVAL_EVERY  # not the later crossing's step
 
 
 @pytest.mark.parametrize(("max_steps", "eval_steps"), [(10, [4, 8, 10]), (12, [4, 8, 12])])
@@ -371,6 +373,7 @@ def test_time_to_target_is_known_within_the_resolution(resolved):
     i = crossing(rows)
     assert i > 0 and rows[i]["goal_reached"] and not rows[i - 1]["goal_reached"]
     assert result.time_to_target == rows[i]["accumulated_submission_time"]
+    assert result.steps_to_target == rows[i]["global_step"]
     before = rows[i - 1]["accumulated_submission_time"]
     assert result.time_to_target_resolution == 1 - before / result.time_to_target
     assert result.time_to_target_resolution <= RESOLUTION
