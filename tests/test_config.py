@@ -60,6 +60,9 @@ def test_meta_labels_are_accepted(compose_config):
             ["workload.target_metric", "validation.accuracy"],
         ),
         ("workload.target_value=inf", ["workload.target_value", "finite"]),
+        ("target_resolution=0", ["target_resolution", "null or a number in (0, 1)"]),
+        ("target_resolution=1", ["target_resolution", "(0, 1)"]),
+        ("target_resolution=nan", ["target_resolution", "(0, 1)"]),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(compose_config, override, names):
@@ -70,7 +73,15 @@ def test_bad_values_name_the_key_and_what_is_allowed(compose_config, override, n
 
 
 @pytest.mark.parametrize(
-    "override", ["foo=1", "workload=nope", "submission=nope", "batch_size=abc", "rng_seed=x"]
+    "override",
+    [
+        "foo=1",
+        "workload=nope",
+        "submission=nope",
+        "batch_size=abc",
+        "rng_seed=x",
+        "target_resolution=abc",
+    ],
 )
 def test_unknown_keys_options_and_types_fail_at_composition(compose_config, override):
     with pytest.raises(ConfigCompositionException) as error:

@@ -14,6 +14,7 @@ import functools
 import io
 import math
 import os
+import signal
 import time
 import types
 
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aeff.errors import RecordsError
+from aeff.errors import RecordsError, TrialInterrupted
 from aeff.logging import files
 from aeff.logging.files import append_csv_row, complete_lines, cut_torn_line
 from aeff.runner import SNAPSHOTS_PER_EVAL_PERIOD, run_trial
@@ -420,6 +421,34 @@ def test_snapshots_are_spaced_by_the_resolution_at_least_a_period_fraction(timed
     floor = PERIOD_STEPS * STEP_SECONDS / SNAPSHOTS_PER_EVAL_PERIOD
     assert len(times) > 2 and min(np.diff(times)) >= floor
     assert result.time_to_target_resolution < 0.2
+
+
+def test_a_signal_among_the_snapshot_rows_loses_and_repeats_none(resolved, timed_mnist):
+    """SIGTERM while the first snapshot's row is written: that row is handed out again, the
+    other snapshots and the evaluation that found the target follow, once each."""
+    _, whole = resolved[RESOLUTION]
+    cut = next(i for i, row in enumerate(whole) if row["global_step"] % PERIOD_STEPS != 1)
+    steps: list[int] = []
+
+    def on_eval(row):
+        steps.append(row["global_step"])
+        if len(steps) == cut + 1:
+            raise TrialInterrupted(signal.SIGTERM)
+
+    CLOCK.now = 0.0
+    with pytest.raises(TrialInterrupted):
+        run_trial(
+            timed_mnist,
+            TimedAdam(),
+            AdamHParams(),
+            0,
+            max_steps=400,
+            target_resolution=RESOLUTION,
+            on_eval=on_eval,
+            clock=CLOCK,
+        )
+    expected = [row["global_step"] for row in whole]
+    assert steps == expected[: cut + 1] + expected[cut:]
 
 
 def test_a_step_cadence_takes_no_snapshots(mnist):
