@@ -314,7 +314,7 @@ def test_an_attempt_that_cannot_be_moved_aside_names_the_folder(tmp_path, monkey
         raise OSError(13, "Permission denied")
 
     monkeypatch.setattr(run_dir.Path, "rename", refuse)
-    with pytest.raises(RecordsError, match=r"\.attempts/0"):
+    with pytest.raises(RecordsError, match=r"\.attempts/0: Permission denied"):
         owner.begin(Attempt(1, move_aside=True), {}, "", None)
     owner.release()
 

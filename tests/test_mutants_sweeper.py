@@ -288,3 +288,27 @@ def test_a_second_sweep_is_told_both_ways_out(make, tmp_path):
         f"{tmp_path} holds a sweep already: add resume=true to finish it, or "
         "choose another hydra.sweep.dir."
     )
+
+
+def test_the_sweepers_refusals_say_exactly_what_is_wrong(make, tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text('{"momentum": {"min": 0.1, "max": 0.9}}')
+    both = make("search_space=mnist_adam", f"tuning_search_space={space}", sweep_dir=tmp_path / "a")
+    with pytest.raises(ConfigError) as error:
+        both.job_overrides([])
+    assert str(error.value) == (
+        "choose search_space=<name> or tuning_search_space=<file>, not both."
+    )
+    unknown = make(f"tuning_search_space={space}", "search.num_trials=2", sweep_dir=tmp_path / "b")
+    with pytest.raises(ConfigError) as error:
+        unknown.job_overrides([])
+    assert str(error.value) == (
+        "search space key 'hparams.momentum': Adam's hyperparameters are "
+        "lr, one_minus_beta_1, beta_2, epsilon."
+    )
+    with pytest.raises(ConfigError) as error:
+        make(sweep_dir=tmp_path / "c").job_overrides(["batch_size=512,abc"])
+    assert str(error.value) == (
+        "batch_size=abc does not compose: Error merging override batch_size=abc; "
+        "Value 'abc' of type 'str' could not be converted to Integer"
+    )

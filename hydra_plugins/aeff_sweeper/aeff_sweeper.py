@@ -143,9 +143,9 @@ class AeffSweeper(Sweeper):
         for override in values:
             try:
                 self.hydra_context.config_loader.load_sweep_config(self.config, [override])
-            except Exception as error:  # Hydra's own composition errors
-                message = str(error).splitlines()[0]
-                raise ConfigError(f"{override} does not compose: {message}") from None
+            except Exception as error:  # Hydra's own composition errors, and their cause
+                lines = [str(e).splitlines()[0] for e in (error, error.__cause__) if e]
+                raise ConfigError(f"{override} does not compose: {'; '.join(lines)}") from None
 
     def search_space(self) -> dict:
         """The chosen `search_space` option, or the `tuning_search_space` file."""
