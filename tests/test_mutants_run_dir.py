@@ -236,8 +236,12 @@ def test_resume_decisions(tmp_path):
     record = {"status": "failed", "identity": {"k": 1}, "rng_seed": 7, "attempt": 1}
     (tmp_path / "metadata.json").write_text(json.dumps(record))
     assert owner.attempt({"k": 1}, 7, True, False) == Attempt(2, 7, move_aside=True)
-    with pytest.raises(ConfigError, match=r"recorded rng_seed=7 \(now 8\)"):
-        owner.attempt({"k": 1}, 8, True, False)
+    with pytest.raises(ConfigError) as refused:
+        owner.attempt({"k": 2}, 8, True, False)
+    assert str(refused.value) == (
+        f"resume=true continues only the same trial, but {tmp_path} recorded k=1 (now 2), "
+        "rng_seed=7 (now 8): run with the recorded values, or choose another hydra.run.dir."
+    )
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)
     assert owner.attempt({"k": 1}, None, True, True) == Attempt(1, 7, checkpoint_step=4)
     with pytest.raises(
