@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import io_callback
 
 from aeff.errors import RecordsError, TrialInterrupted
 from aeff.logging import files
@@ -449,6 +450,58 @@ def test_a_signal_among_the_snapshot_rows_loses_and_repeats_none(resolved, timed
         )
     expected = [row["global_step"] for row in whole]
     assert steps == expected[: cut + 1] + expected[cut:]
+
+
+MEASURED: list[int] = [0]  # evaluation batches so far in the current trial
+
+
+def _measured_value() -> np.ndarray:
+    """SCRIPT's value for the n-th measurement (of both splits, 4 batches) of the trial."""
+    n = MEASURED[0] // 4
+    MEASURED[0] += 1
+    return np.float32(SCRIPT[min(n, len(SCRIPT) - 1)])
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredMnist(ScriptedMnist):
+    """ScriptedMnist whose n-th measurement (current parameters or snapshot) is SCRIPT[n]."""
+
+    def eval_sums(self, params, batch, mask):
+        jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
+        # io_callback: called for every batch (a pure one may be hoisted out of the loop)
+        value = io_callback(_measured_value, jax.ShapeDtypeStruct((), jnp.float32))
+        total = value * jnp.sum(mask)
+        return {"loss": total, "accuracy": total}
+
+
+@pytest.mark.parametrize("first_on_target", ["snapshot", "evaluation"])
+def test_the_refinement_goes_through_the_snapshots_in_order(mnist_data_dir, first_on_target):
+    """The evaluation at step 41 finds the target (measurement 1); the snapshots since step 1
+    are measured next, in order (measurements 2, 3, ...). The first of them on target is the
+    crossing; when none is, the evaluation itself is."""
+    on_snapshot = first_on_target == "snapshot"
+    MEASURED[0] = -2  # `prepare` runs the validation split's 2 batches once, compiling
+    result, rows = trial(
+        MeasuredMnist(
+            data_dir=str(mnist_data_dir),
+            eval_period_time_sec=PERIOD_STEPS * STEP_SECONDS,
+            target_value=0.75,
+        ),
+        [0.5, 0.75, 0.75 if on_snapshot else 0.5],
+        eval_every_steps=None,
+        target_resolution=RESOLUTION,
+        max_steps=400,
+    )
+    steps = [row["global_step"] for row in rows]
+    assert steps[0] == 1 and steps[-1] == PERIOD_STEPS + 1 and steps == sorted(steps)
+    crossing = rows[1] if on_snapshot else rows[-1]
+    assert [row["goal_reached"] for row in rows].index(True) == rows.index(crossing)
+    assert len(rows) == MEASURED[0] // 4  # a row for every measurement
+    assert (len(rows) == 3) is on_snapshot  # else every snapshot since step 1 has one
+    assert result.steps_to_target == crossing["global_step"]
+    assert result.time_to_target == crossing["global_step"] * STEP_SECONDS
+    before = rows[rows.index(crossing) - 1]["accumulated_submission_time"]
+    assert result.time_to_target_resolution == 1 - before / result.time_to_target
 
 
 def test_a_step_cadence_takes_no_snapshots(mnist):
