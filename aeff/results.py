@@ -147,11 +147,10 @@ def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
     write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
     reached = table.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
     best = reached.loc[reached["time_to_target"].idxmin()] if len(reached) else None
-    plan = read_plan(sweep_dir)
     started = table[table["status"] != NOT_STARTED] if len(table) else table
     report = {
         "num_trials": len(started),
-        "num_planned": len(plan) if plan is not None else len(table),
+        "num_planned": len(table),  # a row for every planned trial
         "num_reached_target": len(reached),
         "failed": [row.run_dir for row in table.itertuples() if row.status not in FINISHED],
         "score": None if best is None else float(best["time_to_target"]),
