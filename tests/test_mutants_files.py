@@ -120,9 +120,28 @@ def test_a_failed_append_is_cut_back_to_the_size_before_it(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.os, "write", write_then_fail)
-    with pytest.raises(RecordsError, match=r"m\.csv"):
+    with pytest.raises(RecordsError, match=r"m\.csv: No space left on device"):
         files.append_csv_row(path, ["a"], {"a": 2})
     assert path.read_bytes() == before
+
+
+def test_a_failed_cut_back_still_reports_the_first_error(tmp_path, monkeypatch):
+    def no_space(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def no_truncate(fd, size):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(files.os, "write", no_space)
+    monkeypatch.setattr(files.os, "ftruncate", no_truncate)
+    with pytest.raises(RecordsError, match="No space left on device"):
+        files.append_csv_row(tmp_path / "m.csv", ["a"], {"a": 2})
+
+
+def test_readers_keep_carriage_returns_inside_values(tmp_path):
+    path = tmp_path / "m.csv"
+    files.append_csv_row(path, ["a", "b"], {"a": "x\ry", "b": "z\r\n"})
+    assert files.complete_lines(path) == 'a,b\r\n"x\ry","z\r\n"\r\n'
 
 
 def test_an_append_that_cannot_open_names_the_file(tmp_path):

@@ -95,12 +95,13 @@ def test_an_unreadable_record_is_named_listed_and_counted_as_failed(tmp_path, ca
     assert unreadable["status"] == results.UNREADABLE == "unreadable"
     (message,) = [r.getMessage() for r in caplog.records if r.name == "aeff.results"]
     assert message == (
-        f"{tmp_path / '1' / 'metadata.json'} is unreadable (JSONDecodeError): move it aside, "
+        f"{tmp_path / '1' / 'metadata.json'} is unreadable (JSONDecodeError: Expecting "
+        "property name enclosed in double quotes: line 1 column 2 (char 1)): move it aside, "
         "or choose another hydra.run.dir."
     )
     assert unreadable["error"] == message
     assert pd.isna(unreadable["time_to_target"]) and pd.isna(unreadable["workload"])
-    assert report["num_planned"] == 3  # the plan's count, not the table's
+    assert report["num_planned"] == 3  # every planned trial
     assert report["num_trials"] == 3  # it started: its record is there
     assert report["failed"] == [str((tmp_path / "1").resolve())]
     assert report["score"] == 1.0

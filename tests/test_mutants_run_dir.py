@@ -10,7 +10,7 @@ import time
 import pytest
 
 from aeff.errors import ConfigError, RecordsError
-from aeff.logging import run_dir
+from aeff.logging import files, run_dir
 from aeff.logging.run_dir import Attempt, Lock, RunDir
 
 
@@ -190,7 +190,9 @@ def test_unreadable_records_are_named(tmp_path):
     with pytest.raises(ConfigError, match="holds no JSON object"):
         run_dir.read_metadata(tmp_path)
     (tmp_path / "metadata.json").write_text("{")
-    with pytest.raises(ConfigError, match=r"is unreadable \(JSONDecodeError\)"):
+    with pytest.raises(
+        ConfigError, match=r"is unreadable \(JSONDecodeError: Expecting property name"
+    ):
         run_dir.read_metadata(tmp_path)
 
 
@@ -350,3 +352,36 @@ def test_rows_after_a_checkpoint_go_aside_next_to_earlier_attempts(tmp_path):
     assert aside.read_text() == "global_step,x\n8,b\n"
     assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n"
     owner.release()
+
+
+def test_a_resume_cut_keeps_every_value_as_written(tmp_path):
+    path = tmp_path / "metrics.csv"
+    for step in (4, 8):
+        files.append_csv_row(
+            path, ["global_step", "meta.note"], {"global_step": step, "meta.note": "a\rb\r\nc"}
+        )
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "interrupted", "attempt": 0}))
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=4), {"identity": {}}, "", None)
+    assert run_dir.read_rows(path) == (["global_step", "meta.note"], [["4", "a\rb\r\nc"]])
+    owner.release()
+
+
+def test_an_earlier_step_is_refused_naming_the_rows_file(owner):
+    owner.append({"global_step": 8, "x": 1})
+    owner.append({"global_step": 8, "x": 1})  # handed out again after a signal: skipped
+    with pytest.raises(RecordsError, match=r"metrics\.csv: step 4 was recorded already"):
+        owner.append({"global_step": 4, "x": 1})
+    assert len(run_dir.read_rows(owner.path / "metrics.csv")[1]) == 1
+
+
+def test_an_unreadable_rows_file_is_named_with_the_reason(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("global_step,x\n4\n")
+    with pytest.raises(ConfigError) as error:
+        run_dir.read_rows(path)
+    assert str(error.value) == (
+        f"{path} is unreadable (ValueError: a row of 1 fields under 2 columns): move it "
+        "aside, or choose another hydra.run.dir."
+    )

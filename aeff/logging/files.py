@@ -111,8 +111,10 @@ def append_csv_row(path: Path, columns: list[str], row: Mapping[str, Any]) -> No
 
 
 def complete_lines(path: Path) -> str:
-    """The file without a half-written last line (a writer may be mid-row)."""
-    text = path.read_text()
+    """The file without a half-written last line (a writer may be mid-row), as written:
+    a carriage return inside a value stays one."""
+    with path.open(newline="") as file:
+        text = file.read()
     return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
 
 

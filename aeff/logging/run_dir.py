@@ -138,8 +138,8 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as error:
         raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}): move it aside, or choose "
-            "another hydra.run.dir."
+            f"{path} is unreadable ({type(error).__name__}: {error}): move it aside, or "
+            "choose another hydra.run.dir."
         ) from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path} holds no JSON object: move it aside.")
@@ -426,8 +426,8 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
                 raise ValueError(f"a row of {len(row)} fields under {len(header)} columns")
     except (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError) as error:
         raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}): move it aside, or choose "
-            "another hydra.run.dir."
+            f"{path} is unreadable ({type(error).__name__}: {error}): move it aside, or "
+            "choose another hydra.run.dir."
         ) from None
     return header, rows
 
