@@ -124,7 +124,7 @@ def prepare(
     hparams: Any,
     rng_seed: int,
     *,
-    steps_per_dispatch: int = 8,
+    steps_per_dispatch: int,
     max_steps: int | None = None,
     eval_every_steps: int | None = None,
     clock: Clock = time.perf_counter,

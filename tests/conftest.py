@@ -19,6 +19,13 @@ MNIST_IDX_DIR = mnist_data.bundled_idx_dir()  # the copy the package ships: noth
 TRIAL_SCRIPT = Path(__file__).with_name("trial_json.py")
 
 
+def shared_trial_scope(fixture_name: str, config: pytest.Config) -> str:
+    """The scope of a fixture that trains one trial for several tests: the module, except
+    under mutmut (`MUTANT_UNDER_TEST` set), which runs for each mutant only the tests that
+    called the mutated code; a shared trial would be credited to the first test alone."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+
+
 @pytest.fixture(scope="session")
 def mnist_idx_dir() -> Path:
     return MNIST_IDX_DIR

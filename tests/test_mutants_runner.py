@@ -6,6 +6,8 @@ Same fake clock and scripted MNIST as test_rules.py."""
 import logging
 import signal
 
+import jax
+import numpy as np
 import pytest
 from test_rules import (  # noqa: F401 (mnist is a fixture)
     CLOCK,
@@ -30,6 +32,7 @@ class RecordingCheckpoints:
 
     def __init__(self) -> None:
         self.saved: list[tuple[dict, float]] = []
+        self.states: list = []
 
     def restore(self, template):
         return None
@@ -39,6 +42,7 @@ class RecordingCheckpoints:
 
     def save(self, state, progress) -> None:
         self.saved.append((dict(progress), CLOCK.now))
+        self.states.append(state)
 
 
 def test_a_diverged_trial_warns_and_its_last_row_has_time_left(mnist, caplog):  # noqa: F811
@@ -143,3 +147,34 @@ def test_the_way_out_warns_when_its_row_or_checkpoint_cannot_be_written(mnist, c
         "No last row on the way out: records gone",
         "No checkpoint on the way out: [Errno 28] No space left on device",
     ]
+
+
+class SignalledCheckpoints(RecordingCheckpoints):
+    """A second SIGTERM arrives while the way out's checkpoint is written."""
+
+    def save(self, state, progress) -> None:
+        if len(self.saved) == 1:
+            signal.raise_signal(signal.SIGTERM)
+        super().save(state, progress)
+
+
+def test_a_signal_during_the_way_outs_checkpoint_waits_for_it(mnist, caplog):  # noqa: F811
+    checkpoints = SignalledCheckpoints()
+    with caplog.at_level(logging.WARNING, logger="aeff.runner"):
+        error, _ = stopped_trial(mnist(), {2: TrialInterrupted(signal.SIGTERM)}, checkpoints)
+    assert error.checkpoint_step == 8
+    assert [progress["global_step"] for progress, _ in checkpoints.saved] == [4, 8]
+    assert [r.getMessage() for r in caplog.records if r.name == "aeff.runner"] == [
+        "Signal received while saving; the checkpoint was finished first."
+    ]
+
+
+def test_a_checkpoint_holds_one_copy_of_the_state_at_its_step(mnist):  # noqa: F811
+    checkpoints = RecordingCheckpoints()
+    workload = mnist(target_value=0.75)
+    result, _ = trial(workload, max_steps=8, checkpoints=checkpoints)
+    assert result.rng_seed == 0
+    shapes = jax.tree.map(np.shape, workload.init_params(jax.random.key(0)))
+    for (progress, _), state in zip(checkpoints.saved, checkpoints.states, strict=True):
+        assert int(state.global_step) == progress["global_step"]  # a scalar: no device axis
+        assert jax.tree.map(np.shape, state.params) == shapes

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import shared_trial_scope
 from jax.experimental import io_callback
 
 from aeff.errors import RecordsError, TrialInterrupted
@@ -153,7 +154,7 @@ BUDGET_STEPS = 21  # the budget is spent exactly at the end of step 21
 BUDGET = BUDGET_STEPS * STEP_SECONDS
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_trial_scope)
 def budget_run(mnist):
     """A trial stopped by its budget (max_steps allows twice as many) in launches of four
     fused steps, checkpointing at each evaluation; with time.time() read before and after."""
@@ -353,7 +354,7 @@ def timed_mnist(mnist_data_dir):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_trial_scope)
 def resolved(timed_mnist):
     """The same trial on the time cadence with and without target_resolution."""
     return {
