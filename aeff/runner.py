@@ -158,12 +158,8 @@ def prepare(
         name: steps.shard_for_eval(split, workload, mesh)
         for name, split in (("validation", splits.validation), ("test", splits.test))
     }
-    # No longer than one launch can ever be, so no program is compiled in vain.
-    steps_per_dispatch = min(
-        steps_per_dispatch,
-        steps_per_epoch,
-        max_steps or steps_per_epoch,
-        eval_every_steps or steps_per_epoch,
+    steps_per_dispatch = program_length(
+        steps_per_dispatch, steps_per_epoch, max_steps, eval_every_steps
     )
     single_step = steps.train_steps(programs, submission, 1)
     fused_steps = steps.train_steps(programs, submission, steps_per_dispatch)
@@ -561,6 +557,18 @@ class TrialLoop:
             rng_seed=self.p.rng_seed,
             final_metrics={k: v for k, v in c.last_row.items() if "." in k},
         )
+
+
+def program_length(
+    steps_per_dispatch: int,
+    steps_per_epoch: int,
+    max_steps: int | None,
+    eval_every_steps: int | None,
+) -> int:
+    """`steps_per_dispatch`, cut to the longest run a program can have (an epoch,
+    `max_steps`, the step cadence), so that no program is compiled in vain."""
+    limits = [steps_per_dispatch, steps_per_epoch, max_steps, eval_every_steps]
+    return min(limit for limit in limits if limit)
 
 
 def launch_size(

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from aeff import steps
-from aeff.runner import MAX_LAUNCH_SECONDS, dispatches, launch_size, run_trial
+from aeff.errors import ConfigError
+from aeff.runner import (
+    MAX_LAUNCH_SECONDS,
+    dispatches,
+    launch_size,
+    prepare,
+    program_length,
+    run_trial,
+)
 from aeff.spec import HostSplit
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -66,6 +74,22 @@ def test_trials_differing_in_hyperparameters_share_one_compilation(mnist_data_di
     assert first.final_metrics["train.loss"] != second.final_metrics["train.loss"]
     for result in (first, second):  # 30 steps of Adam learn MNIST well past chance
         assert result.final_metrics["validation.accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "eval_every_steps", "expected"),
+    [(None, None, 12), (5, None, 5), (None, 3, 3), (40, 20, 12), (40, 30, 12)],
+)
+def test_no_program_is_longer_than_a_launch_can_be(max_steps, eval_every_steps, expected):
+    """The fused program is cut to the epoch, max_steps and the step cadence."""
+    assert program_length(16, 12, max_steps, eval_every_steps) == expected
+    assert program_length(4, 12, max_steps, eval_every_steps) == min(4, expected)
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(workload):
+    with pytest.raises(ConfigError) as error:
+        prepare(workload, Adam(batch_size=50_001), AdamHParams(), 0, steps_per_dispatch=1)
+    assert str(error.value) == "batch_size=50001 exceeds the 50000 training examples."
 
 
 def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workload):
