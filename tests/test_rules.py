@@ -304,6 +304,16 @@ def test_the_last_step_gets_one_final_evaluation(mnist, max_steps, eval_steps):
     assert result.time_to_target == max_steps * STEP_SECONDS
 
 
+def test_a_rows_train_loss_is_the_mean_of_the_steps_since_the_row_before(mnist):
+    """Rows every step give each step's loss; rows every 4 steps, the mean of those 4."""
+    _, every_step = trial(mnist(), max_steps=8, eval_every_steps=1)
+    _, every_4 = trial(mnist(), max_steps=8, eval_every_steps=4)
+    losses = [row["train.loss"] for row in every_step]
+    assert abs(losses[0] - np.log(10)) < 0.5  # the first step: an untrained 10-way classifier
+    expected = [np.mean(losses[:4]), np.mean(losses[4:])]
+    assert [row["train.loss"] for row in every_4] == pytest.approx(expected, rel=1e-6)
+
+
 # Divergence ---------------------------------------------------------------------------
 
 NAN_STEP = 14
