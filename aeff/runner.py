@@ -196,7 +196,7 @@ def prepare(
 MAX_LAUNCH_SECONDS = 1.0
 # At most this many snapshots between two evaluations: each costs a wait for the devices
 # (about 0.4 ms on a GPU) and keeps one copy of the parameters until the next evaluation.
-SNAPSHOTS_PER_EVAL_PERIOD = 32
+SNAPSHOTS_PER_EVAL_PERIOD = 16
 
 
 def run_trial(
