@@ -19,6 +19,7 @@ from test_rules import (  # noqa: F401 (mnist is a fixture)
     trial,
 )
 
+from aeff import steps
 from aeff.errors import TrialInterrupted
 from aeff.runner import run_trial
 from aeff.submissions.adam import AdamHParams
@@ -174,7 +175,8 @@ def test_a_checkpoint_holds_one_copy_of_the_state_at_its_step(mnist):  # noqa: F
     workload = mnist(target_value=0.75)
     result, _ = trial(workload, max_steps=8, checkpoints=checkpoints)
     assert result.rng_seed == 0
-    shapes = jax.tree.map(np.shape, workload.init_params(jax.random.key(0)))
+    initial = steps.init_params(workload.program_key())(jax.random.key(0))  # compiled already
+    shapes = jax.tree.map(np.shape, initial)
     for (progress, _), state in zip(checkpoints.saved, checkpoints.states, strict=True):
         assert int(state.global_step) == progress["global_step"]  # a scalar: no device axis
         assert jax.tree.map(np.shape, state.params) == shapes

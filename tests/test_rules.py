@@ -60,8 +60,15 @@ SCRIPT: list[float] = []  # every metric of the n-th evaluation (the last one fr
 ROWS: list[dict] = []  # the rows handed to on_eval in the current trial
 
 
+MEASURED = [0]  # evaluation batches so far (4 a measurement: 2 splits of 2 batches)
+BY_MEASUREMENT = [False]  # SCRIPT[n] for the n-th measurement, not for the n-th row
+
+
 def _scripted_value() -> np.ndarray:
-    return np.float32(SCRIPT[min(len(ROWS), len(SCRIPT) - 1)])
+    n = MEASURED[0] // 4
+    MEASURED[0] += 1
+    index = n if BY_MEASUREMENT[0] else len(ROWS)
+    return np.float32(SCRIPT[min(index, len(SCRIPT) - 1)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +80,8 @@ class ScriptedMnist(MnistWorkload):
 
     def eval_sums(self, params, batch, mask):
         jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
-        value = jax.pure_callback(_scripted_value, jax.ShapeDtypeStruct((), jnp.float32))
+        # io_callback: called for every batch (a pure one may be hoisted out of the loop)
+        value = io_callback(_scripted_value, jax.ShapeDtypeStruct((), jnp.float32))
         total = value * jnp.sum(mask)
         return {"loss": total, "accuracy": total}
 
@@ -465,46 +473,24 @@ def test_a_signal_among_the_snapshot_rows_loses_and_repeats_none(resolved, timed
     assert steps == expected[: cut + 1] + expected[cut:]
 
 
-MEASURED: list[int] = [0]  # evaluation batches so far in the current trial
-
-
-def _measured_value() -> np.ndarray:
-    """SCRIPT's value for the n-th measurement (of both splits, 4 batches) of the trial."""
-    n = MEASURED[0] // 4
-    MEASURED[0] += 1
-    return np.float32(SCRIPT[min(n, len(SCRIPT) - 1)])
-
-
-@dataclasses.dataclass(frozen=True)
-class MeasuredMnist(ScriptedMnist):
-    """ScriptedMnist whose n-th measurement (current parameters or snapshot) is SCRIPT[n]."""
-
-    def eval_sums(self, params, batch, mask):
-        jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
-        # io_callback: called for every batch (a pure one may be hoisted out of the loop)
-        value = io_callback(_measured_value, jax.ShapeDtypeStruct((), jnp.float32))
-        total = value * jnp.sum(mask)
-        return {"loss": total, "accuracy": total}
-
-
 @pytest.mark.parametrize("first_on_target", ["snapshot", "evaluation"])
-def test_the_refinement_goes_through_the_snapshots_in_order(mnist_data_dir, first_on_target):
+def test_the_refinement_goes_through_the_snapshots_in_order(mnist, first_on_target):
     """The evaluation at step 41 finds the target (measurement 1); the snapshots since step 1
     are measured next, in order (measurements 2, 3, ...). The first of them on target is the
     crossing; when none is, the evaluation itself is."""
     on_snapshot = first_on_target == "snapshot"
     MEASURED[0] = -2  # `prepare` runs the validation split's 2 batches once, compiling
-    result, rows = trial(
-        MeasuredMnist(
-            data_dir=str(mnist_data_dir),
-            eval_period_time_sec=PERIOD_STEPS * STEP_SECONDS,
-            target_value=0.75,
-        ),
-        [0.5, 0.75, 0.75 if on_snapshot else 0.5],
-        eval_every_steps=None,
-        target_resolution=RESOLUTION,
-        max_steps=400,
-    )
+    BY_MEASUREMENT[0] = True
+    try:
+        result, rows = trial(
+            mnist(eval_period_time_sec=PERIOD_STEPS * STEP_SECONDS, target_value=0.75),
+            [0.5, 0.75, 0.75 if on_snapshot else 0.5],
+            eval_every_steps=None,
+            target_resolution=RESOLUTION,
+            max_steps=400,
+        )
+    finally:
+        BY_MEASUREMENT[0] = False
     steps = [row["global_step"] for row in rows]
     assert steps[0] == 1 and steps[-1] == PERIOD_STEPS + 1 and steps == sorted(steps)
     crossing = rows[1] if on_snapshot else rows[-1]
