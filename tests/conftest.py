@@ -140,3 +140,20 @@ def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory) -> Path:
+    """One persistent compilation cache for the test session, as `compilation_cache_dir`
+    keeps one for a user's trials: tests (and the `python -m aeff` processes they start)
+    that build the same program compile it once. Fast tier: 89 s without, 74 s with."""
+    from aeff.trial import enable_compilation_cache
+
+    directory = tmp_path_factory.mktemp("jax_cache")
+    enable_compilation_cache(directory)
+    os.environ.update(
+        JAX_COMPILATION_CACHE_DIR=str(directory),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    return directory
