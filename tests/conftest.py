@@ -146,10 +146,12 @@ def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
 def compilation_cache(tmp_path_factory) -> Path:
     """One persistent compilation cache for the test session, as `compilation_cache_dir`
     keeps one for a user's trials: tests (and the `python -m aeff` processes they start)
-    that build the same program compile it once. Fast tier: 89 s without, 74 s with."""
+    that build the same program compile it once. Fast tier: 89 s without, 74 s with.
+    `JAX_COMPILATION_CACHE_DIR`, where set, is used instead: mutmut's runs share one."""
     from aeff.trial import enable_compilation_cache
 
-    directory = tmp_path_factory.mktemp("jax_cache")
+    chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("jax_cache")
     enable_compilation_cache(directory)
     os.environ.update(
         JAX_COMPILATION_CACHE_DIR=str(directory),
