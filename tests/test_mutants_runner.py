@@ -1,14 +1,16 @@
 """The trial loop where mutation testing found it loose: a diverged trial's last row and
 warning, the budget when divergence lands on it, the wall time a checkpoint keeps, the
-way out of an exception.
+way out of an exception, what prepare() accepts and hands on.
 Same fake clock and scripted MNIST as test_rules.py."""
 
+import dataclasses
 import logging
 import signal
 
 import jax
 import numpy as np
 import pytest
+from conftest import shared_trial_scope
 from test_rules import (  # noqa: F401 (mnist is a fixture)
     CLOCK,
     ON_EVAL_SECONDS,
@@ -21,8 +23,10 @@ from test_rules import (  # noqa: F401 (mnist is a fixture)
 
 from aeff import steps
 from aeff.errors import TrialInterrupted
-from aeff.runner import run_trial
-from aeff.submissions.adam import AdamHParams
+from aeff.runner import prepare, run_trial
+from aeff.spec import HostSplit, Splits
+from aeff.submissions.adam import Adam, AdamHParams
+from aeff.workloads.mnist import MnistWorkload
 
 NAN_STEP = 14  # as in test_rules.py, so that a session compiles these trials once
 
@@ -180,3 +184,64 @@ def test_a_checkpoint_holds_one_copy_of_the_state_at_its_step(mnist):  # noqa: F
     for (progress, _), state in zip(checkpoints.saved, checkpoints.states, strict=True):
         assert int(state.global_step) == progress["global_step"]  # a scalar: no device axis
         assert jax.tree.map(np.shape, state.params) == shapes
+
+
+TINY_TRAIN = 64  # training examples of TinyMnist: a batch of all of them compiles in a second
+INITIALISED_WITH: list[tuple] = []  # (workload, rng) of each init_optimizer_state call
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyMnist(MnistWorkload):
+    """MNIST with its first TINY_TRAIN training examples and 100 of each eval split."""
+
+    def load_splits(self) -> Splits:
+        splits = super().load_splits()
+        return Splits(
+            *(
+                HostSplit(s.inputs[:n], s.labels[:n])
+                for s, n in zip(splits, (TINY_TRAIN, 100, 100), strict=True)
+            )
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class InitRecordingAdam(Adam):
+    def init_optimizer_state(self, workload, params, hparams, rng):
+        INITIALISED_WITH.append((workload, rng))
+        return super().init_optimizer_state(workload, params, hparams, rng)
+
+
+@pytest.fixture(scope=shared_trial_scope)
+def tiny_prepared(mnist_data_dir):
+    """prepare() with a batch of the whole training split, under a clock at 1000 s that
+    moves 3 s during the compilation."""
+    ticks = iter([1000.0, 1003.0])
+    workload = TinyMnist(data_dir=str(mnist_data_dir))
+    INITIALISED_WITH.clear()
+    prepared = prepare(
+        workload,
+        InitRecordingAdam(batch_size=TINY_TRAIN),
+        AdamHParams(),
+        0,
+        steps_per_dispatch=4,
+        clock=lambda: next(ticks),
+    )
+    return workload, prepared
+
+
+def test_a_batch_of_the_whole_training_split_is_one_step_an_epoch(tiny_prepared):
+    _, prepared = tiny_prepared
+    assert (prepared.batch_size, prepared.num_train) == (TINY_TRAIN, TINY_TRAIN)
+    assert prepared.steps_per_epoch == 1 and prepared.steps_per_dispatch == 1
+
+
+def test_the_optimizer_state_is_initialised_with_the_workload_and_a_key(tiny_prepared):
+    workload, _ = tiny_prepared
+    [(given_workload, rng)] = INITIALISED_WITH
+    assert given_workload is workload
+    assert jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+
+
+def test_compile_time_is_the_clocks_difference(tiny_prepared):
+    _, prepared = tiny_prepared
+    assert prepared.compile_time == 3.0
