@@ -57,6 +57,14 @@ def test_every_grid_point_gets_every_sampled_point(sweeper):
     assert first == second and len(set(first)) == 3
 
 
+def test_a_sweep_over_a_config_groups_options_lists_them(sweeper):
+    """Hydra's `glob()` reads the group's options from the config loader."""
+    assert sweeper().job_overrides(["submission=glob(*)"]) == [
+        ["submission=adam"],
+        ["submission=nesterov"],
+    ]
+
+
 def test_both_sampling_methods_are_used_and_reproducible(sweeper):
     def lrs(method: str) -> list[float]:
         config = ["search_space=mnist_adam", "search.num_trials=4", f"search.method={method}"]
