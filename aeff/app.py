@@ -26,11 +26,14 @@ from aeff import config, errors, user_files
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
 from aeff.logging.run_dir import RunDir
-from aeff.logging.secrets import redact
+from aeff.logging.secrets import redact, redact_log_records
 from aeff.trial import train_and_evaluate
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 log = logging.getLogger(__name__)
+# In every process that runs aeff's jobs (a launcher's workers too: they import this module
+# to run `trial_job`), whatever logging config Hydra applies.
+redact_log_records()
 
 
 def register() -> None:

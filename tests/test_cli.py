@@ -1,5 +1,6 @@
 """`python -m aeff` as a user runs it: from any folder, single runs, sweeps and bad input."""
 
+import json
 import re
 import subprocess
 import sys
@@ -102,6 +103,15 @@ def test_help_explains_aeff_its_groups_and_keys(tmp_path):
     for line in ("submission: adam, nesterov", "workload.max_allowed_runtime_sec", "resume=true"):
         assert line in out.stdout
     assert "Powered by Hydra" not in out.stdout
+
+
+@pytest.mark.slow
+def test_hydras_own_logging_options_run_the_trial(tmp_path, mnist_data_dir):
+    """`hydra/job_logging=disabled` silences the console; the records are all written."""
+    args = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "max_steps=2"]
+    out = run_aeff([*args, "hydra.run.dir=run", *data_overrides(mnist_data_dir)], tmp_path)
+    assert (out.returncode, out.stdout + out.stderr) == (0, "")
+    assert json.loads((tmp_path / "run" / "metadata.json").read_text())["global_step"] == 2
 
 
 @pytest.mark.slow

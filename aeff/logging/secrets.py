@@ -1,4 +1,4 @@
-"""Credentials out of every record and console line: `redact`, and a logging filter.
+"""Credentials out of every record and console line: `redact`, and log records made redacted.
 
 Caught: the user-info part of a URL (`https://user:token@host`, a raw `@` in the
 password included, also after a path has folded `//` into `/`), and the values of
@@ -21,9 +21,18 @@ def redact(text: str) -> str:
     return SECRET_PARAMETER.sub(r"\1***", USER_INFO.sub(r"\1***@", text))
 
 
-class RedactingFilter(logging.Filter):
-    """For a logging handler: every message it emits, credentials redacted."""
+def redact_log_records() -> None:
+    """Every log record this process makes from now on, credentials redacted as it is made:
+    whatever handlers a logging config sets up (Hydra's default, `hydra/job_logging=disabled`,
+    a user's own), none can print or write it unredacted."""
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts", False):
+        return
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def redacting_factory(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
         record.msg, record.args = redact(record.getMessage()), None
-        return True
+        return record
+
+    redacting_factory.redacts = True
+    logging.setLogRecordFactory(redacting_factory)

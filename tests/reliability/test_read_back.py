@@ -1,7 +1,9 @@
 """What aeff reads back is checked, not trusted; what it writes stays readable and inert."""
 
 import csv
+import io
 import json
+import logging.config
 import math
 import threading
 import time
@@ -160,6 +162,21 @@ def test_credentials_are_redacted_wherever_they_sit_in_a_url(text, secret):
 def test_redaction_leaves_plain_text_alone():
     for text in ("lr=0.001", "user@example.com", "a?b=1&c=2", "https://host/path/file.txt"):
         assert secrets.redact(text) == text
+
+
+def test_log_records_are_redacted_whatever_handlers_a_config_sets_up():
+    secrets.redact_log_records()
+    stream = io.StringIO()
+    logging.config.dictConfig(  # as Hydra configures a job's logging, after aeff started
+        {
+            "version": 1,
+            "handlers": {"mine": {"class": "logging.StreamHandler", "stream": stream}},
+            "loggers": {"planted": {"handlers": ["mine"], "level": "INFO"}},
+            "disable_existing_loggers": False,
+        }
+    )
+    logging.getLogger("planted").info("reading %s", "https://u:TOKEN8@host/x?sig=TOKEN9")
+    assert stream.getvalue() == "reading https://***@host/x?sig=***\n"
 
 
 def test_summary_csv_cells_are_inert(tmp_path):
