@@ -6,6 +6,7 @@ Same fake clock and scripted MNIST as test_rules.py."""
 import dataclasses
 import logging
 import signal
+import time
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from conftest import shared_trial_scope
 from test_rules import (  # noqa: F401 (mnist is a fixture)
     CLOCK,
+    EVAL_SECONDS,
     ON_EVAL_SECONDS,
     SCRIPT,
     STEP_SECONDS,
@@ -21,7 +23,7 @@ from test_rules import (  # noqa: F401 (mnist is a fixture)
     trial,
 )
 
-from aeff import steps
+from aeff import interrupts, steps
 from aeff.errors import TrialInterrupted
 from aeff.runner import prepare, run_trial
 from aeff.spec import HostSplit, Splits
@@ -154,6 +156,14 @@ def test_the_way_out_warns_when_its_row_or_checkpoint_cannot_be_written(mnist, c
     ]
 
 
+def test_a_signal_before_the_first_row_gets_one_row_at_its_step(mnist, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(interrupts, "_pending", [signal.SIGTERM])  # before the first launch
+    checkpoints = RecordingCheckpoints()
+    error, calls = stopped_trial(mnist(), {}, checkpoints)
+    assert isinstance(error, TrialInterrupted) and error.checkpoint_step == 0
+    assert calls == [0]  # evaluated there, no row handed out before it
+
+
 class SignalledCheckpoints(RecordingCheckpoints):
     """A second SIGTERM arrives while the way out's checkpoint is written."""
 
@@ -245,3 +255,13 @@ def test_the_optimizer_state_is_initialised_with_the_workload_and_a_key(tiny_pre
 def test_compile_time_is_the_clocks_difference(tiny_prepared):
     _, prepared = tiny_prepared
     assert prepared.compile_time == 3.0
+
+
+def test_the_result_gives_the_evaluation_compile_and_start_times(mnist):  # noqa: F811
+    """On the fake clock: each evaluation takes EVAL_SECONDS; prepare's warm-up runs the
+    single step, the fused program of 4 steps and one validation pass before the start."""
+    before = time.time()
+    result, rows = trial(mnist(target_value=0.75), max_steps=8, steps_per_dispatch=4)
+    assert result.accumulated_eval_time == len(rows) * EVAL_SECONDS == 2 * EVAL_SECONDS
+    assert result.compile_time == (1 + 4) * STEP_SECONDS + EVAL_SECONDS / 2
+    assert before <= rows[0]["global_start_time"] <= time.time()
