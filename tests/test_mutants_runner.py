@@ -25,7 +25,7 @@ from test_rules import (  # noqa: F401 (mnist is a fixture)
 
 from aeff import interrupts, steps
 from aeff.errors import TrialInterrupted
-from aeff.runner import prepare, run_trial
+from aeff.runner import Counters, TrialLoop, prepare, run_trial
 from aeff.spec import HostSplit, Splits
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -265,3 +265,35 @@ def test_the_result_gives_the_evaluation_compile_and_start_times(mnist):  # noqa
     assert result.accumulated_eval_time == len(rows) * EVAL_SECONDS == 2 * EVAL_SECONDS
     assert result.compile_time == (1 + 4) * STEP_SECONDS + EVAL_SECONDS / 2
     assert before <= rows[0]["global_start_time"] <= time.time()
+
+
+class ResumedCheckpoints(RecordingCheckpoints):
+    """Restores step 4 of a trial that had run WALL_BEFORE seconds of wall time."""
+
+    def restore(self, template, step):
+        counters = Counters(global_start_time=0.0, global_step=step, wall_time=WALL_BEFORE)
+        return template._replace(global_step=np.int32(step)), dataclasses.asdict(counters)
+
+
+WALL_BEFORE = 5000.0
+
+
+def test_a_resumed_trial_carries_its_wall_time_on(mnist):  # noqa: F811
+    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    rows = []
+    prepared = prepare(
+        mnist(), TimedAdam(), AdamHParams(), 0, steps_per_dispatch=8, max_steps=8, clock=CLOCK
+    )
+    loop = TrialLoop(
+        prepared,
+        max_steps=8,
+        eval_every_steps=4,
+        on_eval=rows.append,
+        checkpoints=ResumedCheckpoints(),
+        clock=CLOCK,
+        resume_from=4,
+    )
+    start = CLOCK.now
+    result = loop.run()
+    assert [row["global_step"] for row in rows] == [8]
+    assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + CLOCK.now - start
