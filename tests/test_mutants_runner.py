@@ -278,7 +278,7 @@ class ResumedCheckpoints(RecordingCheckpoints):
 WALL_BEFORE = 5000.0
 
 
-def test_a_resumed_trial_carries_its_wall_time_on(mnist):  # noqa: F811
+def test_a_resumed_trial_says_so_and_carries_its_wall_time_on(mnist, caplog):  # noqa: F811
     CLOCK.now, SCRIPT[:] = 0.0, [0.5]
     rows = []
     prepared = prepare(
@@ -294,6 +294,8 @@ def test_a_resumed_trial_carries_its_wall_time_on(mnist):  # noqa: F811
         resume_from=4,
     )
     start = CLOCK.now
-    result = loop.run()
+    with caplog.at_level(logging.INFO, logger="aeff.runner"):
+        result = loop.run()
+    assert caplog.records[0].getMessage() == "Resumed from the checkpoint at step 4."
     assert [row["global_step"] for row in rows] == [8]
     assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + CLOCK.now - start
