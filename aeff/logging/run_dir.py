@@ -341,14 +341,14 @@ class RunDir:
         if not self.write_records:
             return
         try:
-            record = read_metadata(self.path) or {}
+            record, now = read_metadata(self.path) or {}, time.time()
             write_json_atomically(
                 self.path / METADATA,
                 {
                     **record,
                     "status": status,
                     "end_datetime": datetime.datetime.now().astimezone().isoformat(),
-                    "wall_time_sec": time.time() - record.get("start_time", time.time()),
+                    "wall_time_sec": now - record.get("start_time", now),
                     **values,
                 },
             )
