@@ -171,5 +171,5 @@ def test_a_torn_line_that_cannot_be_cut_names_the_file(tmp_path, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(files.os, "truncate", read_only)
-    with pytest.raises(RecordsError, match=r"m\.csv"):
+    with pytest.raises(RecordsError, match=r"m\.csv: Read-only file system\."):
         files.cut_torn_line(path)

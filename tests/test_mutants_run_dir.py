@@ -61,7 +61,7 @@ def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path, 
 
 
 def test_a_users_file_that_cannot_be_copied_names_the_copy(owner, tmp_path):
-    with pytest.raises(RecordsError, match=r"workload\.py"):
+    with pytest.raises(RecordsError, match=r"workload\.py: No such file or directory\."):
         owner.begin(Attempt(), {}, "", None, files={"workload_path": tmp_path / "absent.py"})
 
 
@@ -199,10 +199,13 @@ def test_unreadable_records_are_named(tmp_path):
     with pytest.raises(ConfigError, match="holds no JSON object"):
         run_dir.read_metadata(tmp_path)
     (tmp_path / "metadata.json").write_text("{")
-    with pytest.raises(
-        ConfigError, match=r"is unreadable \(JSONDecodeError: Expecting property name"
-    ):
+    with pytest.raises(ConfigError) as unreadable:
         run_dir.read_metadata(tmp_path)
+    assert str(unreadable.value) == (
+        f"{tmp_path / 'metadata.json'} is unreadable (JSONDecodeError: Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)): move it aside, or choose "
+        "another hydra.run.dir."
+    )
 
 
 def test_steps_and_differences(tmp_path):
@@ -262,8 +265,18 @@ def test_resume_decisions(tmp_path):
     with pytest.raises(ConfigError, match="holds an earlier trial"):
         owner.attempt({"k": 1}, None, False, True)
     (tmp_path / "metadata.json").unlink()
-    with pytest.raises(ConfigError, match=r"holds a checkpoint but no metadata\.json"):
+    with pytest.raises(ConfigError) as unchecked:
         owner.attempt({"k": 1}, None, True, True)
+    assert str(unchecked.value) == (
+        f"{tmp_path} holds a checkpoint but no metadata.json (logging=off?), so which trial it "
+        "holds cannot be checked: start afresh in another dir."
+    )
+    with pytest.raises(ConfigError) as earlier:  # a checkpoint alone is an earlier trial
+        owner.attempt({"k": 1}, None, False, True)
+    assert str(earlier.value) == (
+        f"{tmp_path} holds an earlier trial: add resume=true to continue it, or choose "
+        "another hydra.run.dir."
+    )
 
 
 def test_a_resume_after_a_kill_between_moving_aside_and_the_next_record(tmp_path):
@@ -347,6 +360,34 @@ def test_a_resume_keeps_the_first_start_and_rows_up_to_the_checkpoint(tmp_path):
     assert metadata(tmp_path)["resumed_from_step"] == 8
     assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
     assert not (tmp_path / ".attempts").exists()  # nothing after the checkpoint
+    owner.release()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_step", "first"),
+    [(8, "T0"), (None, "T2")],  # a second resume keeps the first start; a new start is its own
+)
+def test_the_first_start_is_kept_by_resumes_only(tmp_path, checkpoint_step, first):
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n")
+    earlier = {"status": "interrupted", "identity": {}, "first_datetime": "T0", "datetime": "T1"}
+    (tmp_path / "metadata.json").write_text(json.dumps(earlier))
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=checkpoint_step), {"datetime": "T2"}, "", None)
+    assert metadata(tmp_path)["first_datetime"] == first
+    owner.release()
+
+
+def test_a_resume_appends_in_the_columns_of_the_rows_file_and_keeps_hydras_folder(tmp_path):
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n")
+    (tmp_path / "metadata.json").write_text(json.dumps({"identity": {}, "datetime": "T0"}))
+    (tmp_path / ".hydra").mkdir()
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=4), {}, "", None, {"config.yaml": "a: 2\n"})
+    owner.append({"x": "b", "global_step": 8})  # another order than the file's
+    assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == "a: 2\n"
     owner.release()
 
 
