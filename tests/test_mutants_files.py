@@ -173,3 +173,10 @@ def test_a_torn_line_that_cannot_be_cut_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(files.os, "truncate", read_only)
     with pytest.raises(RecordsError, match=r"m\.csv: Read-only file system\."):
         files.cut_torn_line(path)
+
+
+def test_non_finite_floats_are_recorded_as_null(tmp_path):
+    """JSON has no NaN: a diverged trial's loss is written as null, at any depth."""
+    path = tmp_path / "m.json"
+    files.write_json_atomically(path, {"loss": float("nan"), "x": [1.5, float("-inf")]})
+    assert json.loads(path.read_text()) == {"loss": None, "x": [1.5, None]}

@@ -299,3 +299,19 @@ def test_a_resumed_trial_says_so_and_carries_its_wall_time_on(mnist, caplog):  #
     assert caplog.records[0].getMessage() == "Resumed from the checkpoint at step 4."
     assert [row["global_step"] for row in rows] == [8]
     assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + CLOCK.now - start
+
+
+def test_each_epoch_gets_its_own_order(mnist_data_dir, monkeypatch):
+    """TinyMnist in batches of 16: an epoch is 4 steps, and 10 steps start three."""
+    drawn = []
+    original = steps.epoch_order
+
+    def recorded(rng_seed, global_step, num_examples):
+        drawn.append(global_step)
+        return original(rng_seed, global_step, num_examples)
+
+    monkeypatch.setattr(steps, "epoch_order", recorded)
+    workload = TinyMnist(data_dir=str(mnist_data_dir))
+    result = run_trial(workload, Adam(batch_size=16), AdamHParams(), 0, max_steps=10)
+    assert result.global_step == 10
+    assert drawn == [0, 4, 8]
