@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 
 import pytest
@@ -186,6 +187,28 @@ def test_the_lock_names_its_owner_and_is_idempotent(tmp_path):
     assert Lock.owner(tmp_path) == "another process"
     assert Lock.owner(tmp_path / "absent") == "another process"
     assert Lock.is_held(tmp_path / "absent") is False
+
+
+def test_the_lock_file_can_be_read_by_others_to_name_the_owner(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        Lock.acquire(tmp_path)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / run_dir.LOCK).stat().st_mode) == 0o644
+    Lock.release(tmp_path)
+
+
+def test_a_claim_makes_the_dir_and_its_parents_or_names_why_it_cannot(tmp_path):
+    nested = RunDir(tmp_path / "a" / "b" / "run")
+    nested.claim()
+    assert (tmp_path / "a" / "b" / "run" / run_dir.LOCK).is_file()
+    nested.release()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RecordsError) as refused:
+        RunDir(tmp_path / "file" / "run").claim()
+    message = f"cannot write {tmp_path / 'file' / 'run'}: Not a directory."
+    assert str(refused.value).startswith(message)
 
 
 def test_a_lock_that_cannot_be_opened_names_the_file(tmp_path):
