@@ -315,3 +315,21 @@ def test_each_epoch_gets_its_own_order(mnist_data_dir, monkeypatch):
     result = run_trial(workload, Adam(batch_size=16), AdamHParams(), 0, max_steps=10)
     assert result.global_step == 10
     assert drawn == [0, 4, 8]
+
+
+def test_launches_run_to_the_due_evaluation_within_a_second(mnist, monkeypatch):  # noqa: F811
+    """A time cadence of 10 steps (2.5 s): after the first step sets the pace, launches of
+    at most MAX_LAUNCH_SECONDS (4 steps) end at each due evaluation."""
+    ends = []
+    launch = TrialLoop._launch
+
+    def recorded(self):
+        losses = launch(self)
+        ends.append(self.counters.global_step)
+        return losses
+
+    monkeypatch.setattr(TrialLoop, "_launch", recorded)
+    workload = mnist(target_value=0.75, eval_period_time_sec=10 * STEP_SECONDS)
+    _, rows = trial(workload, eval_every_steps=None, max_steps=40, steps_per_dispatch=8)
+    assert [row["global_step"] for row in rows] == [1, 11, 21, 31, 40]
+    assert ends == [1, 5, 9, 11, 15, 19, 21, 25, 29, 31, 35, 39, 40]
