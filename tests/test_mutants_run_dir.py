@@ -1,6 +1,8 @@
 """The run dir's owner, pinned where mutation testing found it loose: what each record
 holds, logging=off, failures before the trial began, discarding a dir, the lock's text."""
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -10,7 +12,7 @@ import time
 
 import pytest
 
-from aeff.errors import ConfigError, RecordsError
+from aeff.errors import ConfigError, RecordsError, RunDirBusy
 from aeff.logging import files, run_dir
 from aeff.logging.run_dir import Attempt, Lock, RunDir
 
@@ -209,6 +211,34 @@ def test_a_claim_makes_the_dir_and_its_parents_or_names_why_it_cannot(tmp_path):
         RunDir(tmp_path / "file" / "run").claim()
     message = f"cannot write {tmp_path / 'file' / 'run'}: Not a directory."
     assert str(refused.value).startswith(message)
+
+
+def test_a_busy_dir_names_its_owner_and_the_way_out(tmp_path):
+    (tmp_path / run_dir.LOCK).write_text("process 7 on elsewhere\n")
+    held = os.open(tmp_path / run_dir.LOCK, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another open file description: as another process
+    try:
+        with pytest.raises(RunDirBusy) as busy:
+            Lock.acquire(tmp_path)
+    finally:
+        os.close(held)
+    assert str(busy.value) == (
+        f"{tmp_path} is in use by process 7 on elsewhere: wait for it to end, or choose "
+        "another hydra.run.dir (hydra.sweep.dir for -m)."
+    )
+
+
+def test_a_file_system_without_locks_is_warned_about_and_used(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_dir.fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="aeff.logging.run_dir"):
+        Lock.acquire(tmp_path)
+    Lock.release(tmp_path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"No flock in {tmp_path} ([Errno 37] No locks available): its ownership cannot be checked."
+    ]
 
 
 def test_a_lock_that_cannot_be_opened_names_the_file(tmp_path):
