@@ -333,3 +333,22 @@ def test_launches_run_to_the_due_evaluation_within_a_second(mnist, monkeypatch):
     _, rows = trial(workload, eval_every_steps=None, max_steps=40, steps_per_dispatch=8)
     assert [row["global_step"] for row in rows] == [1, 11, 21, 31, 40]
     assert ends == [1, 5, 9, 11, 15, 19, 21, 25, 29, 31, 35, 39, 40]
+
+
+@pytest.mark.parametrize(
+    ("eval_every_steps", "goal_reached", "submission_time", "due"),
+    [
+        (None, False, 1.0, True),  # at the snapshot's time, not only past it
+        (None, False, 0.9, False),
+        (None, True, 1.0, False),  # the goal is known: nothing left to resolve
+        (8, False, 1.0, False),  # a step cadence: every evaluation is at a known step
+    ],
+)
+def test_when_a_snapshot_is_due(
+    tiny_prepared, eval_every_steps, goal_reached, submission_time, due
+):
+    _, prepared = tiny_prepared
+    loop = TrialLoop(prepared, eval_every_steps=eval_every_steps, target_resolution=0.05)
+    loop.counters.goal_reached = goal_reached
+    loop.counters.submission_time, loop.next_snapshot_time = submission_time, 1.0
+    assert loop._snapshot_due() is due
