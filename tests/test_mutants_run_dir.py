@@ -479,6 +479,14 @@ def test_an_earlier_step_is_refused_naming_the_rows_file(owner):
     assert len(run_dir.read_rows(owner.path / "metrics.csv")[1]) == 1
 
 
+def test_rows_from_step_0_on_are_recorded(owner):
+    """Step 0: a signal before the first launch still gets its row."""
+    owner.begin(Attempt(), {}, "", None)
+    for step in (0, 1):
+        owner.append({"global_step": step, "x": step})
+    assert run_dir.read_rows(owner.path / "metrics.csv")[1] == [["0", "0"], ["1", "1"]]
+
+
 def test_an_unreadable_rows_file_is_named_with_the_reason(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("global_step,x\n4\n")
