@@ -352,3 +352,37 @@ def test_when_a_snapshot_is_due(
     loop.counters.goal_reached = goal_reached
     loop.counters.submission_time, loop.next_snapshot_time = submission_time, 1.0
     assert loop._snapshot_due() is due
+
+
+@pytest.mark.parametrize(("now", "due"), [(10.0, 10.25), (0.5, 0.5 + 0.5 / 16)])
+def test_the_next_snapshot_is_half_the_resolution_later_at_least_a_period_fraction(
+    tiny_prepared, now, due
+):
+    """r/2 of the submission time at 10 s (0.25 s); 1/16 of the 0.5 s period early on."""
+    _, prepared = tiny_prepared
+    loop = TrialLoop(prepared, target_resolution=0.05)
+    assert prepared.workload.eval_period_time_sec == 0.5
+    loop.counters.submission_time = now
+    loop._schedule_snapshot()
+    assert loop.next_snapshot_time == pytest.approx(due)
+
+
+TIME_CADENCE = {"eval_every_steps": None, "max_steps": 40, "target_resolution": 0.05}
+
+
+def test_snapshots_give_no_rows_while_the_target_is_not_reached(mnist):  # noqa: F811
+    workload = mnist(target_value=0.75, eval_period_time_sec=10 * STEP_SECONDS)
+    result, rows = trial(workload, script=(0.5,), **TIME_CADENCE)
+    assert not result.goal_reached
+    assert [row["global_step"] for row in rows] == [1, 11, 21, 31, 40]
+
+
+def test_a_train_loss_target_is_resolved_by_the_snapshots(mnist):  # noqa: F811
+    workload = mnist(
+        target_metric="train.loss", target_value=1.5, eval_period_time_sec=10 * STEP_SECONDS
+    )
+    result, rows = trial(workload, **TIME_CADENCE)
+    on_target = [row["global_step"] for row in rows if row["train.loss"] <= 1.5]
+    assert result.goal_reached and result.steps_to_target == on_target[0]
+    assert on_target[0] % 10 != 1  # a snapshot between the evaluations at steps 1, 11, 21...
+    assert rows[-1]["global_step"] % 10 == 1  # the evaluation that found the target
