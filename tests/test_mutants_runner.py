@@ -386,3 +386,13 @@ def test_a_train_loss_target_is_resolved_by_the_snapshots(mnist):  # noqa: F811
     assert result.goal_reached and result.steps_to_target == on_target[0]
     assert on_target[0] % 10 != 1  # a snapshot between the evaluations at steps 1, 11, 21...
     assert rows[-1]["global_step"] % 10 == 1  # the evaluation that found the target
+
+
+def test_each_row_is_logged_with_its_times_and_metrics(mnist, caplog):  # noqa: F811
+    with caplog.at_level(logging.INFO, logger="aeff.runner"):
+        trial(mnist(target_value=0.75), max_steps=8)
+    assert [r.getMessage() for r in caplog.records if r.name == "aeff.runner"] == [
+        f"step {step} | submission {step * STEP_SECONDS:.2f}s | eval {n * EVAL_SECONDS:.2f}s | "
+        "validation.accuracy 0.5000 | validation loss 0.5000"
+        for n, step in ((1, 4), (2, 8))
+    ]
