@@ -1,6 +1,7 @@
 """The trial loop where mutation testing found it loose: a diverged trial's last row and
 warning, the budget when divergence lands on it, the wall time a checkpoint keeps, the
-way out of an exception, what prepare() accepts and hands on.
+way out of an exception, what prepare() accepts and hands on, a resume's counters, each
+epoch's order, launch sizes, snapshots, the result's times and the log lines.
 Same fake clock and scripted MNIST as test_rules.py."""
 
 import dataclasses
