@@ -165,6 +165,30 @@ def test_a_signal_before_the_first_row_gets_one_row_at_its_step(mnist, monkeypat
     assert calls == [0]  # evaluated there, no row handed out before it
 
 
+def test_a_signal_after_a_row_was_written_hands_out_no_row_again(mnist, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(interrupts, "_pending", [])
+    calls: list[int] = []
+
+    def on_eval(row):
+        calls.append(row["global_step"])
+        interrupts._pending.append(signal.SIGTERM)  # noted once the row is written
+
+    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    with pytest.raises(TrialInterrupted):
+        run_trial(
+            mnist(),
+            TimedAdam(),
+            AdamHParams(),
+            0,
+            eval_every_steps=4,
+            max_steps=40,
+            on_eval=on_eval,
+            checkpoints=RecordingCheckpoints(),
+            clock=CLOCK,
+        )
+    assert calls == [4]
+
+
 class SignalledCheckpoints(RecordingCheckpoints):
     """A second SIGTERM arrives while the way out's checkpoint is written."""
 
