@@ -122,6 +122,7 @@ def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workloa
         (0, None, None, 100.0, None, 10),  # MAX_LAUNCH_SECONDS at 0.1 s a step
         (3, 5, None, 100.0, None, 2),  # the next step-cadence evaluation, after step 5
         (0, None, 7, 100.0, None, 7),  # max_steps
+        (4, None, 7, 100.0, None, 3),  # ... counted from the step reached
         (0, None, None, 0.75, None, 7),  # no more than the budget holds at this pace
         (0, None, None, 0.05, None, 1),  # ... but always a step: one at most over the budget
         (0, None, None, 100.0, 0.42, 5),  # a time-based check: the launch ends just past it
