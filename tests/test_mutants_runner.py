@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 import time
+import types
 
 import jax
 import numpy as np
@@ -25,7 +26,7 @@ from test_rules import (  # noqa: F401 (mnist is a fixture)
 )
 
 from aeff import interrupts, steps
-from aeff.errors import TrialInterrupted
+from aeff.errors import ConfigError, TrialInterrupted
 from aeff.runner import Counters, TrialLoop, prepare, run_trial
 from aeff.spec import HostSplit, Splits
 from aeff.submissions.adam import Adam, AdamHParams
@@ -421,3 +422,14 @@ def test_each_row_is_logged_with_its_times_and_metrics(mnist, caplog):  # noqa: 
         "validation.accuracy 0.5000 | validation loss 0.5000"
         for n, step in ((1, 4), (2, 8))
     ]
+
+
+def test_a_batch_that_does_not_divide_over_the_devices_is_refused(mnist, monkeypatch):  # noqa: F811
+    """As on 4 devices (the end-to-end test runs 4 fake ones in another process)."""
+    four = types.SimpleNamespace(devices=np.empty(4))
+    monkeypatch.setattr(steps, "device_mesh", lambda: four)
+    with pytest.raises(ConfigError) as refused:
+        prepare(mnist(), Adam(batch_size=1022), AdamHParams(), 0, steps_per_dispatch=8)
+    assert str(refused.value) == (
+        "batch_size=1022 does not divide over the 4 local devices: use a multiple of 4."
+    )
