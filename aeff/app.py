@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +21,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, user_files
+from aeff import config, errors, hydra_job, user_files
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
 from aeff.logging.run_dir import RunDir
 from aeff.logging.secrets import redact, redact_log_records
 from aeff.trial import train_and_evaluate
+from hydra_plugins.aeff_launcher import vectorized_launcher
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,10 @@ redact_log_records()
 
 
 def register() -> None:
-    """Make the schema, resolver and sweeper known to Hydra; call before composing."""
+    """Make the schema, resolver, sweeper and launcher known to Hydra; call before composing."""
     # Hydra's plugin scan cannot list modules of an editable install; register directly.
     Plugins.instance().register(aeff_sweeper.AeffSweeper)
+    Plugins.instance().register(vectorized_launcher.VectorizedLauncher)
     ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
     OmegaConf.register_new_resolver(
         "aeff.unique_suffix", unique_suffix, use_cache=True, replace=True
@@ -112,32 +113,21 @@ def errors_end_the_process() -> Iterator[None]:
         sys.exit(errors.exit_status(error))
 
 
-def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
-    """The job's place in Hydra's run, for metadata.json."""
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    return {
-        "log_dir": hydra_cfg.runtime.output_dir,
-        "command": redact(typed_command()),
-        "hydra.overrides": [redact(o) for o in hydra_cfg.overrides.task],
-        "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
-        "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
-    }
-
-
 @hydra.main(version_base="1.3", config_path="pkg://aeff.conf", config_name="config")
+@vectorized_launcher.vectorizable
 def trial_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: one trial; the returned result is what sweepers see."""
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    job = hydra_job.trial_job_of(cfg, hydra_cfg)
+    run_dir = job.run_dir
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    absolute_paths(cfg, Path(hydra_cfg.runtime.cwd))
     try:
         result = train_and_evaluate(
-            cfg,
+            job.cfg,
             run_dir,
-            job_labels(hydra_cfg),
-            Path(hydra_cfg.runtime.cwd),
-            hydra_files=hydra_files(cfg, hydra_cfg),
+            job.labels,
+            job.cwd,
+            hydra_files=job.hydra_files,
             record_bad_input=in_sweep,  # a sweep reports every trial
         )
     except AeffError as error:
@@ -153,50 +143,13 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
-PATH_KEYS = (
-    "workload.data_dir",
-    "workload.idx_dir",
-    "submission_path",
-    "workload_path",
-    "tuning_search_space",
-    "compilation_cache_dir",
-)
-
-
-def absolute_paths(cfg: DictConfig, cwd: Path) -> None:
-    """Relative paths as the user meant them: from where the command ran, also when
-    `hydra.job.chdir=true` moves the job into its run dir."""
-    for key in PATH_KEYS:
-        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
-            OmegaConf.update(cfg, key, str(cwd / value))
-
-
-def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
-    """What Hydra would write into `.hydra/` (`hydra.output_subdir` is null, so that a
-    process refused a run dir changes nothing in it), with credentials redacted."""
-    overrides = OmegaConf.create(list(hydra_cfg.overrides.task))
-    return {
-        "config.yaml": redact(OmegaConf.to_yaml(cfg)),
-        "hydra.yaml": redact(OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))),
-        "overrides.yaml": redact(OmegaConf.to_yaml(overrides)),
-    }
-
-
-TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them
-
-
-def typed_command(*extra: str) -> str:
-    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`."""
-    program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
-    return " ".join([program, shlex.join([*(TYPED or sys.argv[1:]), *extra])])
-
-
 def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
     if not interrupt.recorded:
         return "It had not begun training: nothing to resume."
-    typed_dir = any(a.startswith("hydra.run.dir=") for a in TYPED or sys.argv[1:])
-    command = typed_command("resume=true", *([] if typed_dir else [f"hydra.run.dir={run_dir}"]))
+    typed_dir = any(a.startswith("hydra.run.dir=") for a in hydra_job.TYPED or sys.argv[1:])
+    command = hydra_job.typed_command(
+        "resume=true", *([] if typed_dir else [f"hydra.run.dir={run_dir}"])
+    )
     if interrupt.checkpoint_step is None:
         how = "No checkpoint was saved; this starts it again with its seed"
     else:
@@ -207,7 +160,7 @@ def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
 def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
     register()
-    TYPED[:] = sys.argv[1:]
+    hydra_job.TYPED[:] = sys.argv[1:]
     with errors_end_the_process():
         sys.argv[1:] = with_user_files(sys.argv[1:])
     try:

@@ -130,37 +130,15 @@ def prepare(
     clock: Clock = time.perf_counter,
 ) -> Prepared:
     """Check the batch against the devices and data, put both on the devices, compile."""
-    mesh = steps.device_mesh()
-    num_devices = mesh.devices.size
-    batch_size = submission.get_batch_size(workload.name)
-    if batch_size % num_devices:
-        raise ConfigError(
-            f"batch_size={batch_size} does not divide over the {num_devices} local devices: "
-            f"use a multiple of {num_devices}."
-        )
-    splits = load_splits(workload)
+    mesh, batch_size, splits = checked_layout(workload, submission)
+    state, step_rng = initial_state(workload, submission, hparams, rng_seed)
+    state, step_rng = steps.replicate((state, step_rng), mesh)
+    stream, eval_splits = device_data(workload, splits, mesh)
     num_train = len(splits.train.labels)
-    if batch_size > num_train:
-        raise ConfigError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
-    steps_per_epoch = num_train // batch_size
-
-    programs = workload.program_key()  # a budget or target of its own compiles nothing
-    init_rng, optimizer_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
-    params = steps.init_params(programs)(init_rng)
-    optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
-    state = steps.replicate(steps.TrainState(jnp.int32(0), params, optimizer_state), mesh)
-    stream = steps.replicate(
-        InputStream(splits.train.inputs, splits.train.labels, np.arange(num_train, dtype=np.int32)),
-        mesh,
-    )
-    step_rng = steps.replicate(step_rng, mesh)
-    eval_splits = {
-        name: steps.shard_for_eval(split, workload, mesh)
-        for name, split in (("validation", splits.validation), ("test", splits.test))
-    }
     steps_per_dispatch = program_length(
-        steps_per_dispatch, steps_per_epoch, max_steps, eval_every_steps
+        steps_per_dispatch, num_train // batch_size, max_steps, eval_every_steps
     )
+    programs = workload.program_key()  # a budget or target of its own compiles nothing
     single_step = steps.train_steps(programs, submission, 1)
     fused_steps = steps.train_steps(programs, submission, steps_per_dispatch)
     evaluate = steps.evaluate(programs)
@@ -182,13 +160,55 @@ def prepare(
         eval_splits=eval_splits,
         batch_size=batch_size,
         num_train=num_train,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=num_train // batch_size,
         steps_per_dispatch=steps_per_dispatch,
         single_step=single_step,
         fused_steps=fused_steps,
         evaluate=evaluate,
         compile_time=clock() - compile_start,
     )
+
+
+def checked_layout(workload: Workload, submission: Submission) -> tuple[Any, int, Splits]:
+    """The devices' mesh, the batch size and the splits, once the batch is known to divide
+    over the devices and to fit in the training split."""
+    mesh = steps.device_mesh()
+    num_devices = mesh.devices.size
+    batch_size = submission.get_batch_size(workload.name)
+    if batch_size % num_devices:
+        raise ConfigError(
+            f"batch_size={batch_size} does not divide over the {num_devices} local devices: "
+            f"use a multiple of {num_devices}."
+        )
+    splits = load_splits(workload)
+    num_train = len(splits.train.labels)
+    if batch_size > num_train:
+        raise ConfigError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
+    return mesh, batch_size, splits
+
+
+def initial_state(
+    workload: Workload, submission: Submission, hparams: Any, rng_seed: int
+) -> tuple[steps.TrainState, jax.Array]:
+    """The train state at step 0 and the key of the steps, drawn from `rng_seed`."""
+    init_rng, optimizer_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
+    params = steps.init_params(workload.program_key())(init_rng)
+    optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
+    return steps.TrainState(jnp.int32(0), params, optimizer_state), step_rng
+
+
+def device_data(
+    workload: Workload, splits: Splits, mesh: Any
+) -> tuple[InputStream, dict[str, steps.EvalSplit]]:
+    """The training split in its natural order and the evaluation splits, on the devices."""
+    train = splits.train
+    order = np.arange(len(train.labels), dtype=np.int32)
+    stream = steps.replicate(InputStream(train.inputs, train.labels, order), mesh)
+    eval_splits = {
+        name: steps.shard_for_eval(split, workload, mesh)
+        for name, split in (("validation", splits.validation), ("test", splits.test))
+    }
+    return stream, eval_splits
 
 
 # The longest a launch runs before the host looks again: a signal and the clock wait at
@@ -350,14 +370,19 @@ class TrialLoop:
             step += size
         jax.block_until_ready(self.state)
         step_time = self.clock() - step_start
-        self.seconds_per_step = step_time / (step - c.global_step)
-        c.submission_time += step_time
-        c.train_loss_count += step - c.global_step
-        c.global_step = step
         losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
+        self._account(step_time, losses)
+        return losses
+
+    def _account(self, step_time: float, losses: np.ndarray) -> None:
+        """A launch of `len(losses)` steps that took `step_time`, charged to the submission."""
+        c = self.counters
+        self.seconds_per_step = step_time / len(losses)
+        c.submission_time += step_time
+        c.train_loss_count += len(losses)
+        c.global_step += len(losses)
         c.train_loss_sum += float(losses.sum())
         c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
-        return losses
 
     def _launch_size(self) -> int:
         c = self.counters
@@ -515,12 +540,16 @@ class TrialLoop:
 
     def _save(self) -> None:
         self.counters.wall_time = self.clock() - self.start
-        self.checkpoints.save(unreplicated(self.state), dataclasses.asdict(self.counters))
+        self.checkpoints.save(self._own_state(), dataclasses.asdict(self.counters))
+
+    def _own_state(self) -> steps.TrainState:
+        """This trial's train state, one replica."""
+        return unreplicated(self.state)
 
     def _stop(self, error: BaseException) -> None:
         """On the way out: a last row where a signal stopped the trial, then a checkpoint of
         the work done; further signals wait until both are written."""
-        self.counters.global_step = int(np.asarray(self.state.global_step)[0])
+        self.counters.global_step = int(np.asarray(self._own_state().global_step))
         with interrupts_held() as held:
             interrupted = isinstance(error, TrialInterrupted)
             try:

@@ -31,6 +31,17 @@ from aeff.logging.secrets import redact
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
+class TrialJob:
+    """A trial as `train_and_evaluate` takes it, from a Hydra job (`aeff.hydra_job`)."""
+
+    cfg: DictConfig
+    run_dir: Path
+    labels: dict[str, Any]
+    cwd: Path
+    hydra_files: Mapping[str, str] | None = None
+
+
 def train_and_evaluate(
     cfg: DictConfig,
     run_dir: Path,
@@ -59,13 +70,13 @@ def train_and_evaluate(
             return _run(cfg, owner, {**(labels or {})}, cwd or Path.cwd(), hydra_files)
     except BaseException as error:
         if owner.status is None:  # it never began
-            _record_or_discard(owner, error, cfg, labels or {}, record_bad_input)
+            record_or_discard(owner, error, cfg, labels or {}, record_bad_input)
         raise
     finally:
         owner.release()  # the next trial of a sweep in this process may take it over
 
 
-def _record_or_discard(
+def record_or_discard(
     owner: RunDir, error: BaseException, cfg: DictConfig, labels: Mapping[str, Any], bad: bool
 ) -> None:
     bad_input = isinstance(error, errors.AeffError)
@@ -96,43 +107,54 @@ def _run(
     prepared = _prepare(trial, attempt, record_signal)
     try:
         with interrupts_held() as held:  # the records begin whole, or not at all
-            owner.begin(
-                attempt,
-                _start_record(trial, prepared, labels, cwd),
-                redact(OmegaConf.to_yaml(cfg, resolve=True)),
-                packages_text(settings.logging.os_packages) if settings.logging.packages else None,
-                hydra_files,
-                {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
-            )
+            record = start_record(trial, prepared, labels, cwd)
+            begin_records(owner, attempt, trial, cfg, record, hydra_files)
         if held:
             raise errors.TrialInterrupted(held[0])
         result = _train(trial, owner, prepared, attempt, labels)
     except BaseException as error:
         if owner.status != "running":
             raise  # it never began: train_and_evaluate records it
-        owner.end(errors.record_status(error), **_error_facts(error))
-        if isinstance(error, errors.TrialInterrupted):
-            error.recorded = True
+        record_ending(owner, error)
         raise
-    _end(owner, result, keep_checkpoints=settings.checkpoint.keep)
+    end_records(owner, result, keep_checkpoints=settings.checkpoint.keep)
     return result
+
+
+def begin_records(
+    owner: RunDir,
+    attempt: Attempt,
+    trial: Trial,
+    cfg: DictConfig,
+    record: dict[str, Any],
+    hydra_files: Mapping[str, str] | None,
+) -> None:
+    """metadata.json (`running`), the resolved config, packages.txt, `.hydra/`, user files."""
+    settings = trial.settings
+    owner.begin(
+        attempt,
+        record,
+        redact(OmegaConf.to_yaml(cfg, resolve=True)),
+        packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+        hydra_files,
+        {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
+    )
+
+
+def record_ending(owner: RunDir, error: BaseException) -> None:
+    """The status and error of a trial that an exception or a signal ended."""
+    owner.end(errors.record_status(error), **_error_facts(error))
+    if isinstance(error, errors.TrialInterrupted):
+        error.recorded = True
 
 
 def _prepare(trial: Trial, attempt: Attempt, record_signal: Callable[[int], None]) -> Any:
     """The seed (recorded, given or drawn), the devices, data and compiled programs."""
-    # A trial takes the GPU memory it needs, not three quarters of the card (JAX's
-    # default), so that several trials can share one; set before JAX starts.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    settings = trial.settings
+    seed = seed_of(attempt)
+    set_up_devices(settings)
     from aeff import runner  # imports JAX; kept out of config checking
 
-    settings = trial.settings
-    seed = attempt.rng_seed
-    if seed is None:
-        seed = config.draw_seed()
-        log.info("rng_seed=null: drew rng_seed=%d", seed)
-    _claim_gpus(settings)
-    if settings.compilation_cache_dir:
-        enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
     with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
         prepared = runner.prepare(
             trial.workload,
@@ -147,7 +169,26 @@ def _prepare(trial: Trial, attempt: Attempt, record_signal: Callable[[int], None
     return prepared
 
 
-def _start_record(
+def seed_of(attempt: Attempt) -> int:
+    """The recorded or given seed, or one drawn now (and logged)."""
+    if attempt.rng_seed is not None:
+        return attempt.rng_seed
+    seed = config.draw_seed()
+    log.info("rng_seed=null: drew rng_seed=%d", seed)
+    return seed
+
+
+def set_up_devices(settings: config.TrialConfig) -> None:
+    """Before JAX starts: memory on demand, this trial's GPUs, the compilation cache."""
+    # A trial takes the GPU memory it needs, not three quarters of the card (JAX's
+    # default), so that several trials can share one; set before JAX starts.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _claim_gpus(settings)
+    if settings.compilation_cache_dir:
+        enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
+
+
+def start_record(
     trial: Trial, prepared: Any, labels: Mapping[str, Any], cwd: Path
 ) -> dict[str, Any]:
     """metadata.json as the trial begins: the machine, the code, the config, the seed."""
@@ -164,7 +205,7 @@ def _start_record(
     }
 
 
-def _end(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
+def end_records(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
     """The final record, whole (a signal waits for it); then the checkpoints go."""
     facts = dataclasses.asdict(result)
     with interrupts_held() as held:
@@ -204,30 +245,46 @@ def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels:
     from aeff import runner
 
     settings = trial.settings
-    static = {"framework": "jax", "run_idx": labels.get("hydra.job.num", 0)}
-    static.update({"rng_seed": prepared.rng_seed, **trial.record})
-
-    def on_eval(row: Mapping[str, Any]) -> None:
-        sample = (
-            {**system.sample(), **system.device_memory()} if settings.logging.system_metrics else {}
-        )
-        owner.append({**static, **row, **sample})
-
-    checkpoints = None
-    if settings.checkpoint.enabled:
-        from aeff.checkpoints import TrialCheckpoints
-
-        checkpoints = TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
+    checkpoints = trial_checkpoints(settings, owner)
     return runner.TrialLoop(
         prepared,
         settings.stop_at_target,
         settings.max_steps,
         settings.eval_every_steps,
-        on_eval,
+        row_writer(trial, owner, prepared.rng_seed, labels),
         checkpoints,
         resume_from=attempt.checkpoint_step,
         target_resolution=settings.target_resolution,
     ).run()
+
+
+def row_writer(
+    trial: Trial,
+    owner: RunDir,
+    rng_seed: int,
+    labels: Mapping[str, Any],
+    columns: Mapping[str, Any] | None = None,
+) -> Callable[[Mapping[str, Any]], None]:
+    """What hands a trial's rows to its run dir's owner, with the config, `columns` (a
+    group's id and size) and a system sample."""
+    static = {"framework": "jax", "run_idx": labels.get("hydra.job.num", 0)}
+    static.update({"rng_seed": rng_seed, **(columns or {}), **trial.record})
+    system_metrics = trial.settings.logging.system_metrics
+
+    def on_eval(row: Mapping[str, Any]) -> None:
+        sample = {**system.sample(), **system.device_memory()} if system_metrics else {}
+        owner.append({**static, **row, **sample})
+
+    return on_eval
+
+
+def trial_checkpoints(settings: config.TrialConfig, owner: RunDir) -> Any:
+    """The trial's checkpoints in its run dir, or None with checkpoint.enabled=false."""
+    if not settings.checkpoint.enabled:
+        return None
+    from aeff.checkpoints import TrialCheckpoints
+
+    return TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
 
 
 def failure_record(

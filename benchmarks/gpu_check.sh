@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, in under 8 minutes: a default trial (twice, the
 # second with a warm compilation cache, timed), two trials sharing the GPU, the
-# multi-device check, the NVML columns check and the throughput benchmark, then a
-# summary. Usage, from the repository root after `pip install -e ".[dev]"` (with a
+# multi-device check, the NVML columns check, the throughput benchmark and the
+# vectorized sweep benchmark (64 trials in one program), then a summary. Usage, from the repository root after `pip install -e ".[dev]"` (with a
 # CUDA build of jaxlib):   bash benchmarks/gpu_check.sh [OVERRIDE ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,7 @@ assert not missing, f"missing: {missing}"
 print({c: row[c] for c in [*needed[:7], *needed[-2:]]})
 PY
 run throughput python benchmarks/throughput.py "$@"
+run sweep_vectorized python benchmarks/sweep_vectorized.py 64 "$@"
 
 echo "== summary"
 grep -h "goal reached" "$out/default_trial.log" | tail -n 1
@@ -61,6 +62,8 @@ for job in (0, 1):
           f"{float(peak) / 2**20:.0f} MiB")
 PY
 grep -h "aeff / limit" "$out/throughput.log"
-for name in cold_trial default_trial shared_gpu multi_device nvml_columns throughput; do
+grep -h "K=64" "$out/sweep_vectorized.log"
+for name in cold_trial default_trial shared_gpu multi_device nvml_columns throughput \
+    sweep_vectorized; do
   echo "$name: ${result[$name]}"
 done

@@ -1,0 +1,80 @@
+"""What a Hydra job hands a trial: its run dir, labels, `.hydra/` texts and paths.
+
+Hydra's state is read here, once per job, by the app's job function and by the
+vectorized launcher; nothing below `aeff.trial` reads it.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from aeff.logging.secrets import redact
+from aeff.trial import TrialJob
+
+
+def trial_job_of(cfg: DictConfig, hydra_cfg: DictConfig) -> TrialJob:
+    """The job's trial: `cfg` with paths made absolute, and what Hydra knows of the job."""
+    cwd = Path(hydra_cfg.runtime.cwd)
+    absolute_paths(cfg, cwd)
+    return TrialJob(
+        cfg,
+        Path(hydra_cfg.runtime.output_dir),
+        job_labels(hydra_cfg),
+        cwd,
+        hydra_files(cfg, hydra_cfg),
+    )
+
+
+def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
+    """The job's place in Hydra's run, for metadata.json."""
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    return {
+        "log_dir": hydra_cfg.runtime.output_dir,
+        "command": redact(typed_command()),
+        "hydra.overrides": [redact(o) for o in hydra_cfg.overrides.task],
+        "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
+        "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
+    }
+
+
+PATH_KEYS = (
+    "workload.data_dir",
+    "workload.idx_dir",
+    "submission_path",
+    "workload_path",
+    "tuning_search_space",
+    "compilation_cache_dir",
+)
+
+
+def absolute_paths(cfg: DictConfig, cwd: Path) -> None:
+    """Relative paths as the user meant them: from where the command ran, also when
+    `hydra.job.chdir=true` moves the job into its run dir."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            OmegaConf.update(cfg, key, str(cwd / value))
+
+
+def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
+    """What Hydra would write into `.hydra/` (`hydra.output_subdir` is null, so that a
+    process refused a run dir changes nothing in it), with credentials redacted."""
+    overrides = OmegaConf.create(list(hydra_cfg.overrides.task))
+    return {
+        "config.yaml": redact(OmegaConf.to_yaml(cfg)),
+        "hydra.yaml": redact(OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))),
+        "overrides.yaml": redact(OmegaConf.to_yaml(overrides)),
+    }
+
+
+TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them
+
+
+def typed_command(*extra: str) -> str:
+    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`."""
+    program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
+    return " ".join([program, shlex.join([*(TYPED or sys.argv[1:]), *extra])])

@@ -1,0 +1,1 @@
+"""aeff's Hydra launcher: trials as groups in one program each (`hydra/launcher=vectorized`)."""
