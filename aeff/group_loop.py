@@ -16,6 +16,7 @@ launch's, and each evaluation's whole (docs/decisions.md).
 """
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from aeff.interrupts import raise_pending
 from aeff.logging.speaker import speaking
 from aeff.progress import Progress
 from aeff.spec import Submission, Workload
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -318,6 +321,11 @@ class GroupLoop:
         jax.block_until_ready(warm_up(prepared, [m.p.rng_seed for m in self.slots]))
         self.compile_time += self.clock() - start
         self.evaluated = None
+        log.info(
+            "%d trials still running: a program of their own (%.2fs to compile).",
+            len(self.slots),
+            self.clock() - start,
+        )
 
     def measure(self, params: Any, slot: int) -> tuple[dict[str, float], float]:
         """The metrics of the trial at `slot` in `params`, and the seconds they took: the
