@@ -75,7 +75,10 @@ def train_and_evaluate_group(jobs: list[trial.TrialJob], group_id: str) -> list[
                 outcomes[member.index] = _recorded(member, error)
         if isinstance(error, errors.TrialInterrupted):
             raise
-        log.exception("The group %s failed: %s", group_id, error)
+        if isinstance(error, errors.AeffError):
+            log.error("%s", error)
+        else:
+            log.exception("The group %s failed: %s", group_id, error)
     finally:
         for member in members:
             member.owner.release()

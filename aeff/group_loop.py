@@ -1,4 +1,4 @@
-"""Trials as one program: a group of trials trained by `vmap`-ed steps, in lockstep.
+"""Trials as one program: a group of trials trained in lockstep by one program's steps.
 
 The trials of a group share every setting that shapes the compiled programs or the loop
 (workload, submission, batch size, budget, cadence); they differ in hyperparameters
@@ -28,6 +28,7 @@ import numpy as np
 
 from aeff import runner, steps
 from aeff.checkpoints import TrialCheckpoints
+from aeff.errors import ConfigError
 from aeff.interrupts import raise_pending
 from aeff.logging.speaker import speaking
 from aeff.progress import Progress
@@ -77,11 +78,17 @@ def prepare_group(
     mesh, batch_size, splits = runner.checked_layout(workload, submission)
     initial = [runner.initial_state(workload, submission, m.hparams, m.rng_seed) for m in members]
     if len({jax.tree.structure(s) for s, _ in initial}) > 1:
-        raise ValueError("the group's optimizer states differ in structure: run them apart.")
+        raise ConfigError(
+            f"{type(submission).__name__}'s optimizer state differs in structure between "
+            "these hyperparameters, so they cannot share one program: run this sweep with "
+            "another launcher (the default: drop hydra/launcher=vectorized)."
+        )
     state, step_rng = jax.tree.map(lambda *xs: jnp.stack(xs), *initial)
     state, step_rng = steps.replicate((state, step_rng), mesh)
     stream, eval_splits = runner.device_data(workload, splits, mesh)
     num_train = len(splits.train.labels)
+    seeds = [m.rng_seed for m in members]
+    stream = shuffled(stream, seeds, 0, mesh)
     programs = workload.program_key()
     steps_per_dispatch = runner.program_length(
         steps_per_dispatch, num_train // batch_size, max_steps, eval_every_steps
@@ -103,11 +110,11 @@ def prepare_group(
         evaluate=steps.group_evaluate(programs),
         compile_time=0.0,
     )
-    group = Group(prepared, [m.rng_seed for m in members], steps.evaluate(programs))
+    group = Group(prepared, seeds, steps.evaluate(programs))
     start = clock()
     jax.block_until_ready(
         (
-            warm_up(prepared, [m.rng_seed for m in members]),
+            warm_up(prepared),
             group.evaluate_one(steps.unstack(state.params, 0), eval_splits["validation"]),
         )
     )
@@ -115,22 +122,23 @@ def prepare_group(
     return group
 
 
-def warm_up(p: runner.Prepared, rng_seeds: list[int]) -> Any:
+def warm_up(p: runner.Prepared) -> Any:
     """Compile (or load) the group's programs for its state's shape: each run once with
     every trial masked, so nothing changes."""
-    stream = shuffled(p, p.stream, rng_seeds, 0)
-    masked = steps.replicate(np.zeros(len(rng_seeds), bool), p.mesh)
+    masked = steps.replicate(np.zeros(p.stream.order.shape[1], bool), p.mesh)
     return (
-        p.single_step(p.state, stream, p.step_rng, masked),
-        p.fused_steps(p.state, stream, p.step_rng, masked),
+        p.single_step(p.state, p.stream, p.step_rng, masked),
+        p.fused_steps(p.state, p.stream, p.step_rng, masked),
         p.evaluate(p.state.params, p.eval_splits["validation"]),
     )
 
 
-def shuffled(p: runner.Prepared, stream: Any, rng_seeds: list[int], epoch_start: int) -> Any:
-    """Each trial's order of the epoch starting at `epoch_start`, as it has alone."""
-    orders = np.stack([steps.epoch_order(s, epoch_start, p.num_train) for s in rng_seeds])
-    return stream._replace(order=steps.replicate(orders, p.mesh))
+def shuffled(stream: Any, rng_seeds: list[int], epoch_start: int, mesh: Any) -> Any:
+    """Each trial's order of the epoch starting at `epoch_start` [trials, examples], as it
+    has alone."""
+    num_train = stream.inputs.shape[1]
+    orders = np.stack([steps.epoch_order(s, epoch_start, num_train) for s in rng_seeds])
+    return stream._replace(order=steps.replicate(orders, mesh))
 
 
 class MemberLoop(runner.TrialLoop):
@@ -246,7 +254,7 @@ class GroupLoop:
         losses, step = [], lead.global_step
         for size in sizes:
             if step % p.steps_per_epoch == 0:
-                self.stream = shuffled(p, self.stream, seeds, step)
+                self.stream = shuffled(self.stream, seeds, step, p.mesh)
             program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
             self.state, loss = program(self.state, self.stream, self.step_rng, active)
             losses.append(loss)
@@ -318,7 +326,7 @@ class GroupLoop:
             member.slot, member.state = slot, state
         start = self.clock()
         prepared = dataclasses.replace(self.p, state=state, step_rng=step_rng, stream=self.stream)
-        jax.block_until_ready(warm_up(prepared, [m.p.rng_seed for m in self.slots]))
+        jax.block_until_ready(warm_up(prepared))
         self.compile_time += self.clock() - start
         self.evaluated = None
         log.info(

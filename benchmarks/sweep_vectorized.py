@@ -43,13 +43,12 @@ def group_examples_per_sec(trial, k: int) -> float:
         trial.workload, trial.submission, members, steps_per_dispatch=settings.steps_per_dispatch
     )
     p = group.prepared
-    stream = group_loop.shuffled(p, p.stream, group.rng_seeds, 0)
     active = steps.replicate(np.ones(k, bool), p.mesh)
     best = 0.0
     for _ in range(ROUNDS):
         state, start = p.state, time.perf_counter()
         for _ in range(DISPATCHES):
-            state, _ = p.fused_steps(state, stream, p.step_rng, active)
+            state, _ = p.fused_steps(state, p.stream, p.step_rng, active)
         jax.block_until_ready(state)
         examples = k * p.batch_size * p.steps_per_dispatch * DISPATCHES
         best = max(best, examples / (time.perf_counter() - start))

@@ -9,11 +9,14 @@ import math
 
 import jax
 import numpy as np
+import optax
 import pytest
 from test_rules import CLOCK, STEP_SECONDS, TimedAdam
 from wild_adam import WildAdam, WildAdamHParams
 
 from aeff import group_loop, steps
+from aeff.errors import ConfigError
+from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload
 
 BATCH = 256
@@ -62,9 +65,8 @@ def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
     members = [group_loop.Member(hparams(lr, 1e-8), seed) for lr, _, seed in TRIALS[:3]]
     group = group_loop.prepare_group(workload, submission, members, steps_per_dispatch=3)
     p = group.prepared
-    stream = group_loop.shuffled(p, p.stream, group.rng_seeds, 0)
     active = steps.replicate(np.array([True, False, True]), p.mesh)
-    state, losses = p.fused_steps(p.state, stream, p.step_rng, active)
+    state, losses = p.fused_steps(p.state, p.stream, p.step_rng, active)
     assert list(np.asarray(state.global_step)[0]) == [3, 0, 2]
     before, after = steps.unstack(p.state, 1), steps.unstack(state, 1)
     for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
@@ -102,3 +104,22 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(mnist_dat
             4 * 2 * STEP_SECONDS, 8 * 2 * STEP_SECONDS, budget,
         ]  # fmt: skip
         assert result.accumulated_eval_time == 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumOrNot(Nesterov):
+    """SGD whose state has a momentum trace only when `momentum` is not 0."""
+
+    @staticmethod
+    def optimizer(hparams):
+        return optax.inject_hyperparams(optax.sgd)(
+            learning_rate=hparams.lr, momentum=hparams.momentum or None
+        )
+
+
+def test_hyperparameters_that_change_the_state_cannot_share_a_program(workload):
+    members = [group_loop.Member(NesterovHParams(momentum=m), 0) for m in (0.9, 0.0)]
+    with pytest.raises(ConfigError, match=r"differs in structure .* drop hydra/launcher"):
+        group_loop.prepare_group(
+            workload, MomentumOrNot(batch_size=BATCH), members, steps_per_dispatch=1
+        )
