@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from test_rules import CLOCK, STEP_SECONDS, TimedAdam
-from wild_adam import WildAdam, WildAdamHParams
+from wild_adam import WildAdamHParams
 
 from aeff import group_loop, steps
 from aeff.errors import ConfigError
@@ -20,12 +20,6 @@ from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload
 
 BATCH = 256
-TRIALS = [  # (lr, epsilon, seed)
-    (1e-3, 1e-8, 0),
-    (4e-3, 1e-6, 1),
-    (1e37, 1e-8, 2),
-    (2e-3, 1e-4, 3),
-]
 
 
 @pytest.fixture(scope="module")
@@ -58,52 +52,58 @@ def run_group(workload, submission, trials, clock=None, **settings):
     return loop.run(), rows, loop
 
 
+@dataclasses.dataclass(frozen=True)
+class TimedWildAdam(TimedAdam):
+    """TimedAdam (every step of every trial moves the fake clock by STEP_SECONDS), with no
+    bounds on its hyperparameters."""
+
+    hparams_schema = WildAdamHParams
+
+
+# The two tests share one program: three trials, the third of which diverges at step 2.
+THREE = [(1e-3, 1e-8, 0), (2e-3, 1e-8, 1), (1e37, 1e-8, 2)]
+SUBMISSION = TimedWildAdam(batch_size=512)
+
+
 def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
     """The group program leaves an inactive trial as it is and stops a trial at the step of
     its first non-finite loss, that step taken."""
-    submission = WildAdam(batch_size=BATCH)
-    members = [group_loop.Member(hparams(lr, 1e-8), seed) for lr, _, seed in TRIALS[:3]]
-    group = group_loop.prepare_group(workload, submission, members, steps_per_dispatch=3)
-    p = group.prepared
+    members = [group_loop.Member(hparams(lr, epsilon), seed) for lr, epsilon, seed in THREE]
+    p = group_loop.prepare_group(workload, SUBMISSION, members, steps_per_dispatch=4).prepared
     active = steps.replicate(np.array([True, False, True]), p.mesh)
     state, losses = p.fused_steps(p.state, p.stream, p.step_rng, active)
-    assert list(np.asarray(state.global_step)[0]) == [3, 0, 2]
+    assert list(np.asarray(state.global_step)[0]) == [4, 0, 2]
     before, after = steps.unstack(p.state, 1), steps.unstack(state, 1)
     for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
         np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
     assert np.isfinite(losses[0, 0]).all() and not np.isfinite(losses[0, 2, 1])
 
 
-# Time: a fake clock that only the training steps move -----------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class TimedWildAdam(TimedAdam):
-    """TimedAdam (every step of every trial moves the clock by STEP_SECONDS), unbounded."""
-
-    hparams_schema = WildAdamHParams
-
-
 def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(mnist_data_dir):
-    """Two trials whose steps take STEP_SECONDS each, one after another in the program: a
-    group step takes 2 * STEP_SECONDS, which is what both are charged; a budget of ten
-    group steps ends both at step 10; evaluations are not charged."""
-    budget = 10 * 2 * STEP_SECONDS
+    """Three trials whose steps take STEP_SECONDS each, one after another in the program: a
+    group step takes 3 * STEP_SECONDS, which is what each is charged; the diverged one up
+    to its step 2; a budget of ten group steps ends the others at step 10; evaluations
+    are not charged."""
+    group_step = 3 * STEP_SECONDS
+    budget = 10 * group_step
     workload = MnistWorkload(data_dir=str(mnist_data_dir), max_allowed_runtime_sec=budget)
     CLOCK.now = 0.0
-    trials = [(1e-3, 1e-8, 0), (2e-3, 1e-8, 1)]
     results, rows, _ = run_group(
-        workload, TimedWildAdam(batch_size=512), trials, clock=CLOCK,
+        workload, SUBMISSION, THREE, clock=CLOCK,
         max_steps=100, eval_every_steps=4, steps_per_dispatch=4,
     )  # fmt: skip
-    for result, trial_rows in zip(results, rows, strict=True):
-        assert result.global_step == 10
+    for result, trial_rows in zip(results[:2], rows[:2], strict=True):
+        assert result.status == "completed" and result.global_step == 10
         assert math.isclose(result.accumulated_submission_time, budget)
         assert [r["global_step"] for r in trial_rows] == [4, 8, 10]
         assert [r["accumulated_submission_time"] for r in trial_rows] == [
-            4 * 2 * STEP_SECONDS, 8 * 2 * STEP_SECONDS, budget,
+            4 * group_step, 8 * group_step, budget,
         ]  # fmt: skip
         assert result.accumulated_eval_time == 0.0
+    diverged = results[2]
+    assert diverged.status == "diverged" and diverged.global_step == 2
+    assert math.isclose(diverged.accumulated_submission_time, 2 * group_step)
+    assert [r["global_step"] for r in rows[2]] == [2]
 
 
 @dataclasses.dataclass(frozen=True)
