@@ -151,17 +151,20 @@ def train_steps(
 
 @functools.cache
 def group_train_steps(
-    workload: Workload, submission: Submission, num_steps: int
+    workload: Workload, submission: Submission, num_steps: int, vectorized: bool | None = None
 ) -> Callable[[TrainState, InputStream, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
-    """`train_steps` for a group of trials in one program: `vmap`-ed over their states,
-    epoch orders [trials, examples] and keys, sharing the training split; losses
-    [devices, trials, num_steps].
+    """`train_steps` for a group of trials in one program, over their stacked states, epoch
+    orders [trials, examples] and keys, sharing the training split; losses [devices,
+    trials, num_steps]. The trials are `vmap`-ed (`vectorized`), or one after another in
+    the program (None: `vmap` except on a CPU, see `one_at_a_time`).
 
     A trial not `active` [trials] stays as it is, and one stops at the step of its first
     non-finite loss (that step taken, as a trial alone takes it), so it cannot change
     after it has ended.
     """
     step = _step(workload, submission)
+    if vectorized is None:
+        vectorized = not one_at_a_time()
 
     def trial(state: TrainState, stream: InputStream, rng: jax.Array, active: jax.Array):
         def masked(carry, _):
@@ -174,12 +177,11 @@ def group_train_steps(
         return state, losses
 
     def group(state: TrainState, stream: InputStream, rng: jax.Array, active: jax.Array):
-        if _one_at_a_time():
-            each = lambda xs: trial(xs[0], stream._replace(order=xs[1]), xs[2], xs[3])  # noqa: E731
-            return lax.map(each, (state, stream.order, rng, active))
-        return jax.vmap(trial, in_axes=(0, InputStream(None, None, 0), 0, 0))(
-            state, stream, rng, active
-        )
+        if vectorized:
+            in_axes = (0, InputStream(None, None, 0), 0, 0)
+            return jax.vmap(trial, in_axes=in_axes)(state, stream, rng, active)
+        each = lambda xs: trial(xs[0], stream._replace(order=xs[1]), xs[2], xs[3])  # noqa: E731
+        return lax.map(each, (state, stream.order, rng, active))
 
     return jax.pmap(group, axis_name=DEVICE_AXIS)
 
@@ -189,10 +191,11 @@ def unstack(tree: Any, index: int) -> Any:
     return jax.tree.map(lambda x: x[:, index], tree)
 
 
-def _one_at_a_time() -> bool:
-    """A group's trials one after another in its program, not `vmap`-ed: on a CPU, which
-    computes them no faster together, a `vmap`-ed group took 1.16x the time of its trials
-    alone (training) and 1.5x (evaluation); one after another, 1.02-1.10x and 1.06x."""
+def one_at_a_time() -> bool:
+    """A group's trials one after another in its programs, not `vmap`-ed: on a CPU, which
+    computes them no faster together. There a group of 4 trained 5-13% faster one after
+    another than `vmap`-ed, in each of three runs of `benchmarks/sweep_vectorized.py`;
+    its evaluation took 1.06 and 1.5 times as long as the trials' own (measured once)."""
     return jax.default_backend() == "cpu"
 
 
@@ -228,7 +231,7 @@ def evaluate(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.
 def group_evaluate(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
     """`evaluate` of a group's stacked parameters [devices, trials, ...] in one program (on
     a CPU, one trial's at a time); metrics [devices, trials]."""
-    if _one_at_a_time():
+    if one_at_a_time():
         one = evaluate(workload)
 
         def each(params: Params, split: EvalSplit) -> dict[str, jax.Array]:

@@ -1,8 +1,9 @@
 """Vectorized sweeps: K trials in one program, against one trial alone, measured in one run.
 
 1. Aggregate throughput: the group program's examples/s over K training trials (the
-   default's steps per dispatch, launches queued, no evaluation) against one trial's
-   plain-JAX loop (throughput.py's limit). Goal on one H200: >= 6x at K=64.
+   default's steps per dispatch, launches queued, no evaluation), `vmap`-ed and with the
+   trials one after another, against one trial's plain-JAX loop (throughput.py's limit)
+   and one trial's own program. Goal on one H200: >= 6x the plain loop at K=64.
 2. A sweep, command to exit, through `hydra/launcher=vectorized`: its wall and wall per
    trial; with --against-default, the same sweep through the default launcher. Without
    --steps: K trials sampled from `search_space=mnist_adam`, a budget of 5 s each (goal on
@@ -24,7 +25,7 @@ import jax
 import numpy as np
 from throughput import limit_measurement
 
-from aeff import group_loop, steps
+from aeff import group_loop, runner, steps
 from aeff.app import compose_config
 from aeff.config import check_trial
 
@@ -32,27 +33,48 @@ DISPATCHES = 50
 ROUNDS = 3
 
 
-def group_examples_per_sec(trial, k: int) -> float:
-    """The best of ROUNDS runs of DISPATCHES fused group programs, queued, then waited for."""
+def best_rate(launch, state, examples: int) -> float:
+    """Examples/s of DISPATCHES launches queued then waited for, the best of ROUNDS."""
+    best = 0.0
+    for _ in range(ROUNDS):
+        current, start = state, time.perf_counter()
+        for _ in range(DISPATCHES):
+            current = launch(current)
+        jax.block_until_ready(current)
+        best = max(best, DISPATCHES * examples / (time.perf_counter() - start))
+    return best
+
+
+def program_rates(trial, k: int) -> dict[str, float]:
+    """Examples/s of one trial's fused program, and of K trials' in one group program,
+    `vmap`-ed and one after another."""
+    settings, hparams = trial.settings, trial.hparams
+    alone = runner.prepare(
+        trial.workload, trial.submission, hparams, 0, steps_per_dispatch=settings.steps_per_dispatch
+    )
+    size = alone.batch_size * alone.steps_per_dispatch
+    rates = {
+        "one trial": best_rate(
+            lambda s: alone.fused_steps(s, alone.stream, alone.step_rng)[0], alone.state, size
+        )
+    }
     members = [
-        group_loop.Member(dataclasses.replace(trial.hparams, lr=1e-3 * (1 + i / k)), i)
-        for i in range(k)
+        group_loop.Member(dataclasses.replace(hparams, lr=1e-3 * (1 + i / k)), i) for i in range(k)
     ]
-    settings = trial.settings
     group = group_loop.prepare_group(
-        trial.workload, trial.submission, members, steps_per_dispatch=settings.steps_per_dispatch
+        trial.workload, trial.submission, members, steps_per_dispatch=alone.steps_per_dispatch
     )
     p = group.prepared
     active = steps.replicate(np.ones(k, bool), p.mesh)
-    best = 0.0
-    for _ in range(ROUNDS):
-        state, start = p.state, time.perf_counter()
-        for _ in range(DISPATCHES):
-            state, _ = p.fused_steps(state, p.stream, p.step_rng, active)
-        jax.block_until_ready(state)
-        examples = k * p.batch_size * p.steps_per_dispatch * DISPATCHES
-        best = max(best, examples / (time.perf_counter() - start))
-    return best
+    program_key = trial.workload.program_key()
+    for name, vectorized in (("vmap", True), ("one after another", False)):
+        program = steps.group_train_steps(
+            program_key, trial.submission, p.steps_per_dispatch, vectorized
+        )
+        rates[name] = best_rate(
+            lambda s, f=program: f(s, p.stream, p.step_rng, active)[0], p.state, k * size
+        )
+    return rates
 
 
 def sweep_wall(args: list[str]) -> float:
@@ -89,13 +111,18 @@ def main() -> None:
     k = options.k
     trial = check_trial(compose_config(["rng_seed=0", *overrides]))
     limit = max(limit_measurement(trial)() for _ in range(ROUNDS))
-    aggregate = group_examples_per_sec(trial, k)
+    rates = program_rates(trial, k)
+    chosen = "one after another" if steps.one_at_a_time() else "vmap"
     print(f"devices: {jax.local_device_count()} x {jax.devices()[0].platform}")
     print(f"one trial's plain loop: {limit:,.0f} examples/s")
-    print(
-        f"K={k} in one program: {aggregate:,.0f} examples/s in all, "
-        f"{aggregate / limit:.2f}x one trial's plain loop"
-    )
+    print(f"one trial's aeff program: {rates['one trial']:,.0f} examples/s")
+    for name in ("vmap", "one after another"):
+        rate = rates[name]
+        print(
+            f"K={k} in one program, {name}{' (chosen here)' if name == chosen else ''}: "
+            f"{rate:,.0f} examples/s in all, {rate / limit:.2f}x one trial's plain loop, "
+            f"{rate / rates['one trial']:.2f}x its aeff program"
+        )
     args = sweep_args(k, options.steps, overrides)
     vectorized = sweep_wall([*args, "hydra/launcher=vectorized"])
     print(f"sweep of K={k} (vectorized): wall {vectorized:.1f} s, {vectorized / k:.2f} s a trial")

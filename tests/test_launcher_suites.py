@@ -26,6 +26,7 @@ def vectorized_launcher_known(monkeypatch):
     version.VersionBase.instance().setbase(base)
 
 
+@pytest.mark.slow  # Hydra's sweeps, in-process: 3 s
 @pytest.mark.parametrize("launcher_name, overrides", [("vectorized", [])])
 class TestVectorizedLauncher(LauncherTestSuite):
     pass
