@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 from conftest import data_overrides, run_aeff, run_sweep, start_aeff
 
+from aeff import results
+from aeff.logging.concat import concatenate_csvs
+
 WILD_ADAM = Path(__file__).with_name("wild_adam.py")
 GRID = [  # lr x epsilon x seed: the lr=1e37 trials diverge at their second step
     "hparams.lr=2e-3,1e37",
@@ -113,6 +116,18 @@ def test_the_record_names_the_group_and_each_log_its_own_trial(both_launchers):
         }
         assert named == {job}, log
         assert "8 trials in one program" in log
+
+
+@pytest.mark.slow
+def test_the_results_tools_read_a_vectorized_sweep_as_any_other(both_launchers, tmp_path):
+    vectorized = both_launchers["vectorized"]
+    sweep = json.loads((vectorized / "sweep.json").read_text())
+    assert sweep["num_trials"] == 8 and sweep["failed"] == []
+    rows = pd.read_csv(concatenate_csvs(vectorized))
+    assert sorted(set(rows["run_idx"])) == list(range(8))
+    assert set(rows["group.size"]) == {8}
+    plotted = results.plot(vectorized, "global_step", "validation.accuracy", tmp_path / "a.png")
+    assert plotted.stat().st_size > 0
 
 
 @pytest.mark.slow

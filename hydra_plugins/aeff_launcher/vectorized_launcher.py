@@ -10,10 +10,10 @@ one) runs as Hydra's basic launcher runs it.
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclasses.dataclass
 class VectorizedLauncherConf:
     _target_: str = "hydra_plugins.aeff_launcher.vectorized_launcher.VectorizedLauncher"
     trials_per_program: int = 64  # the most trials in one group
@@ -149,8 +149,8 @@ class VectorizedLauncher(Launcher):
             HydraConfig.instance().set_config(config)
             if isinstance(outcome, BaseException):
                 job_return.return_value, job_return.status = outcome, JobStatus.FAILED
-            else:
-                job_return.return_value = _as_returned(outcome)
+            else:  # what the app's job function returns: the result as a dict
+                job_return.return_value = dataclasses.asdict(outcome)
                 job_return.status = JobStatus.COMPLETED
             self.hydra_context.callbacks.on_job_end(config=config, job_return=job_return)
         return returns
@@ -174,13 +174,6 @@ def _job_return(config: DictConfig, task_cfg: DictConfig) -> JobReturn:
     job_return.working_dir = os.getcwd()
     job_return.task_name = config.hydra.job.name
     return job_return
-
-
-def _as_returned(result: Any) -> dict[str, Any]:
-    """What the app's job function returns for a trial: its result as a dict."""
-    import dataclasses
-
-    return dataclasses.asdict(result)
 
 
 @contextlib.contextmanager
