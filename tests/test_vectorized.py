@@ -1,7 +1,8 @@
 """Trials as one program (aeff.group_loop), in-process on the bundled MNIST: the group's
-program masks the trials that have ended, and each trial is charged the group's time.
-That each trial's rows equal its rows alone is shown end to end, through the launcher,
-in test_vectorized_sweeps.py.
+program masks the trials that have ended; each trial is charged the group's time; on a
+time cadence, evaluations, snapshots and the refined crossing fall where they fall for
+the trial alone. That each trial's rows equal its rows alone under a step cadence is
+shown end to end, through the launcher, in test_vectorized_sweeps.py.
 """
 
 import dataclasses
@@ -14,7 +15,7 @@ import pytest
 from test_rules import CLOCK, STEP_SECONDS, TimedAdam
 from wild_adam import WildAdamHParams
 
-from aeff import group_loop, steps
+from aeff import group_loop, runner, steps
 from aeff.errors import ConfigError
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -44,8 +45,8 @@ def run_group(workload, submission, trials, clock=None, **settings):
         submission,
         members,
         steps_per_dispatch=settings.pop("steps_per_dispatch"),
-        max_steps=settings["max_steps"],
-        eval_every_steps=settings["eval_every_steps"],
+        max_steps=settings.get("max_steps"),
+        eval_every_steps=settings.get("eval_every_steps"),
         **clock,
     )
     loop = group_loop.GroupLoop(group, members, **settings, **clock)
@@ -123,3 +124,55 @@ def test_hyperparameters_that_change_the_state_cannot_share_a_program(workload):
         group_loop.prepare_group(
             workload, MomentumOrNot(batch_size=BATCH), members, steps_per_dispatch=1
         )
+
+
+def alone_and_grouped(workload_of, trials, **settings):
+    """Each trial alone on a workload of half the period and budget, and the trials as a
+    group of two (each group step takes twice a trial's): the same schedule in steps."""
+    alone = []
+    for lr, epsilon, seed in trials:
+        rows = []
+        CLOCK.now = 0.0
+        result = runner.run_trial(
+            workload_of(0.5), SUBMISSION, hparams(lr, epsilon), seed,
+            on_eval=rows.append, clock=CLOCK, **settings,
+        )  # fmt: skip
+        alone.append((result, rows))
+    CLOCK.now = 0.0
+    results, rows, _ = run_group(workload_of(1.0), SUBMISSION, trials, clock=CLOCK, **settings)
+    return alone, list(zip(results, rows, strict=True))
+
+
+@pytest.mark.slow  # four trials in-process: 10 s
+def test_time_cadence_and_snapshots_find_the_same_crossing_in_a_group(mnist_data_dir):
+    """Evaluations on the period, snapshots between them (target_resolution) and the first
+    crossing refined from them: each grouped trial has the rows it has alone, at twice the
+    submission time, since each group step takes two trials' steps."""
+
+    def workload_of(scale):
+        return MnistWorkload(
+            data_dir=str(mnist_data_dir),
+            target_value=0.8,
+            eval_period_time_sec=2.0 * scale,
+            max_allowed_runtime_sec=40.0 * scale,
+        )
+
+    trials = [(2e-3, 1e-8, 0), (4e-3, 1e-6, 1)]
+    settings = {"stop_at_target": False, "target_resolution": 0.05, "steps_per_dispatch": 4}
+    alone, grouped = alone_and_grouped(workload_of, trials, **settings)
+    for (single, single_rows), (result, rows) in zip(alone, grouped, strict=True):
+        assert result.goal_reached and result.steps_to_target == single.steps_to_target
+        assert result.time_to_target == 2 * single.time_to_target
+        assert result.time_to_target_resolution == single.time_to_target_resolution
+        assert [r["global_step"] for r in rows] == [r["global_step"] for r in single_rows]
+        # Evaluations come every 4 steps from step 1; the snapshots' rows lie between the
+        # last one before the crossing and the crossing
+        refined = [r["global_step"] for r in rows[:-1] if (r["global_step"] - 1) % 4]
+        assert refined and max(refined) <= result.steps_to_target < min(refined) + 4
+        for row, single_row in zip(rows, single_rows, strict=True):
+            assert (
+                row["accumulated_submission_time"] == 2 * single_row["accumulated_submission_time"]
+            )
+            assert row["validation.accuracy"] == pytest.approx(
+                single_row["validation.accuracy"], abs=1e-6
+            )
