@@ -143,7 +143,7 @@ def alone_and_grouped(workload_of, trials, **settings):
     return alone, list(zip(results, rows, strict=True))
 
 
-@pytest.mark.slow  # four trials in-process: 10 s
+@pytest.mark.slow  # four trials in-process: 8 s
 def test_time_cadence_and_snapshots_find_the_same_crossing_in_a_group(mnist_data_dir):
     """Evaluations on the period, snapshots between them (target_resolution) and the first
     crossing refined from them: each grouped trial has the rows it has alone, at twice the
@@ -154,7 +154,7 @@ def test_time_cadence_and_snapshots_find_the_same_crossing_in_a_group(mnist_data
             data_dir=str(mnist_data_dir),
             target_value=0.8,
             eval_period_time_sec=2.0 * scale,
-            max_allowed_runtime_sec=40.0 * scale,
+            max_allowed_runtime_sec=20.0 * scale,
         )
 
     trials = [(2e-3, 1e-8, 0), (4e-3, 1e-6, 1)]
