@@ -228,17 +228,22 @@ def evaluate(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.
 
 
 @functools.cache
-def group_evaluate(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
-    """`evaluate` of a group's stacked parameters [devices, trials, ...] in one program (on
-    a CPU, one trial's at a time); metrics [devices, trials]."""
-    if one_at_a_time():
-        one = evaluate(workload)
+def group_evaluate(
+    workload: Workload, vectorized: bool | None = None
+) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
+    """`evaluate` of a group's stacked parameters [devices, trials, ...]: `vmap`-ed in one
+    program (`vectorized`), or one trial's at a time (None: `vmap` except on a CPU);
+    metrics [devices, trials]."""
+    if vectorized is None:
+        vectorized = not one_at_a_time()
+    if vectorized:
+        group = jax.vmap(_split_means(workload), in_axes=(0, None))
+        return jax.pmap(group, axis_name=DEVICE_AXIS)
+    one = evaluate(workload)
 
-        def each(params: Params, split: EvalSplit) -> dict[str, jax.Array]:
-            size = jax.tree.leaves(params)[0].shape[1]
-            means = [one(unstack(params, i), split) for i in range(size)]
-            return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *means)
+    def each(params: Params, split: EvalSplit) -> dict[str, jax.Array]:
+        size = jax.tree.leaves(params)[0].shape[1]
+        means = [one(unstack(params, i), split) for i in range(size)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *means)
 
-        return each
-    group = jax.vmap(_split_means(workload), in_axes=(0, None))
-    return jax.pmap(group, axis_name=DEVICE_AXIS)
+    return each

@@ -61,7 +61,7 @@ class TimedWildAdam(TimedAdam):
     hparams_schema = WildAdamHParams
 
 
-# The two tests share one program: three trials, the third of which diverges at step 2.
+# These tests share one program: three trials, the third of which diverges at step 2.
 THREE = [(1e-3, 1e-8, 0), (2e-3, 1e-8, 1), (1e37, 1e-8, 2)]
 SUBMISSION = TimedWildAdam(batch_size=512)
 
@@ -78,6 +78,23 @@ def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
     for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
         np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
     assert np.isfinite(losses[0, 0]).all() and not np.isfinite(losses[0, 2, 1])
+
+
+def test_vmap_and_one_trial_after_another_compute_the_same(workload):
+    """The two forms of a group's programs (a CPU gets the second, a GPU the first)."""
+    members = [group_loop.Member(hparams(lr, epsilon), seed) for lr, epsilon, seed in THREE]
+    p = group_loop.prepare_group(workload, SUBMISSION, members, steps_per_dispatch=4).prepared
+    active = steps.replicate(np.ones(3, bool), p.mesh)
+    program_key = workload.program_key()
+    outputs = []
+    for vectorized in (True, False):
+        train = steps.group_train_steps(program_key, SUBMISSION, 4, vectorized)
+        state, losses = train(p.state, p.stream, p.step_rng, active)
+        evaluate = steps.group_evaluate(program_key, vectorized)
+        outputs.append((state, losses, evaluate(state.params, p.eval_splits["validation"])))
+    for a, b in zip(*(jax.tree.leaves(o) for o in outputs), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+    assert not np.isfinite(np.asarray(outputs[0][1])[0, 2]).all()  # the diverging trial
 
 
 def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(mnist_data_dir):
