@@ -103,7 +103,6 @@ def prepare_group(
         eval_splits=eval_splits,
         batch_size=batch_size,
         num_train=num_train,
-        steps_per_epoch=num_train // batch_size,
         steps_per_dispatch=steps_per_dispatch,
         single_step=steps.group_train_steps(programs, submission, 1),
         fused_steps=steps.group_train_steps(programs, submission, steps_per_dispatch),
@@ -202,6 +201,7 @@ class GroupLoop:
         self.last_eval_end = -math.inf
         self.seconds_per_step = 0.0
         self.evaluated: tuple[Any, list[dict[str, float]], float] | None = None
+        self.active: jax.Array | None = None  # which slots train: made once per running set
 
     def run(self) -> list[runner.TrialResult]:
         """Every member's result, in order; on an exception, each running member's way out
@@ -248,7 +248,8 @@ class GroupLoop:
         sizes = runner.dispatches(
             lead.global_step, self._launch_size(), p.steps_per_epoch, p.steps_per_dispatch
         )
-        active = steps.replicate(np.array([m in self.running for m in self.slots]), p.mesh)
+        if self.active is None:  # the running set changed
+            self.active = steps.replicate(np.array([m in self.running for m in self.slots]), p.mesh)
         seeds = [m.p.rng_seed for m in self.slots]
         step_start = self.clock()
         losses, step = [], lead.global_step
@@ -256,7 +257,7 @@ class GroupLoop:
             if step % p.steps_per_epoch == 0:
                 self.stream = shuffled(self.stream, seeds, step, p.mesh)
             program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
-            self.state, loss = program(self.state, self.stream, self.step_rng, active)
+            self.state, loss = program(self.state, self.stream, self.step_rng, self.active)
             losses.append(loss)
             step += size
         jax.block_until_ready(self.state)
@@ -303,6 +304,7 @@ class GroupLoop:
     def _end(self, member: MemberLoop, status: str) -> None:
         """A member's end: its final evaluation if its last step has none, its result."""
         self.running.remove(member)
+        self.active = None
         with speaking(member.tag):
             if member.counters.last_eval_step != member.counters.global_step:
                 member._evaluate()
@@ -321,7 +323,7 @@ class GroupLoop:
         state, step_rng, order = steps.reshard((state, step_rng, order), self.p.mesh)
         self.state, self.step_rng = state, step_rng
         self.stream = self.stream._replace(order=order)
-        self.slots = list(self.running)
+        self.slots, self.active = list(self.running), None
         for slot, member in enumerate(self.slots):
             member.slot, member.state = slot, state
         start = self.clock()

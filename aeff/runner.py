@@ -100,12 +100,16 @@ class Prepared:
     eval_splits: dict[str, steps.EvalSplit]
     batch_size: int
     num_train: int
-    steps_per_epoch: int
     steps_per_dispatch: int
     single_step: Callable
     fused_steps: Callable
     evaluate: Callable
     compile_time: float
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Whole batches in the training split (an epoch's last partial batch is dropped)."""
+        return self.num_train // self.batch_size
 
     def shuffled(self, stream: InputStream, epoch_start: int) -> InputStream:
         order = steps.epoch_order(self.rng_seed, epoch_start, self.num_train)
@@ -160,7 +164,6 @@ def prepare(
         eval_splits=eval_splits,
         batch_size=batch_size,
         num_train=num_train,
-        steps_per_epoch=num_train // batch_size,
         steps_per_dispatch=steps_per_dispatch,
         single_step=single_step,
         fused_steps=fused_steps,
