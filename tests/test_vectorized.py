@@ -2,7 +2,7 @@
 program masks the trials that have ended; each trial is charged the group's time; on a
 time cadence, evaluations, snapshots and the refined crossing fall where they fall for
 the trial alone. That each trial's rows equal its rows alone under a step cadence is
-shown end to end, through the launcher, in test_vectorized_sweeps.py.
+shown here in-process, and end to end through the launcher in test_vectorized_sweeps.py.
 """
 
 import dataclasses
@@ -18,7 +18,7 @@ from wild_adam import WildAdamHParams
 from aeff import group_loop, runner, steps
 from aeff.errors import ConfigError
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
-from aeff.workloads.mnist import MnistWorkload
+from aeff.workloads.mnist import METRIC_NAMES, MnistWorkload
 
 BATCH = 256
 
@@ -62,8 +62,8 @@ class TimedWildAdam(TimedAdam):
 
 
 # These tests share one program: three trials, the third of which diverges at step 2.
-THREE = [(1e-3, 1e-8, 0), (2e-3, 1e-8, 1), (1e37, 1e-8, 2)]
-SUBMISSION = TimedWildAdam(batch_size=512)
+THREE = [(4e-3, 1e-4, 6), (2e-3, 1e-8, 6), (1e37, 1e-8, 5)]
+SUBMISSION = TimedWildAdam(batch_size=2048)
 
 
 def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
@@ -122,6 +122,39 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(mnist_dat
     assert diverged.status == "diverged" and diverged.global_step == 2
     assert math.isclose(diverged.accumulated_submission_time, 2 * group_step)
     assert [r["global_step"] for r in rows[2]] == [2]
+
+
+EVAL_COLUMNS = ("global_step", "epoch", *METRIC_NAMES)
+
+
+def approx(expected):
+    """float32 tolerance; a diverged trial's NaN loss equals NaN."""
+    return pytest.approx(expected, rel=2e-5, abs=1e-6, nan_ok=True)
+
+
+def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload):
+    """On a step cadence, across an epoch boundary (24 steps an epoch): the third trial
+    diverges at step 2, the first reaches the target at step 24 (the last one runs on in a
+    program of its own), the second trains to max_steps. Each has its rows and result alone."""
+    on_target = dataclasses.replace(workload, target_value=0.87)
+    settings = {"max_steps": 36, "eval_every_steps": 6, "steps_per_dispatch": 4}
+    results, rows, loop = run_group(on_target, SUBMISSION, THREE, clock=CLOCK, **settings)
+    ended = [(r.status, r.global_step, r.steps_to_target) for r in results]
+    assert ended == [("completed", 24, 24), ("completed", 36, 36), ("diverged", 2, None)]
+    assert loop.slots == [loop.members[1]]
+    for (lr, epsilon, seed), result, grouped in zip(THREE, results, rows, strict=True):
+        alone: list = []
+        CLOCK.now = 0.0
+        single = runner.run_trial(
+            on_target, SUBMISSION, hparams(lr, epsilon), seed,
+            on_eval=alone.append, clock=CLOCK, **settings,
+        )  # fmt: skip
+        assert (result.status, result.num_evals) == (single.status, single.num_evals)
+        assert result.final_metrics == approx(single.final_metrics)
+        assert len(grouped) == len(alone)
+        for row, single_row in zip(grouped, alone, strict=True):
+            for column in EVAL_COLUMNS:
+                assert row[column] == approx(single_row[column]), (seed, column)
 
 
 @dataclasses.dataclass(frozen=True)
