@@ -18,7 +18,7 @@ from aeff import errors
 from aeff.errors import ConfigError
 from aeff.logging.concat import concatenate_csvs, load_metrics
 from aeff.logging.files import inert, write_json_atomically, write_text_atomically
-from aeff.logging.run_dir import FINISHED, METADATA, read_metadata, status_of
+from aeff.logging.run_dir import DAMAGED, FINISHED, METADATA, damage, read_metadata, status_of
 from aeff.logging.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,9 @@ def summary(path: Path) -> pd.DataFrame:
         row["global_step"] = trial["global_step"].max() if len(trial) else 0
         if metadata.get("error_message"):
             row["error"] = metadata["error_message"]
+        if row["status"] == DAMAGED:
+            row["error"] = damage(run_dir, metadata)
+            log.warning("%s", row["error"])
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -17,7 +17,8 @@ from aeff.checkpoints import TrialCheckpoints
 from aeff.config import check_trial
 from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import interrupts_raised
-from aeff.logging.run_dir import Attempt, Lock, RunDir
+from aeff.logging.run_dir import DAMAGED, Attempt, Lock, RunDir
+from aeff.results import summary
 from aeff.runner import run_trial
 from aeff.trial import train_and_evaluate
 from aeff.workloads.mnist import MnistWorkload
@@ -83,6 +84,36 @@ def test_a_dir_with_an_earlier_trial_is_refused_without_resume(tmp_path, trial_c
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     with pytest.raises(ConfigError, match="ended completed: nothing to resume"):
         train_and_evaluate(trial_config("resume=true"), tmp_path)
+
+
+def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_again(
+    tmp_path, trial_config
+):
+    train_and_evaluate(trial_config("rng_seed=3"), tmp_path)
+    whole = rows(tmp_path)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "metrics.csv").write_text("".join(lines[:2]))  # the header and step 4
+    table = summary(tmp_path)
+    assert list(table["status"]) == [DAMAGED]
+    assert "rows end at step 4, but the trial completed at step 12" in table["error"][0]
+
+    train_and_evaluate(trial_config("resume=true"), tmp_path)
+    assert metadata(tmp_path)["status"] == "completed" and metadata(tmp_path)["attempt"] == 1
+    pd.testing.assert_frame_equal(  # the recorded seed: the same trajectory again
+        rows(tmp_path).drop(columns=[*TIME_COLUMNS, "run_idx"]),
+        whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
+    )
+    aside = tmp_path / ".attempts" / "0"
+    assert len(pd.read_csv(aside / "metrics.csv")) == 1
+    assert json.loads((aside / "metadata.json").read_text())["global_step"] == 12
+
+
+def test_rows_without_their_record_are_not_resumed(tmp_path, trial_config):
+    (tmp_path / "metrics.csv").write_text("global_step,rng_seed\n4,3\n")  # its record deleted
+    before = (tmp_path / "metrics.csv").read_bytes()
+    with pytest.raises(ConfigError, match=r"holds metrics\.csv but no metadata\.json"):
+        train_and_evaluate(trial_config("resume=true"), tmp_path)
+    assert (tmp_path / "metrics.csv").read_bytes() == before
 
 
 def test_resume_refuses_another_trial_naming_the_keys_and_both_values(tmp_path, trial_config):

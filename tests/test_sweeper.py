@@ -84,14 +84,19 @@ def test_a_sweep_dir_with_a_sweep_needs_resume(sweeper, tmp_path):
 
 
 def test_resume_runs_the_unfinished_trials_of_the_same_plan_only(sweeper, tmp_path):
-    jobs = [["hparams.lr=0.001"], ["hparams.lr=0.002"], ["hparams.lr=0.003"]]
+    """Job 3 completed, but its rows were cut since: its record is damaged."""
+    jobs = [[f"hparams.lr=0.00{i}"] for i in range(1, 5)]
     sweeper().jobs_to_run(tmp_path, jobs)
-    for job, status in enumerate(["completed", "failed", "diverged"]):
+    for job, (status, last_row) in enumerate(
+        [("completed", 10), ("failed", 5), ("diverged", 10), ("completed", 5)]
+    ):
         (tmp_path / str(job)).mkdir()
-        (tmp_path / str(job) / "metadata.json").write_text(json.dumps({"status": status}))
+        record = {"status": status, "global_step": 10}
+        (tmp_path / str(job) / "metadata.json").write_text(json.dumps(record))
+        (tmp_path / str(job) / "metrics.csv").write_text(f"global_step\n5\n{last_row}\n")
     resume = [[*job, "resume=true", f"hydra.sweep.dir={tmp_path}"] for job in jobs]
-    assert sweeper("resume=true").jobs_to_run(tmp_path, resume) == [1]
-    changed = [jobs[0], ["hparams.lr=0.004"], jobs[2]]
+    assert sweeper("resume=true").jobs_to_run(tmp_path, resume) == [1, 3]
+    changed = [jobs[0], ["hparams.lr=0.004"], *jobs[2:]]
     with pytest.raises(ConfigError, match=r"trial 1: hparams.lr=0.002 \(now 0.004\)"):
         sweeper("resume=true").jobs_to_run(tmp_path, changed)
 

@@ -14,7 +14,10 @@ The files of a run dir, named here and nowhere else:
 
 The record's status moves once: running -> completed | diverged | failed | interrupted.
 A `running` record whose lock no process holds was killed: `status_of` says
-`interrupted`. Nothing here knows Hydra: the run dir is passed in.
+`interrupted`. A finished record whose metrics.csv does not end at its last step (rows cut,
+replaced or deleted since) is `damaged`: reports count it failed, and a resume trains it
+again from step 0, its records moved aside. Nothing here knows Hydra: the run dir is
+passed in.
 """
 
 import csv
@@ -60,6 +63,7 @@ RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
 
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
+DAMAGED = "damaged"  # finished, but its rows no longer end at its last step (status_of)
 
 
 class Lock:
@@ -147,11 +151,26 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
 
 
 def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
-    """The recorded status, except that a `running` trial whose process died is `interrupted`."""
+    """The recorded status, except that a `running` trial whose process died is
+    `interrupted`, and a finished one whose rows do not end at its last step `damaged`."""
     status = metadata.get("status")
     if status == "running" and Lock.is_held(directory) is False:
         return "interrupted"
+    recorded_step = metadata.get("global_step") if status in FINISHED else None
+    if recorded_step is not None and last_global_step(directory / METRICS) != recorded_step:
+        return DAMAGED
     return status
+
+
+def damage(directory: Path, metadata: Mapping[str, Any]) -> str:
+    """What is wrong with a `damaged` record, and the way out."""
+    last = last_global_step(directory / METRICS)
+    rows = f"end at step {last}" if last >= 0 else "are gone"
+    return (
+        f"{directory / METRICS}: its rows {rows}, but the trial {metadata['status']} at "
+        f"step {metadata['global_step']}: they were cut or replaced since. resume=true "
+        "trains the trial again (the damaged records go to .attempts/)."
+    )
 
 
 def latest_checkpoint_step(directory: Path) -> int | None:
@@ -220,6 +239,12 @@ class RunDir:
                     f"{self.path} holds a checkpoint but no {METADATA} (logging=off?), so "
                     "which trial it holds cannot be checked: start afresh in another dir."
                 )
+            if (self.path / METRICS).exists():
+                raise ConfigError(
+                    f"{self.path} holds {METRICS} but no {METADATA}, so which trial its rows "
+                    f"are of cannot be checked: restore {METADATA}, or start afresh in "
+                    "another dir."
+                )
             return Attempt(rng_seed=rng_seed)  # nothing recorded: a first attempt
         if not self.write_records:
             raise ConfigError(f"{self.path} holds records: resume it with logging=default.")
@@ -231,6 +256,9 @@ class RunDir:
             return Attempt(number + 1, rng_seed, move_aside=not moved)
         self._refuse_another_trial(earlier, identity, rng_seed)
         seed = earlier.get("rng_seed")
+        if status == DAMAGED:  # its checkpoints continue rows that are lost: from step 0
+            log.warning("%s", damage(self.path, earlier))
+            return Attempt(number + 1, seed, move_aside=not moved)
         if checkpoint is None:
             return Attempt(number + 1, seed, move_aside=not moved)
         if not checkpointing:

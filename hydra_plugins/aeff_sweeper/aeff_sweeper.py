@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, errors, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
-from aeff.logging.run_dir import FINISHED, Lock, read_metadata
+from aeff.logging.run_dir import FINISHED, Lock, read_metadata, status_of
 from aeff.logging.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class AeffSweeper(Sweeper):
             if Lock.is_held(job_dir):
                 raise RunDirBusy(f"{job_dir} is in use by {Lock.owner(job_dir)}: wait for it.")
             record = read_metadata(job_dir) or {}
-            if record.get("status") not in FINISHED:
+            if status_of(job_dir, record) not in FINISHED:
                 todo.append(index)
         return todo
 
