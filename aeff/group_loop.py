@@ -329,12 +329,12 @@ class GroupLoop:
         start = self.clock()
         prepared = dataclasses.replace(self.p, state=state, step_rng=step_rng, stream=self.stream)
         jax.block_until_ready(warm_up(prepared))
-        self.compile_time += self.clock() - start
-        self.evaluated = None
+        seconds = self.clock() - start
+        self.compile_time += seconds
         log.info(
             "%d trials still running: a program of their own (%.2fs to compile).",
             len(self.slots),
-            self.clock() - start,
+            seconds,
         )
 
     def measure(self, params: Any, slot: int) -> tuple[dict[str, float], float]:

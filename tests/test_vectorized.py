@@ -6,7 +6,9 @@ shown here in-process, and end to end through the launcher in test_vectorized_sw
 """
 
 import dataclasses
+import logging
 import math
+import signal
 
 import jax
 import numpy as np
@@ -16,7 +18,9 @@ from test_rules import CLOCK, STEP_SECONDS, TimedAdam
 from wild_adam import WildAdamHParams
 
 from aeff import group_loop, runner, steps
-from aeff.errors import ConfigError
+from aeff.checkpoints import TrialCheckpoints
+from aeff.errors import ConfigError, TrialInterrupted
+from aeff.interrupts import interrupts_raised
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import METRIC_NAMES, MnistWorkload
 
@@ -32,13 +36,17 @@ def hparams(lr, epsilon):
     return WildAdamHParams(lr=lr, epsilon=epsilon)
 
 
-def run_group(workload, submission, trials, clock=None, **settings):
-    """The trials as one group: (results, rows of each, the loop)."""
+def run_group(workload, submission, trials, clock=None, checkpoints=(), **settings):
+    """The trials as one group: (results, rows of each, the loop). With `split_seconds`,
+    evaluating a split takes that long on the fake clock."""
+    split_seconds = settings.pop("split_seconds", 0.0)
     rows = [[] for _ in trials]
     members = [
         group_loop.Member(hparams(lr, epsilon), seed, on_eval=rows[i].append)
         for i, (lr, epsilon, seed) in enumerate(trials)
     ]
+    for member, saves in zip(members, checkpoints, strict=False):
+        member.checkpoints = saves
     clock = {"clock": clock} if clock else {}
     group = group_loop.prepare_group(
         workload,
@@ -49,16 +57,35 @@ def run_group(workload, submission, trials, clock=None, **settings):
         eval_every_steps=settings.get("eval_every_steps"),
         **clock,
     )
+    if split_seconds:
+        evaluate = timed(group.prepared.evaluate, split_seconds)
+        group.prepared = dataclasses.replace(group.prepared, evaluate=evaluate)
+        group.evaluate_one = timed(group.evaluate_one, split_seconds)
     loop = group_loop.GroupLoop(group, members, **settings, **clock)
     return loop.run(), rows, loop
+
+
+def timed(program, seconds):
+    def run(*args):
+        CLOCK.advance(seconds)
+        return program(*args)
+
+    return run
+
+
+COMPILE_SECONDS = 1000.0
 
 
 @dataclasses.dataclass(frozen=True)
 class TimedWildAdam(TimedAdam):
     """TimedAdam (every step of every trial moves the fake clock by STEP_SECONDS), with no
-    bounds on its hyperparameters."""
+    bounds on its hyperparameters, whose every trace (a compile) takes COMPILE_SECONDS."""
 
     hparams_schema = WildAdamHParams
+
+    def update_params(self, workload, params, optimizer_state, batch, rng):
+        CLOCK.advance(COMPILE_SECONDS)  # Python: runs when traced, not when the step runs
+        return super().update_params(workload, params, optimizer_state, batch, rng)
 
 
 # These tests share one program: three trials, the third of which diverges at step 2.
@@ -80,6 +107,7 @@ def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
     assert np.isfinite(losses[0, 0]).all() and not np.isfinite(losses[0, 2, 1])
 
 
+@pytest.mark.slow  # its vmap-ed programs are compiled for it alone: 3 s
 def test_vmap_and_one_trial_after_another_compute_the_same(workload):
     """The two forms of a group's programs (a CPU gets the second, a GPU the first)."""
     members = [group_loop.Member(hparams(lr, epsilon), seed) for lr, epsilon, seed in THREE]
@@ -97,18 +125,18 @@ def test_vmap_and_one_trial_after_another_compute_the_same(workload):
     assert not np.isfinite(np.asarray(outputs[0][1])[0, 2]).all()  # the diverging trial
 
 
-def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(mnist_data_dir):
+def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(workload):
     """Three trials whose steps take STEP_SECONDS each, one after another in the program: a
     group step takes 3 * STEP_SECONDS, which is what each is charged; the diverged one up
-    to its step 2; a budget of ten group steps ends the others at step 10; evaluations
-    are not charged."""
-    group_step = 3 * STEP_SECONDS
+    to its step 2; a budget of ten group steps ends the others at step 10. An evaluation of
+    the group (its two splits, 9 s each) is each trial's evaluation time, not charged;
+    compiles (COMPILE_SECONDS each) are not charged either."""
+    group_step, group_eval = 3 * STEP_SECONDS, 2 * 9.0
     budget = 10 * group_step
-    workload = MnistWorkload(data_dir=str(mnist_data_dir), max_allowed_runtime_sec=budget)
     CLOCK.now = 0.0
     results, rows, _ = run_group(
-        workload, SUBMISSION, THREE, clock=CLOCK,
-        max_steps=100, eval_every_steps=4, steps_per_dispatch=4,
+        dataclasses.replace(workload, max_allowed_runtime_sec=budget), SUBMISSION, THREE,
+        clock=CLOCK, max_steps=100, eval_every_steps=4, steps_per_dispatch=4, split_seconds=9.0,
     )  # fmt: skip
     for result, trial_rows in zip(results[:2], rows[:2], strict=True):
         assert result.status == "completed" and result.global_step == 10
@@ -117,11 +145,16 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(mnist_dat
         assert [r["accumulated_submission_time"] for r in trial_rows] == [
             4 * group_step, 8 * group_step, budget,
         ]  # fmt: skip
-        assert result.accumulated_eval_time == 0.0
+        assert result.accumulated_eval_time == 3 * group_eval  # steps 4, 8, 10
+        # A group step is longer than a launch may be (MAX_LAUNCH_SECONDS): a launch each.
+        # So the diverged trial's last evaluation, at step 2, held these two up as well.
+        assert result.wall_time == budget + 4 * group_eval
     diverged = results[2]
     assert diverged.status == "diverged" and diverged.global_step == 2
     assert math.isclose(diverged.accumulated_submission_time, 2 * group_step)
     assert [r["global_step"] for r in rows[2]] == [2]
+    assert diverged.accumulated_eval_time == group_eval
+    assert diverged.wall_time == 2 * group_step + group_eval
 
 
 EVAL_COLUMNS = ("global_step", "epoch", *METRIC_NAMES)
@@ -132,22 +165,37 @@ def approx(expected):
     return pytest.approx(expected, rel=2e-5, abs=1e-6, nan_ok=True)
 
 
-def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload):
+def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload, tmp_path, caplog):
     """On a step cadence, across an epoch boundary (24 steps an epoch): the third trial
     diverges at step 2, the first reaches the target at step 24 (the last one runs on in a
     program of its own), the second trains to max_steps. Each has its rows and result alone."""
     on_target = dataclasses.replace(workload, target_value=0.87)
-    settings = {"max_steps": 36, "eval_every_steps": 6, "steps_per_dispatch": 4}
-    results, rows, loop = run_group(on_target, SUBMISSION, THREE, clock=CLOCK, **settings)
+    settings = {"max_steps": 36, "eval_every_steps": 12, "steps_per_dispatch": 4}
+    saves = [TrialCheckpoints(tmp_path / "group" / str(i), 0) for i in range(3)]
+    CLOCK.now = 1e6  # far from 0: a time computed as the sum of two readings shows
+    with caplog.at_level(logging.INFO, logger="aeff.group_loop"):
+        results, rows, loop = run_group(on_target, SUBMISSION, THREE, CLOCK, saves, **settings)
     ended = [(r.status, r.global_step, r.steps_to_target) for r in results]
     assert ended == [("completed", 24, 24), ("completed", 36, 36), ("diverged", 2, None)]
     assert loop.slots == [loop.members[1]]
-    for (lr, epsilon, seed), result, grouped in zip(THREE, results, rows, strict=True):
+    # Three trials in the program to step 24, the second alone from then on; the compile
+    # of its program (its warm-up run, and COMPILE_SECONDS a trace) is compile time
+    assert results[1].accumulated_submission_time == (24 * 3 + 12) * STEP_SECONDS
+    (line,) = [r.getMessage() for r in caplog.records if "a program of their own" in r.message]
+    repack = float(line.rpartition("(")[2].partition("s to compile")[0])
+    # the warm-up run (its one trial masked) and its traces, if any, on the clock
+    assert STEP_SECONDS <= repack < 3 * COMPILE_SECONDS
+    assert results[0].compile_time == loop.p.compile_time
+    assert results[1].compile_time == pytest.approx(loop.p.compile_time + repack, abs=0.01)
+    for i, ((lr, epsilon, seed), result, grouped) in enumerate(
+        zip(THREE, results, rows, strict=True)
+    ):
         alone: list = []
         CLOCK.now = 0.0
-        single = runner.run_trial(
-            on_target, SUBMISSION, hparams(lr, epsilon), seed,
-            on_eval=alone.append, clock=CLOCK, **settings,
+        single = runner.run_trial(  # a step a launch: one program to compile, same numbers
+            on_target, SUBMISSION, hparams(lr, epsilon), seed, on_eval=alone.append,
+            clock=CLOCK, checkpoints=TrialCheckpoints(tmp_path / str(i), 0),
+            **{**settings, "steps_per_dispatch": 1},
         )  # fmt: skip
         assert (result.status, result.num_evals) == (single.status, single.num_evals)
         assert result.final_metrics == approx(single.final_metrics)
@@ -155,6 +203,58 @@ def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload):
         for row, single_row in zip(grouped, alone, strict=True):
             for column in EVAL_COLUMNS:
                 assert row[column] == approx(single_row[column]), (seed, column)
+        # Its checkpoint holds its own state at its last step, as alone (where a diverged
+        # trial's state has run on to the end of its launch: only its counters stop)
+        template = runner.initial_state(on_target, SUBMISSION, hparams(lr, epsilon), seed)[0]
+        own, mine = (
+            TrialCheckpoints(d, 0).restore(template, result.global_step)
+            for d in (tmp_path / "group" / str(i), tmp_path / str(i))
+        )
+        assert own[1]["global_step"] == mine[1]["global_step"] == result.global_step
+        assert int(own[0].global_step) == result.global_step
+        if result.status != "diverged":
+            for a, b in zip(jax.tree.leaves(own[0]), jax.tree.leaves(mine[0]), strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+
+
+def test_a_signal_ends_each_running_trial_with_its_row_and_checkpoint(workload, tmp_path):
+    """SIGTERM while the first trial's row of step 12 is handed out: the two running
+    trials each end with a row and a checkpoint of step 12 (the first trial's row handed
+    out again: the run dir's owner writes a step once); the diverged one is left as it
+    ended."""
+    rows: list[list] = [[], [], []]
+
+    def first_row(row):
+        rows[0].append(row)
+        if len(rows[0]) == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    members = [
+        group_loop.Member(hparams(lr, epsilon), seed, on_eval=rows[i].append)
+        for i, (lr, epsilon, seed) in enumerate(THREE)
+    ]
+    members[0].on_eval = first_row
+    for i, member in enumerate(members):
+        member.checkpoints = TrialCheckpoints(tmp_path / str(i), 1e9)  # none due: on the way out
+    settings = {"max_steps": 36, "eval_every_steps": 6}
+    group = group_loop.prepare_group(
+        workload, SUBMISSION, members, steps_per_dispatch=4, **settings
+    )
+    with interrupts_raised(), pytest.raises(TrialInterrupted):
+        group_loop.GroupLoop(group, members, **settings).run()
+    assert [[r["global_step"] for r in trial_rows] for trial_rows in rows] == [
+        [6, 12, 12], [6, 12], [2],
+    ]  # fmt: skip
+    saved = []
+    for i in (0, 1):
+        assert [p.name for p in (tmp_path / str(i)).iterdir() if p.name.isdigit()] == ["12"]
+        template = runner.initial_state(workload, SUBMISSION, members[i].hparams, i)[0]
+        saved.append(TrialCheckpoints(tmp_path / str(i), 0).restore(template, 12)[0])
+    assert not (tmp_path / "2").exists()
+    # each its own state: the trials differ in hyperparameters and seed
+    assert [int(state.global_step) for state in saved] == [12, 12]
+    kernels = [np.asarray(jax.tree.leaves(state.params)[-1]) for state in saved]
+    assert not np.allclose(*kernels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +314,7 @@ def test_time_cadence_and_snapshots_find_the_same_crossing_in_a_group(mnist_data
         assert result.goal_reached and result.steps_to_target == single.steps_to_target
         assert result.time_to_target == 2 * single.time_to_target
         assert result.time_to_target_resolution == single.time_to_target_resolution
+        assert result.accumulated_eval_time == single.accumulated_eval_time == 0.0
         assert [r["global_step"] for r in rows] == [r["global_step"] for r in single_rows]
         # Evaluations come every 4 steps from step 1; the snapshots' rows lie between the
         # last one before the crossing and the crossing
