@@ -165,6 +165,7 @@ def approx(expected):
     return pytest.approx(expected, rel=2e-5, abs=1e-6, nan_ok=True)
 
 
+@pytest.mark.slow  # programs compiled for it alone (a repack's, the trials alone): 6 s
 def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload, tmp_path, caplog):
     """On a step cadence, across an epoch boundary (24 steps an epoch): the third trial
     diverges at step 2, the first reaches the target at step 24 (the last one runs on in a
