@@ -97,6 +97,9 @@ def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_
     assert list(table["status"]) == [DAMAGED]
     assert "rows end at step 4, but the trial completed at step 12" in table["error"][0]
 
+    (tmp_path / "metrics.csv").write_bytes(b"\xff\xfe not utf-8\n")
+    assert "rows cannot be read, but the trial completed" in summary(tmp_path)["error"][0]
+
     train_and_evaluate(trial_config("resume=true"), tmp_path)
     assert metadata(tmp_path)["status"] == "completed" and metadata(tmp_path)["attempt"] == 1
     pd.testing.assert_frame_equal(  # the recorded seed: the same trajectory again
@@ -104,7 +107,7 @@ def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_
         whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
     )
     aside = tmp_path / ".attempts" / "0"
-    assert len(pd.read_csv(aside / "metrics.csv")) == 1
+    assert (aside / "metrics.csv").read_bytes() == b"\xff\xfe not utf-8\n"
     assert json.loads((aside / "metadata.json").read_text())["global_step"] == 12
 
 

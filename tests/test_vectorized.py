@@ -66,6 +66,8 @@ def run_group(workload, submission, trials, clock=None, checkpoints=(), **settin
 
 
 def timed(program, seconds):
+    """`program`, each call of which takes `seconds` on the fake clock."""
+
     def run(*args):
         CLOCK.advance(seconds)
         return program(*args)
@@ -168,8 +170,9 @@ def approx(expected):
 @pytest.mark.slow  # programs compiled for it alone (a repack's, the trials alone): 6 s
 def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload, tmp_path, caplog):
     """On a step cadence, across an epoch boundary (24 steps an epoch): the third trial
-    diverges at step 2, the first reaches the target at step 24 (the last one runs on in a
-    program of its own), the second trains to max_steps. Each has its rows and result alone."""
+    diverges at step 2, the first reaches the target at step 24 (the second then runs on in
+    a program of its own), the second at max_steps. Each has its rows, result and
+    checkpoint alone."""
     on_target = dataclasses.replace(workload, target_value=0.87)
     settings = {"max_steps": 36, "eval_every_steps": 12, "steps_per_dispatch": 4}
     saves = [TrialCheckpoints(tmp_path / "group" / str(i), 0) for i in range(3)]
@@ -193,7 +196,7 @@ def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload, tmp_path, cap
     ):
         alone: list = []
         CLOCK.now = 0.0
-        single = runner.run_trial(  # a step a launch: one program to compile, same numbers
+        single = runner.run_trial(  # one step a program: one to compile, the same numbers
             on_target, SUBMISSION, hparams(lr, epsilon), seed, on_eval=alone.append,
             clock=CLOCK, checkpoints=TrialCheckpoints(tmp_path / str(i), 0),
             **{**settings, "steps_per_dispatch": 1},
@@ -249,7 +252,9 @@ def test_a_signal_ends_each_running_trial_with_its_row_and_checkpoint(workload, 
     saved = []
     for i in (0, 1):
         assert [p.name for p in (tmp_path / str(i)).iterdir() if p.name.isdigit()] == ["12"]
-        template = runner.initial_state(workload, SUBMISSION, members[i].hparams, i)[0]
+        template = runner.initial_state(
+            workload, SUBMISSION, members[i].hparams, members[i].rng_seed
+        )[0]
         saved.append(TrialCheckpoints(tmp_path / str(i), 0).restore(template, 12)[0])
     assert not (tmp_path / "2").exists()
     # each its own state: the trials differ in hyperparameters and seed

@@ -157,20 +157,28 @@ def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
     if status == "running" and Lock.is_held(directory) is False:
         return "interrupted"
     recorded_step = metadata.get("global_step") if status in FINISHED else None
-    if recorded_step is not None and last_global_step(directory / METRICS) != recorded_step:
+    if recorded_step is not None and _rows_end(directory / METRICS) != recorded_step:
         return DAMAGED
     return status
 
 
 def damage(directory: Path, metadata: Mapping[str, Any]) -> str:
     """What is wrong with a `damaged` record, and the way out."""
-    last = last_global_step(directory / METRICS)
-    rows = f"end at step {last}" if last >= 0 else "are gone"
+    last = _rows_end(directory / METRICS)
+    rows = "cannot be read" if last is None else "are gone" if last < 0 else f"end at step {last}"
     return (
         f"{directory / METRICS}: its rows {rows}, but the trial {metadata['status']} at "
         f"step {metadata['global_step']}: they were cut or replaced since. resume=true "
         "trains the trial again (the damaged records go to .attempts/)."
     )
+
+
+def _rows_end(path: Path) -> int | None:
+    """The step of a metrics.csv's last row (-1: none), or None if it cannot be read."""
+    try:
+        return last_global_step(path)
+    except (ConfigError, ValueError):  # ValueError: not UTF-8
+        return None
 
 
 def latest_checkpoint_step(directory: Path) -> int | None:
