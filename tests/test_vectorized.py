@@ -159,6 +159,23 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(workload)
     assert diverged.wall_time == 2 * group_step + group_eval
 
 
+def test_max_steps_ends_each_trial_at_it_and_hands_over_each_result(workload):
+    """max_steps=6 between evaluations every 4 steps: the launch from step 4 stops at 6;
+    each trial's `on_end` gets its result as it ends."""
+    ended = []
+    members = [
+        group_loop.Member(hparams(lr, epsilon), seed, on_end=ended.append)
+        for lr, epsilon, seed in THREE
+    ]
+    settings = {"max_steps": 6, "eval_every_steps": 4}
+    group = group_loop.prepare_group(
+        workload, SUBMISSION, members, steps_per_dispatch=4, **settings
+    )
+    results = group_loop.GroupLoop(group, members, **settings).run()
+    assert [r.global_step for r in results] == [6, 6, 2]
+    assert ended == [results[2], results[0], results[1]]  # in the order they ended
+
+
 EVAL_COLUMNS = ("global_step", "epoch", *METRIC_NAMES)
 
 
