@@ -36,10 +36,11 @@ def hparams(lr, epsilon):
     return WildAdamHParams(lr=lr, epsilon=epsilon)
 
 
-def run_group(workload, submission, trials, clock=None, checkpoints=(), **settings):
+def run_group(
+    workload, submission, trials, clock=None, checkpoints=(), split_seconds=0.0, **settings
+):
     """The trials as one group: (results, rows of each, the loop). With `split_seconds`,
     evaluating a split takes that long on the fake clock."""
-    split_seconds = settings.pop("split_seconds", 0.0)
     rows = [[] for _ in trials]
     members = [
         group_loop.Member(hparams(lr, epsilon), seed, on_eval=rows[i].append)
