@@ -109,7 +109,7 @@ def errors_end_the_process() -> Iterator[None]:
     try:
         yield
     except AeffError as error:
-        print(f"aeff: {error}", file=sys.stderr)
+        print(f"aeff: {redact(str(error))}", file=sys.stderr)
         sys.exit(errors.exit_status(error))
 
 

@@ -56,7 +56,8 @@ def absolute_paths(cfg: DictConfig, cwd: Path) -> None:
     `hydra.job.chdir=true` moves the job into its run dir."""
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+        relative = isinstance(value, str) and not Path(value).expanduser().is_absolute()
+        if relative and "://" not in value:  # a URL is refused where its key is checked
             OmegaConf.update(cfg, key, str(cwd / value))
 
 

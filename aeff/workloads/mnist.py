@@ -82,6 +82,9 @@ class MnistWorkload(Workload):
         require(
             np.isfinite(self.target_value), "target_value", "a finite number", self.target_value
         )
+        for key in ("data_dir", "idx_dir"):  # a URL would become a local folder `https:`
+            value = getattr(self, key)
+            require("://" not in (value or ""), key, "a local folder, not a URL", value)
 
     def load_splits(self) -> Splits:
         arrays = load_mnist(

@@ -43,6 +43,7 @@ CASES = [
     ("hparams.lr=1e30", ["hparams.lr", "(0, 100]"]),
     ("hparams.beta_2=1.5", ["hparams.beta_2", "[0, 1)"]),
     ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
+    ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     # unknown names
     ("workload=nope", ["workload/nope", "Available options", "mnist"]),
     ("submission=nope", ["submission/nope", "Available options", "adam"]),

@@ -7,6 +7,8 @@ import subprocess
 import pytest
 from conftest import data_overrides, run_aeff
 
+from aeff import app
+
 VCS_TOKEN = "ghp_plantedVcsToken0123456789"
 REMOTE_TOKEN = "glpat-plantedRemoteToken0123"
 ENV_TOKEN = "sk-plantedEnvironmentToken0123"
@@ -102,3 +104,15 @@ def test_a_sweep_writes_and_prints_no_planted_token(tmp_path, mnist_data_dir):
         *(p.read_bytes().decode(errors="replace") for p in written),
     ]:
         assert OVERRIDE_TOKEN not in text and QUERY_TOKEN not in text
+
+
+def test_a_refused_command_line_prints_no_planted_token(monkeypatch, capsys):
+    """The one line of bad input names the value, credentials redacted."""
+    url = f"https://reader:{OVERRIDE_TOKEN}@files.example.com/mine.py?sig={QUERY_TOKEN}"
+    monkeypatch.setattr("sys.argv", ["aeff", f"submission_path={url}"])
+    with pytest.raises(SystemExit) as exit:
+        app.main()
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aeff: submission_path=https:/***@files.example.com/mine.py?sig=***")
+    assert OVERRIDE_TOKEN not in err and QUERY_TOKEN not in err
