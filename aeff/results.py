@@ -50,7 +50,10 @@ def read_plan(sweep_dir: Path) -> list[list[str]] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())["jobs"]
+        jobs = json.loads(path.read_text())["jobs"]
+        if not all(isinstance(job, list) and all(isinstance(o, str) for o in job) for job in jobs):
+            raise TypeError
+        return jobs
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
             f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "

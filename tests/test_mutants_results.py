@@ -321,12 +321,12 @@ def test_the_plan_file_and_an_unreadable_one(tmp_path, capsys):
         "jobs": [["a=1"], ["+url=https://***@host/x?sig=***&b=2"]],  # credentials redacted
     }
     plan = tmp_path / results.PLAN
-    for text in ("{", '{"num_trials": 1}', "[1]"):
+    for text in ("{", '{"num_trials": 1}', "[1]", '{"jobs": 5}', '{"jobs": [["a=1"], "b=2"]}'):
         plan.write_text(text)
         with pytest.raises(ConfigError) as refused:
             results.read_plan(tmp_path)
         assert str(refused.value).startswith(f"{plan} is unreadable (")
-    assert str(refused.value) == (
+    assert str(refused.value) == (  # the last: a plan of other shape
         f"{plan} is unreadable (TypeError): restore it, or start the sweep again in "
         "another hydra.sweep.dir."
     )

@@ -251,6 +251,13 @@ def test_unreadable_records_are_named(tmp_path):
     (tmp_path / "metadata.json").write_text("[1]")
     with pytest.raises(ConfigError, match="holds no JSON object"):
         run_dir.read_metadata(tmp_path)
+    (tmp_path / "metadata.json").write_text('{"status": "done"}')
+    with pytest.raises(ConfigError) as unknown:
+        run_dir.read_metadata(tmp_path)
+    assert str(unknown.value) == (
+        f"{tmp_path / 'metadata.json'} records no status aeff writes ('done', not one of "
+        "running, completed, diverged, failed, interrupted): move it aside."
+    )
     (tmp_path / "metadata.json").write_text("{")
     with pytest.raises(ConfigError) as unreadable:
         run_dir.read_metadata(tmp_path)
@@ -433,7 +440,8 @@ def test_the_first_start_is_kept_by_resumes_only(tmp_path, checkpoint_step, firs
 
 def test_a_resume_appends_in_the_columns_of_the_rows_file_and_keeps_hydras_folder(tmp_path):
     (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n")
-    (tmp_path / "metadata.json").write_text(json.dumps({"identity": {}, "datetime": "T0"}))
+    earlier = {"status": "interrupted", "identity": {}, "datetime": "T0"}
+    (tmp_path / "metadata.json").write_text(json.dumps(earlier))
     (tmp_path / ".hydra").mkdir()
     owner = RunDir(tmp_path)
     owner.claim()

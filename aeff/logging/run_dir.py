@@ -147,6 +147,11 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
         ) from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path} holds no JSON object: move it aside.")
+    if record.get("status") not in ("running", *ENDED):
+        raise ConfigError(
+            f"{path} records no status aeff writes ({record.get('status')!r}, not one of "
+            f"running, {', '.join(ENDED)}): move it aside."
+        )
     return record
 
 
