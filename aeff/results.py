@@ -145,13 +145,14 @@ def short(value: object) -> str:
 def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
     """`summary.csv` and `sweep.json`: every trial, the best one and AlgoPerf's score.
 
-    The score is the least time to target over the trials that reached it (none if
-    no trial did); divergence is a result; failure, interruption and a planned trial
-    that never started are not.
+    The score is the least time to target over the finished trials that reached it
+    (none if no trial did); divergence is a result; failure, interruption, damage and a
+    planned trial that never started are not, whatever their rows say.
     """
     table = summary(sweep_dir)
     write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
-    reached = table.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
+    finished = table[table["status"].isin(FINISHED)] if len(table) else table
+    reached = finished.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
     best = reached.loc[reached["time_to_target"].idxmin()] if len(reached) else None
     started = table[table["status"] != NOT_STARTED] if len(table) else table
     report = {

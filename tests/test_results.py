@@ -31,7 +31,8 @@ def trial(run_dir: Path, status: str, rows: list[tuple], lr: float) -> None:
 
 @pytest.fixture
 def sweep(tmp_path) -> Path:
-    """Jobs 0-11 planned; 0, 2 and 10 ran; 1 died while running; the others never started."""
+    """Jobs 0-11 planned; 0, 2 and 10 ran; 1 died while running, on target; the others
+    never started."""
     results.write_plan(tmp_path, [[f"hparams.lr={i}"] for i in range(12)])
     # Job 0 crosses the target at 2.0 s, falls below it, and is back above at 3.0 s.
     trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.9), (20, 2.0, True, 0.97)], 0.1)
@@ -39,7 +40,7 @@ def sweep(tmp_path) -> Path:
         rows.write("30,3.0,True,0.96,0\n40,4.0,True,0.98,0\n")
     trial(tmp_path / "2", "diverged", [(10, 1.0, False, 0.5)], 0.2)
     trial(tmp_path / "10", "completed", [(10, 1.5, True, 0.975)], 0.3)
-    trial(tmp_path / "1", "running", [(10, 1.0, False, 0.6)], 0.4)
+    trial(tmp_path / "1", "running", [(10, 0.5, True, 0.975)], 0.4)
     (tmp_path / "1" / LOCK).touch()  # a lock no process holds: its process died
     return tmp_path
 
@@ -76,6 +77,8 @@ def test_time_to_target_is_the_first_crossing_and_the_score_the_least(sweep):
     assert pd.isna(by_job.loc["2", "time_to_target_resolution"])
     assert by_job.loc["0", "best_target_metric"] == 0.98
     assert pd.isna(by_job.loc["2", "time_to_target"])
+    # Job 1 crossed first, but died: its row says so, the score counts finished trials
+    assert by_job.loc["1", "time_to_target"] == 0.5
     assert report["score"] == 1.5 and report["num_reached_target"] == 2
     assert report["best_trial"]["hparams.lr"] == 0.3
     on_disk = json.loads((sweep / "sweep.json").read_text())
