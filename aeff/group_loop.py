@@ -252,12 +252,13 @@ class GroupLoop:
             self.active = steps.replicate(np.array([m in self.running for m in self.slots]), p.mesh)
         seeds = [m.p.rng_seed for m in self.slots]
         step_start = self.clock()
-        losses, step = [], lead.global_step
+        losses, step, active = [], lead.global_step, self.active
         for size in sizes:
             if step % p.steps_per_epoch == 0:
                 self.stream = shuffled(self.stream, seeds, step, p.mesh)
             program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
-            self.state, loss = program(self.state, self.stream, self.step_rng, self.active)
+            # a trial that diverges stays at that step in the launch's next programs too
+            self.state, loss, active = program(self.state, self.stream, self.step_rng, active)
             losses.append(loss)
             step += size
         jax.block_until_ready(self.state)

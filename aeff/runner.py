@@ -304,6 +304,7 @@ class TrialLoop:
         self.last_eval_end = -math.inf
         self.seconds_per_step = 0.0
         self.snapshots: list[Snapshot] = []
+        self.launch_start: tuple[int, Any, Any] | None = None  # step, state, stream
         self.next_snapshot_time = 0.0
         self.loss_mark = (0.0, 0)  # the train loss sums at the last row
         self.row_pending = False
@@ -347,6 +348,7 @@ class TrialLoop:
             losses = self._launch()
             if not np.isfinite(losses).all():
                 self._end_at_divergence(losses)
+                self._take_back(len(losses))
                 return "diverged"
             if self._evaluation_due():
                 self._evaluate()
@@ -358,23 +360,26 @@ class TrialLoop:
     def _launch(self) -> np.ndarray:
         """The steps up to the next check, queued and then waited for once, charged to the
         submission; their losses."""
-        c, p = self.counters, self.p
-        sizes = dispatches(
-            c.global_step, self._launch_size(), p.steps_per_epoch, p.steps_per_dispatch
-        )
+        c, num_steps = self.counters, self._launch_size()
+        self.launch_start = (c.global_step, self.state, self.stream)  # for `_take_back`
         step_start = self.clock()
-        losses, step = [], c.global_step
-        for size in sizes:
+        losses = self._queue(c.global_step, num_steps)
+        jax.block_until_ready(self.state)
+        step_time = self.clock() - step_start
+        losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
+        self._account(step_time, losses)
+        return losses
+
+    def _queue(self, step: int, num_steps: int) -> list[jax.Array]:
+        """`num_steps` steps from `step` as programs queued on the devices; their losses."""
+        p, losses = self.p, []
+        for size in dispatches(step, num_steps, p.steps_per_epoch, p.steps_per_dispatch):
             if step % p.steps_per_epoch == 0:
                 self.stream = p.shuffled(self.stream, step)
             program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
             self.state, loss = program(self.state, self.stream, p.step_rng)
             losses.append(loss)
             step += size
-        jax.block_until_ready(self.state)
-        step_time = self.clock() - step_start
-        losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
-        self._account(step_time, losses)
         return losses
 
     def _account(self, step_time: float, losses: np.ndarray) -> None:
@@ -418,6 +423,17 @@ class TrialLoop:
         c.train_loss_count -= extra
         c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
         log.warning("Diverged: training loss %s at step %d.", losses[first], c.global_step)
+
+    def _take_back(self, launched: int) -> None:
+        """The state at the step of divergence, not at the end of the launch of `launched`
+        steps: the launch's steps up to it, again and off the clock, so that the last row
+        and checkpoint hold the state that diverged (as a group's program, which stops
+        the trial there)."""
+        step, state, stream = self.launch_start
+        if self.counters.global_step < step + launched:
+            self.state, self.stream = state, stream
+            self._queue(step, self.counters.global_step - step)
+            jax.block_until_ready(self.state)
 
     def _evaluation_due(self) -> bool:
         if self.eval_every_steps:

@@ -152,7 +152,9 @@ def train_steps(
 @functools.cache
 def group_train_steps(
     workload: Workload, submission: Submission, num_steps: int, vectorized: bool | None = None
-) -> Callable[[TrainState, InputStream, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
+) -> Callable[
+    [TrainState, InputStream, jax.Array, jax.Array], tuple[TrainState, jax.Array, jax.Array]
+]:
     """`train_steps` for a group of trials in one program, over their stacked states, epoch
     orders [trials, examples] and keys, sharing the training split; losses [devices,
     trials, num_steps]. The trials are `vmap`-ed (`vectorized`), or one after another in
@@ -160,7 +162,7 @@ def group_train_steps(
 
     A trial not `active` [trials] stays as it is, and one stops at the step of its first
     non-finite loss (that step taken, as a trial alone takes it), so it cannot change
-    after it has ended.
+    after it has ended; the trials still active are returned, for the next program.
     """
     step = _step(workload, submission)
     if vectorized is None:
@@ -173,8 +175,10 @@ def group_train_steps(
             state = jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, state)
             return (state, alive & jnp.isfinite(loss)), loss
 
-        (state, _), losses = lax.scan(masked, (state, active), length=num_steps, unroll=_unroll())
-        return state, losses
+        (state, active), losses = lax.scan(
+            masked, (state, active), length=num_steps, unroll=_unroll()
+        )
+        return state, losses, active
 
     def group(state: TrainState, stream: InputStream, rng: jax.Array, active: jax.Array):
         if vectorized:

@@ -55,14 +55,20 @@ class RecordingCheckpoints:
 
 
 def test_a_diverged_trial_warns_and_its_last_row_has_time_left(mnist, caplog):  # noqa: F811
+    """... and its checkpoint holds the state of the step it diverged at, though its launch
+    ran on past it."""
+    checkpoints = RecordingCheckpoints()
     with caplog.at_level(logging.WARNING, logger="aeff.runner"):
         result, rows = trial(
             mnist(target_value=0.75),
             submission=TimedAdam(nan_step=NAN_STEP),
             max_steps=40,
             steps_per_dispatch=8,
+            checkpoints=checkpoints,
         )
     assert result.status == "diverged" and result.global_step == NAN_STEP
+    assert checkpoints.saved[-1][0]["global_step"] == NAN_STEP
+    assert int(checkpoints.states[-1].global_step) == NAN_STEP
     assert rows[-1]["is_time_remaining"] is True
     assert [r.getMessage() for r in caplog.records if r.name == "aeff.runner"] == [
         f"Diverged: training loss nan at step {NAN_STEP}."

@@ -102,8 +102,9 @@ def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
     members = [group_loop.Member(hparams(lr, epsilon), seed) for lr, epsilon, seed in THREE]
     p = group_loop.prepare_group(workload, SUBMISSION, members, steps_per_dispatch=4).prepared
     active = steps.replicate(np.array([True, False, True]), p.mesh)
-    state, losses = p.fused_steps(p.state, p.stream, p.step_rng, active)
+    state, losses, alive = p.fused_steps(p.state, p.stream, p.step_rng, active)
     assert list(np.asarray(state.global_step)[0]) == [4, 0, 2]
+    assert list(np.asarray(alive)[0]) == [True, False, False]  # the next program's `active`
     before, after = steps.unstack(p.state, 1), steps.unstack(state, 1)
     for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
         np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
@@ -120,7 +121,7 @@ def test_vmap_and_one_trial_after_another_compute_the_same(workload):
     outputs = []
     for vectorized in (True, False):
         train = steps.group_train_steps(program_key, SUBMISSION, 4, vectorized)
-        state, losses = train(p.state, p.stream, p.step_rng, active)
+        state, losses, _ = train(p.state, p.stream, p.step_rng, active)
         evaluate = steps.group_evaluate(program_key, vectorized)
         outputs.append((state, losses, evaluate(state.params, p.eval_splits["validation"])))
     for a, b in zip(*(jax.tree.leaves(o) for o in outputs), strict=True):
@@ -162,7 +163,8 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(workload)
 
 def test_max_steps_ends_each_trial_at_it_and_hands_over_each_result(workload):
     """max_steps=6 between evaluations every 4 steps: the launch from step 4 stops at 6;
-    each trial's `on_end` gets its result as it ends."""
+    each trial's `on_end` gets its result as it ends. The third trial diverges at step 2,
+    in the first of its launch's three programs, and the next two leave it there."""
     ended = []
     members = [
         group_loop.Member(hparams(lr, epsilon), seed, on_end=ended.append)
@@ -172,8 +174,10 @@ def test_max_steps_ends_each_trial_at_it_and_hands_over_each_result(workload):
     group = group_loop.prepare_group(
         workload, SUBMISSION, members, steps_per_dispatch=4, **settings
     )
-    results = group_loop.GroupLoop(group, members, **settings).run()
+    loop = group_loop.GroupLoop(group, members, **settings)
+    results = loop.run()
     assert [r.global_step for r in results] == [6, 6, 2]
+    assert list(np.asarray(loop.state.global_step)[0]) == [6, 6, 2]
     assert ended == [results[2], results[0], results[1]]  # in the order they ended
 
 
@@ -226,18 +230,17 @@ def test_each_trial_of_a_group_has_the_rows_it_has_alone(workload, tmp_path, cap
         for row, single_row in zip(grouped, alone, strict=True):
             for column in EVAL_COLUMNS:
                 assert row[column] == approx(single_row[column]), (seed, column)
-        # Its checkpoint holds its own state at its last step, as alone (where a diverged
-        # trial's state has run on to the end of its launch: only its counters stop)
+        # Its checkpoint holds its own state at its last step, as alone (a diverged trial's
+        # at the step it diverged, not at its launch's end)
         template = runner.initial_state(on_target, SUBMISSION, hparams(lr, epsilon), seed)[0]
         own, mine = (
             TrialCheckpoints(d, 0).restore(template, result.global_step)
             for d in (tmp_path / "group" / str(i), tmp_path / str(i))
         )
         assert own[1]["global_step"] == mine[1]["global_step"] == result.global_step
-        assert int(own[0].global_step) == result.global_step
-        if result.status != "diverged":
-            for a, b in zip(jax.tree.leaves(own[0]), jax.tree.leaves(mine[0]), strict=True):
-                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+        assert int(own[0].global_step) == int(mine[0].global_step) == result.global_step
+        for a, b in zip(jax.tree.leaves(own[0]), jax.tree.leaves(mine[0]), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
 
 
 def test_a_signal_ends_each_running_trial_with_its_row_and_checkpoint(workload, tmp_path):
