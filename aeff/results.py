@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from aeff import errors
-from aeff.errors import ConfigError
+from aeff.errors import AeffError, ConfigError
 from aeff.logging.concat import concatenate_csvs, load_metrics
 from aeff.logging.files import inert, write_json_atomically, write_text_atomically
 from aeff.logging.run_dir import DAMAGED, FINISHED, METADATA, damage, read_metadata, status_of
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.path} does not exist")
     try:
         run_command(args)
-    except ConfigError as error:
+    except AeffError as error:  # a record it cannot read or write, no rows
         parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
 
 

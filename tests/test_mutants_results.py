@@ -243,6 +243,16 @@ def test_the_command_line(tmp_path, capsys, figures):
     assert capsys.readouterr().out.splitlines()[-2] == "1 trials of 1 planned"
     results.main(["concat", str(root)])
     assert capsys.readouterr().out.strip() == str(root / "all_metrics.csv")
+    results.main(["concat", str(root / "1" / "metrics.csv")])  # a file: into its folder
+    assert capsys.readouterr().out.strip() == str(root / "1" / "all_metrics.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["concat", str(tmp_path / "empty")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"aeff.results: no metrics.csv with complete rows at or below {tmp_path / 'empty'}: "
+        "give a run dir, a sweep dir or a metrics.csv.\n"
+    )
     results.main(["plot", str(root), "--y", "validation.accuracy"])
     assert capsys.readouterr().out.strip() == str(root / "validation.accuracy.png")
     assert figures[-1].get_xlabel() == "global_step (step)"

@@ -44,11 +44,15 @@ def load_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
 
 
 def concatenate_csvs(path: str | Path) -> Path:
-    """Write `PATH/all_metrics.csv`: every trial's rows, columns unioned, run dir kept."""
+    """Write `all_metrics.csv` into PATH (a file's folder): every trial's rows, columns
+    unioned, run dir kept."""
     path = Path(path)
     frame = load_metrics(path, as_text=True)
     if frame.empty:
-        raise FileNotFoundError(f"No {METRICS} with complete rows below {path}.")
-    out = path / COMBINED
+        raise ConfigError(
+            f"no {METRICS} with complete rows at or below {path}: give a run dir, a sweep "
+            f"dir or a {METRICS}."
+        )
+    out = (path if path.is_dir() else path.parent) / COMBINED
     write_text_atomically(out, frame.to_csv(index=False))  # two at once: no shared temp file
     return out
