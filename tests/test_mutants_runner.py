@@ -85,6 +85,9 @@ def test_divergence_on_the_last_budgeted_step_leaves_no_time(mnist):  # noqa: F8
     assert result.status == "diverged" and result.global_step == NAN_STEP
     assert result.accumulated_submission_time == NAN_STEP * STEP_SECONDS
     assert rows[-1]["is_time_remaining"] is False
+    # It diverged on its launch's last step: nothing to take back, nothing run again
+    waits = result.accumulated_submission_time + result.accumulated_eval_time
+    assert result.wall_time == waits + len(rows) * ON_EVAL_SECONDS
 
 
 def test_a_checkpoint_keeps_the_wall_time_at_its_save(mnist):  # noqa: F811

@@ -162,23 +162,28 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(workload)
 
 
 def test_max_steps_ends_each_trial_at_it_and_hands_over_each_result(workload):
-    """max_steps=6 between evaluations every 4 steps: the launch from step 4 stops at 6;
-    each trial's `on_end` gets its result as it ends. The third trial diverges at step 2,
-    in the first of its launch's three programs, and the next two leave it there."""
+    """max_steps=30 between evaluations every 20 steps: the launch from step 20 stops at
+    30, and its second program starts the second epoch (24 steps), with each trial's own
+    order; each trial's `on_end` gets its result as it ends. The third trial diverges at
+    step 2, in the first of its launch's programs, and the next ones leave it there."""
     ended = []
     members = [
         group_loop.Member(hparams(lr, epsilon), seed, on_end=ended.append)
         for lr, epsilon, seed in THREE
     ]
-    settings = {"max_steps": 6, "eval_every_steps": 4}
+    settings = {"max_steps": 30, "eval_every_steps": 20}
     group = group_loop.prepare_group(
         workload, SUBMISSION, members, steps_per_dispatch=4, **settings
     )
     loop = group_loop.GroupLoop(group, members, **settings)
     results = loop.run()
-    assert [r.global_step for r in results] == [6, 6, 2]
-    assert list(np.asarray(loop.state.global_step)[0]) == [6, 6, 2]
+    assert [r.global_step for r in results] == [30, 30, 2]
+    assert list(np.asarray(loop.state.global_step)[0]) == [30, 30, 2]
     assert ended == [results[2], results[0], results[1]]  # in the order they ended
+    p = group.prepared
+    assert p.steps_per_epoch == 24
+    second_epoch = [steps.epoch_order(seed, 24, p.num_train) for _, _, seed in THREE]
+    np.testing.assert_array_equal(np.asarray(loop.stream.order)[0], np.stack(second_epoch))
 
 
 EVAL_COLUMNS = ("global_step", "epoch", *METRIC_NAMES)
