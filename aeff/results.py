@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ SUMMARY = "summary.csv"
 REPORT = "sweep.json"
 NOT_STARTED = "not started"  # a planned trial with no record: the sweep was stopped before it
 UNREADABLE = "unreadable"  # a trial whose metadata.json cannot be read
+FOREIGN = "foreign"  # a planned job's dir holding the record of another run
 
 
 def write_plan(sweep_dir: Path, jobs: list[list[str]]) -> None:
@@ -75,9 +78,23 @@ def trial_dirs(path: Path) -> list[Path]:
     return sorted(found, key=lambda d: tuple(int(p) if p.isdigit() else -1 for p in d.parts))
 
 
+def foreign(job_dir: Path, job: int, metadata: Mapping[str, Any]) -> str | None:
+    """Why the record in a sweep's job dir is another run's, or None when it is that job's:
+    a run aimed there by hand (`hydra.run.dir=`) records no sweep, or another job."""
+    if "sweep_dir" not in metadata:  # no record, or none aeff wrote
+        return None
+    if metadata["sweep_dir"] and metadata.get("hydra.job.num") == job:
+        return None
+    return (
+        f"{job_dir / METADATA} is the record of another run ({metadata.get('command')}), "
+        f"not of job {job} of this sweep: move {job_dir} aside, then resume the sweep."
+    )
+
+
 def summary(path: Path) -> pd.DataFrame:
     """One row per trial: hyperparameters, status, best target metric, time to target."""
     metrics = load_metrics(path)
+    planned = read_plan(Path(path)) is not None
     rows = []
     for run_dir in trial_dirs(Path(path)):
         row = {"run_dir": str(run_dir.resolve())}
@@ -110,6 +127,9 @@ def summary(path: Path) -> pd.DataFrame:
         if row["status"] == DAMAGED:
             row["error"] = damage(run_dir, metadata)
             log.warning("%s", row["error"])
+        if planned and (why := foreign(run_dir, int(run_dir.name), metadata)):
+            row["status"], row["error"] = FOREIGN, why
+            log.warning("%s", why)
         rows.append(row)
     return pd.DataFrame(rows)
 

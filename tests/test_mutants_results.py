@@ -107,6 +107,25 @@ def test_an_unreadable_record_is_named_listed_and_counted_as_failed(tmp_path, ca
     assert report["score"] == 1.0
 
 
+def test_a_planned_jobs_dir_holding_another_runs_record_is_foreign(tmp_path, caplog):
+    """Job 1's dir holds a run started there by hand: listed as such, failed, and its
+    time to target is not the sweep's score."""
+    results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+    trial(tmp_path / "0", [(10, 4.0, True, 0.99)], **{"sweep_dir": "s", "hydra.job.num": 0})
+    trial(tmp_path / "1", [(10, 1.0, True, 0.99)], sweep_dir="", command="python -m aeff x")
+    with caplog.at_level(logging.WARNING, logger="aeff.results"):
+        table, report = results.write_sweep_report(tmp_path)
+    foreign = by_job(table).loc["1"]
+    assert foreign["status"] == results.FOREIGN == "foreign"
+    assert foreign["error"] == (
+        f"{tmp_path / '1' / 'metadata.json'} is the record of another run (python -m aeff x), "
+        f"not of job 1 of this sweep: move {tmp_path / '1'} aside, then resume the sweep."
+    )
+    assert [r.getMessage() for r in caplog.records] == [foreign["error"]]
+    assert report["failed"] == [str((tmp_path / "1").resolve())]
+    assert report["score"] == 4.0 and report["num_reached_target"] == 1
+
+
 def test_the_score_ignores_trials_that_did_not_reach_the_target(tmp_path):
     results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
     trial(tmp_path / "0", None, status="failed", error_message="no data")

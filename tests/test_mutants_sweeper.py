@@ -154,6 +154,25 @@ def test_a_resumed_sweep_runs_the_rest_and_clears_the_failures(make, tmp_path, c
     assert aeff_sweeper.failed_trials == []
 
 
+def test_a_job_dir_holding_another_runs_record_stops_a_resume(make, tmp_path, caplog):
+    """A run aimed at a job's dir by hand (`hydra.run.dir=<sweep dir>/1`) is not that job:
+    the resume names it before running anything."""
+    make(sweep_dir=tmp_path).sweep(["hparams.lr=0.1,0.3"])
+    command = "python -m aeff hydra.run.dir=sweep/1 hparams.lr=5.0"
+    for sweep_dir, job in (("", 0), (str(tmp_path), 0)):  # no sweep's; another job's
+        record = {"status": "completed", "sweep_dir": sweep_dir, "hydra.job.num": job}
+        (tmp_path / "1" / "metadata.json").write_text(json.dumps({**record, "command": command}))
+        again = make("resume=true", sweep_dir=tmp_path)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+            again.sweep(["hparams.lr=0.1,0.3"])
+        assert stopped.value.code == 2 and again.launcher.launches == []
+        assert messages(caplog) == [
+            f"{tmp_path / '1' / 'metadata.json'} is the record of another run ({command}), "
+            f"not of job 1 of this sweep: move {tmp_path / '1'} aside, then resume the sweep."
+        ]
+
+
 def test_bad_input_exits_before_anything_is_written(make, tmp_path, caplog):
     sweep_dir = tmp_path / "sweep"
     sweeper = make("search.num_trials=2", sweep_dir=sweep_dir)

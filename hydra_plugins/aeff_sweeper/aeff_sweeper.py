@@ -199,6 +199,8 @@ class AeffSweeper(Sweeper):
             if Lock.is_held(job_dir):
                 raise RunDirBusy(f"{job_dir} is in use by {Lock.owner(job_dir)}: wait for it.")
             record = read_metadata(job_dir) or {}
+            if why := results.foreign(job_dir, index, record):
+                raise ConfigError(why)
             if status_of(job_dir, record) not in FINISHED:
                 todo.append(index)
         return todo
