@@ -71,6 +71,25 @@ def data_overrides(data_dir: Path) -> list[str]:
     return [f"workload.data_dir={data_dir}"]
 
 
+@pytest.fixture
+def trial_config(compose_config, mnist_data_dir):
+    """A short trial's config (12 steps, a row every 4) with overrides."""
+
+    def make(*overrides: str):
+        return compose_config(
+            *data_overrides(mnist_data_dir),
+            "max_steps=12",
+            "eval_every_steps=4",
+            "batch_size=512",
+            "logging.system_metrics=false",
+            "logging.packages=false",
+            "compilation_cache_dir=null",
+            *overrides,
+        )
+
+    return make
+
+
 def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
     """`python -m aeff ARGS` in `cwd`, as a user would run it."""
     return subprocess.run(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import data_overrides, owned_by_another_process
+from conftest import owned_by_another_process
 
 from aeff.checkpoints import TrialCheckpoints
 from aeff.config import check_trial
@@ -39,23 +39,6 @@ class SignalledMnist(MnistWorkload):
 
 
 SIGNAL = {"evals": 0, "at_eval": None}
-
-
-@pytest.fixture
-def trial_config(compose_config, mnist_data_dir):
-    def make(*overrides: str):
-        return compose_config(
-            *data_overrides(mnist_data_dir),
-            "max_steps=12",
-            "eval_every_steps=4",
-            "batch_size=512",
-            "logging.system_metrics=false",
-            "logging.packages=false",
-            "compilation_cache_dir=null",
-            *overrides,
-        )
-
-    return make
 
 
 def rows(run_dir: Path) -> pd.DataFrame:
