@@ -1,16 +1,29 @@
 """A group of trials through `aeff.group.train_and_evaluate_group`, in-process (the
 vectorized launcher's call; test_vectorized_sweeps.py runs the launcher in processes)."""
 
+import dataclasses
+import logging
+
 import pytest
 from conftest import owned_by_another_process
 from test_run_dir import SIGNAL, metadata, rows
 
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
 from aeff.group import train_and_evaluate_group
+from aeff.logging.speaker import SPEAKER
 from aeff.runner import TrialResult
+from aeff.submissions.adam import Adam
 from aeff.trial import TrialJob
 
 SIGNALLED = "workload._target_=test_run_dir.SignalledMnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class Crashing(Adam):
+    """Adam whose step raises when traced: a group that fails as a whole."""
+
+    def update_params(self, *args, **kwargs):
+        raise RuntimeError("boom")
 
 
 def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:
@@ -26,52 +39,135 @@ def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:
     ]
 
 
+class Spoken(logging.Handler):
+    """aeff's log lines, each with the trial it is about (`aeff.logging.speaker`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((SPEAKER.get(), record.getMessage()))
+
+
+@pytest.fixture
+def spoken(caplog):
+    handler = Spoken()
+    logging.getLogger("aeff").addHandler(handler)
+    with caplog.at_level(logging.INFO, logger="aeff"):
+        yield handler.lines
+    logging.getLogger("aeff").removeHandler(handler)
+
+
 def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
-    tmp_path, trial_config
+    tmp_path, trial_config, spoken
 ):
     """Job 1's dir is another live process's, job 2's learning rate is refused: each gets
-    its error, job 1's dir no files, job 2 a `failed` record; jobs 0 and 3 train as one
-    program of two, each with its own seed, rows and record."""
+    its error, job 1's dir no files, job 2 a `failed` record; jobs 0, 3 and 4 train as one
+    program of three, each with its own seed, rows and record (job 4 with logging=off:
+    none). Each log line names its trial."""
     group = jobs(
         tmp_path,
         trial_config,
         ("hparams.lr=1e-3", "rng_seed=1"),
         ("hparams.lr=2e-3", "rng_seed=2"),
         ("hparams.lr=1e30", "rng_seed=3"),
-        ("hparams.lr=3e-3", "rng_seed=4"),
+        ("hparams.lr=3e-3",),
+        ("logging=off", "rng_seed=5"),
     )
     with owned_by_another_process(tmp_path / "1"):
         outcomes = train_and_evaluate_group(group, "g7")
         assert sorted(p.name for p in (tmp_path / "1").iterdir()) == [".aeff.lock"]
-    assert [type(o) for o in outcomes] == [TrialResult, RunDirBusy, ConfigError, TrialResult]
+    assert [type(o) for o in outcomes] == [TrialResult, RunDirBusy, ConfigError, *[TrialResult] * 2]
     failed = metadata(tmp_path / "2")
     assert failed["status"] == "failed" and "hparams.lr" in failed["error_message"]
-    for job, seed, lr in ((0, 1, 1e-3), (3, 4, 3e-3)):
+    for job, lr in ((0, 1e-3), (3, 3e-3)):
         record = metadata(tmp_path / str(job))
         assert record["status"] == "completed" and outcomes[job].global_step == 12
-        assert (record["rng_seed"], record["hparams.lr"]) == (seed, lr)
-        assert (record["group.id"], record["group.size"]) == ("g7", 2)
+        assert record["rng_seed"] == outcomes[job].rng_seed and record["hparams.lr"] == lr
+        assert (record["group.id"], record["group.size"]) == ("g7", 3)
         assert (record["hydra.job.num"], record["sweep_dir"]) == (job, str(tmp_path))
         trial_rows = rows(tmp_path / str(job))
         assert list(trial_rows["global_step"]) == [4, 8, 12]
         assert (trial_rows["group.id"] == "g7").all() and (trial_rows["hparams.lr"] == lr).all()
+    assert outcomes[0].rng_seed == 1 and outcomes[4].rng_seed == 5
     assert outcomes[0].final_metrics != outcomes[3].final_metrics
+    assert outcomes[4].global_step == 12 and not (tmp_path / "4" / "metadata.json").exists()
+
+    busy = f"{tmp_path / '1'} is in use by process "
+    assert [tag for tag, line in spoken if line.startswith(busy)] == [1]
+    assert (2, "hparams.lr=1e+30 is not allowed: expected a number in (0, 100].") in spoken
+    assert {tag for tag, line in spoken if "drew rng_seed" in line} == {3}
+    assert {tag for tag, line in spoken if line.startswith("step 12 |")} == {0, 3, 4}
 
 
-@pytest.mark.slow  # a group's programs for the signalled workload: 5 s
-def test_a_signal_ends_every_trial_of_the_group_recorded(tmp_path, trial_config):
-    """SIGTERM at the group's second evaluation (the first trial's step 8): every trial
-    records `interrupted` with a last row and a checkpoint at that step."""
-    group = jobs(tmp_path, trial_config, (SIGNALLED, "rng_seed=1"), (SIGNALLED, "hparams.lr=3e-3"))
+@pytest.mark.slow  # programs for a group of one: 3 s
+def test_a_group_of_one_trains_it(tmp_path, trial_config):
+    """All but one job refused: the one trains, as a group of one."""
+    group = jobs(tmp_path, trial_config, ("hparams.lr=1e30",), ("rng_seed=2",))
+    outcomes = train_and_evaluate_group(group, "g1")
+    assert isinstance(outcomes[0], ConfigError) and outcomes[1].global_step == 12
+    assert metadata(tmp_path / "1")["group.size"] == 1
+
+
+def test_a_group_that_cannot_share_a_program_records_each_trial_failed(tmp_path, trial_config):
+    """Hyperparameters that change the optimizer state's structure: every trial of the
+    group is recorded failed, with its values and the reason."""
+    target = "submission._target_=test_vectorized.MomentumOrNot"
+    group = jobs(
+        tmp_path,
+        trial_config,
+        ("submission=nesterov", target, "hparams.momentum=0.9"),
+        ("submission=nesterov", target, "hparams.momentum=0.0"),
+    )
+    outcomes = train_and_evaluate_group(group, "g2")
+    assert all(isinstance(o, ConfigError) for o in outcomes)
+    for job, momentum in ((0, 0.9), (1, 0.0)):
+        record = metadata(tmp_path / str(job))
+        assert record["status"] == "failed" and record["hparams.momentum"] == momentum
+        assert record["error_message"] == str(outcomes[0])
+
+
+def test_a_group_that_crashes_records_each_trial_failed(tmp_path, trial_config, spoken):
+    target = f"submission._target_={__name__}.Crashing"
+    group = jobs(tmp_path, trial_config, (target, "rng_seed=1"), (target, "rng_seed=2"))
+    outcomes = train_and_evaluate_group(group, "g3")
+    assert [str(o) for o in outcomes] == ["boom", "boom"]
+    for job in (0, 1):
+        record = metadata(tmp_path / str(job))
+        assert (record["status"], record["error_type"]) == ("failed", "RuntimeError")
+    assert (None, "The group g3 failed: boom") in spoken
+
+
+@pytest.mark.slow  # a group's programs for the signalled workload, twice: 8 s
+def test_a_signal_ends_every_trial_of_the_group_and_a_resume_trains_them_again(
+    tmp_path, trial_config
+):
+    """SIGTERM at the group's second evaluation (step 8): every trial records
+    `interrupted` with a last row at that step; without checkpoints, `resume=true` trains
+    each again from step 0 with its recorded seed, the first attempt set aside."""
+    settings = (SIGNALLED, "checkpoint.enabled=false")
+    group = jobs(tmp_path, trial_config, settings, (*settings, "hparams.lr=3e-3"))
     SIGNAL.update(evals=0, at_eval=3)  # each trial's goal is checked at each evaluation
     try:
         with pytest.raises(TrialInterrupted):
             train_and_evaluate_group(group, "g8")
     finally:
         SIGNAL["at_eval"] = None
+    seeds = []
     for job in (0, 1):
         record = metadata(tmp_path / str(job))
         assert record["status"] == "interrupted" and record["group.size"] == 2
         assert record["error_message"] == "stopped by SIGTERM"
         assert list(rows(tmp_path / str(job))["global_step"]) == [4, 8]
-        assert (tmp_path / str(job) / "checkpoints" / "8").is_dir()
+        seeds.append(record["rng_seed"])
+
+    resume = (*settings, "resume=true")
+    again = jobs(tmp_path, trial_config, resume, (*resume, "hparams.lr=3e-3"))
+    outcomes = train_and_evaluate_group(again, "g9")
+    for job in (0, 1):
+        record = metadata(tmp_path / str(job))
+        assert (record["status"], record["attempt"]) == ("completed", 1)
+        assert record["rng_seed"] == seeds[job] == outcomes[job].rng_seed
+        assert list(rows(tmp_path / str(job))["global_step"]) == [4, 8, 12]
+        assert list(rows(tmp_path / str(job) / ".attempts" / "0")["global_step"]) == [4, 8]
