@@ -3,11 +3,14 @@ vectorized launcher's call; test_vectorized_sweeps.py runs the launcher in proce
 
 import dataclasses
 import logging
+import os
+import signal
 
 import pytest
 from conftest import owned_by_another_process
 from test_run_dir import SIGNAL, metadata, rows
 
+from aeff import group, group_loop
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
 from aeff.group import train_and_evaluate_group
 from aeff.logging.speaker import SPEAKER
@@ -34,6 +37,7 @@ def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:
             tmp_path / str(i),
             {"hydra.job.num": i, "sweep_dir": str(tmp_path)},
             tmp_path,
+            {"config.yaml": f"job: {i}\n"},
         )
         for i, overrides in enumerate(per_job)
     ]
@@ -69,10 +73,10 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
     group = jobs(
         tmp_path,
         trial_config,
-        ("hparams.lr=1e-3", "rng_seed=1"),
+        ("hparams.lr=1e-3", "rng_seed=1", "checkpoint.interval_sec=1e-9", "checkpoint.keep=true"),
         ("hparams.lr=2e-3", "rng_seed=2"),
         ("hparams.lr=1e30", "rng_seed=3"),
-        ("hparams.lr=3e-3",),
+        ("hparams.lr=3e-3", "checkpoint.interval_sec=1e-9"),
         ("logging=off", "rng_seed=5"),
     )
     with owned_by_another_process(tmp_path / "1"):
@@ -87,12 +91,17 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
         assert record["rng_seed"] == outcomes[job].rng_seed and record["hparams.lr"] == lr
         assert (record["group.id"], record["group.size"]) == ("g7", 3)
         assert (record["hydra.job.num"], record["sweep_dir"]) == (job, str(tmp_path))
+        assert record["cwd"] == str(tmp_path)
+        assert (tmp_path / str(job) / ".hydra" / "config.yaml").read_text() == f"job: {job}\n"
         trial_rows = rows(tmp_path / str(job))
         assert list(trial_rows["global_step"]) == [4, 8, 12]
+        assert (trial_rows["rng_seed"] == record["rng_seed"]).all()
         assert (trial_rows["group.id"] == "g7").all() and (trial_rows["hparams.lr"] == lr).all()
     assert outcomes[0].rng_seed == 1 and outcomes[4].rng_seed == 5
     assert outcomes[0].final_metrics != outcomes[3].final_metrics
     assert outcomes[4].global_step == 12 and not (tmp_path / "4" / "metadata.json").exists()
+    assert (tmp_path / "0" / "checkpoints" / "12").is_dir()  # checkpoint.keep=true: its own
+    assert not (tmp_path / "3" / "checkpoints").exists()  # saved at each row, then removed
 
     busy = f"{tmp_path / '1'} is in use by process "
     assert [tag for tag, line in spoken if line.startswith(busy)] == [1]
@@ -103,14 +112,17 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
 
 @pytest.mark.slow  # programs for a group of one: 3 s
 def test_a_group_of_one_trains_it(tmp_path, trial_config):
-    """All but one job refused: the one trains, as a group of one."""
-    group = jobs(tmp_path, trial_config, ("hparams.lr=1e30",), ("rng_seed=2",))
-    outcomes = train_and_evaluate_group(group, "g1")
-    assert isinstance(outcomes[0], ConfigError) and outcomes[1].global_step == 12
+    """All but one job refused: the one trains, as a group of one, and stops at its target."""
+    jobs_ = jobs(tmp_path, trial_config, ("hparams.lr=1e30",), ("workload.target_value=0.5",))
+    outcomes = train_and_evaluate_group(jobs_, "g1")
+    assert isinstance(outcomes[0], ConfigError)
+    assert outcomes[1].goal_reached and outcomes[1].global_step < 12
     assert metadata(tmp_path / "1")["group.size"] == 1
 
 
-def test_a_group_that_cannot_share_a_program_records_each_trial_failed(tmp_path, trial_config):
+def test_a_group_that_cannot_share_a_program_records_each_trial_failed(
+    tmp_path, trial_config, spoken
+):
     """Hyperparameters that change the optimizer state's structure: every trial of the
     group is recorded failed, with its values and the reason."""
     target = "submission._target_=test_vectorized.MomentumOrNot"
@@ -126,6 +138,7 @@ def test_a_group_that_cannot_share_a_program_records_each_trial_failed(tmp_path,
         record = metadata(tmp_path / str(job))
         assert record["status"] == "failed" and record["hparams.momentum"] == momentum
         assert record["error_message"] == str(outcomes[0])
+    assert (None, str(outcomes[0])) in spoken  # about every trial
 
 
 def test_a_group_that_crashes_records_each_trial_failed(tmp_path, trial_config, spoken):
@@ -171,3 +184,48 @@ def test_a_signal_ends_every_trial_of_the_group_and_a_resume_trains_them_again(
         assert record["rng_seed"] == seeds[job] == outcomes[job].rng_seed
         assert list(rows(tmp_path / str(job))["global_step"]) == [4, 8, 12]
         assert list(rows(tmp_path / str(job) / ".attempts" / "0")["global_step"]) == [4, 8]
+
+
+def test_a_signal_while_the_group_prepares_records_each_trial_and_exits(
+    tmp_path, trial_config, monkeypatch, capsys
+):
+    """SIGTERM while the group's programs compile: every trial's record says
+    `interrupted` by the time the process exits, with status 143 and one line."""
+    at_exit = {}
+
+    def exit_(status):
+        records = [metadata(tmp_path / str(job))["status"] for job in (0, 1)]
+        at_exit.update(status=status, records=records)
+        raise KeyboardInterrupt  # out of the handler; the group records it as it ends
+
+    def prepare_signalled(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return prepare(*args, **kwargs)
+
+    prepare = group_loop.prepare_group
+    monkeypatch.setattr(os, "_exit", exit_)
+    monkeypatch.setattr(group_loop, "prepare_group", prepare_signalled)
+    train_and_evaluate_group(jobs(tmp_path, trial_config, (), ("rng_seed=2",)), "g5")
+    assert at_exit == {"status": 143, "records": ["interrupted", "interrupted"]}
+    assert capsys.readouterr().err == (
+        "aeff: stopped by SIGTERM before its records began; nothing to resume.\n"
+    )
+
+
+def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config, monkeypatch):
+    """SIGTERM while the first trial's records begin: both begin whole, then the group
+    stops, each recorded `interrupted`."""
+    begin = group._begin
+
+    def begin_signalled(member, *args):
+        if member.index == 0:
+            signal.raise_signal(signal.SIGTERM)
+        begin(member, *args)
+
+    monkeypatch.setattr(group, "_begin", begin_signalled)
+    with pytest.raises(TrialInterrupted) as stopped:
+        train_and_evaluate_group(jobs(tmp_path, trial_config, (), ("rng_seed=2",)), "g6")
+    assert stopped.value.signum == signal.SIGTERM
+    for job in (0, 1):
+        assert metadata(tmp_path / str(job))["status"] == "interrupted"
+        assert (tmp_path / str(job) / "config_resolved.yaml").exists()  # begun whole
