@@ -64,7 +64,7 @@ def spoken(caplog):
 
 
 def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
-    tmp_path, trial_config, spoken
+    tmp_path, trial_config, spoken, monkeypatch
 ):
     """Job 1's dir is another live process's, job 2's learning rate is refused: each gets
     its error, job 1's dir no files, job 2 a `failed` record; jobs 0, 3 and 4 train as one
@@ -79,6 +79,17 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
         ("hparams.lr=3e-3", "checkpoint.interval_sec=1e-9"),
         ("logging=off", "rng_seed=5"),
     )
+    called = {}  # how the group's loop is set up: the trials' settings, passed on
+
+    def spy(name, real):
+        def call(*args, **kwargs):
+            called[name] = (args[2:], kwargs)
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(group_loop, "prepare_group", spy("prepare", group_loop.prepare_group))
+    monkeypatch.setattr(group_loop, "GroupLoop", spy("loop", group_loop.GroupLoop))
     with owned_by_another_process(tmp_path / "1"):
         outcomes = train_and_evaluate_group(group, "g7")
         assert sorted(p.name for p in (tmp_path / "1").iterdir()) == [".aeff.lock"]
@@ -103,6 +114,9 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
     assert (tmp_path / "0" / "checkpoints" / "12").is_dir()  # checkpoint.keep=true: its own
     assert not (tmp_path / "3" / "checkpoints").exists()  # saved at each row, then removed
 
+    settings = {"steps_per_dispatch": 8, "max_steps": 12, "eval_every_steps": 4}
+    assert called["prepare"][1] == settings
+    assert called["loop"] == ((True, 12, 4), {"target_resolution": 0.05})
     busy = f"{tmp_path / '1'} is in use by process "
     assert [tag for tag, line in spoken if line.startswith(busy)] == [1]
     assert (2, "hparams.lr=1e+30 is not allowed: expected a number in (0, 100].") in spoken
