@@ -227,8 +227,8 @@ def test_a_signal_while_the_group_prepares_records_each_trial_and_exits(
 
 
 def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config, monkeypatch):
-    """SIGTERM while the first trial's records begin: both begin whole, then the group
-    stops, each recorded `interrupted`."""
+    """SIGTERM while the first trial's records begin: all begin whole, then the group
+    stops, each recorded `interrupted` (three trials: the first test's programs)."""
     begin = group._begin
 
     def begin_signalled(member, *args):
@@ -237,9 +237,10 @@ def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config,
         begin(member, *args)
 
     monkeypatch.setattr(group, "_begin", begin_signalled)
+    three = jobs(tmp_path, trial_config, (), ("rng_seed=2",), ("rng_seed=3",))
     with pytest.raises(TrialInterrupted) as stopped:
-        train_and_evaluate_group(jobs(tmp_path, trial_config, (), ("rng_seed=2",)), "g6")
+        train_and_evaluate_group(three, "g6")
     assert stopped.value.signum == signal.SIGTERM
-    for job in (0, 1):
+    for job in (0, 1, 2):
         assert metadata(tmp_path / str(job))["status"] == "interrupted"
         assert (tmp_path / str(job) / "config_resolved.yaml").exists()  # begun whole
