@@ -248,24 +248,25 @@ def test_a_lock_that_cannot_be_opened_names_the_file(tmp_path):
 
 def test_unreadable_records_are_named(tmp_path):
     assert run_dir.read_metadata(tmp_path) is None
-    (tmp_path / "metadata.json").write_text("[1]")
-    with pytest.raises(ConfigError, match="holds no JSON object"):
-        run_dir.read_metadata(tmp_path)
-    (tmp_path / "metadata.json").write_text('{"status": "done"}')
-    with pytest.raises(ConfigError) as unknown:
-        run_dir.read_metadata(tmp_path)
-    assert str(unknown.value) == (
-        f"{tmp_path / 'metadata.json'} records no status aeff writes ('done', not one of "
-        "running, completed, diverged, failed, interrupted): move it aside."
-    )
-    (tmp_path / "metadata.json").write_text("{")
-    with pytest.raises(ConfigError) as unreadable:
-        run_dir.read_metadata(tmp_path)
-    assert str(unreadable.value) == (
-        f"{tmp_path / 'metadata.json'} is unreadable (JSONDecodeError: Expecting property name "
-        "enclosed in double quotes: line 1 column 2 (char 1)): move it aside, or choose "
-        "another hydra.run.dir."
-    )
+    path = tmp_path / "metadata.json"
+    for text, message in (
+        ("[1]", f"{path} holds no JSON object: move it aside."),
+        (
+            '{"status": "done"}',
+            f"{path} records no status aeff writes ('done', not one of running, completed, "
+            "diverged, failed, interrupted): move it aside.",
+        ),
+        (
+            "{",
+            f"{path} is unreadable (JSONDecodeError: Expecting property name enclosed in "
+            "double quotes: line 1 column 2 (char 1)): move it aside, or choose another "
+            "hydra.run.dir.",
+        ),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            run_dir.read_metadata(tmp_path)
+        assert str(refused.value) == message
 
 
 def test_steps_and_differences(tmp_path):
