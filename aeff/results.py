@@ -18,7 +18,7 @@ import pandas as pd
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
-from aeff.logging.concat import concatenate_csvs, load_metrics
+from aeff.logging.concat import concatenate_csvs, folder_of, load_metrics
 from aeff.logging.files import inert, write_json_atomically, write_text_atomically
 from aeff.logging.run_dir import DAMAGED, FINISHED, METADATA, damage, read_metadata, status_of
 from aeff.logging.secrets import redact
@@ -94,7 +94,7 @@ def foreign(job_dir: Path, job: int, metadata: Mapping[str, Any]) -> str | None:
 def summary(path: Path) -> pd.DataFrame:
     """One row per trial: hyperparameters, status, best target metric, time to target."""
     metrics = load_metrics(path)
-    planned = read_plan(Path(path)) is not None
+    planned = (Path(path) / PLAN).exists()  # trial_dirs reads and checks it
     rows = []
     for run_dir in trial_dirs(Path(path)):
         row = {"run_dir": str(run_dir.resolve())}
@@ -269,13 +269,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_command(args: argparse.Namespace) -> None:
+    folder = folder_of(args.path)
     if args.command == "concat":
         print(concatenate_csvs(args.path))
     elif args.command == "plot":
-        folder = args.path if args.path.is_dir() else args.path.parent
         print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
     else:
-        folder = args.path if args.path.is_dir() else args.path.parent
         frame, report = write_sweep_report(folder)
         print(as_text(frame, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")

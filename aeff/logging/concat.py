@@ -43,6 +43,11 @@ def load_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 
+def folder_of(path: Path) -> Path:
+    """PATH, or the folder of the file PATH: where the results tools write."""
+    return path if path.is_dir() else path.parent
+
+
 def concatenate_csvs(path: str | Path) -> Path:
     """Write `all_metrics.csv` into PATH (a file's folder): every trial's rows, columns
     unioned, run dir kept."""
@@ -53,6 +58,6 @@ def concatenate_csvs(path: str | Path) -> Path:
             f"no {METRICS} with complete rows at or below {path}: give a run dir, a sweep "
             f"dir or a {METRICS}."
         )
-    out = (path if path.is_dir() else path.parent) / COMBINED
+    out = folder_of(path) / COMBINED
     write_text_atomically(out, frame.to_csv(index=False))  # two at once: no shared temp file
     return out
