@@ -103,6 +103,17 @@ def test_groups_hold_at_most_trials_per_program_in_job_order(composed, tmp_path)
     assert groups == [[0, 2], [1, 3], [4], [5], [6]]
 
 
+def test_jobs_that_change_their_process_run_alone(composed, tmp_path):
+    """A job that moves into its run dir or sets environment variables cannot share a
+    process's program with others."""
+    jobs = [{"hparams.lr": lr} for lr in (1e-3, 2e-3, 3e-3, 4e-3)]
+    jobs[1]["hydra.job.chdir"] = True
+    jobs[2]["hydra.job.env_set"] = {"OMP_NUM_THREADS": "1"}
+    launcher = VectorizedLauncher()
+    launcher.task_function = vectorizable(lambda cfg: cfg)
+    assert launcher._groups(sweep_configs(composed, tmp_path, jobs)) == [[0, 3], [1], [2]]
+
+
 def test_another_apps_jobs_run_one_by_one(composed, tmp_path):
     launcher = VectorizedLauncher()
     launcher.task_function = lambda cfg: cfg

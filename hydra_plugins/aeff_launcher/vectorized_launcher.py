@@ -19,7 +19,14 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    configure_log,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -172,7 +179,7 @@ def _job_return(config: DictConfig, task_cfg: DictConfig) -> JobReturn:
     job_return.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
     job_return.overrides = OmegaConf.to_container(config.hydra.overrides.task)
     job_return.working_dir = os.getcwd()
-    job_return.task_name = config.hydra.job.name
+    job_return.task_name = JobRuntime.instance().get("name")  # as `run_job` names it
     return job_return
 
 
@@ -219,7 +226,7 @@ class _JobNaming(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         tag = self.speaker.get()
-        if tag is not None and not getattr(record, "aeff_job", None):
+        if tag is not None and getattr(record, "aeff_job", None) is None:  # job 0 too
             record.aeff_job = self.numbers[tag]
             record.msg = f"job {self.numbers[tag]}: {record.msg}"
         return True
