@@ -26,7 +26,8 @@ run default_trial python -m aeff rng_seed=0 hydra.run.dir="$out/default" "$@"
 process_wall=$(python -c "print($(now) - $start)")
 run shared_gpu python -m aeff -m rng_seed=0,1 hydra/launcher=parallel hydra.launcher.n_jobs=2 \
   hydra.sweep.dir="$out/shared" "$@"
-run multi_device env JAX_PLATFORMS=cpu python -m pytest -q tests/test_trial.py -k across  # fake CPU devices
+# fake CPU devices; -o addopts=: in one process, whether or not pytest-xdist is installed
+run multi_device env JAX_PLATFORMS=cpu python -m pytest -q -o addopts= tests/test_trial.py -k across
 run nvml_columns python - "$out/default" <<'PY'
 import csv, sys
 row = next(csv.DictReader(open(f"{sys.argv[1]}/metrics.csv")))
