@@ -66,6 +66,10 @@ CASES = [
     ("-m search_space=mnist_adam search.num_trials=0", ["search.num_trials", "positive"]),
     ("-m search_space=mnist_adam", ["search.num_trials"]),
     ("-m hparams.lr=1e-3,2e-3 hydra.sweep.subdir=lr_${hparams.lr}", ["hydra.sweep.subdir"]),
+    (
+        "-m hparams.lr=1e-3,2e-3 hydra/launcher=vectorized hydra.launcher.trials_per_program=0",
+        ["hydra.launcher.trials_per_program=0: use 1 or more"],
+    ),
 ]
 
 
