@@ -114,7 +114,7 @@ def test_the_record_names_the_group_and_each_log_its_own_trial(both_launchers):
         named = {
             line.split("job ")[1].split(":")[0] for line in log.splitlines() if "- job " in line
         }
-        assert named == {job}, log
+        assert named == {job} and f"job {job}: job" not in log, log
         assert "8 trials in one program" in log
 
 
