@@ -15,16 +15,19 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 
 from aeff import app
+from hydra_plugins.aeff_launcher.vectorized_launcher import VectorizedLauncher
 
 LRS = ["0.001", "0.002", "0.003", "0.004", "-1"]  # as the sweeper writes them
 RECORDER = f"+hydra.callbacks.record._target_={__name__}.Recorder"
 
 
 class Recorder(Callback):
-    """What Hydra's per-job callbacks are told, in the order they are told it."""
+    """What Hydra's per-job callbacks are told, in the order they are told it, and what
+    the launcher returns."""
 
     calls: ClassVar[list[tuple[str, int]]] = []
     returns: ClassVar[dict[int, JobReturn]] = {}
+    launched: ClassVar[list[list[JobReturn]]] = []  # what each launch returned
 
     def on_job_start(self, config, **kwargs) -> None:
         Recorder.calls.append(("start", config.hydra.job.num))
@@ -41,7 +44,14 @@ def sweep(monkeypatch, tmp_path, mnist_data_dir):
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     monkeypatch.chdir(tmp_path)
-    Recorder.calls, Recorder.returns = [], {}
+    Recorder.calls, Recorder.returns, Recorder.launched = [], {}, []
+    launch = VectorizedLauncher.launch
+
+    def recorded_launch(self, job_overrides, initial_job_idx):
+        Recorder.launched.append(launch(self, job_overrides, initial_job_idx))
+        return Recorder.launched[-1]
+
+    monkeypatch.setattr(VectorizedLauncher, "launch", recorded_launch)
 
     def run(*args: str) -> int:
         typed = ["-m", "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", RECORDER, *args]
@@ -106,6 +116,8 @@ def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path):
         3: ("COMPLETED", "completed"),
         4: ("FAILED", "ConfigError"),
     }
+    (launched,) = Recorder.launched  # a JobReturn a job, in the jobs' order
+    assert [id(r) for r in launched] == [id(Recorder.returns[job]) for job in range(5)]
     # one task name, grouped or not: Hydra's, after the module of `hydra.main`
     assert {r.task_name for r in Recorder.returns.values()} == {"app"}
     groups = {job: metadata(tmp_path / "sweep" / str(job)).get("group.id") for job in (0, 1, 3)}
