@@ -128,4 +128,5 @@ def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path):
         named = [line.split(" - ", 1)[1] for line in log if " - job " in line]
         assert named and all(line.startswith(f"job {job}: ") for line in named), log
         assert not any(f"job {job}: job" in line for line in named)
+        assert not any("Records of this trial" in line for line in log)  # job 3's line
     assert not any(" - job " in line for line in log_of(tmp_path / "sweep" / "3"))
