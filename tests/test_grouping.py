@@ -114,6 +114,14 @@ def test_jobs_that_change_their_process_run_alone(composed, tmp_path):
     assert launcher._groups(sweep_configs(composed, tmp_path, jobs)) == [[0, 3], [1], [2]]
 
 
+def test_a_resumed_job_with_a_checkpoint_runs_alone(composed, tmp_path):
+    jobs = [{"hparams.lr": lr, "resume": True} for lr in (1e-3, 2e-3, 3e-3)]
+    (tmp_path / "1" / "checkpoints" / "40").mkdir(parents=True)  # job 1's run dir
+    launcher = VectorizedLauncher()
+    launcher.task_function = vectorizable(lambda cfg: cfg)
+    assert launcher._groups(sweep_configs(composed, tmp_path, jobs)) == [[0, 2], [1]]
+
+
 def test_another_apps_jobs_run_one_by_one(composed, tmp_path):
     launcher = VectorizedLauncher()
     launcher.task_function = lambda cfg: cfg
@@ -121,6 +129,10 @@ def test_another_apps_jobs_run_one_by_one(composed, tmp_path):
     assert launcher._groups(configs) == [[0], [1]]
 
 
-def test_trials_per_program_must_be_positive():
+def test_trials_per_program_must_be_positive(composed, tmp_path):
     with pytest.raises(ValueError, match="trials_per_program=0: use 1 or more"):
         VectorizedLauncher(trials_per_program=0)
+    launcher = VectorizedLauncher(trials_per_program=1)  # every trial a program of its own
+    launcher.task_function = vectorizable(lambda cfg: cfg)
+    configs = sweep_configs(composed, tmp_path, [{"hparams.lr": 1e-3}, {"hparams.lr": 2e-3}])
+    assert launcher._groups(configs) == [[0], [1]]

@@ -28,9 +28,11 @@ class Recorder(Callback):
     calls: ClassVar[list[tuple[str, int]]] = []
     returns: ClassVar[dict[int, JobReturn]] = {}
     launched: ClassVar[list[list[JobReturn]]] = []  # what each launch returned
+    task_functions: ClassVar[set] = set()
 
-    def on_job_start(self, config, **kwargs) -> None:
+    def on_job_start(self, config, task_function, **kwargs) -> None:
         Recorder.calls.append(("start", config.hydra.job.num))
+        Recorder.task_functions.add(task_function)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         Recorder.calls.append(("end", config.hydra.job.num))
@@ -45,6 +47,7 @@ def sweep(monkeypatch, tmp_path, mnist_data_dir):
     handlers, level = list(root.handlers), root.level
     monkeypatch.chdir(tmp_path)
     Recorder.calls, Recorder.returns, Recorder.launched = [], {}, []
+    Recorder.task_functions = set()
     launch = VectorizedLauncher.launch
 
     def recorded_launch(self, job_overrides, initial_job_idx):
@@ -82,7 +85,7 @@ def log_of(job_dir: Path) -> list[str]:
     return (job_dir / "aeff.log").read_text().splitlines()
 
 
-def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path):
+def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path, capsys):
     """Jobs 0-2 form a group, in which job 2's run dir is held by another process; job 3
     runs alone (the group's limit), job 4 (a bad lr) too. Hydra's callbacks and JobReturns
     tell each job's own story, as the basic launcher would."""
@@ -116,6 +119,8 @@ def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path):
         3: ("COMPLETED", "completed"),
         4: ("FAILED", "ConfigError"),
     }
+    (task_function,) = Recorder.task_functions  # the app's job function, grouped or not
+    assert task_function.aeff_trial_job
     (launched,) = Recorder.launched  # a JobReturn a job, in the jobs' order
     assert [id(r) for r in launched] == [id(Recorder.returns[job]) for job in range(5)]
     # one task name, grouped or not: Hydra's, after the module of `hydra.main`
@@ -124,9 +129,11 @@ def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path):
     assert groups == {0: "0-2", 1: "0-2", 3: None}
     for job in (0, 1):
         log = log_of(tmp_path / "sweep" / str(job))
-        assert "3 trials in one program: jobs 0, 1, 2" in log[0]
+        assert log[0].endswith("] - 3 trials in one program: jobs 0, 1, 2")
         named = [line.split(" - ", 1)[1] for line in log if " - job " in line]
         assert named and all(line.startswith(f"job {job}: ") for line in named), log
         assert not any(f"job {job}: job" in line for line in named)
         assert not any("Records of this trial" in line for line in log)  # job 3's line
     assert not any(" - job " in line for line in log_of(tmp_path / "sweep" / "3"))
+    # Hydra's logging as it was before the launch: the sweeper's last line, once
+    assert capsys.readouterr().out.count("2 of 5 planned trials failed") == 1
