@@ -18,7 +18,7 @@ import pandas as pd
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
-from aeff.logging.concat import concatenate_csvs, folder_of, load_metrics
+from aeff.logging.concat import concatenate_csvs, folder_of, load_metrics, nonempty_metrics
 from aeff.logging.files import inert, write_json_atomically, write_text_atomically
 from aeff.logging.run_dir import DAMAGED, FINISHED, METADATA, damage, read_metadata, status_of
 from aeff.logging.secrets import redact
@@ -193,9 +193,14 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = load_metrics(path)
-    if frame.empty or x not in frame or y not in frame:
-        raise SystemExit(f"aeff.results plot: no '{x}' and '{y}' columns in metrics below {path}")
+    frame = nonempty_metrics(path)
+    missing = [f"--{axis} {column}" for axis, column in (("x", x), ("y", y)) if column not in frame]
+    if missing:
+        plottable = [c for c in frame if c in UNITS or c.endswith((".loss", ".accuracy"))]
+        raise ConfigError(
+            f"plot {' '.join(missing)}: no such column in the metrics at or below {path}; "
+            f"the steps, times and metrics are {', '.join(plottable)}."
+        )
     figure, axes = plt.subplots(figsize=(7, 4.5))
     hparams = [c for c in frame.columns if c.startswith("hparams.")]
     varying = [c for c in hparams if frame[c].nunique() > 1]

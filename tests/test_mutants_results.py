@@ -247,7 +247,7 @@ def test_a_plot_of_another_metric_has_no_target_line(tmp_path, figures):
     results.plot(root, "accumulated_submission_time", "goal_reached", tmp_path / "b.png")
     labels = [line.get_label() for line in figures[0].get_lines()]
     assert labels == ["0 (lr=0.1)", "1 (lr=0.3)"]
-    with pytest.raises(SystemExit, match=r"no 'nope' and 'validation\.accuracy' columns"):
+    with pytest.raises(ConfigError, match=r"^plot --x nope: no such column"):
         results.plot(root, "nope", "validation.accuracy", tmp_path / "c.png")
 
 
@@ -280,6 +280,18 @@ def test_the_command_line(tmp_path, capsys, figures):
     results.main(["plot", str(root), "--x", "wall_time", "--out", str(tmp_path / "w.png")])
     assert capsys.readouterr().out.strip() == str(tmp_path / "w.png")
     assert figures[-1].get_xlabel() == "wall_time (s)"
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["plot", str(root), "--x", "wall", "--y", "validation.acc"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"aeff.results: plot --x wall --y validation.acc: no such column in the metrics at or "
+        f"below {root}; the steps, times and metrics are global_step, "
+        "accumulated_submission_time, validation.accuracy, validation.loss, wall_time.\n"
+    )
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["plot", str(tmp_path / "empty")])
+    assert stopped.value.code == 2
+    assert "no metrics.csv with complete rows" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         results.main(["summary", str(tmp_path / "missing")])
     assert stopped.value.code == 2

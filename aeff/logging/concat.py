@@ -48,16 +48,22 @@ def folder_of(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def concatenate_csvs(path: str | Path) -> Path:
-    """Write `all_metrics.csv` into PATH (a file's folder): every trial's rows, columns
-    unioned, run dir kept."""
-    path = Path(path)
-    frame = load_metrics(path, as_text=True)
+def nonempty_metrics(path: Path, as_text: bool = False) -> pd.DataFrame:
+    """`load_metrics`, refusing a PATH below which there are no rows."""
+    frame = load_metrics(path, as_text)
     if frame.empty:
         raise ConfigError(
             f"no {METRICS} with complete rows at or below {path}: give a run dir, a sweep "
             f"dir or a {METRICS}."
         )
+    return frame
+
+
+def concatenate_csvs(path: str | Path) -> Path:
+    """Write `all_metrics.csv` into PATH (a file's folder): every trial's rows, columns
+    unioned, run dir kept."""
+    path = Path(path)
+    frame = nonempty_metrics(path, as_text=True)
     out = folder_of(path) / COMBINED
     write_text_atomically(out, frame.to_csv(index=False))  # two at once: no shared temp file
     return out
