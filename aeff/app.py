@@ -86,12 +86,23 @@ class RunDirCallback(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with errors_end_the_process():
-            RunDir(Path(config.hydra.run.dir)).claim()
+            RunDir(records_dir(config, "run")).claim()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir).absolute()
         with errors_end_the_process():
-            writable_or_raise(sweep_dir)
+            writable_or_raise(records_dir(config, "sweep").absolute())
+
+
+def records_dir(config: DictConfig, mode: str) -> Path:
+    """`hydra.run.dir` or `hydra.sweep.dir`; empty (an unset variable, say) it would be
+    the current folder, where records would mix with whatever is there."""
+    value = str(config.hydra[mode].dir)
+    if not value.strip():
+        raise errors.ConfigError(
+            f"hydra.{mode}.dir is empty: give a folder for the records, or leave it out "
+            "for one under outputs/."
+        )
+    return Path(value)
 
 
 def writable_or_raise(directory: Path) -> None:

@@ -48,6 +48,8 @@ def load_module(path: Path, key: str) -> ModuleType:
         return sys.modules[name]
     if not path.is_file():
         raise ConfigError(f"{key}={path}: no such file.")
+    if path.suffix != ".py":
+        raise ConfigError(f"{key}={path} is not a Python file: its name must end in .py.")
     spec = importlib.util.spec_from_file_location(name, path.resolve())
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -81,6 +81,24 @@ def test_no_data_and_no_network_says_what_to_do(tmp_path, monkeypatch):
     assert "workload.idx_dir=" in str(error.value)
 
 
+def test_a_data_dir_that_cannot_be_made_is_named_with_the_way_out(tmp_path, monkeypatch):
+    """An OSError while preparing (a folder it cannot make, a full disk) is one line."""
+    (tmp_path / "file").write_text("")
+    data_dir = tmp_path / "file" / "data"  # below a file: no folder can be made there
+
+    def make_folders(data_dir, idx_dir):  # what tfds's download manager does first
+        (data_dir / "downloads").mkdir(parents=True)
+
+    monkeypatch.setattr(mnist_data, "_read_through_tfds", make_folders)
+    with pytest.raises(DataError) as error:
+        mnist_data.load_mnist(data_dir, None)
+    assert str(error.value) == (
+        f"cannot prepare MNIST in {data_dir}: Not a directory ({data_dir / 'downloads'}). "
+        "Choose a folder "
+        "you can write as workload.data_dir, or free space."
+    )
+
+
 def test_bad_files_are_refused_before_tfds_writes_anything(tmp_path, idx_copy):
     (idx_copy / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz"):

@@ -107,6 +107,13 @@ def test_a_bad_submission_file_is_refused_naming_it(tmp_path, text, message):
         class_in_file(path, "submission_path", "submission")
 
 
+def test_a_file_that_is_not_python_is_refused_naming_it(tmp_path):
+    path = tmp_path / "mine.txt"  # Python's import machinery would find no loader for it
+    path.write_text(HEADER + SGD.format(name="Mine", body=COMPLETE))
+    with pytest.raises(ConfigError, match=rf"submission_path={re.escape(str(path))} is not a"):
+        class_in_file(path, "submission_path", "submission")
+
+
 @pytest.mark.slow
 def test_the_docs_commands_train_and_tune_from_an_empty_folder(doc_files, mnist_data_dir):
     data = data_overrides(mnist_data_dir)

@@ -122,8 +122,15 @@ def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if (arrays := _read_cache(cache)) is not None:
             return arrays  # another process prepared it meanwhile
-        arrays = _read_through_tfds(data_dir, idx_dir)
-        _save_atomically(cache, arrays)
+        try:
+            arrays = _read_through_tfds(data_dir, idx_dir)
+            _save_atomically(cache, arrays)
+        except OSError as error:  # a folder it cannot make or write, a full disk
+            raise DataError(
+                f"cannot prepare MNIST in {data_dir}: {error.strerror or error} "
+                f"({error.filename}). Choose a folder you can write as workload.data_dir, "
+                "or free space."
+            ) from None
     log.info("MNIST is ready in %s; later trials load it without TensorFlow.", cache)
     return arrays
 

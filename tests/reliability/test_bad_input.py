@@ -10,10 +10,13 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import data_overrides, run_aeff
 
+NOT_A_FOLDER = Path(__file__).resolve()  # a file where a folder is wanted, and no Python file
+NOT_PYTHON = NOT_A_FOLDER.parents[2] / "pyproject.toml"
 CASES = [
     # wrong types, one of each kind of field
     ("batch_size=abc", ["batch_size", "could not be converted to Integer"]),
@@ -44,6 +47,11 @@ CASES = [
     ("hparams.beta_2=1.5", ["hparams.beta_2", "[0, 1)"]),
     ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
+    (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
+    (f"submission_path={NOT_PYTHON}", ["not a Python file: its name must end in .py"]),
+    # output folders
+    ("hydra.run.dir=", ["hydra.run.dir is empty"]),
+    ("-m hparams.lr=1e-3,2e-3 hydra.sweep.dir=", ["hydra.sweep.dir is empty"]),
     # unknown names
     ("workload=nope", ["workload/nope", "Available options", "mnist"]),
     ("submission=nope", ["submission/nope", "Available options", "adam"]),
@@ -78,6 +86,7 @@ FAST = {
     "hparams.lr=abc",
     "batch_size=1022",
     "+hparam.lr=1e-3",
+    "hydra.run.dir=",
     "-m search_space=mnist_adam search.num_trials=0",
 }
 
