@@ -94,8 +94,9 @@ class RunDirCallback(Callback):
 
 
 def records_dir(config: DictConfig, mode: str) -> Path:
-    """`hydra.run.dir` or `hydra.sweep.dir`; empty (an unset variable, say) it would be
-    the current folder, where records would mix with whatever is there."""
+    """The folder `hydra.<mode>.dir` names. An empty one (an unset variable, say) is
+    refused: Hydra would take the current folder, and the records would mix with what
+    is there."""
     value = str(config.hydra[mode].dir)
     if not value.strip():
         raise errors.ConfigError(

@@ -1,6 +1,8 @@
 """MNIST import: real IDX files are verified, bad ones refused with the file named."""
 
+import errno
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -94,9 +96,15 @@ def test_a_data_dir_that_cannot_be_made_is_named_with_the_way_out(tmp_path, monk
         mnist_data.load_mnist(data_dir, None)
     assert str(error.value) == (
         f"cannot prepare MNIST in {data_dir}: Not a directory ({data_dir / 'downloads'}). "
-        "Choose a folder "
-        "you can write as workload.data_dir, or free space."
+        "Choose a folder you can write as workload.data_dir, or free space."
     )
+
+    def full_disk(data_dir, idx_dir):  # a write's error names no file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(mnist_data, "_read_through_tfds", full_disk)
+    with pytest.raises(DataError, match=r"in \S+/data: No space left on device\. Choose"):
+        mnist_data.load_mnist(data_dir, None)
 
 
 def test_bad_files_are_refused_before_tfds_writes_anything(tmp_path, idx_copy):

@@ -126,10 +126,10 @@ def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
             arrays = _read_through_tfds(data_dir, idx_dir)
             _save_atomically(cache, arrays)
         except OSError as error:  # a folder it cannot make or write, a full disk
+            where = f" ({error.filename})" if error.filename else ""
             raise DataError(
-                f"cannot prepare MNIST in {data_dir}: {error.strerror or error} "
-                f"({error.filename}). Choose a folder you can write as workload.data_dir, "
-                "or free space."
+                f"cannot prepare MNIST in {data_dir}: {error.strerror or error}{where}. "
+                "Choose a folder you can write as workload.data_dir, or free space."
             ) from None
     log.info("MNIST is ready in %s; later trials load it without TensorFlow.", cache)
     return arrays
