@@ -133,6 +133,13 @@ class TrialConfig:
             "null or a number in (0, 1)",
             self.target_resolution,
         )
+        cache = self.compilation_cache_dir or ""  # JAX would skip a file without a word
+        require(
+            not Path(cache).expanduser().is_file(),
+            "compilation_cache_dir",
+            "null or a folder, not a file",
+            self.compilation_cache_dir,
+        )
 
 
 def require(ok: bool, key: str, allowed: str, value: Any) -> None:

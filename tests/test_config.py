@@ -64,6 +64,7 @@ def test_meta_labels_are_accepted(compose_config):
         ("target_resolution=1", ["target_resolution", "(0, 1)"]),
         ("target_resolution=nan", ["target_resolution", "(0, 1)"]),
         (f"workload.data_dir={__file__}", ["workload.data_dir", "a folder, not a file"]),
+        (f"compilation_cache_dir={__file__}", ["compilation_cache_dir", "a folder, not a file"]),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(compose_config, override, names):
