@@ -137,7 +137,9 @@ def summary(path: Path) -> pd.DataFrame:
 def first_crossing(trial: pd.DataFrame) -> tuple[float | None, int | None, float | None]:
     """The submission time and step of the first row on target, and how closely the row
     before it brackets the crossing: 1 - its time / that time (1 for the first row)."""
-    reached = (trial["goal_reached"].astype(str) == "True").to_numpy() if len(trial) else []
+    if not {"goal_reached", "accumulated_submission_time"} <= set(trial):
+        return None, None, None  # rows written by hand, say: no crossing to find
+    reached = (trial["goal_reached"].astype(str) == "True").to_numpy()
     if not any(reached):
         return None, None, None
     i = int(np.argmax(reached))

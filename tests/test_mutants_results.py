@@ -27,6 +27,7 @@ def trial(
     run_dir.mkdir(parents=True)
     metadata = {
         "status": status,
+        **({"global_step": rows[-1][0]} if rows else {}),  # a finished trial's last row
         "workload": "mnist",
         "submission._target_": "aeff.submissions.adam.Adam",
         "workload.target_metric": metric,

@@ -6,13 +6,14 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import stat
 import time
 
 import pytest
 
-from aeff.errors import ConfigError, RecordsError, RunDirBusy
+from aeff.errors import ConfigError, RecordsError, RunDirBusy, TrialInterrupted
 from aeff.logging import files, run_dir
 from aeff.logging.run_dir import Attempt, Lock, RunDir
 
@@ -289,7 +290,8 @@ def test_steps_and_differences(tmp_path):
 
 
 def test_a_running_record_is_interrupted_only_when_no_process_holds_it(tmp_path):
-    assert run_dir.status_of(tmp_path, {"status": "completed"}) == "completed"
+    (tmp_path / "metrics.csv").write_text("global_step\n7\n")
+    assert run_dir.status_of(tmp_path, {"status": "completed", "global_step": 7}) == "completed"
     assert run_dir.status_of(tmp_path, {"status": "running"}) == "interrupted"
     (tmp_path / run_dir.LOCK).write_text("")
     assert run_dir.status_of(tmp_path, {"status": "running"}) == "interrupted"
@@ -305,7 +307,8 @@ def test_resume_decisions(tmp_path):
         owner.attempt({}, 5, False, False)
     with pytest.raises(ConfigError, match="holds records: resume it with logging=default"):
         RunDir(tmp_path, write_records=False).attempt({}, 5, True, False)
-    (tmp_path / "metadata.json").write_text(json.dumps({"status": "diverged"}))
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "diverged", "global_step": 5}))
+    (tmp_path / "metrics.csv").write_text("global_step\n5\n")
     with pytest.raises(ConfigError, match="ended diverged: nothing to resume"):
         owner.attempt({}, None, True, False)
     record = {"status": "failed", "identity": {"k": 1}, "rng_seed": 7, "attempt": 1}
@@ -486,6 +489,48 @@ def test_an_earlier_step_is_refused_naming_the_rows_file(owner):
     with pytest.raises(RecordsError, match=r"metrics\.csv: step 4 was recorded already"):
         owner.append({"global_step": 4, "x": 1})
     assert len(run_dir.read_rows(owner.path / "metrics.csv")[1]) == 1
+
+
+def test_a_finished_record_without_its_last_step_is_damaged(tmp_path):
+    """A `completed` record always names the step of its last row; one that does not was
+    edited, and its rows cannot be checked."""
+    (tmp_path / "metrics.csv").write_text("global_step\n7\n")
+    for step in (None, "7", 6):
+        record = {"status": "completed", **({} if step is None else {"global_step": step})}
+        assert run_dir.status_of(tmp_path, record) == run_dir.DAMAGED
+    assert run_dir.damage(tmp_path, {"status": "completed"}) == (
+        f"{tmp_path / 'metadata.json'} says the trial completed but records no last step "
+        "(global_step: None): it was edited since. resume=true trains the trial again (the "
+        "damaged records go to .attempts/)."
+    )
+
+
+@pytest.mark.parametrize("written", ["whole", "torn", "nothing"])
+def test_a_row_whose_append_a_signal_cut_short_is_in_the_file_once(owner, monkeypatch, written):
+    """SIGTERM as a row is appended: after its write reached the file (before the owner
+    noted it), amid the write, or before it. The runner hands the row out again; it is then
+    in the file once, whole. (Seen in a vectorized sweep signalled as its first rows were
+    written: step 20 twice.)"""
+    owner.begin(Attempt(), {}, "", None)
+    owner.append({"global_step": 10, "x": 0})
+    append = run_dir.append_csv_row
+
+    def cut_short(path, columns, row):
+        monkeypatch.setattr(run_dir, "append_csv_row", append)  # once
+        if written == "whole":
+            append(path, columns, row)
+        elif written == "torn":
+            with path.open("a") as rows:
+                rows.write("20,")
+        raise TrialInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(run_dir, "append_csv_row", cut_short)
+    with pytest.raises(TrialInterrupted):
+        owner.append({"global_step": 20, "x": 1})
+    owner.append({"global_step": 20, "x": 1})  # handed out again on the way out
+    owner.append({"global_step": 40, "x": 2})
+    rows = [["10", "0"], ["20", "1"], ["40", "2"]]
+    assert run_dir.read_rows(owner.path / "metrics.csv")[1] == rows
 
 
 def test_rows_from_step_0_on_are_recorded(owner):

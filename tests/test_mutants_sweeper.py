@@ -40,9 +40,9 @@ class Launcher:
             run_dir = self.sweep_dir / str(index)
             run_dir.mkdir(parents=True)
             status = "failed" if lr > 0.25 else "completed"
-            (run_dir / "metadata.json").write_text(
-                json.dumps({"status": status, "workload.target_metric": "validation.accuracy"})
-            )
+            record = {"status": status, "global_step": 10}
+            record["workload.target_metric"] = "validation.accuracy"
+            (run_dir / "metadata.json").write_text(json.dumps(record))
             (run_dir / "metrics.csv").write_text(
                 "global_step,accumulated_submission_time,goal_reached,validation.accuracy\n"
                 f"10,{lr * 10},True,0.99\n"
@@ -149,7 +149,10 @@ def test_a_resumed_sweep_runs_the_rest_and_clears_the_failures(make, tmp_path, c
     ]
     assert aeff_sweeper.failed_trials == [str(tmp_path / "1")]  # not started: not a result
     (tmp_path / "1").mkdir()
-    (tmp_path / "1" / "metadata.json").write_text(json.dumps({"status": "completed"}))
+    (tmp_path / "1" / "metadata.json").write_text(
+        json.dumps({"status": "completed", "global_step": 10})
+    )
+    (tmp_path / "1" / "metrics.csv").write_text("global_step\n10\n")
     make("resume=true", sweep_dir=tmp_path).sweep(["hparams.lr=0.1,0.3,0.2"])
     assert aeff_sweeper.failed_trials == []
 

@@ -18,6 +18,7 @@ def trial(run_dir: Path, status: str, rows: list[tuple], lr: float) -> None:
         json.dumps(
             {
                 "status": status,
+                "global_step": rows[-1][0],  # a finished trial's last row
                 "workload": "mnist",
                 "submission._target_": "aeff.submissions.adam.Adam",
                 "workload.target_metric": "validation.accuracy",
@@ -35,9 +36,8 @@ def sweep(tmp_path) -> Path:
     never started."""
     results.write_plan(tmp_path, [[f"hparams.lr={i}"] for i in range(12)])
     # Job 0 crosses the target at 2.0 s, falls below it, and is back above at 3.0 s.
-    trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.9), (20, 2.0, True, 0.97)], 0.1)
-    with (tmp_path / "0" / "metrics.csv").open("a") as rows:
-        rows.write("30,3.0,True,0.96,0\n40,4.0,True,0.98,0\n")
+    rows = [(10, 1.0, False, 0.9), (20, 2.0, True, 0.97), (30, 3.0, True, 0.96)]
+    trial(tmp_path / "0", "completed", [*rows, (40, 4.0, True, 0.98)], 0.1)
     trial(tmp_path / "2", "diverged", [(10, 1.0, False, 0.5)], 0.2)
     trial(tmp_path / "10", "completed", [(10, 1.5, True, 0.975)], 0.3)
     trial(tmp_path / "1", "running", [(10, 0.5, True, 0.975)], 0.4)

@@ -161,20 +161,27 @@ def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
     status = metadata.get("status")
     if status == "running" and Lock.is_held(directory) is False:
         return "interrupted"
-    recorded_step = metadata.get("global_step") if status in FINISHED else None
-    if recorded_step is not None and _rows_end(directory / METRICS) != recorded_step:
-        return DAMAGED
+    if status in FINISHED:
+        step = metadata.get("global_step")
+        if not isinstance(step, int) or _rows_end(directory / METRICS) != step:
+            return DAMAGED
     return status
 
 
 def damage(directory: Path, metadata: Mapping[str, Any]) -> str:
     """What is wrong with a `damaged` record, and the way out."""
+    way_out = "resume=true trains the trial again (the damaged records go to .attempts/)."
+    step = metadata.get("global_step")
+    if not isinstance(step, int):
+        return (
+            f"{directory / METADATA} says the trial {metadata['status']} but records no "
+            f"last step (global_step: {step!r}): it was edited since. {way_out}"
+        )
     last = _rows_end(directory / METRICS)
     rows = "cannot be read" if last is None else "are gone" if last < 0 else f"end at step {last}"
     return (
         f"{directory / METRICS}: its rows {rows}, but the trial {metadata['status']} at "
-        f"step {metadata['global_step']}: they were cut or replaced since. resume=true "
-        "trains the trial again (the damaged records go to .attempts/)."
+        f"step {step}: they were cut or replaced since. {way_out}"
     )
 
 
@@ -216,6 +223,7 @@ class RunDir:
         self.status: str | None = None  # None until `begin`, then running, then how it ended
         self._columns: list[str] | None = None
         self._last_step = -1
+        self._appending = False  # an append began and did not return (a signal cut it short)
 
     def claim(self) -> None:
         """Own the dir (made if need be) for the life of this process, or until `release`."""
@@ -361,7 +369,12 @@ class RunDir:
     def append(self, row: Mapping[str, Any]) -> None:
         """One evaluation's row. The row of the last recorded step again is skipped (a
         signal cut its handing out short); an earlier step is refused."""
-        if not self.write_records or row["global_step"] == self._last_step:
+        if not self.write_records:
+            return
+        if self._appending:  # a signal cut the last append short: the file says how far
+            cut_torn_line(self.path / METRICS)
+            self._last_step = last_global_step(self.path / METRICS)
+        if row["global_step"] == self._last_step:
             return
         if row["global_step"] < self._last_step:
             raise RecordsError(
@@ -369,8 +382,10 @@ class RunDir:
             )
         if self._columns is None:
             self._columns = list(row)
+        self._appending = True
         append_csv_row(self.path / METRICS, self._columns, row)
         self._last_step = row["global_step"]
+        self._appending = False
 
     def end(self, status: str, **values: Any) -> None:
         """The final status, once; a record that cannot be written is logged, not raised."""

@@ -120,10 +120,13 @@ def test_the_tools_skip_an_unreadable_metrics_file_naming_it(tmp_path, garbage, 
 
 
 def test_a_garbage_record_is_reported_not_skipped(tmp_path):
+    """Job 1's record is garbage; job 0's rows, written by hand, hold only their steps (a
+    report once ended on them in a KeyError)."""
     results.write_plan(tmp_path, [["a=1"], ["a=2"]])
-    for job, text in (("0", '{"status": "completed"}'), ("1", "{not json")):
+    for job, text in (("0", '{"status": "completed", "global_step": 3}'), ("1", "{not json")):
         (tmp_path / job).mkdir()
         (tmp_path / job / "metadata.json").write_text(text)
+    (tmp_path / "0" / "metrics.csv").write_text("global_step\n3\n")
     table, report = results.write_sweep_report(tmp_path)
     assert list(table["status"]) == ["completed", results.UNREADABLE]
     assert report["failed"] == [str((tmp_path / "1").resolve())]
