@@ -157,7 +157,8 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
 
 def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
     """The recorded status, except that a `running` trial whose process died is
-    `interrupted`, and a finished one whose rows do not end at its last step `damaged`."""
+    `interrupted`, and a finished one whose rows do not end at the last step it records
+    (or that records none) `damaged`."""
     status = metadata.get("status")
     if status == "running" and Lock.is_held(directory) is False:
         return "interrupted"
