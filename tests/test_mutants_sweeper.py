@@ -40,8 +40,11 @@ class Launcher:
             run_dir = self.sweep_dir / str(index)
             run_dir.mkdir(parents=True)
             status = "failed" if lr > 0.25 else "completed"
-            record = {"status": status, "global_step": 10}
-            record["workload.target_metric"] = "validation.accuracy"
+            record = {
+                "status": status,
+                "global_step": 10,
+                "workload.target_metric": "validation.accuracy",
+            }
             (run_dir / "metadata.json").write_text(json.dumps(record))
             (run_dir / "metrics.csv").write_text(
                 "global_step,accumulated_submission_time,goal_reached,validation.accuracy\n"

@@ -36,8 +36,13 @@ def sweep(tmp_path) -> Path:
     never started."""
     results.write_plan(tmp_path, [[f"hparams.lr={i}"] for i in range(12)])
     # Job 0 crosses the target at 2.0 s, falls below it, and is back above at 3.0 s.
-    rows = [(10, 1.0, False, 0.9), (20, 2.0, True, 0.97), (30, 3.0, True, 0.96)]
-    trial(tmp_path / "0", "completed", [*rows, (40, 4.0, True, 0.98)], 0.1)
+    rows = [
+        (10, 1.0, False, 0.9),
+        (20, 2.0, True, 0.97),
+        (30, 3.0, True, 0.96),
+        (40, 4.0, True, 0.98),
+    ]
+    trial(tmp_path / "0", "completed", rows, 0.1)
     trial(tmp_path / "2", "diverged", [(10, 1.0, False, 0.5)], 0.2)
     trial(tmp_path / "10", "completed", [(10, 1.5, True, 0.975)], 0.3)
     trial(tmp_path / "1", "running", [(10, 0.5, True, 0.975)], 0.4)
