@@ -133,19 +133,19 @@ class TrialConfig:
             "null or a number in (0, 1)",
             self.target_resolution,
         )
-        cache = self.compilation_cache_dir or ""  # JAX would skip a file without a word
-        require(
-            not Path(cache).expanduser().is_file(),
-            "compilation_cache_dir",
-            "null or a folder, not a file",
-            self.compilation_cache_dir,
-        )
+        require_folder("compilation_cache_dir", self.compilation_cache_dir)  # JAX: no word
 
 
 def require(ok: bool, key: str, allowed: str, value: Any) -> None:
     """Raise a ConfigError naming `key` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}.")
+
+
+def require_folder(key: str, value: str | None) -> None:
+    """A setting naming a folder (made if need be) or null: a file there is refused."""
+    folder = Path(value or "").expanduser()
+    require(not folder.is_file(), key, "null or a folder, not a file", value)
 
 
 def require_positive_finite(key: str, value: float) -> None:

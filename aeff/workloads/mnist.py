@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aeff.config import require, require_positive_finite
+from aeff.config import require, require_folder, require_positive_finite
 from aeff.spec import Batch, HostSplit, Params, Splits, Workload
 from aeff.workloads.mnist_data import load_mnist
 
@@ -83,9 +83,9 @@ class MnistWorkload(Workload):
             np.isfinite(self.target_value), "target_value", "a finite number", self.target_value
         )
         for key in ("data_dir", "idx_dir"):  # a URL would become a local folder `https:`
-            value = getattr(self, key) or ""
-            require("://" not in value, key, "a local folder, not a URL", value)
-            require(not Path(value).expanduser().is_file(), key, "a folder, not a file", value)
+            value = getattr(self, key)
+            require("://" not in (value or ""), key, "a local folder, not a URL", value)
+            require_folder(key, value)
 
     def load_splits(self) -> Splits:
         arrays = load_mnist(
