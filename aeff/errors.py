@@ -48,6 +48,18 @@ class RecordsError(AeffError, OSError):
         return self.strerror  # without OSError's "[Errno N]" prefix
 
 
+class TrialExited(RuntimeError):
+    """The trial's own code (a submission's, a workload's) called sys.exit: a crash of that
+    trial. As a SystemExit it would pass every `except Exception` and end the process, or
+    a whole sweep, with the status it gave, 0 included."""
+
+    def __init__(self, code: object) -> None:
+        super().__init__(
+            f"the trial's code called sys.exit({code!r}); a submission or workload must "
+            "raise an exception instead"
+        )
+
+
 class TrialInterrupted(BaseException):
     """SIGINT, SIGTERM or SIGHUP stopped the trial; its record says `interrupted`."""
 
@@ -56,6 +68,16 @@ class TrialInterrupted(BaseException):
         self.signum = signum
         self.checkpoint_step: int | None = None  # set when a checkpoint was saved on the way out
         self.recorded = False  # set when the trial's record says `interrupted`
+
+
+def crash_of(error: BaseException) -> BaseException:
+    """`error` as a trial's ending is recorded and raised: a SystemExit as the TrialExited
+    it is (caused by it), any other error as it is."""
+    if not isinstance(error, SystemExit):
+        return error
+    exited = TrialExited(error.code)
+    exited.__cause__ = error
+    return exited
 
 
 def record_status(error: BaseException | None, result_status: str = "completed") -> str:

@@ -69,7 +69,8 @@ def train_and_evaluate_group(jobs: list[trial.TrialJob], group_id: str) -> list[
             if members:
                 labels = {"group.id": group_id, "group.size": len(members)}
                 _train(members, labels, outcomes)
-    except BaseException as error:
+    except BaseException as caught:
+        error = errors.crash_of(caught)
         for member in members:
             if outcomes[member.index] is None:  # not ended yet
                 outcomes[member.index] = _recorded(member, error)

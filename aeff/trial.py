@@ -57,8 +57,8 @@ def train_and_evaluate(
     `cwd` is where the command ran, for its git state; `hydra_files` are written into
     `.hydra/` once the trial is accepted. A trial that fails before it begins leaves a
     `failed` record when it crashed or `record_bad_input` (a sweep reports every trial),
-    else nothing (a new dir is removed). Raises AeffError for bad input and
-    TrialInterrupted for a signal, after recording them.
+    else nothing (a new dir is removed). Raises AeffError for bad input,
+    TrialInterrupted for a signal and TrialExited for a sys.exit, after recording them.
     """
     enabled = OmegaConf.select(
         cfg, "logging.enabled", default=True, throw_on_resolution_failure=False
@@ -68,9 +68,12 @@ def train_and_evaluate(
     try:
         with interrupts_raised():
             return _run(cfg, owner, {**(labels or {})}, cwd or Path.cwd(), hydra_files)
-    except BaseException as error:
+    except BaseException as caught:
+        error = errors.crash_of(caught)
         if owner.status is None:  # it never began
             record_or_discard(owner, error, cfg, labels or {}, record_bad_input)
+        if error is not caught:
+            raise error from caught
         raise
     finally:
         owner.release()  # the next trial of a sweep in this process may take it over
@@ -115,7 +118,7 @@ def _run(
     except BaseException as error:
         if owner.status != "running":
             raise  # it never began: train_and_evaluate records it
-        record_ending(owner, error)
+        record_ending(owner, errors.crash_of(error))
         raise
     end_records(owner, result, keep_checkpoints=settings.checkpoint.keep)
     return result

@@ -55,7 +55,7 @@ def load_module(path: Path, key: str) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a script's sys.exit too: not the process's end
         del sys.modules[name]
         raise ConfigError(
             f"{key}={path} does not import: {type(error).__name__}: {error}"

@@ -22,6 +22,21 @@ class FlakyMnist(MnistWorkload):
         return super().load_splits()
 '''
 
+EXITING_SUBMISSION = """
+import dataclasses, sys
+from aeff.submissions.adam import Adam
+
+@dataclasses.dataclass(frozen=True)
+class ExitingAdam(Adam):
+    \"\"\"Ends the process with status 0, as a careless script would, for an lr above 0.1.\"\"\"
+
+    @staticmethod
+    def optimizer(hparams):
+        if hparams.lr > 0.1:
+            sys.exit(0)
+        return Adam.optimizer(hparams)
+"""
+
 
 def sweep_dirs(cwd):
     return sorted((cwd / "outputs" / "multirun").glob("*/*"))
@@ -102,6 +117,20 @@ def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(tmp_path
     assert failed["status"] == "failed" and failed["error_message"] == "flaky storage"
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["completed"] * 4
+
+
+@pytest.mark.slow
+def test_a_trial_that_calls_sys_exit_fails_alone_and_the_sweep_says_so(tmp_path, mnist_data_dir):
+    (tmp_path / "exiting.py").write_text(EXITING_SUBMISSION)
+    args = ["-m", "submission_path=exiting.py", "hparams.lr=0.5,0.001", "max_steps=3"]
+    out = run_aeff([*args, *data_overrides(mnist_data_dir)], tmp_path)
+    assert out.returncode == 1, out.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    exited, trained = (json.loads((sweep / j / "metadata.json").read_text()) for j in "01")
+    assert exited["status"] == "failed" and exited["error_type"] == "TrialExited"
+    assert "sys.exit(0)" in exited["traceback"]
+    assert trained["status"] == "completed" and trained["global_step"] == 3
+    assert json.loads((sweep / "sweep.json").read_text())["failed"] == [str(sweep / "0")]
 
 
 def test_sweep_with_bad_space_fails_before_any_trial(tmp_path):

@@ -7,6 +7,7 @@ stays true.
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from conftest import REPO, data_overrides, run_aeff
 
 from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
-from aeff.errors import ConfigError
+from aeff.errors import ConfigError, TrialExited
 from aeff.trial import train_and_evaluate
 
 DOC = REPO / "docs" / "writing-a-submission.md"
@@ -90,6 +91,7 @@ COMPLETE = "    hparams_schema = dict\n    def optimizer(self, hparams): ...\n"
     [
         (None, r"no such file"),
         ("import no_such_module\n", r"does not import: ModuleNotFoundError: .*no_such_module"),
+        ("import sys\nsys.exit(0)\n", r"does not import: SystemExit: 0"),  # not a silent exit 0
         ("x = 1\n", r"defines no subclass of aeff's Submission"),
         (SGD.format(name="Half", body="    pass"), r"Half lacks optimizer"),
         (
@@ -112,6 +114,39 @@ def test_a_file_that_is_not_python_is_refused_naming_it(tmp_path):
     path.write_text(HEADER + SGD.format(name="Mine", body=COMPLETE))
     with pytest.raises(ConfigError, match=rf"submission_path={re.escape(str(path))} is not a"):
         class_in_file(path, "submission_path", "submission")
+
+
+def test_a_submission_that_calls_sys_exit_is_a_failed_trial_not_the_end(tmp_path, mnist_data_dir):
+    source = tmp_path / "exiting.py"
+    source.write_text(
+        "import dataclasses, sys\n"
+        "from aeff.submissions.adam import Adam\n\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class ExitingAdam(Adam):\n"
+        "    @staticmethod\n"
+        "    def optimizer(hparams):\n"
+        "        sys.exit(0)\n"
+    )
+    cfg = short(mnist_data_dir, f"submission_path={source}")
+    with pytest.raises(TrialExited, match=r"called sys.exit\(0\)"):  # not SystemExit(0)
+        train_and_evaluate(cfg, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert record["status"] == "failed" and record["error_type"] == "TrialExited"
+    assert 'exiting.py", line 8, in optimizer' in record["traceback"]
+
+
+def test_a_sys_exit_after_the_records_began_is_recorded_as_the_trial_s_crash(
+    tmp_path, mnist_data_dir, monkeypatch
+):
+    def exiting_training(*args, **kwargs):
+        sys.exit(0)  # as a training loop calling the user's code on the host would
+
+    monkeypatch.setattr("aeff.trial._train", exiting_training)
+    with pytest.raises(TrialExited):
+        train_and_evaluate(short(mnist_data_dir), tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert record["status"] == "failed" and record["error_type"] == "TrialExited"
+    assert "start_time" in record  # its records had begun
 
 
 @pytest.mark.slow
