@@ -59,7 +59,18 @@ def test_meta_labels_are_accepted(compose_config):
             "workload.target_metric=train.accuracy",
             ["workload.target_metric", "validation.accuracy"],
         ),
-        ("workload.target_value=inf", ["workload.target_value", "finite"]),
+        ("workload.target_value=inf", ["workload.target_value", "(0, 1]"]),
+        ("workload.target_value=1.5", ["workload.target_value", "(0, 1] for validation"]),
+        ("workload.target_value=0", ["workload.target_value", "(0, 1] for validation"]),
+        (
+            "workload.target_metric=validation.loss workload.target_value=0",
+            ["workload.target_value", "finite number > 0 for validation.loss"],
+        ),
+        (
+            "workload.target_metric=test.loss workload.target_value=nan",
+            ["workload.target_value", "finite number > 0 for test.loss"],
+        ),
+        ("workload.split_seed=-1", ["workload.split_seed", "integer >= 0"]),
         ("target_resolution=0", ["target_resolution", "null or a number in (0, 1)"]),
         ("target_resolution=1", ["target_resolution", "(0, 1)"]),
         ("target_resolution=nan", ["target_resolution", "(0, 1)"]),
@@ -69,7 +80,7 @@ def test_meta_labels_are_accepted(compose_config):
 )
 def test_bad_values_name_the_key_and_what_is_allowed(compose_config, override, names):
     with pytest.raises(ConfigError) as error:
-        check_trial(compose_config(override))
+        check_trial(compose_config(*override.split()))
     for name in names:
         assert name in str(error.value)
 

@@ -79,9 +79,15 @@ class MnistWorkload(Workload):
             f"one of {METRIC_NAMES}",
             self.target_metric,
         )
-        require(
-            np.isfinite(self.target_value), "target_value", "a finite number", self.target_value
-        )
+        # A target outside what its metric can be is reached at the first evaluation (an
+        # accuracy of 0 or less) or never (above 1, a loss of 0 or less): either way the
+        # trial's time to target would measure nothing.
+        if self.target_metric.endswith("accuracy"):
+            ok, allowed = 0 < self.target_value <= 1, "a number in (0, 1]"
+        else:
+            ok, allowed = 0 < self.target_value < np.inf, "a finite number > 0"
+        require(ok, "target_value", f"{allowed} for {self.target_metric}", self.target_value)
+        require(self.split_seed >= 0, "split_seed", "an integer >= 0", self.split_seed)
         for key in ("data_dir", "idx_dir"):  # a URL would become a local folder `https:`
             value = getattr(self, key)
             require("://" not in (value or ""), key, "a local folder, not a URL", value)

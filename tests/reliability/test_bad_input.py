@@ -46,6 +46,8 @@ CASES = [
     ("hparams.lr=1e30", ["hparams.lr", "(0, 100]"]),
     ("hparams.beta_2=1.5", ["hparams.beta_2", "[0, 1)"]),
     ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
+    ("workload.target_value=1.5", ["workload.target_value", "(0, 1] for validation.accuracy"]),
+    ("workload.split_seed=-1", ["workload.split_seed", "integer >= 0"]),
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
     (f"submission_path={NOT_PYTHON}", ["not a Python file: its name must end in .py"]),
