@@ -194,7 +194,13 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if out.suffix[1:].lower() not in formats:
+        raise ConfigError(f"plot --out {out}: name a file ending in .{', .'.join(formats)}.")
+    if not out.parent.is_dir():
+        raise ConfigError(f"plot --out {out}: there is no folder {out.parent}; make it first.")
     frame = nonempty_metrics(path)
     missing = [f"--{axis} {column}" for axis, column in (("x", x), ("y", y)) if column not in frame]
     if missing:
@@ -221,7 +227,12 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(out, dpi=120)
+    try:
+        figure.savefig(out, dpi=120)
+    except OSError as error:
+        raise ConfigError(
+            f"plot --out {out}: cannot write it: {error.strerror or error}."
+        ) from None
     return out
 
 

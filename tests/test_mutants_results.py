@@ -289,6 +289,20 @@ def test_the_command_line(tmp_path, capsys, figures):
         f"below {root}; the steps, times and metrics are global_step, "
         "accumulated_submission_time, validation.accuracy, validation.loss, wall_time.\n"
     )
+    (tmp_path / "folder.png").mkdir()
+    for out, says in [
+        (root / "0" / "metadata.json", "name a file ending in .avif, .eps, .gif, .jpeg, "),
+        (tmp_path / "plot", "name a file ending in .avif, "),
+        (tmp_path / "no" / "p.png", f"there is no folder {tmp_path / 'no'}; make it first."),
+        (tmp_path / "folder.png", "cannot write it: Is a directory."),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            results.main(["plot", str(root), "--out", str(out)])
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.startswith(f"aeff.results: plot --out {out}: {says}")
+    assert json.loads((root / "0" / "metadata.json").read_text())["status"] == "completed"
+    results.main(["plot", str(root), "--out", str(tmp_path / "p.SVG")])  # any case
+    assert (tmp_path / "p.SVG").read_text().startswith("<?xml")
     with pytest.raises(SystemExit) as stopped:
         results.main(["plot", str(tmp_path / "empty")])
     assert stopped.value.code == 2
