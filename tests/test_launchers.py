@@ -6,7 +6,24 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_sweep
+from conftest import data_overrides, run_aeff, run_sweep
+
+KILLED_WORKER = """
+import dataclasses, os, signal
+from pathlib import Path
+from aeff.submissions.adam import Adam
+
+@dataclasses.dataclass(frozen=True)
+class KilledAdam(Adam):
+    \"\"\"SIGKILL-ed, as by the kernel's out-of-memory killer, for an lr above 0.1 while the
+    file `kill` exists.\"\"\"
+
+    @staticmethod
+    def optimizer(hparams):
+        if hparams.lr > 0.1 and Path("kill").exists():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Adam.optimizer(hparams)
+"""
 
 
 def finished_sweep(cwd, args, mnist_data_dir):
@@ -65,3 +82,27 @@ def test_claimed_slots_never_overlap(tmp_path):
         proc.wait()
     assert slots == ["[0, 1]", "[2, 3]"]
     assert "All 2 slots of 2 GPUs are taken" in third.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_the_kernel_kills_ends_the_sweep_in_one_line_and_resume_finishes_it(
+    tmp_path, mnist_data_dir
+):
+    (tmp_path / "killed.py").write_text(KILLED_WORKER)
+    (tmp_path / "kill").touch()
+    args = ["-m", "hydra/launcher=parallel", "submission_path=killed.py", "hparams.lr=0.5,1e-3"]
+    args += ["max_steps=3", "hydra.sweep.dir=sweep", *data_overrides(mnist_data_dir)]
+    out = run_aeff(args, tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    console = (out.stdout + out.stderr).splitlines()
+    (said,) = [line for line in console if "The launcher failed" in line]
+    assert said.endswith(f"resume=true hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert "TerminatedWorkerError: A worker process managed by the executor" in said
+    report = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert str(tmp_path / "sweep" / "0") in report["failed"]
+
+    (tmp_path / "kill").unlink()
+    out = run_aeff([*args, "resume=true"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "sweep" / "summary.csv")
+    assert list(summary["status"]) == ["completed", "completed"]

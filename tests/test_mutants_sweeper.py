@@ -27,8 +27,11 @@ LOGGER = "hydra_plugins.aeff_sweeper.aeff_sweeper"
 class Launcher:
     """Records each launch and writes each job's record: status and time to target by lr."""
 
-    def __init__(self, sweep_dir: Path, interrupt_at: int | None = None) -> None:
+    def __init__(
+        self, sweep_dir: Path, interrupt_at: int | None = None, fail_at: int | None = None
+    ) -> None:
         self.sweep_dir, self.interrupt_at, self.launches = sweep_dir, interrupt_at, []
+        self.fail_at = fail_at
 
     def launch(self, job_overrides, initial_job_idx):
         self.launches.append((initial_job_idx, [list(job) for job in job_overrides]))
@@ -36,6 +39,8 @@ class Launcher:
         for index, job in enumerate(job_overrides, start=initial_job_idx):
             if index == self.interrupt_at:
                 raise TrialInterrupted(signal.SIGINT)
+            if index == self.fail_at:  # as joblib's, when the kernel killed a worker
+                raise RuntimeError("A worker process was unexpectedly terminated.\nDetails.")
             lr = float(dict(o.split("=", 1) for o in job)["hparams.lr"])
             run_dir = self.sweep_dir / str(index)
             run_dir.mkdir(parents=True)
@@ -237,6 +242,26 @@ def test_an_interrupted_sweep_reports_and_says_how_to_finish(make, tmp_path, mon
         "Sweep stopped by SIGINT. Finish it with: python -m aeff -m hparams.lr=0.1,0.2 "
         f"+url=https://***@host/x resume=true hydra.sweep.dir={tmp_path}"
     ]
+
+
+def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
+    make, tmp_path, monkeypatch, caplog
+):
+    argv = ["aeff", "-m", "hparams.lr=0.1,0.2,0.3", "+url=https://user:token@host/x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(aeff_sweeper, "failed_trials", [])
+    sweeper = make(sweep_dir=tmp_path, max_batch_size=1, fail_at=1)
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+        sweeper.sweep(["hparams.lr=0.1,0.2,0.3"])
+    assert stopped.value.code == 1 and len(sweeper.launcher.launches) == 2  # none after it
+    report = json.loads((tmp_path / results.REPORT).read_text())
+    assert report["num_trials"] == 1 and report["num_planned"] == 3
+    assert aeff_sweeper.failed_trials == [str(tmp_path / "1"), str(tmp_path / "2")]
+    assert messages(caplog)[-1] == (
+        "The launcher failed: RuntimeError: A worker process was unexpectedly terminated. "
+        "Finish it with: python -m aeff -m hparams.lr=0.1,0.2,0.3 +url=https://***@host/x "
+        f"resume=true hydra.sweep.dir={tmp_path}"
+    )
 
 
 def test_plan_values_read_keys_as_hydra_spells_them():

@@ -94,9 +94,18 @@ class AeffSweeper(Sweeper):
                 returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
         except TrialInterrupted as interrupt:
             self.report(sweep_dir)
-            command = shlex.join([*sys.argv[1:], "resume=true", f"hydra.sweep.dir={sweep_dir}"])
-            log.warning("Sweep %s. Finish it with: python -m aeff %s", interrupt, redact(command))
+            log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
             raise
+        except Exception as error:  # the launcher's own: a worker killed (out of memory)...
+            self.report(sweep_dir)
+            what = (str(error).strip().splitlines() or [""])[0].rstrip(".")
+            log.error(
+                "The launcher failed: %s: %s. %s",
+                type(error).__name__,
+                what,
+                finish_hint(sweep_dir),
+            )
+            sys.exit(errors.exit_status(error))
         self.report(sweep_dir)
         return returns
 
@@ -236,6 +245,12 @@ class AeffSweeper(Sweeper):
                 ", ".join(failed_trials),
                 sweep_dir,
             )
+
+
+def finish_hint(sweep_dir: Path) -> str:
+    """The command that finishes a sweep that stopped, credentials redacted."""
+    command = shlex.join([*sys.argv[1:], "resume=true", f"hydra.sweep.dir={sweep_dir}"])
+    return f"Finish it with: python -m aeff {redact(command)}"
 
 
 def plan_values(job: list[str]) -> dict[str, str]:
