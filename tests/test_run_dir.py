@@ -80,6 +80,10 @@ def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_
     assert list(table["status"]) == [DAMAGED]
     assert "rows end at step 4, but the trial completed at step 12" in table["error"][0]
 
+    (tmp_path / "metrics.csv").write_text(lines[0])  # the header alone
+    assert "rows are gone, but the trial completed at step 12" in summary(tmp_path)["error"][0]
+    whole.head(1).assign(global_step=0).to_csv(tmp_path / "metrics.csv", index=False)
+    assert "rows end at step 0, but the trial completed" in summary(tmp_path)["error"][0]
     (tmp_path / "metrics.csv").write_bytes(b"\xff\xfe not utf-8\n")
     assert "rows cannot be read, but the trial completed" in summary(tmp_path)["error"][0]
 
