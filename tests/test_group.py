@@ -13,6 +13,7 @@ from test_run_dir import SIGNAL, metadata, rows
 from aeff import group, group_loop
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
 from aeff.group import train_and_evaluate_group
+from aeff.logging.run_dir import rows_digest
 from aeff.logging.speaker import SPEAKER
 from aeff.runner import TrialResult
 from aeff.submissions.adam import Adam
@@ -103,6 +104,7 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
         assert (record["group.id"], record["group.size"]) == ("g7", 3)
         assert (record["hydra.job.num"], record["sweep_dir"]) == (job, str(tmp_path))
         assert record["cwd"] == str(tmp_path)
+        assert record["metrics_sha256"] == rows_digest(tmp_path / str(job) / "metrics.csv")
         assert (tmp_path / str(job) / ".hydra" / "config.yaml").read_text() == f"job: {job}\n"
         trial_rows = rows(tmp_path / str(job))
         assert list(trial_rows["global_step"]) == [4, 8, 12]

@@ -4,6 +4,7 @@ In-process trials (`aeff.trial.train_and_evaluate`) on real MNIST, a few steps e
 """
 
 import dataclasses
+import hashlib
 import json
 import signal
 from pathlib import Path
@@ -74,6 +75,19 @@ def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_
 ):
     train_and_evaluate(trial_config("rng_seed=3"), tmp_path)
     whole = rows(tmp_path)
+    digest = hashlib.sha256((tmp_path / "metrics.csv").read_bytes()).hexdigest()
+    assert metadata(tmp_path)["metrics_sha256"] == digest
+    assert list(summary(tmp_path)["status"]) == ["completed"]
+    edited = whole.copy()  # the last step kept, a time halved: as a hand or a spreadsheet might
+    edited.loc[0, "accumulated_submission_time"] /= 2
+    edited.to_csv(tmp_path / "metrics.csv", index=False)
+    table = summary(tmp_path)
+    assert list(table["status"]) == [DAMAGED]
+    assert table["error"][0].startswith(
+        f"{tmp_path / 'metrics.csv'} changed since the trial completed: its sha256 is not the "
+        "one metadata.json records (edited, saved again by another program, or corrupted). "
+        "resume=true trains the trial again"
+    )
     lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
     (tmp_path / "metrics.csv").write_text("".join(lines[:2]))  # the header and step 4
     table = summary(tmp_path)

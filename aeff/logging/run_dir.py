@@ -23,6 +23,7 @@ passed in.
 import csv
 import datetime
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -63,7 +64,8 @@ RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
 
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
-DAMAGED = "damaged"  # finished, but its rows no longer end at its last step (status_of)
+DAMAGED = "damaged"  # finished, but its rows changed since (status_of)
+ROWS_DIGEST = "metrics_sha256"  # a finished trial's metadata.json: its metrics.csv's sha256
 
 
 class Lock:
@@ -166,6 +168,9 @@ def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
         step = metadata.get("global_step")
         if not isinstance(step, int) or _rows_end(directory / METRICS) != step:
             return DAMAGED
+        digest = metadata.get(ROWS_DIGEST)  # None: recorded before aeff kept one
+        if digest is not None and rows_digest(directory / METRICS) != digest:
+            return DAMAGED
     return status
 
 
@@ -179,11 +184,26 @@ def damage(directory: Path, metadata: Mapping[str, Any]) -> str:
             f"last step (global_step: {step!r}): it was edited since. {way_out}"
         )
     last = _rows_end(directory / METRICS)
+    if last == step:
+        return (
+            f"{directory / METRICS} changed since the trial {metadata['status']}: its sha256 "
+            f"is not the one {METADATA} records (edited, saved again by another program, or "
+            f"corrupted). {way_out}"
+        )
     rows = "cannot be read" if last is None else "are gone" if last < 0 else f"end at step {last}"
     return (
         f"{directory / METRICS}: its rows {rows}, but the trial {metadata['status']} at "
         f"step {step}: they were cut or replaced since. {way_out}"
     )
+
+
+def rows_digest(path: Path) -> str | None:
+    """The sha256 of a metrics.csv, or None if it cannot be read."""
+    try:
+        with path.open("rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _rows_end(path: Path) -> int | None:
@@ -397,6 +417,8 @@ class RunDir:
         self.status = status
         if not self.write_records:
             return
+        if status in FINISHED:  # its rows are final: a later change shows in status_of
+            values[ROWS_DIGEST] = rows_digest(self.path / METRICS)
         try:
             record, now = read_metadata(self.path) or {}, time.time()
             write_json_atomically(
