@@ -9,6 +9,7 @@ traced inside ``jax.pmap`` over the axis ``DEVICE_AXIS``.
 
 import abc
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -120,7 +121,11 @@ class Workload(abc.ABC):
         return not self.target_metric.endswith("loss")
 
     def has_reached_goal(self, metrics: Mapping[str, float]) -> bool:
+        """The target metric at or past the target; a non-finite value (a workload's
+        broken metric) never is, or an infinite accuracy would win a sweep's score."""
         value = metrics[self.target_metric]
+        if not math.isfinite(value):
+            return False
         if self.target_higher_is_better:
             return value >= self.target_value
         return value <= self.target_value

@@ -256,6 +256,9 @@ def test_global_start_time_is_the_epoch_time_at_the_start(budget_run):
         ("validation.loss", 0.25, math.nextafter(0.25, 1), False),
         ("validation.loss", 0.25, 0.2, True),
         ("test.loss", 0.25, 0.3, False),
+        ("validation.accuracy", 0.97, math.inf, False),  # a broken metric reaches nothing
+        ("validation.accuracy", 0.97, math.nan, False),
+        ("validation.loss", 0.25, -math.inf, False),
     ],
 )
 def test_has_reached_goal_counts_the_target_itself(metric, target, value, reached):
