@@ -28,8 +28,8 @@ import numpy as np
 
 from aeff import runner, steps
 from aeff.checkpoints import TrialCheckpoints
-from aeff.errors import ConfigError
-from aeff.interrupts import raise_pending
+from aeff.errors import ConfigError, TrialInterrupted
+from aeff.interrupts import interrupts_held, raise_pending
 from aeff.logging.speaker import speaking
 from aeff.progress import Progress
 from aeff.spec import Submission, Workload
@@ -266,13 +266,16 @@ class GroupLoop:
         losses = np.concatenate([loss[0] for loss in jax.device_get(losses)], axis=-1)
         self.seconds_per_step = step_time / losses.shape[-1]
         self.evaluated = None
-        for member in list(self.running):
-            member.state = self.state
-            member._account(step_time, losses[member.slot])
-            if not np.isfinite(losses[member.slot]).all():
-                with speaking(member.tag):
-                    member._end_at_divergence(losses[member.slot])
-                self._end(member, "diverged")
+        with interrupts_held() as held:  # each member's state and counters change together
+            for member in list(self.running):
+                member.state = self.state
+                member._account(step_time, losses[member.slot])
+                if not np.isfinite(losses[member.slot]).all():
+                    with speaking(member.tag):
+                        member._end_at_divergence(losses[member.slot])
+                    self._end(member, "diverged")
+        if held:
+            raise TrialInterrupted(held[0])
 
     def _launch_size(self) -> int:
         lead = self.running[0]

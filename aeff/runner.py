@@ -304,7 +304,6 @@ class TrialLoop:
         self.last_eval_end = -math.inf
         self.seconds_per_step = 0.0
         self.snapshots: list[Snapshot] = []
-        self.launch_start: tuple[int, Any, Any] | None = None  # step, state, stream
         self.next_snapshot_time = 0.0
         self.loss_mark = (0.0, 0)  # the train loss sums at the last row
         self.row_pending = False
@@ -347,8 +346,6 @@ class TrialLoop:
             raise_pending()
             losses = self._launch()
             if not np.isfinite(losses).all():
-                self._end_at_divergence(losses)
-                self._take_back(len(losses))
                 return "diverged"
             if self._evaluation_due():
                 self._evaluate()
@@ -359,28 +356,41 @@ class TrialLoop:
 
     def _launch(self) -> np.ndarray:
         """The steps up to the next check, queued and then waited for once, charged to the
-        submission; their losses."""
+        submission; their losses. The trial's state and the counters that describe it
+        change together, after the wait: a signal before then leaves both at the launch's
+        start (its steps run again on resume), one after it waits for them."""
         c, num_steps = self.counters, self._launch_size()
-        self.launch_start = (c.global_step, self.state, self.stream)  # for `_take_back`
         step_start = self.clock()
-        losses = self._queue(c.global_step, num_steps)
-        jax.block_until_ready(self.state)
+        state, stream, losses = self._queue(c.global_step, self.state, self.stream, num_steps)
+        jax.block_until_ready(state)
         step_time = self.clock() - step_start
         losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
-        self._account(step_time, losses)
+        finite = np.isfinite(losses)
+        if not finite[:-1].all():  # diverged before the launch's last step
+            state, stream = self._take_back(int(np.argmin(finite)) + 1)
+        with interrupts_held() as held:
+            self.state, self.stream = state, stream
+            self._account(step_time, losses)
+            if not finite.all():
+                self._end_at_divergence(losses)
+        if held:
+            raise TrialInterrupted(held[0])
         return losses
 
-    def _queue(self, step: int, num_steps: int) -> list[jax.Array]:
-        """`num_steps` steps from `step` as programs queued on the devices; their losses."""
+    def _queue(
+        self, step: int, state: Any, stream: InputStream, num_steps: int
+    ) -> tuple[Any, InputStream, list[jax.Array]]:
+        """`num_steps` steps from `step` as programs queued on the devices: the state and
+        stream after them, and their losses."""
         p, losses = self.p, []
         for size in dispatches(step, num_steps, p.steps_per_epoch, p.steps_per_dispatch):
             if step % p.steps_per_epoch == 0:
-                self.stream = p.shuffled(self.stream, step)
+                stream = p.shuffled(stream, step)
             program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
-            self.state, loss = program(self.state, self.stream, p.step_rng)
+            state, loss = program(state, stream, p.step_rng)
             losses.append(loss)
             step += size
-        return losses
+        return state, stream, losses
 
     def _account(self, step_time: float, losses: np.ndarray) -> None:
         """A launch of `len(losses)` steps that took `step_time`, charged to the submission."""
@@ -424,16 +434,15 @@ class TrialLoop:
         c.is_time_remaining = c.submission_time < self.workload.max_allowed_runtime_sec
         log.warning("Diverged: training loss %s at step %d.", losses[first], c.global_step)
 
-    def _take_back(self, launched: int) -> None:
-        """The state at the step of divergence, not at the end of the launch of `launched`
-        steps: the launch's steps up to it, again and off the clock, so that the last row
-        and checkpoint hold the state that diverged (as a group's program, which stops
-        the trial there)."""
-        step, state, stream = self.launch_start
-        if self.counters.global_step < step + launched:
-            self.state, self.stream = state, stream
-            self._queue(step, self.counters.global_step - step)
-            jax.block_until_ready(self.state)
+    def _take_back(self, num_steps: int) -> tuple[Any, InputStream]:
+        """The state and stream after the launch's first `num_steps` steps, up to the step
+        that diverged, not at its end: run again, off the clock, so that the last row and
+        checkpoint hold the state that diverged (as a group's program, which stops the
+        trial there)."""
+        step = self.counters.global_step
+        state, stream, _ = self._queue(step, self.state, self.stream, num_steps)
+        jax.block_until_ready(state)
+        return state, stream
 
     def _evaluation_due(self) -> bool:
         if self.eval_every_steps:
@@ -568,7 +577,6 @@ class TrialLoop:
     def _stop(self, error: BaseException) -> None:
         """On the way out: a last row where a signal stopped the trial, then a checkpoint of
         the work done; further signals wait until both are written."""
-        self.counters.global_step = int(np.asarray(self._own_state().global_step))
         with interrupts_held() as held:
             interrupted = isinstance(error, TrialInterrupted)
             try:

@@ -202,6 +202,29 @@ def test_a_signal_ends_every_trial_of_the_group_and_a_resume_trains_them_again(
         assert list(rows(tmp_path / str(job) / ".attempts" / "0")["global_step"]) == [4, 8]
 
 
+def test_a_signal_while_a_launch_is_charged_waits_for_every_trial(
+    tmp_path, trial_config, monkeypatch
+):
+    """SIGTERM while the group's launch to step 12 is charged to its second trial: it waits
+    until each trial's state and counters are set, so both end with a row at step 12."""
+    account, calls = group_loop.MemberLoop._account, []
+
+    def signalled_account(self, step_time, losses):
+        calls.append(self.index)
+        if calls.count(1) == 4 and self.index == 1:  # the second trial, the launch from 8
+            os.kill(os.getpid(), signal.SIGTERM)
+        account(self, step_time, losses)
+
+    monkeypatch.setattr(group_loop.MemberLoop, "_account", signalled_account)
+    settings = ("checkpoint.enabled=false",)
+    group = jobs(tmp_path, trial_config, settings, (*settings, "hparams.lr=3e-3"))
+    with pytest.raises(TrialInterrupted):
+        train_and_evaluate_group(group, "g10")
+    for job in (0, 1):
+        assert metadata(tmp_path / str(job))["status"] == "interrupted"
+        assert list(rows(tmp_path / str(job))["global_step"]) == [4, 8, 12]
+
+
 def test_a_signal_while_the_group_prepares_records_each_trial_and_exits(
     tmp_path, trial_config, monkeypatch, capsys
 ):
