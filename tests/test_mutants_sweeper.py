@@ -28,10 +28,14 @@ class Launcher:
     """Records each launch and writes each job's record: status and time to target by lr."""
 
     def __init__(
-        self, sweep_dir: Path, interrupt_at: int | None = None, fail_at: int | None = None
+        self,
+        sweep_dir: Path,
+        interrupt_at: int | None = None,
+        fail_at: int | None = None,
+        fail_at_silently: int | None = None,
     ) -> None:
         self.sweep_dir, self.interrupt_at, self.launches = sweep_dir, interrupt_at, []
-        self.fail_at = fail_at
+        self.fail_at, self.fail_at_silently = fail_at, fail_at_silently
 
     def launch(self, job_overrides, initial_job_idx):
         self.launches.append((initial_job_idx, [list(job) for job in job_overrides]))
@@ -41,6 +45,8 @@ class Launcher:
                 raise TrialInterrupted(signal.SIGINT)
             if index == self.fail_at:  # as joblib's, when the kernel killed a worker
                 raise RuntimeError("A worker process was unexpectedly terminated.\nDetails.")
+            if index == self.fail_at_silently:
+                raise RuntimeError()
             lr = float(dict(o.split("=", 1) for o in job)["hparams.lr"])
             run_dir = self.sweep_dir / str(index)
             run_dir.mkdir(parents=True)
@@ -261,6 +267,16 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
         "The launcher failed: RuntimeError: A worker process was unexpectedly terminated. "
         "Finish it with: python -m aeff -m hparams.lr=0.1,0.2,0.3 +url=https://***@host/x "
         f"resume=true hydra.sweep.dir={tmp_path}"
+    )
+    # Resumed as it says, and failing again without a word of its own
+    typed = [*argv, "resume=true", f"hydra.sweep.dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", typed)
+    again = make("resume=true", sweep_dir=tmp_path, max_batch_size=1, fail_at_silently=1)
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit):
+        again.sweep(["hparams.lr=0.1,0.2,0.3"])
+    assert messages(caplog)[-1] == (  # the resume's own command, not it twice
+        "The launcher failed: RuntimeError. Finish it with: python -m aeff -m "
+        f"hparams.lr=0.1,0.2,0.3 +url=https://***@host/x resume=true hydra.sweep.dir={tmp_path}"
     )
 
 

@@ -154,6 +154,11 @@ def test_a_search_space_file_in_algoperfs_format_is_sampled_with_aeffs_names(swe
         ({"momentum": {"min": 0.1, "max": 0.9}}, "'hparams.momentum': Adam's hyperparameters are"),
         ({"learning_rate": {"min": 1e-2, "max": 1e-4}}, "min <= max"),
         ({"learning_rate": {"min": 1e-2, "max": 1e-1, "scaling": "cubic"}}, "linear or log"),
+        (  # a key the config lacks, not only under hparams: refused before any trial
+            {"workload.hiden_width": {"min": 64, "max": 128, "type": "int"}},
+            r"workload.hiden_width=\d+ does not compose: Could not override",
+        ),
+        ({"meta.note": {"feasible_points": ["a", "b"]}}, r"meta.note='[ab]' does not compose"),
     ],
 )
 def test_a_search_space_file_with_a_bad_name_or_range_is_refused(sweeper, tmp_path, space, message):

@@ -98,13 +98,9 @@ class AeffSweeper(Sweeper):
             raise
         except Exception as error:  # the launcher's own: a worker killed (out of memory)...
             self.report(sweep_dir)
-            what = (str(error).strip().splitlines() or [""])[0].rstrip(".")
-            log.error(
-                "The launcher failed: %s: %s. %s",
-                type(error).__name__,
-                what,
-                finish_hint(sweep_dir),
-            )
+            lines = str(error).strip().splitlines()
+            what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
+            log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
         self.report(sweep_dir)
         return returns
@@ -144,6 +140,7 @@ class AeffSweeper(Sweeper):
         self.check_hparams([d.key for d in dimensions])
         dimensions = [d for d in dimensions if d.key not in pinned]
         points = search.sample(dimensions, settings.num_trials, settings.seed, settings.method)
+        self.check_composes(search.as_overrides(points[0]))  # a space's key the config lacks
         return [job + search.as_overrides(point) for job in grid for point in points]
 
     def check_composes(self, values: list[str]) -> None:
@@ -249,7 +246,8 @@ class AeffSweeper(Sweeper):
 
 def finish_hint(sweep_dir: Path) -> str:
     """The command that finishes a sweep that stopped, credentials redacted."""
-    command = shlex.join([*sys.argv[1:], "resume=true", f"hydra.sweep.dir={sweep_dir}"])
+    typed = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.sweep.dir="))]
+    command = shlex.join([*typed, "resume=true", f"hydra.sweep.dir={sweep_dir}"])
     return f"Finish it with: python -m aeff {redact(command)}"
 
 
