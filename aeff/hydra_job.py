@@ -35,10 +35,16 @@ def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
     return {
         "log_dir": hydra_cfg.runtime.output_dir,
         "command": redact(typed_command()),
-        "hydra.overrides": [redact(o) for o in hydra_cfg.overrides.task],
+        "hydra.overrides": [redact(o) for o in typed_overrides(hydra_cfg)],
         "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
         "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
     }
+
+
+def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The job's overrides as typed: `+meta.x=${hparams.lr}` kept, not resolved (which
+    would also fail for an unset `${oc.env:...}`, before the trial's checks could say so)."""
+    return OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
 
 
 PATH_KEYS = (
@@ -64,7 +70,7 @@ def absolute_paths(cfg: DictConfig, cwd: Path) -> None:
 def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
     """What Hydra would write into `.hydra/` (`hydra.output_subdir` is null, so that a
     process refused a run dir changes nothing in it), with credentials redacted."""
-    overrides = OmegaConf.create(list(hydra_cfg.overrides.task))
+    overrides = OmegaConf.create(typed_overrides(hydra_cfg))
     return {
         "config.yaml": redact(OmegaConf.to_yaml(cfg)),
         "hydra.yaml": redact(OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))),

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, data_overrides, run_aeff, run_sweep
+from omegaconf import OmegaConf
+
+from aeff.hydra_job import typed_overrides
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
 
@@ -49,6 +52,11 @@ def test_sweep_gives_one_run_dir_per_trial(tmp_path, mnist_data_dir):
         overrides = (sweep_dir / job / ".hydra" / "overrides.yaml").read_text()
         assert f"hparams.lr={lr}" in overrides
         assert FINAL_LINE.search((sweep_dir / job / "aeff.log").read_text())
+
+
+def test_overrides_are_kept_as_typed_not_resolved():
+    hydra_cfg = OmegaConf.create({"overrides": {"task": ["+meta.x=${oc.env:AEFF_UNSET}"]}})
+    assert typed_overrides(hydra_cfg) == ["+meta.x=${oc.env:AEFF_UNSET}"]  # resolving raises
 
 
 @pytest.mark.slow
