@@ -151,6 +151,11 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
         if not in_sweep:
             log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
         raise
+    except Exception as error:  # a crash, recorded: its traceback as a log line, redacted
+        if in_sweep:
+            raise  # the sweeper reports it with the others
+        log.exception("The trial failed (its record: %s): %s", run_dir, error)
+        sys.exit(errors.exit_status(error))
     log.info("Records of this trial: %s", run_dir)
     return dataclasses.asdict(result)
 

@@ -32,6 +32,8 @@ def redact_log_records() -> None:
     def redacting_factory(*args, **kwargs) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
         record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info:  # formatters print this text, made once, instead of their own
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return record
 
     redacting_factory.redacts = True

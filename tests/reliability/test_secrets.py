@@ -116,3 +116,34 @@ def test_a_refused_command_line_prints_no_planted_token(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("aeff: submission_path=https:/***@files.example.com/mine.py?sig=***")
     assert OVERRIDE_TOKEN not in err and QUERY_TOKEN not in err
+
+
+CRASHING = f"""
+from aeff.submissions.adam import Adam
+
+class Crashing(Adam):
+    @staticmethod
+    def optimizer(hparams):
+        raise RuntimeError("cannot fetch https://reader:{OVERRIDE_TOKEN}@x.example.com/w?token={QUERY_TOKEN}")
+"""
+
+
+@pytest.mark.slow
+def test_a_crashed_trial_prints_its_traceback_without_a_planted_token(tmp_path, mnist_data_dir):
+    """A crash is one redacted log line and its traceback, exit 1 (Hydra's own report
+    printed the overrides and the error's message as they were)."""
+    (tmp_path / "crashing.py").write_text(CRASHING)
+    url = f"'https://reader:{OVERRIDE_TOKEN}@data.example.com/x?sig={QUERY_TOKEN}'"
+    args = ["submission_path=crashing.py", f"+meta.source={url}", "hydra.run.dir=run"]
+    out = run_aeff([*args, *data_overrides(mnist_data_dir)], tmp_path)
+    assert out.returncode == 1
+    assert "The trial failed (its record: " in out.stdout
+    assert 'crashing.py", line 7, in optimizer' in out.stdout  # the traceback, to the user's line
+    assert "RuntimeError: cannot fetch https://***@x.example.com/w?token=***" in out.stdout
+    record = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert record["status"] == "failed" and record["error_type"] == "RuntimeError"
+    for text in [
+        out.stdout + out.stderr,
+        *(p.read_bytes().decode(errors="replace") for p in (tmp_path / "run").rglob("*.*")),
+    ]:
+        assert OVERRIDE_TOKEN not in text and QUERY_TOKEN not in text
