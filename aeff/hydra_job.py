@@ -81,7 +81,9 @@ def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
 TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them
 
 
-def typed_command(*extra: str) -> str:
-    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`."""
+def typed_command(*extra: str, without: tuple[str, ...] = ()) -> str:
+    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`,
+    without the arguments that start with `without`, then `extra`."""
     program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
-    return " ".join([program, shlex.join([*(TYPED or sys.argv[1:]), *extra])])
+    typed = [a for a in TYPED or sys.argv[1:] if not a.startswith(without)]
+    return " ".join([program, shlex.join([*typed, *extra])])

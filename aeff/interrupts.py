@@ -36,17 +36,36 @@ def _handled(handler: Any) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+# What is left to do when a signal ends the process at once: "nothing to resume", or in a
+# sweep what its `exit_note` says (the sweep's report written, the command that finishes it).
+_exit_notes: list[Callable[[], str]] = []
+
+
+@contextlib.contextmanager
+def exit_note(note: Callable[[], str]) -> Iterator[None]:
+    """Within the block, a signal that ends the process at once calls `note` and says what
+    it returns, not "nothing to resume"."""
+    _exit_notes.append(note)
+    try:
+        yield
+    finally:
+        _exit_notes.remove(note)
+
+
 def exit_on_signals(before: str, record: Callable[[int], None] | None = None) -> Any:
     """From now on a signal ends the process at once: `record(signum)` (a few
     milliseconds: the record saying `interrupted`), one line, exit status 128 + signal.
     Returns the handlers it replaced."""
 
     def handler(signum: int, frame: Any) -> None:
+        left = "nothing to resume."
         with contextlib.suppress(Exception):  # a record that cannot be written: exit anyway
             if record is not None:
                 record(signum)
+            if _exit_notes:
+                left = _exit_notes[-1]()
         name = signal.Signals(signum).name
-        sys.stderr.write(f"aeff: stopped by {name} before {before}; nothing to resume.\n")
+        sys.stderr.write(f"aeff: stopped by {name} before {before}; {left}\n")
         sys.stderr.flush()
         os._exit(128 + signum)
 

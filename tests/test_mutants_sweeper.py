@@ -15,7 +15,7 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from aeff import results
+from aeff import hydra_job, results
 from aeff.app import register
 from aeff.errors import ConfigError, TrialInterrupted
 from hydra_plugins.aeff_sweeper import aeff_sweeper
@@ -237,6 +237,7 @@ def test_a_second_sweep_into_a_sweep_dir_exits_2(make, tmp_path, caplog):
 
 
 def test_an_interrupted_sweep_reports_and_says_how_to_finish(make, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
     sweeper = make(sweep_dir=tmp_path, interrupt_at=1)
@@ -245,7 +246,7 @@ def test_an_interrupted_sweep_reports_and_says_how_to_finish(make, tmp_path, mon
     report = json.loads((tmp_path / results.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 2
     assert messages(caplog)[-1:] == [
-        "Sweep stopped by SIGINT. Finish it with: python -m aeff -m hparams.lr=0.1,0.2 "
+        "Sweep stopped by SIGINT. Finish it with: aeff -m hparams.lr=0.1,0.2 "
         f"+url=https://***@host/x resume=true hydra.sweep.dir={tmp_path}"
     ]
 
@@ -253,6 +254,7 @@ def test_an_interrupted_sweep_reports_and_says_how_to_finish(make, tmp_path, mon
 def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     make, tmp_path, monkeypatch, caplog
 ):
+    monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2,0.3", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(aeff_sweeper, "failed_trials", [])
@@ -265,7 +267,7 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     assert aeff_sweeper.failed_trials == [str(tmp_path / "1"), str(tmp_path / "2")]
     assert messages(caplog)[-1] == (
         "The launcher failed: RuntimeError: A worker process was unexpectedly terminated. "
-        "Finish it with: python -m aeff -m hparams.lr=0.1,0.2,0.3 +url=https://***@host/x "
+        "Finish it with: aeff -m hparams.lr=0.1,0.2,0.3 +url=https://***@host/x "
         f"resume=true hydra.sweep.dir={tmp_path}"
     )
     # Resumed as it says, and failing again without a word of its own
@@ -275,7 +277,7 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit):
         again.sweep(["hparams.lr=0.1,0.2,0.3"])
     assert messages(caplog)[-1] == (  # the resume's own command, not it twice
-        "The launcher failed: RuntimeError. Finish it with: python -m aeff -m "
+        "The launcher failed: RuntimeError. Finish it with: aeff -m "
         f"hparams.lr=0.1,0.2,0.3 +url=https://***@host/x resume=true hydra.sweep.dir={tmp_path}"
     )
 

@@ -11,7 +11,6 @@ to launch; each job's trial owns its run dir.
 import dataclasses
 import itertools
 import logging
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, errors, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
+from aeff.interrupts import exit_note
 from aeff.logging.run_dir import FINISHED, Lock, read_metadata, status_of
 from aeff.logging.secrets import redact
 
@@ -89,9 +89,15 @@ class AeffSweeper(Sweeper):
         results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
         log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
         returns: list[JobReturn] = []
+
+        def stopped() -> str:  # by a signal while a trial prepared: the process ends at once
+            self.report(sweep_dir)
+            return f"the sweep's report is written. {finish_hint(sweep_dir)}"
+
         try:
-            for batch in self.batches(todo):
-                returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
+            with exit_note(stopped):
+                for batch in self.batches(todo):
+                    returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
         except TrialInterrupted as interrupt:
             self.report(sweep_dir)
             log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
@@ -246,9 +252,11 @@ class AeffSweeper(Sweeper):
 
 def finish_hint(sweep_dir: Path) -> str:
     """The command that finishes a sweep that stopped, credentials redacted."""
-    typed = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.sweep.dir="))]
-    command = shlex.join([*typed, "resume=true", f"hydra.sweep.dir={sweep_dir}"])
-    return f"Finish it with: python -m aeff {redact(command)}"
+    from aeff.hydra_job import typed_command
+
+    finish = ("resume=true", f"hydra.sweep.dir={sweep_dir}")
+    command = typed_command(*finish, without=("resume=", "hydra.sweep.dir="))
+    return f"Finish it with: {redact(command)}"
 
 
 def plan_values(job: list[str]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -115,3 +116,43 @@ BEFORE = {
     "data": "its records began",
     "compile": "its records began",
 }
+
+
+SWEEP_WORKLOAD = """
+import dataclasses, os, signal
+from aeff.workloads.mnist import MnistWorkload
+
+@dataclasses.dataclass(frozen=True)
+class Signalled(MnistWorkload):
+    def load_splits(self):
+        if self.split_seed == 1 and os.path.exists("signal"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().load_splits()
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_while_a_sweeps_later_trial_prepares_reports_the_sweep_and_how_to_finish(
+    tmp_path, mnist_data_dir
+):
+    (tmp_path / "signalled.py").write_text(SWEEP_WORKLOAD)
+    (tmp_path / "signal").touch()
+    args = ["-m", "workload_path=signalled.py", "workload.split_seed=0,1", "max_steps=3"]
+    args += ["hydra.sweep.dir=sweep", *data_overrides(mnist_data_dir)]
+    out = run_aeff(args, tmp_path)
+    assert out.returncode == 143
+    sweep = tmp_path / "sweep"
+    typed = [a for a in args if a != "hydra.sweep.dir=sweep"]
+    finish = shlex.join([*typed, "resume=true", f"hydra.sweep.dir={sweep}"])
+    assert out.stderr.strip().splitlines()[-1] == (
+        "aeff: stopped by SIGTERM before its records began; the sweep's report is written. "
+        f"Finish it with: python -m aeff {finish}"
+    )
+    report = json.loads((sweep / "sweep.json").read_text())
+    assert report["num_trials"] == 2 and report["failed"] == [str(sweep / "1")]
+    assert json.loads((sweep / "1" / "metadata.json").read_text())["status"] == "interrupted"
+
+    (tmp_path / "signal").unlink()
+    out = run_aeff([*args, "resume=true"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((sweep / "sweep.json").read_text())["failed"] == []
