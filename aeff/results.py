@@ -221,7 +221,9 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
     if "workload.target_metric" in frame and (frame["workload.target_metric"] == y).any():
         target = frame.loc[frame["workload.target_metric"] == y, "workload.target_value"].iloc[0]
         axes.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target}")
-        axes.set_ylim(*around_target(frame[y], target, higher_is_better=not y.endswith("loss")))
+        values = frame[y][np.isfinite(frame[y])]  # a diverged trial's NaN or inf: not a limit
+        if len(values):
+            axes.set_ylim(*around_target(values, target, higher_is_better=not y.endswith("loss")))
     axes.set_xlabel(axis_label(x))
     axes.set_ylabel(axis_label(y))
     axes.grid(alpha=0.3)

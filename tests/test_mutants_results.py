@@ -3,6 +3,7 @@ table, the report's edge cases (no plan, no trial reached, nothing started), plo
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -241,6 +242,17 @@ def test_a_plot_names_trials_by_what_differs_and_shows_the_target(tmp_path, figu
     assert axes.get_ylabel() == "validation.accuracy (fraction)"
     assert list(axes.get_lines()[0].get_xdata()) == [10, 20]
     assert [t.get_text() for t in axes.get_legend().get_texts()] == labels
+
+
+def test_a_plot_of_non_finite_values_draws_its_limits_from_the_finite_ones(tmp_path, figures):
+    root = plotted_sweep(tmp_path)
+    path = root / "1" / "metrics.csv"
+    pd.read_csv(path).assign(**{"validation.accuracy": [math.nan, math.inf]}).to_csv(path)
+    results.plot(root, "global_step", "validation.accuracy", tmp_path / "a.png")
+    assert figures[-1].get_ylim() == pytest.approx((0.853, 1.0034))  # trial 0's, as before
+    path = root / "0" / "metrics.csv"
+    pd.read_csv(path).assign(**{"validation.accuracy": [math.nan, math.nan]}).to_csv(path)
+    assert results.plot(root, "global_step", "validation.accuracy", tmp_path / "b.png").exists()
 
 
 def test_a_plot_of_another_metric_has_no_target_line(tmp_path, figures):

@@ -107,6 +107,22 @@ def test_setup_takes_hydras_launcher(monkeypatch):
     assert sweeper.max_batch_size == 3
 
 
+def test_a_launcher_refusing_its_settings_is_one_line_and_exit_2(monkeypatch, caplog):
+    def instantiate_launcher(self, **kwargs):
+        try:  # as Hydra's instantiate wraps what the launcher raised
+            raise kwargs["config"]
+        except Exception as error:
+            raise RuntimeError("Error in call to target ...") from error
+
+    monkeypatch.setattr(Plugins, "instantiate_launcher", instantiate_launcher)
+    refused = ConfigError("hydra.launcher.trials_per_program=0: use 1 or more.")
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+        AeffSweeper().setup(hydra_context="context", task_function="task", config=refused)
+    assert stopped.value.code == 2 and messages(caplog) == [str(refused)]
+    with pytest.raises(RuntimeError, match="Error in call"):  # anything else is Hydra's to report
+        AeffSweeper().setup(hydra_context="context", task_function="task", config=KeyError())
+
+
 def test_batches_are_runs_of_consecutive_jobs_at_most_max_batch_size_long():
     assert AeffSweeper().batches([]) == []
     assert AeffSweeper().batches([0, 1, 2, 4, 5, 9]) == [[0, 1, 2], [4, 5], [9]]

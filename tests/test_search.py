@@ -1,11 +1,12 @@
 """Search spaces: parsing errors, quasi-random samples in range and reproducible."""
 
+import logging
 import math
 
 import pytest
 
 from aeff.config import ConfigError
-from aeff.search import as_overrides, parse_space, sample
+from aeff.search import MAX_TRIALS, as_overrides, parse_space, sample
 
 SPACE = {
     "hparams": {
@@ -43,9 +44,16 @@ def test_log_scale_spreads_over_decades():
     assert 24 <= below <= 40  # about half the points in each decade
 
 
-def test_sobol_is_offered():
-    points = sample(parse_space(SPACE), 4, seed=0, method="sobol")
-    assert len(points) == 4
+def test_sobol_is_offered_and_says_once_when_the_count_unbalances_it(caplog, recwarn):
+    with caplog.at_level(logging.WARNING, logger="aeff.search"):
+        assert len(sample(parse_space(SPACE), 4, seed=0, method="sobol")) == 4
+        assert caplog.messages == []
+        assert len(sample(parse_space(SPACE), 6, seed=0, method="sobol")) == 6
+    assert caplog.messages == [
+        "search.method=sobol: 6 trials is not a power of 2, which Sobol points need to cover "
+        "the space evenly (halton needs none)."
+    ]
+    assert not recwarn.list  # scipy's own UserWarning, said only as that line
 
 
 def test_overrides_reproduce_the_values_exactly():
@@ -71,6 +79,9 @@ def test_bad_spaces_name_the_key(space, message):
         parse_space(space)
 
 
-def test_zero_trials_are_refused():
+def test_zero_trials_and_more_than_a_study_needs_are_refused():
     with pytest.raises(ConfigError, match=r"search\.num_trials=0"):
         sample(parse_space(SPACE), 0, seed=0)
+    with pytest.raises(ConfigError, match=r"num_trials=100001: expected a positive integer, at"):
+        sample(parse_space(SPACE), MAX_TRIALS + 1, seed=0)
+    assert len(sample(parse_space(SPACE), MAX_TRIALS, seed=0)) == MAX_TRIALS

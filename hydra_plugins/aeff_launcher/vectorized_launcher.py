@@ -54,7 +54,9 @@ def vectorizable(task_function: Any) -> Any:
 class VectorizedLauncher(Launcher):
     def __init__(self, trials_per_program: int = 64) -> None:
         if trials_per_program < 1:
-            raise ValueError(
+            from aeff.errors import ConfigError
+
+            raise ConfigError(
                 f"hydra.launcher.trials_per_program={trials_per_program}: use 1 or more."
             )
         self.trials_per_program = trials_per_program

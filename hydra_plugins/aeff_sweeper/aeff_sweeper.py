@@ -64,9 +64,15 @@ class AeffSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
+        try:
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
+        except Exception as error:  # Hydra wraps what the launcher raised
+            if not isinstance(error.__cause__, AeffError):
+                raise
+            log.error("%s", error.__cause__)
+            sys.exit(errors.exit_status(error.__cause__))
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         from aeff import results  # pandas (0.45 s): imported by sweeps only, not every trial
