@@ -116,5 +116,6 @@ def sample(
 
 
 def as_overrides(point: Mapping[str, Any]) -> list[str]:
-    """Hydra overrides that reproduce `point` exactly (floats keep every digit)."""
-    return [f"{key}={value!r}" for key, value in point.items()]
+    """Hydra overrides that reproduce `point` exactly (floats keep every digit; a null
+    choice is Hydra's `null`, not the string `None`)."""
+    return [f"{key}={'null' if value is None else repr(value)}" for key, value in point.items()]

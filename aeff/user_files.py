@@ -120,7 +120,13 @@ def read_search_space(path: Path) -> dict[str, Any]:
             f"tuning_search_space={path}: expected a mapping of names to "
             "{min, max, scaling} or {feasible_points}."
         )
-    return {_dotted(name): _spec(spec) for name, spec in space.items()}
+    dotted: dict[str, Any] = {}
+    for name, spec in space.items():
+        key = _dotted(name)
+        if key in dotted:  # `learning_rate` and `lr`: one would silently replace the other
+            raise ConfigError(f"tuning_search_space={path} names {key} twice (as {name}).")
+        dotted[key] = _spec(spec)
+    return dotted
 
 
 def _dotted(name: str) -> str:

@@ -322,10 +322,14 @@ def test_the_report_prints_the_table_and_names_every_failed_trial(make, tmp_path
 
 
 def test_a_pinned_key_may_be_spelled_with_a_plus(make, tmp_path):
-    space = ["search_space=mnist_adam", "search.num_trials=2"]
-    jobs = make(*space, sweep_dir=tmp_path).job_overrides(["+hparams.epsilon=0.5"])
+    space = tmp_path / "space.json"  # a label the config lacks, added with +, not sampled
+    space.write_text(
+        '{"learning_rate": {"min": 1e-3, "max": 1e-2}, "meta.arm": {"feasible_points": [1, 2]}}'
+    )
+    settings = [f"tuning_search_space={space}", "search.num_trials=2"]
+    jobs = make(*settings, sweep_dir=tmp_path / "sweep").job_overrides(["+meta.arm=3"])
     for job in jobs:
-        assert [o for o in job if "epsilon" in o] == ["+hparams.epsilon=0.5"]
+        assert [o for o in job if "arm" in o] == ["+meta.arm=3"]
 
 
 def test_interval_sweeps_are_refused_naming_the_key(make, tmp_path):

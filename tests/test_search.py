@@ -4,6 +4,7 @@ import logging
 import math
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from aeff.config import ConfigError
 from aeff.search import MAX_TRIALS, as_overrides, parse_space, sample
@@ -59,6 +60,10 @@ def test_sobol_is_offered_and_says_once_when_the_count_unbalances_it(caplog, rec
 def test_overrides_reproduce_the_values_exactly():
     (override,) = as_overrides({"hparams.lr": 0.1 + 0.2})
     assert float(override.split("=")[1]) == 0.1 + 0.2
+    parser = OverridesParser.create()
+    points = {"hparams.a": None, "hparams.b": "sgd", "hparams.c": True, "hparams.d": 3}
+    parsed = [parser.parse_override(o).value() for o in as_overrides(points)]
+    assert parsed == [None, "sgd", True, 3]  # null, not the string "None"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from hydra._internal.utils import create_config_search_path
 from omegaconf import open_dict
 
 from aeff import results
-from aeff.app import register
+from aeff.app import register, with_user_files
 from aeff.errors import ConfigError, RunDirBusy
 from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper, plan_changes
 
@@ -33,6 +33,20 @@ def sweeper(tmp_path):
         return made
 
     return make
+
+
+WITH_MOMENTUM = """
+import dataclasses
+from aeff.submissions.adam import Adam, AdamHParams
+
+@dataclasses.dataclass(frozen=True)
+class MomentumHParams(AdamHParams):
+    momentum: float = 0.5
+
+@dataclasses.dataclass(frozen=True)
+class MomentumAdam(Adam):
+    hparams_schema = MomentumHParams
+"""
 
 
 def values(job: list[str], key: str) -> list[float]:
@@ -129,6 +143,14 @@ def test_a_grid_value_that_does_not_compose_is_refused_before_any_trial(sweeper)
         sweeper().job_overrides(["hparam.lr=1e-3,2e-3"])
 
 
+def test_a_grid_over_the_hyperparameter_of_a_users_submission_composes(sweeper, tmp_path):
+    """Each value is composed with the job's other overrides, which choose the submission."""
+    (tmp_path / "mine.py").write_text(WITH_MOMENTUM)
+    typed = with_user_files([f"submission_path={tmp_path / 'mine.py'}"])  # as `main` does
+    jobs = sweeper(*typed).job_overrides([*typed, "hparams.momentum=0.9,0.95"])
+    assert [values(job, "hparams.momentum") for job in jobs] == [[0.9], [0.95]]
+
+
 def test_a_search_space_file_in_algoperfs_format_is_sampled_with_aeffs_names(sweeper, tmp_path):
     space = tmp_path / "space.json"
     space.write_text(
@@ -159,6 +181,10 @@ def test_a_search_space_file_in_algoperfs_format_is_sampled_with_aeffs_names(swe
             r"workload.hiden_width=\d+ does not compose: Could not override",
         ),
         ({"meta.note": {"feasible_points": ["a", "b"]}}, r"meta.note='[ab]' does not compose"),
+        (
+            {"learning_rate": {"min": 1e-3, "max": 1e-2}, "lr": {"min": 1e-4, "max": 1e-3}},
+            r"space.yaml names hparams.lr twice \(as lr\)",
+        ),
     ],
 )
 def test_a_search_space_file_with_a_bad_name_or_range_is_refused(sweeper, tmp_path, space, message):

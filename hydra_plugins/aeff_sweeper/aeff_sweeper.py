@@ -125,7 +125,7 @@ class AeffSweeper(Sweeper):
         from aeff import search  # scipy: imported only by sweeps
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        axes, pinned = [], set()
+        axes, swept, pinned = [], [], set()
         for override in parser.parse_overrides(arguments):
             key = override.get_key_element()
             pinned.add(key.lstrip("+~"))
@@ -133,9 +133,11 @@ class AeffSweeper(Sweeper):
                 if not override.is_discrete_sweep():
                     raise ConfigError(f"{key}: only comma lists and range() sweeps are supported.")
                 axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-                self.check_composes(axes[-1])
+                swept.append(axes[-1])
             else:
                 axes.append([f"{key}={override.get_value_element_as_str()}"])
+        for axis in swept:  # each value in the first job's company (a user's submission...)
+            self.check_composes(axis, [other[0] for other in axes if other is not axis])
         grid = [list(combination) for combination in itertools.product(*axes)]
         space = self.search_space()
         settings = self.config.search
@@ -152,15 +154,17 @@ class AeffSweeper(Sweeper):
         self.check_hparams([d.key for d in dimensions])
         dimensions = [d for d in dimensions if d.key not in pinned]
         points = search.sample(dimensions, settings.num_trials, settings.seed, settings.method)
-        self.check_composes(search.as_overrides(points[0]))  # a space's key the config lacks
+        self.check_composes(search.as_overrides(points[0]), grid[0])  # a key the config lacks
         return [job + search.as_overrides(point) for job in grid for point in points]
 
-    def check_composes(self, values: list[str]) -> None:
-        """Each value of a grid axis composes (a typo or bad type would otherwise stop the
-        launcher at that trial, leaving the later ones unrun)."""
+    def check_composes(self, values: list[str], company: list[str]) -> None:
+        """Each value (of a grid axis, or a sampled point) composes with the overrides
+        `company` (a typo or bad type would otherwise stop the launcher at that trial,
+        leaving the later ones unrun)."""
         for override in values:
             try:
-                self.hydra_context.config_loader.load_sweep_config(self.config, [override])
+                loader = self.hydra_context.config_loader
+                loader.load_sweep_config(self.config, [*company, override])
             except Exception as error:  # Hydra's own composition errors, and their cause
                 lines = [str(e).splitlines()[0] for e in (error, error.__cause__) if e]
                 raise ConfigError(f"{override} does not compose: {'; '.join(lines)}") from None
