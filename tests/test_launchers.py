@@ -63,7 +63,12 @@ def test_two_parallel_joblib_workers_get_their_own_devices(tmp_path, mnist_data_
 
 @pytest.mark.slow
 def test_two_trials_through_submitit_local(tmp_path, mnist_data_dir):
-    finished_sweep(tmp_path, ["hydra/launcher=submitit_local"], mnist_data_dir)
+    token = "plantedSubmititToken0123"
+    label = f"+meta.source='https://reader:{token}@data.example.com/x'"
+    sweep = finished_sweep(tmp_path, ["hydra/launcher=submitit_local", label], mnist_data_dir)
+    assert list((sweep / ".submitit").rglob("*.out"))  # submitit's logs stay
+    for path in (p for p in sweep.rglob("*") if p.is_file()):  # its pickles held the token
+        assert token not in path.read_bytes().decode(errors="replace"), path
 
 
 def test_claimed_slots_never_overlap(tmp_path):

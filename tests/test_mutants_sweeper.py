@@ -1,6 +1,7 @@
 """The sweeper's whole sweep, in-process with a launcher that writes records by hand: batches,
 the plan, the report, bad input, an interrupted sweep's resume command, failed trials."""
 
+import contextlib
 import json
 import logging
 import signal
@@ -296,6 +297,23 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
         "The launcher failed: RuntimeError. Finish it with: aeff -m "
         f"hparams.lr=0.1,0.2,0.3 +url=https://***@host/x resume=true hydra.sweep.dir={tmp_path}"
     )
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_submitits_job_pickles_are_removed_once_every_job_returned(make, tmp_path, interrupted):
+    job = tmp_path / ".submitit" / "123"
+    job.mkdir(parents=True)
+    for name in ("123_submitted.pkl", "123_0_result.pkl", "123_0_log.out"):
+        (job / name).write_text("the job's overrides, as typed")
+    sweeper = make(sweep_dir=tmp_path, interrupt_at=1 if interrupted else None)
+    with contextlib.suppress(TrialInterrupted):
+        sweeper.sweep(["hparams.lr=0.1,0.2"])
+    left = sorted(p.name for p in job.iterdir())
+    assert left == (
+        ["123_0_log.out", "123_0_result.pkl", "123_submitted.pkl"]
+        if interrupted
+        else ["123_0_log.out"]
+    )  # SLURM may still requeue a stopped sweep's jobs
 
 
 def test_plan_values_read_keys_as_hydra_spells_them():

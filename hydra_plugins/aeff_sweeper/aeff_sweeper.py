@@ -114,6 +114,7 @@ class AeffSweeper(Sweeper):
             what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
             log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
+        remove_job_pickles(sweep_dir)
         self.report(sweep_dir)
         return returns
 
@@ -258,6 +259,14 @@ class AeffSweeper(Sweeper):
                 ", ".join(failed_trials),
                 sweep_dir,
             )
+
+
+def remove_job_pickles(sweep_dir: Path) -> None:
+    """Once every job has returned, the submitit launchers' pickles of each job's call and
+    result, which hold its overrides as typed, credentials included (its logs stay). A
+    stopped sweep keeps them: SLURM may still run or requeue its jobs from them."""
+    for pickle in (sweep_dir / ".submitit").rglob("*.pkl"):
+        pickle.unlink(missing_ok=True)
 
 
 def finish_hint(sweep_dir: Path) -> str:
