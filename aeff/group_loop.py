@@ -251,22 +251,23 @@ class GroupLoop:
         if self.active is None:  # the running set changed
             self.active = steps.replicate(np.array([m in self.running for m in self.slots]), p.mesh)
         seeds = [m.p.rng_seed for m in self.slots]
-        step_start = self.clock()
-        losses, step, active = [], lead.global_step, self.active
-        for size in sizes:
-            if step % p.steps_per_epoch == 0:
-                self.stream = shuffled(self.stream, seeds, step, p.mesh)
-            program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
-            # a trial that diverges stays at that step in the launch's next programs too
-            self.state, loss, active = program(self.state, self.stream, self.step_rng, active)
-            losses.append(loss)
-            step += size
-        jax.block_until_ready(self.state)
-        step_time = self.clock() - step_start
-        losses = np.concatenate([loss[0] for loss in jax.device_get(losses)], axis=-1)
-        self.seconds_per_step = step_time / losses.shape[-1]
-        self.evaluated = None
-        with interrupts_held() as held:  # each member's state and counters change together
+        # A signal waits for the launch to be charged to every member (as a trial's launch)
+        with interrupts_held() as held:
+            step_start = self.clock()
+            losses, step, active = [], lead.global_step, self.active
+            for size in sizes:
+                if step % p.steps_per_epoch == 0:
+                    self.stream = shuffled(self.stream, seeds, step, p.mesh)
+                program = p.fused_steps if size == p.steps_per_dispatch else p.single_step
+                # a trial that diverges stays at that step in the launch's next programs too
+                self.state, loss, active = program(self.state, self.stream, self.step_rng, active)
+                losses.append(loss)
+                step += size
+            jax.block_until_ready(self.state)
+            step_time = self.clock() - step_start
+            losses = np.concatenate([loss[0] for loss in jax.device_get(losses)], axis=-1)
+            self.seconds_per_step = step_time / losses.shape[-1]
+            self.evaluated = None
             for member in list(self.running):
                 member.state = self.state
                 member._account(step_time, losses[member.slot])

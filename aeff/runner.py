@@ -356,19 +356,19 @@ class TrialLoop:
 
     def _launch(self) -> np.ndarray:
         """The steps up to the next check, queued and then waited for once, charged to the
-        submission; their losses. The trial's state and the counters that describe it
-        change together, after the wait: a signal before then leaves both at the launch's
-        start (its steps run again on resume), one after it waits for them."""
+        submission; their losses. A signal waits for the launch to be charged, so that the
+        trial's state and the counters that describe it change together (Python would
+        handle it only once the wait returns in any case)."""
         c, num_steps = self.counters, self._launch_size()
-        step_start = self.clock()
-        state, stream, losses = self._queue(c.global_step, self.state, self.stream, num_steps)
-        jax.block_until_ready(state)
-        step_time = self.clock() - step_start
-        losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
-        finite = np.isfinite(losses)
-        if not finite[:-1].all():  # diverged before the launch's last step
-            state, stream = self._take_back(int(np.argmin(finite)) + 1)
         with interrupts_held() as held:
+            step_start = self.clock()
+            state, stream, losses = self._queue(c.global_step, self.state, self.stream, num_steps)
+            jax.block_until_ready(state)
+            step_time = self.clock() - step_start
+            losses = np.concatenate([loss[0] for loss in jax.device_get(losses)])
+            finite = np.isfinite(losses)
+            if not finite[:-1].all():  # diverged before the launch's last step
+                state, stream = self._take_back(int(np.argmin(finite)) + 1)
             self.state, self.stream = state, stream
             self._account(step_time, losses)
             if not finite.all():

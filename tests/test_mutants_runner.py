@@ -156,47 +156,29 @@ def test_a_signal_gets_the_row_it_cut_short_once_and_a_checkpoint(mnist):  # noq
     assert [progress["global_step"] for progress, _ in checkpoints.saved] == [4, 8]
 
 
-def test_a_signal_amid_a_launch_leaves_its_steps_uncounted_and_unkept(mnist, monkeypatch):  # noqa: F811
-    """The launch's steps were queued, but a signal came before they were charged: the
-    last row, the checkpoint and its counters all stay at the launch's start (a resume
-    runs the steps again), rather than counting steps whose time was never charged."""
-    queue, launches = TrialLoop._queue, []
+@pytest.mark.parametrize("during", ["_queue", "_account"])
+def test_a_signal_during_a_launch_waits_until_it_is_charged(mnist, monkeypatch, during):  # noqa: F811
+    """SIGTERM while the launch from step 8 is queued, or charged: it waits until the
+    trial's state and the counters that describe it are both at step 12, then ends the
+    trial there with a row, a checkpoint and the 12 steps' time (before, the way out took
+    the state's step 12 with the time of 8)."""
+    original, launches = getattr(TrialLoop, during), []
 
-    def interrupted_queue(self, *args):
-        launches.append(args[0])
-        queued = queue(self, *args)
-        if len(launches) == 4:  # the launch from step 8
-            raise TrialInterrupted(signal.SIGTERM)  # as the handler would, after the queueing
-        return queued
-
-    monkeypatch.setattr(TrialLoop, "_queue", interrupted_queue)
-    checkpoints = RecordingCheckpoints()
-    error, calls = stopped_trial(mnist(), {}, checkpoints)
-    assert isinstance(error, TrialInterrupted) and error.checkpoint_step == 8
-    assert launches == [0, 1, 4, 8] and calls == [4, 8]  # no row after step 8
-    progress, _ = checkpoints.saved[-1]
-    assert progress["global_step"] == 8 and progress["submission_time"] == 8 * STEP_SECONDS
-    assert int(checkpoints.states[-1].global_step) == 8
-
-
-def test_a_signal_while_a_launch_is_charged_waits_for_it(mnist, monkeypatch):  # noqa: F811
-    """A signal while the launch's state and counters are set is held until both are."""
-    account, launches = TrialLoop._account, []
-
-    def signalled_account(self, step_time, losses):
+    def signalled(self, *args):
         launches.append(self.counters.global_step)
-        if len(launches) == 4:  # the launch from step 8
+        if len(launches) == 4:  # the fourth launch: from step 8 (the first is one step)
             os.kill(os.getpid(), signal.SIGTERM)
-        account(self, step_time, losses)
+        return original(self, *args)
 
-    monkeypatch.setattr(TrialLoop, "_account", signalled_account)
+    monkeypatch.setattr(TrialLoop, during, signalled)
     checkpoints = RecordingCheckpoints()
     with interrupts.interrupts_raised():
         error, calls = stopped_trial(mnist(), {}, checkpoints)
     assert isinstance(error, TrialInterrupted) and error.checkpoint_step == 12
-    assert calls == [4, 8, 12]  # the launch's steps charged, then its row on the way out
+    assert launches == [0, 1, 4, 8] and calls == [4, 8, 12]  # the launch's row on the way out
     progress, _ = checkpoints.saved[-1]
     assert progress["global_step"] == 12 and progress["submission_time"] == 12 * STEP_SECONDS
+    assert int(checkpoints.states[-1].global_step) == 12
 
 
 def test_the_way_out_warns_when_its_row_or_checkpoint_cannot_be_written(mnist, caplog):  # noqa: F811
