@@ -58,6 +58,10 @@ class TrialExited(RuntimeError):
             f"the trial's code called sys.exit({code!r}); a submission or workload must "
             "raise an exception instead"
         )
+        self.code = code
+
+    def __reduce__(self) -> tuple:  # as parallel launchers hand it back: from its code
+        return TrialExited, (self.code,)
 
 
 class TrialInterrupted(BaseException):

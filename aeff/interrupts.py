@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +63,7 @@ def exit_on_signals(before: str, record: Callable[[int], None] | None = None) ->
         with contextlib.suppress(Exception):  # a record that cannot be written: exit anyway
             if record is not None:
                 record(signum)
+        with contextlib.suppress(Exception):
             if _exit_notes:
                 left = _exit_notes[-1]()
         name = signal.Signals(signum).name
@@ -83,6 +85,10 @@ def exiting_on_signals(before: str, record: Callable[[int], None]) -> Iterator[N
             signal.signal(sig, old)
 
 
+_raising: list[bool] = []  # an entry per open `interrupts_raised` block
+_holds: list[list[int]] = []  # the signals each open hold has noted, innermost last
+
+
 @contextlib.contextmanager
 def interrupts_raised() -> Iterator[None]:
     """Turn the signals into TrialInterrupted."""
@@ -91,10 +97,12 @@ def interrupts_raised() -> Iterator[None]:
         _pending.append(signum)
         raise TrialInterrupted(signum)
 
+    _raising.append(True)
     try:
         with _handled(handler):
             yield
     finally:
+        _raising.pop()
         _pending.clear()
 
 
@@ -106,12 +114,28 @@ def raise_pending() -> None:
 
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[list[int]]:
-    """Note the signals instead of raising them, so the block (a checkpoint on the way out)
-    finishes; yields the list they are noted in."""
+    """Within `interrupts_raised`, note the signals instead of raising them, so that the
+    block (a launch being charged, a checkpoint on the way out) finishes; yields the list
+    they are noted in. None is lost: a hold within another passes its signals on to it,
+    and one noted when the block raises is raised in the error's place. Elsewhere (a
+    library call, another thread) the signals keep their own handling."""
     received: list[int] = []
+    if not _raising or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
 
-    with _handled(handler):
-        yield received
+    _holds.append(received)
+    try:
+        with _handled(handler):
+            yield received
+    except Exception as error:
+        if received:
+            raise TrialInterrupted(received[0]) from error
+        raise
+    finally:
+        _holds.pop()
+        if _holds:
+            _holds[-1].extend(received)

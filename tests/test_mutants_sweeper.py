@@ -305,7 +305,8 @@ def test_submitits_job_pickles_are_removed_once_every_job_returned(make, tmp_pat
     job.mkdir(parents=True)
     for name in ("123_submitted.pkl", "123_0_result.pkl", "123_0_log.out"):
         (job / name).write_text("the job's overrides, as typed")
-    sweeper = make(sweep_dir=tmp_path, interrupt_at=1 if interrupted else None)
+    launcher = "hydra/launcher=submitit_local"  # its folder: ${hydra.sweep.dir}/.submitit/%j
+    sweeper = make(launcher, sweep_dir=tmp_path, interrupt_at=1 if interrupted else None)
     with contextlib.suppress(TrialInterrupted):
         sweeper.sweep(["hparams.lr=0.1,0.2"])
     left = sorted(p.name for p in job.iterdir())

@@ -6,6 +6,7 @@ stays true.
 
 import hashlib
 import json
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -128,8 +129,10 @@ def test_a_submission_that_calls_sys_exit_is_a_failed_trial_not_the_end(tmp_path
         "        sys.exit(0)\n"
     )
     cfg = short(mnist_data_dir, f"submission_path={source}")
-    with pytest.raises(TrialExited, match=r"called sys.exit\(0\)"):  # not SystemExit(0)
+    with pytest.raises(TrialExited, match=r"called sys.exit\(0\)") as exited:  # not SystemExit
         train_and_evaluate(cfg, tmp_path / "run")
+    handed_back = pickle.loads(pickle.dumps(exited.value))  # as a parallel launcher's worker
+    assert str(handed_back) == str(exited.value) and handed_back.code == 0
     record = json.loads((tmp_path / "run" / "metadata.json").read_text())
     assert record["status"] == "failed" and record["error_type"] == "TrialExited"
     assert 'exiting.py", line 8, in optimizer' in record["traceback"]

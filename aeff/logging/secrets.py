@@ -34,6 +34,7 @@ def redact_log_records() -> None:
         record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info:  # formatters print this text, made once, instead of their own
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None  # nor can a handler that renders it itself
         return record
 
     redacting_factory.redacts = True

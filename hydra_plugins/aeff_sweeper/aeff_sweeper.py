@@ -112,10 +112,11 @@ class AeffSweeper(Sweeper):
             self.report(sweep_dir)
             lines = str(error).strip().splitlines()
             what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
+            log.debug("The launcher's error:", exc_info=True)  # shown with hydra.verbose
             log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
-        remove_job_pickles(sweep_dir)
         self.report(sweep_dir)
+        remove_job_pickles(OmegaConf.select(self.config, "hydra.launcher.submitit_folder"))
         return returns
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
@@ -261,12 +262,18 @@ class AeffSweeper(Sweeper):
             )
 
 
-def remove_job_pickles(sweep_dir: Path) -> None:
+def remove_job_pickles(folder: str | None) -> None:
     """Once every job has returned, the submitit launchers' pickles of each job's call and
-    result, which hold its overrides as typed, credentials included (its logs stay). A
-    stopped sweep keeps them: SLURM may still run or requeue its jobs from them."""
-    for pickle in (sweep_dir / ".submitit").rglob("*.pkl"):
-        pickle.unlink(missing_ok=True)
+    result in `folder` (`<sweep dir>/.submitit/%j`), which hold its overrides as typed,
+    credentials included; its logs stay. A stopped sweep keeps them: SLURM may still run
+    or requeue its jobs from them."""
+    if not folder:
+        return  # another launcher
+    try:
+        for pickle in Path(folder.split("%", 1)[0]).rglob("*.pkl"):
+            pickle.unlink(missing_ok=True)
+    except OSError as error:
+        log.warning("submitit's job pickles in %s stay: %s", folder, error)
 
 
 def finish_hint(sweep_dir: Path) -> str:

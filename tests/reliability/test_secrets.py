@@ -1,6 +1,7 @@
 """Tokens planted where credentials live reach no file that aeff writes."""
 
 import json
+import logging
 import os
 import subprocess
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import data_overrides, run_aeff
 
 from aeff import app
+from aeff.logging.secrets import redact_log_records
 
 VCS_TOKEN = "ghp_plantedVcsToken0123456789"
 REMOTE_TOKEN = "glpat-plantedRemoteToken0123"
@@ -147,3 +149,22 @@ def test_a_crashed_trial_prints_its_traceback_without_a_planted_token(tmp_path, 
         *(p.read_bytes().decode(errors="replace") for p in (tmp_path / "run").rglob("*.*")),
     ]:
         assert OVERRIDE_TOKEN not in text and QUERY_TOKEN not in text
+
+
+def test_a_log_records_traceback_is_redacted_as_it_is_made():
+    """Made redacted, and without the exception itself, which a handler could render."""
+    redact_log_records()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("aeff.test_secrets")
+    logger.addHandler(handler)
+    try:
+        raise RuntimeError(f"cannot fetch https://reader:{OVERRIDE_TOKEN}@x.example.com/w")
+    except RuntimeError:
+        logger.exception("fetching")
+    finally:
+        logger.removeHandler(handler)
+    (record,) = records
+    assert record.exc_info is None and OVERRIDE_TOKEN not in record.exc_text
+    assert record.exc_text.endswith("RuntimeError: cannot fetch https://***@x.example.com/w")
