@@ -236,7 +236,7 @@ class SignalledCheckpoints(RecordingCheckpoints):
 
 def test_a_signal_during_the_way_outs_checkpoint_waits_for_it(mnist, caplog):  # noqa: F811
     checkpoints = SignalledCheckpoints()
-    with caplog.at_level(logging.WARNING, logger="aeff.runner"):
+    with caplog.at_level(logging.WARNING, logger="aeff.runner"), interrupts.interrupts_raised():
         error, _ = stopped_trial(mnist(), {2: TrialInterrupted(signal.SIGTERM)}, checkpoints)
     assert error.checkpoint_step == 8
     assert [progress["global_step"] for progress, _ in checkpoints.saved] == [4, 8]
