@@ -317,6 +317,14 @@ def test_submitits_job_pickles_are_removed_once_every_job_returned(make, tmp_pat
     )  # SLURM may still requeue a stopped sweep's jobs
 
 
+def test_a_submitit_folder_outside_the_sweep_dir_is_left_alone(tmp_path):
+    shared = tmp_path / "scratch" / "submitit"  # other sweeps' jobs may be running from it
+    (shared / "7").mkdir(parents=True)
+    (shared / "7" / "7_submitted.pkl").write_text("another sweep's job")
+    aeff_sweeper.remove_job_pickles(f"{shared}/%j", tmp_path / "sweep")
+    assert (shared / "7" / "7_submitted.pkl").exists()
+
+
 def test_plan_values_read_keys_as_hydra_spells_them():
     planned = [["+hparams.x=a=b", "hydra/launcher=joblib"]]
     assert plan_changes(planned, [["hparams.x=a=b"]]) == ""

@@ -116,7 +116,8 @@ class AeffSweeper(Sweeper):
             log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
         self.report(sweep_dir)
-        remove_job_pickles(OmegaConf.select(self.config, "hydra.launcher.submitit_folder"))
+        folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder")
+        remove_job_pickles(folder, sweep_dir)
         return returns
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
@@ -262,15 +263,17 @@ class AeffSweeper(Sweeper):
             )
 
 
-def remove_job_pickles(folder: str | None) -> None:
+def remove_job_pickles(folder: str | None, sweep_dir: Path) -> None:
     """Once every job has returned, the submitit launchers' pickles of each job's call and
     result in `folder` (`<sweep dir>/.submitit/%j`), which hold its overrides as typed,
     credentials included; its logs stay. A stopped sweep keeps them: SLURM may still run
-    or requeue its jobs from them."""
-    if not folder:
-        return  # another launcher
+    or requeue its jobs from them. A folder outside the sweep dir is left alone: other
+    sweeps' jobs may share it."""
+    root = Path(folder.split("%", 1)[0]) if folder else None  # None: another launcher
+    if root is None or not root.resolve().is_relative_to(sweep_dir.resolve()):
+        return
     try:
-        for pickle in Path(folder.split("%", 1)[0]).rglob("*.pkl"):
+        for pickle in root.rglob("*.pkl"):
             pickle.unlink(missing_ok=True)
     except OSError as error:
         log.warning("submitit's job pickles in %s stay: %s", folder, error)
