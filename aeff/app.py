@@ -163,9 +163,8 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
 def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
     if not interrupt.recorded:
         return "It had not begun training: nothing to resume."
-    typed_dir = any(a.startswith("hydra.run.dir=") for a in hydra_job.TYPED or sys.argv[1:])
     command = hydra_job.typed_command(
-        "resume=true", *([] if typed_dir else [f"hydra.run.dir={run_dir}"])
+        "resume=true", f"hydra.run.dir={run_dir}", without=("resume=", "hydra.run.dir=")
     )
     if interrupt.checkpoint_step is None:
         how = "No checkpoint was saved; this starts it again with its seed"

@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,9 @@ import pytest
 from conftest import REPO, data_overrides, run_aeff, run_sweep
 from omegaconf import OmegaConf
 
+from aeff import hydra_job
+from aeff.app import resume_hint
+from aeff.errors import TrialInterrupted
 from aeff.hydra_job import typed_overrides
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
@@ -57,6 +61,26 @@ def test_sweep_gives_one_run_dir_per_trial(tmp_path, mnist_data_dir):
 def test_overrides_are_kept_as_typed_not_resolved():
     hydra_cfg = OmegaConf.create({"overrides": {"task": ["+meta.x=${oc.env:AEFF_UNSET}"]}})
     assert typed_overrides(hydra_cfg) == ["+meta.x=${oc.env:AEFF_UNSET}"]  # resolving raises
+
+
+def test_an_interrupted_run_is_told_the_command_that_resumes_it(monkeypatch):
+    """Its own command line, each setting once, credentials redacted."""
+    typed = ["resume=true", "hydra.run.dir=out", "+meta.src=https://u:pw@host/x"]
+    monkeypatch.setattr(hydra_job, "TYPED", typed)
+    monkeypatch.setattr(sys, "argv", ["/site/aeff/__main__.py", *typed])
+    interrupt = TrialInterrupted(signal.SIGTERM)
+    assert resume_hint(interrupt, Path("/w/out")) == (
+        "It had not begun training: nothing to resume."
+    )
+    interrupt.recorded, interrupt.checkpoint_step = True, 8
+    assert resume_hint(interrupt, Path("/w/out")) == (
+        "A checkpoint of step 8 was saved; this continues it: python -m aeff "
+        "+meta.src=https://***@host/x resume=true hydra.run.dir=/w/out"
+    )
+    interrupt.checkpoint_step = None
+    assert resume_hint(interrupt, Path("/w/out")).startswith(
+        "No checkpoint was saved; this starts it again with its seed: python -m aeff "
+    )
 
 
 @pytest.mark.slow
