@@ -5,13 +5,14 @@ import errno
 import importlib.metadata
 import json
 import os
+import subprocess
 import types
 
 import pytest
 from omegaconf import OmegaConf
 
 from aeff.errors import RecordsError
-from aeff.logging import concatenate_csvs, files, packages, system
+from aeff.logging import concatenate_csvs, environment, files, packages, system
 from aeff.logging.files import append_csv_row, cut_torn_line, write_json_atomically
 from aeff.logging.flatten import flatten
 
@@ -108,6 +109,24 @@ def test_host_columns_are_plausible():
     assert 0 <= row["cpu.util.avg_percent_since_last"] <= 100
     assert row["proc.rss_bytes"] > 10e6
     assert row["disk.read_bytes_since_boot"] >= 0 and row["net.bytes_recv_since_boot"] >= 0
+
+
+def test_algoperf_git_keys_are_the_working_directory_state(tmp_path, tmp_path_factory):
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return done.stdout.decode().strip()
+
+    git("init", "-q", "-b", "study")
+    (tmp_path / "notes.txt").write_text("a study\n")
+    git("add", "notes.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "start")
+    facts = environment.facts(tmp_path, record_hostname=False)
+    assert facts["git_branch"] == facts["cwd_git_branch"] == "study"
+    assert facts["git_commit_hash"] == facts["cwd_git_commit_hash"] == git("rev-parse", "HEAD")
+    assert facts["aeff_git_commit_hash"] != facts["git_commit_hash"]  # aeff's own, kept apart
+
+    outside = environment.facts(tmp_path_factory.mktemp("no_git"), record_hostname=False)
+    assert outside["git_branch"] is None and outside["git_commit_hash"] is None
 
 
 def test_credentials_are_redacted_from_vcs_installs(monkeypatch):

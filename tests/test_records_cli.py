@@ -23,6 +23,8 @@ METADATA_KEYS = [
     "cwd_git_branch",
     "cwd_git_commit_hash",
     "cwd_git_dirty",
+    "git_branch",
+    "git_commit_hash",
     "aeff_git_commit_hash",
     "aeff_version",
     "cpu_model_name",

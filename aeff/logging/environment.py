@@ -63,12 +63,17 @@ def jax_facts() -> dict[str, Any]:
 
 def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
     """Everything but JAX's devices, which the trial adds (jax_facts)."""
+    cwd_git = git_state(cwd, "cwd")  # where the command ran
     record = {
         "python_version": platform.python_version(),
         "python_compiler": platform.python_compiler(),
         "os_platform": platform.platform(),
         "cwd": str(cwd),
-        **git_state(cwd, "cwd"),  # where the command ran
+        **cwd_git,
+        # AlgoPerf's keys (its experiment guide's metadata.json): the working directory's
+        # git state, as its logger records it.
+        "git_branch": cwd_git["cwd_git_branch"],
+        "git_commit_hash": cwd_git["cwd_git_commit_hash"],
         "aeff_version": importlib.metadata.version("aeff"),
         "aeff_source": str(AEFF_SOURCE),
         **git_state(AEFF_SOURCE, "aeff"),  # aeff's own code: a checkout when installed editable
