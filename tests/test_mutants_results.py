@@ -12,6 +12,7 @@ import pytest
 
 from aeff import results
 from aeff.errors import ConfigError
+from aeff.logging.concat import concatenate_csvs, load_metrics
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,{metric},run_idx\n"
 
@@ -266,18 +267,39 @@ def test_a_plot_of_another_metric_has_no_target_line(tmp_path, figures):
 
 def test_the_command_line(tmp_path, capsys, figures):
     root = plotted_sweep(tmp_path / "sweep")
+    results.main(["summary", str(root)])  # no plan: a folder of runs, not a sweep
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"2 trials at or below {root} (no sweep_plan.json: no sweep report written)"
+    assert not (root / results.REPORT).exists() and not (root / results.SUMMARY).exists()
+    results.write_plan(root, [["hparams.lr=0.1"], ["hparams.lr=0.3"]])
     results.main(["summary", str(root)])
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == ["2 trials of 2 planned", "score (least time to target): 2.0"]
     assert [line.split()[0] for line in out[1:3]] == ["0", "1"]
     assert (root / results.REPORT).exists()
-    results.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its folder
-    assert capsys.readouterr().out.splitlines()[-2] == "1 trials of 1 planned"
+    results.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its run dir
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 trials at or below ")
+    assert not (root / "0" / results.REPORT).exists()
     results.main(["concat", str(root)])
     assert capsys.readouterr().out.strip() == str(root / "all_metrics.csv")
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["concat", str(root / "1" / "metadata.json")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"aeff.results: {root / '1' / 'metadata.json'} holds no rows: give a run dir, a sweep "
+        "dir or a CSV of rows.\n"
+    )
     results.main(["concat", str(root / "1" / "metrics.csv")])  # a file: into its folder
     assert capsys.readouterr().out.strip() == str(root / "1" / "all_metrics.csv")
     (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["summary", str(tmp_path / "empty")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"aeff.results: no trial records at or below {tmp_path / 'empty'}: give a sweep dir "
+        "or a run dir.\n"
+    )
+    assert list((tmp_path / "empty").iterdir()) == []
     with pytest.raises(SystemExit) as stopped:
         results.main(["concat", str(tmp_path / "empty")])
     assert stopped.value.code == 2
@@ -415,3 +437,74 @@ def test_records_without_any_metrics_are_summarised(tmp_path):
     table = results.summary(tmp_path)
     assert table.loc[0, "global_step"] == 0 and table.loc[0, "best_target_metric"] is None
     assert table.loc[0, "time_to_target"] is None
+
+
+def test_a_trial_on_target_at_its_first_row_is_bracketed_by_its_own_start(tmp_path):
+    # Job 1's first row is on target; the row before it in the combined rows is job 0's.
+    trial(tmp_path / "0", [(10, 1.0, False, 0.5), (20, 2.0, True, 0.98)])
+    trial(tmp_path / "1", [(10, 4.0, True, 0.98)])
+    table = by_job(results.summary(tmp_path))
+    assert table.loc["0", "time_to_target_resolution"] == pytest.approx(0.5)
+    assert table.loc["1", "time_to_target_resolution"] == 1.0
+    assert table.loc["1", "time_to_target"] == 4.0 and table.loc["1", "steps_to_target"] == 10
+
+
+def test_each_trial_gets_the_best_of_its_own_target_metric(tmp_path):
+    trial(tmp_path / "0", [(10, 1.0, False, 0.5), (20, 2.0, False, 0.3)], metric="validation.loss")
+    trial(tmp_path / "1", [(10, 1.0, False, 0.6), (20, 2.0, False, 0.4)])
+    table = by_job(results.summary(tmp_path))
+    assert table.loc["0", "best_target_metric"] == 0.3  # a loss: the least
+    assert table.loc["1", "best_target_metric"] == 0.6  # an accuracy: the most
+    assert list(table["global_step"]) == [20, 20]
+
+
+def test_many_trials_are_one_collection_coloured_by_the_varying_hparam(tmp_path, figures):
+    plan = [[f"hparams.lr={0.001 * 2**i}"] for i in range(20)]
+    results.write_plan(tmp_path, plan)
+    for job in range(20):
+        trial(tmp_path / str(job), [(10, 1.0, False, 0.5), (20, 2.0, True, 0.98)])
+        path = tmp_path / str(job) / "metrics.csv"
+        pd.read_csv(path).assign(**{"hparams.lr": 0.001 * 2**job}).to_csv(path, index=False)
+    results.plot(tmp_path, "global_step", "validation.accuracy", tmp_path / "a.png")
+    axes = figures[0]
+    (lines,) = axes.collections
+    assert len(lines.get_segments()) == 20 and axes.get_legend() is None
+    assert list(lines.get_array()) == [0.001 * 2**i for i in range(20)]  # in job order
+    assert type(lines.norm).__name__ == "LogNorm"  # lr spans 2**19
+    assert axes.get_title() == "20 trials"
+    assert axes.figure.axes[1].get_ylabel() == "hparams.lr"  # the colour bar names it
+
+
+def test_a_plot_names_trials_by_string_and_null_hparams(tmp_path, figures):
+    root = plotted_sweep(tmp_path)
+    for job, schedule in (("0", "cosine"), ("1", None)):
+        path = root / job / "metrics.csv"
+        pd.read_csv(path).assign(**{"hparams.schedule": schedule}).to_csv(path, index=False)
+    results.plot(root, "global_step", "validation.accuracy", tmp_path / "a.png")
+    labels = [line.get_label() for line in figures[0].get_lines()]
+    assert labels[:2] == ["0 (lr=0.1, schedule=cosine)", "1 (lr=0.3, schedule=null)"]
+
+
+def test_a_metric_with_no_finite_value_is_named_in_a_warning(tmp_path, figures, caplog):
+    root = plotted_sweep(tmp_path)
+    for job in ("0", "1"):
+        path = root / job / "metrics.csv"
+        pd.read_csv(path).assign(**{"validation.loss": math.nan}).to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING):
+        results.plot(root, "global_step", "validation.loss", tmp_path / "a.png")
+    assert "validation.loss has no finite value" in caplog.text
+    caplog.clear()
+    results.plot(root, "global_step", "validation.accuracy", tmp_path / "b.png")
+    assert "no finite value" not in caplog.text
+
+
+def test_the_combined_csv_reads_back_as_the_trials_it_holds(tmp_path, figures):
+    root = plotted_sweep(tmp_path)
+    combined = concatenate_csvs(root)
+    rows = load_metrics(combined)
+    assert sorted(Path(d).name for d in rows["run_dir"].unique()) == ["0", "1"]
+    assert concatenate_csvs(combined) == combined  # its own folder, the same rows
+    assert load_metrics(combined).equals(rows)
+    results.plot(combined, "global_step", "validation.accuracy", tmp_path / "a.png")
+    labels = [line.get_label() for line in figures[0].get_lines()]
+    assert labels == ["0 (lr=0.1)", "1 (lr=0.3)", "target 0.97"]

@@ -143,10 +143,7 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}: {error}): move it aside, or "
-            "choose another hydra.run.dir."
-        ) from None
+        raise unreadable(path, error) from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path} holds no JSON object: move it aside.")
     if record.get("status") not in ("running", *ENDED):
@@ -495,20 +492,33 @@ class RunDir:
 def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """A metrics.csv's header and complete rows, as csv reads them (a value may hold any
     character, U+2028 included, and be long); an unreadable file is named."""
+    try:
+        text = complete_lines(path)
+    except (OSError, UnicodeDecodeError) as error:
+        raise unreadable(path, error) from None
+    return parse_rows(text, path)
+
+
+def parse_rows(text: str, path: Path) -> tuple[list[str], list[list[str]]]:
+    """`read_rows` of the complete lines `text`, read from `path`."""
     csv.field_size_limit(2**31 - 1)
     try:
-        header, *rows = csv.reader(io.StringIO(complete_lines(path), newline=""))
+        header, *rows = csv.reader(io.StringIO(text, newline=""))
         step = header.index("global_step")
         for row in rows:
             int(row[step])
             if len(row) != len(header):
                 raise ValueError(f"a row of {len(row)} fields under {len(header)} columns")
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError) as error:
-        raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}: {error}): move it aside, or "
-            "choose another hydra.run.dir."
-        ) from None
+    except (csv.Error, ValueError, IndexError) as error:
+        raise unreadable(path, error) from None
     return header, rows
+
+
+def unreadable(path: Path, error: Exception) -> ConfigError:
+    return ConfigError(
+        f"{path} is unreadable ({type(error).__name__}: {error}): move it aside, or "
+        "choose another hydra.run.dir."
+    )
 
 
 def csv_text(rows: list[list[str]]) -> str:
