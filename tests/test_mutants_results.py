@@ -13,6 +13,7 @@ import pytest
 from aeff import results
 from aeff.errors import ConfigError
 from aeff.logging.concat import concatenate_csvs, load_metrics
+from aeff.results import __main__ as cli
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,{metric},run_idx\n"
 
@@ -267,33 +268,33 @@ def test_a_plot_of_another_metric_has_no_target_line(tmp_path, figures):
 
 def test_the_command_line(tmp_path, capsys, figures):
     root = plotted_sweep(tmp_path / "sweep")
-    results.main(["summary", str(root)])  # no plan: a folder of runs, not a sweep
+    cli.main(["summary", str(root)])  # no plan: a folder of runs, not a sweep
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"2 trials at or below {root} (no sweep_plan.json: no sweep report written)"
     assert not (root / results.REPORT).exists() and not (root / results.SUMMARY).exists()
     results.write_plan(root, [["hparams.lr=0.1"], ["hparams.lr=0.3"]])
-    results.main(["summary", str(root)])
+    cli.main(["summary", str(root)])
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == ["2 trials of 2 planned", "score (least time to target): 2.0"]
     assert [line.split()[0] for line in out[1:3]] == ["0", "1"]
     assert (root / results.REPORT).exists()
-    results.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its run dir
+    cli.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its run dir
     assert capsys.readouterr().out.splitlines()[-1].startswith("1 trials at or below ")
     assert not (root / "0" / results.REPORT).exists()
-    results.main(["concat", str(root)])
+    cli.main(["concat", str(root)])
     assert capsys.readouterr().out.strip() == str(root / "all_metrics.csv")
     with pytest.raises(SystemExit) as stopped:
-        results.main(["concat", str(root / "1" / "metadata.json")])
+        cli.main(["concat", str(root / "1" / "metadata.json")])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
         f"aeff.results: {root / '1' / 'metadata.json'} holds no rows: give a run dir, a sweep "
         "dir or a CSV of rows.\n"
     )
-    results.main(["concat", str(root / "1" / "metrics.csv")])  # a file: into its folder
+    cli.main(["concat", str(root / "1" / "metrics.csv")])  # a file: into its folder
     assert capsys.readouterr().out.strip() == str(root / "1" / "all_metrics.csv")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as stopped:
-        results.main(["summary", str(tmp_path / "empty")])
+        cli.main(["summary", str(tmp_path / "empty")])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
         f"aeff.results: no trial records at or below {tmp_path / 'empty'}: give a sweep dir "
@@ -301,22 +302,22 @@ def test_the_command_line(tmp_path, capsys, figures):
     )
     assert list((tmp_path / "empty").iterdir()) == []
     with pytest.raises(SystemExit) as stopped:
-        results.main(["concat", str(tmp_path / "empty")])
+        cli.main(["concat", str(tmp_path / "empty")])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
         f"aeff.results: no metrics.csv with complete rows at or below {tmp_path / 'empty'}: "
         "give a run dir, a sweep dir or a metrics.csv.\n"
     )
-    results.main(["plot", str(root), "--y", "validation.accuracy"])
+    cli.main(["plot", str(root), "--y", "validation.accuracy"])
     assert capsys.readouterr().out.strip() == str(root / "validation.accuracy.png")
     assert figures[-1].get_xlabel() == "global_step (step)"
-    results.main(["plot", str(root / "0" / "metrics.csv")])  # defaults: loss over steps
+    cli.main(["plot", str(root / "0" / "metrics.csv")])  # defaults: loss over steps
     assert capsys.readouterr().out.strip() == str(root / "0" / "validation.loss.png")
-    results.main(["plot", str(root), "--x", "wall_time", "--out", str(tmp_path / "w.png")])
+    cli.main(["plot", str(root), "--x", "wall_time", "--out", str(tmp_path / "w.png")])
     assert capsys.readouterr().out.strip() == str(tmp_path / "w.png")
     assert figures[-1].get_xlabel() == "wall_time (s)"
     with pytest.raises(SystemExit) as stopped:
-        results.main(["plot", str(root), "--x", "wall", "--y", "validation.acc"])
+        cli.main(["plot", str(root), "--x", "wall", "--y", "validation.acc"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
         f"aeff.results: plot --x wall --y validation.acc: no such column in the metrics at or "
@@ -331,18 +332,18 @@ def test_the_command_line(tmp_path, capsys, figures):
         (tmp_path / "folder.png", "cannot write it: Is a directory."),
     ]:
         with pytest.raises(SystemExit) as stopped:
-            results.main(["plot", str(root), "--out", str(out)])
+            cli.main(["plot", str(root), "--out", str(out)])
         assert stopped.value.code == 2
         assert capsys.readouterr().err.startswith(f"aeff.results: plot --out {out}: {says}")
     assert json.loads((root / "0" / "metadata.json").read_text())["status"] == "completed"
-    results.main(["plot", str(root), "--out", str(tmp_path / "p.SVG")])  # any case
+    cli.main(["plot", str(root), "--out", str(tmp_path / "p.SVG")])  # any case
     assert (tmp_path / "p.SVG").read_text().startswith("<?xml")
     with pytest.raises(SystemExit) as stopped:
-        results.main(["plot", str(tmp_path / "empty")])
+        cli.main(["plot", str(tmp_path / "empty")])
     assert stopped.value.code == 2
     assert "no metrics.csv with complete rows" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
-        results.main(["summary", str(tmp_path / "missing")])
+        cli.main(["summary", str(tmp_path / "missing")])
     assert stopped.value.code == 2
     assert "missing does not exist" in capsys.readouterr().err
 
@@ -375,20 +376,21 @@ def test_a_plot_file_and_its_styling(tmp_path, figures):
 
 def test_the_command_line_explains_itself(capsys):
     with pytest.raises(SystemExit) as stopped:
-        results.main(["--help"])
+        cli.main(["--help"])
     assert stopped.value.code == 0
     usage = capsys.readouterr().out
-    assert usage.startswith("usage: python -m aeff.results [-h] {concat,plot,summary}")
+    assert usage.startswith("usage: python -m aeff.results [-h] {concat,plot,summary,report}")
     words = " ".join(usage.split())
-    assert "PATH`: combine, draw and summarise trials. PATH is a run dir" in words
+    assert "PATH`: combine, draw, summarise and report trials. PATH is a run dir" in words
+    assert "report a sweep's report, report.html included" in words
     assert "concat every metrics.csv below PATH into one CSV" in words
     assert "plot a metric against another, one line per trial" in words
     assert "summary one row per trial" in words
     with pytest.raises(SystemExit):
-        results.main(["plot", "--help"])
+        cli.main(["plot", "--help"])
     assert "--out OUT default: PATH/<y>.png" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit) as stopped:
-        results.main([])
+        cli.main([])
     assert stopped.value.code == 2
     assert "the following arguments are required: command" in capsys.readouterr().err
 
@@ -398,7 +400,7 @@ def test_command_line_warnings_name_the_tool(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(root, "handlers", [])  # as in a fresh process
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metadata.json").write_text("{")
-    results.main(["summary", str(tmp_path)])
+    cli.main(["summary", str(tmp_path)])
     captured = capsys.readouterr()
     assert captured.err.startswith(f"aeff.results: {tmp_path}/0/metadata.json is unreadable")
     assert captured.out.splitlines()[1].split()[:2] == ["0", "unreadable"]
@@ -421,7 +423,7 @@ def test_the_plan_file_and_an_unreadable_one(tmp_path, capsys):
         "another hydra.sweep.dir."
     )
     with pytest.raises(SystemExit) as stopped:
-        results.main(["summary", str(tmp_path)])
+        cli.main(["summary", str(tmp_path)])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == f"aeff.results: {refused.value}\n"  # one line
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from aeff import results
+from aeff.logging.concat import concatenate_csvs
 from aeff.logging.run_dir import LOCK
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,run_idx\n"
@@ -100,7 +101,7 @@ def test_the_terminal_table_shows_missing_values_one_way(sweep):
 
 def test_concat_leaves_out_earlier_attempts(sweep):
     trial(sweep / "2" / ".attempts" / "0", "failed", [(10, 1.0, False, 0.1)], 0.2)
-    frame = pd.read_csv(results.concatenate_csvs(sweep))
+    frame = pd.read_csv(concatenate_csvs(sweep))
     assert not frame["run_dir"].str.contains(".attempts").any()
     assert len(frame) == 1 + 4 + 1 + 1  # jobs 1, 0, 2 and 10
 

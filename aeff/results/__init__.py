@@ -1,11 +1,10 @@
-"""`python -m aeff.results concat|plot|summary PATH`: combine, draw and summarise trials.
+"""Reading trials back: the summary, plots, and a sweep dir's own files.
 
-PATH is a run dir, a sweep dir (or any folder above them) or, for `plot`, a CSV.
-This module owns a sweep dir's own files: the plan the sweeper writes before its
-first trial, and the report (summary.csv, sweep.json) written after the last.
+This package owns a sweep dir's own files: the plan the sweeper writes before its first
+trial, and the report (summary.csv, sweep.json, and `report.html` from `report.py`)
+written after the last. `python -m aeff.results` is its command line (`__main__.py`).
 """
 
-import argparse
 import json
 import logging
 import os
@@ -16,9 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aeff import errors
-from aeff.errors import AeffError, ConfigError
-from aeff.logging.concat import concatenate_csvs, folder_of, load_metrics, nonempty_metrics
+from aeff.errors import ConfigError
+from aeff.logging.concat import load_metrics, nonempty_metrics
 from aeff.logging.files import inert, write_json_atomically, write_text_atomically
 from aeff.logging.run_dir import DAMAGED, FINISHED, METADATA, damage, read_metadata, status_of
 from aeff.logging.secrets import redact
@@ -240,10 +238,6 @@ def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
 
 
 def plot(path: Path, x: str, y: str, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = sorted(FigureCanvasBase.get_supported_filetypes())
@@ -251,17 +245,41 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
         raise ConfigError(f"plot --out {out}: name a file ending in .{', .'.join(formats)}.")
     if not out.parent.is_dir():
         raise ConfigError(f"plot --out {out}: there is no folder {out.parent}; make it first.")
-    frame = nonempty_metrics(path)
+    figure = curves(nonempty_metrics(path), x, y, path)
+    try:
+        figure.savefig(out, dpi=120)
+    except OSError as error:
+        raise ConfigError(
+            f"plot --out {out}: cannot write it: {error.strerror or error}."
+        ) from None
+    finally:
+        pyplot().close(figure)
+    return out
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (imported by the tools that draw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(frame: pd.DataFrame, x: str, y: str, where: Path) -> Any:
+    """A figure of `y` against `x`, one line per trial of `frame` (rows read from `where`),
+    with the target when `y` is the workload's target metric."""
     missing = [f"--{axis} {column}" for axis, column in (("x", x), ("y", y)) if column not in frame]
     if missing:
         plottable = [c for c in frame if c in UNITS or c.endswith((".loss", ".accuracy"))]
         raise ConfigError(
-            f"plot {' '.join(missing)}: no such column in the metrics at or below {path}; "
+            f"plot {' '.join(missing)}: no such column in the metrics at or below {where}; "
             f"the steps, times and metrics are {', '.join(plottable)}."
         )
     if not np.isfinite(pd.to_numeric(frame[y], errors="coerce")).any():
-        log.warning("plot: %s has no finite value at or below %s; its lines are empty.", y, path)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+        log.warning("plot: %s has no finite value at or below %s; its lines are empty.", y, where)
+    figure, axes = pyplot().subplots(figsize=(7, 4.5))
     draw_trials(figure, axes, frame, x, y)
     if "workload.target_metric" in frame and (frame["workload.target_metric"] == y).any():
         target = frame.loc[frame["workload.target_metric"] == y, "workload.target_value"].iloc[0]
@@ -275,13 +293,7 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
     if axes.get_legend_handles_labels()[0]:  # many trials: only the target line, if any
         axes.legend(fontsize=7)
     figure.tight_layout()
-    try:
-        figure.savefig(out, dpi=120)
-    except OSError as error:
-        raise ConfigError(
-            f"plot --out {out}: cannot write it: {error.strerror or error}."
-        ) from None
-    return out
+    return figure
 
 
 LEGEND_MAX = 12  # trials named in a legend; 2,000 entries covered the curves
@@ -348,50 +360,3 @@ def around_target(values: pd.Series, target: float, higher_is_better: bool) -> t
     if higher_is_better:
         return target - margin, max(values.max(), target) + margin / 5
     return min(values.min(), target) - margin / 5, target + margin
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m aeff.results", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    concat = commands.add_parser("concat", help="every metrics.csv below PATH into one CSV")
-    concat.add_argument("path", type=Path)
-    draw = commands.add_parser("plot", help="a metric against another, one line per trial")
-    draw.add_argument("path", type=Path)
-    draw.add_argument("--x", default="global_step")
-    draw.add_argument("--y", default="validation.loss")
-    draw.add_argument("--out", type=Path, default=None, help="default: PATH/<y>.png")
-    table = commands.add_parser("summary", help="one row per trial")
-    table.add_argument("path", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="aeff.results: %(message)s")
-    if not args.path.exists():
-        parser.error(f"{args.path} does not exist")
-    try:
-        run_command(args)
-    except AeffError as error:  # a record it cannot read or write, no rows
-        parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
-
-
-def run_command(args: argparse.Namespace) -> None:
-    folder = folder_of(args.path)
-    if args.command == "concat":
-        print(concatenate_csvs(args.path))
-    elif args.command == "plot":
-        print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
-    elif (folder / PLAN).exists():  # a sweep dir: its report is written there
-        frame, report = write_sweep_report(folder)
-        print(as_text(frame, folder))
-        print(f"{report['num_trials']} trials of {report['num_planned']} planned")
-        print(f"score (least time to target): {report['score']}")
-    else:  # a run dir, or a folder of unrelated runs: no sweep, so no report and no score
-        frame = summary(folder)
-        if frame.empty:
-            raise ConfigError(
-                f"no trial records at or below {folder}: give a sweep dir or a run dir."
-            )
-        print(as_text(frame, folder))
-        print(f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written)")
-
-
-if __name__ == "__main__":
-    main()

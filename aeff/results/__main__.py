@@ -1,0 +1,69 @@
+"""`python -m aeff.results concat|plot|summary|report PATH`: combine, draw, summarise and
+report trials.
+
+PATH is a run dir, a sweep dir (or any folder above them) or, for `concat` and `plot`, a
+CSV of rows (a `metrics.csv`, an `all_metrics.csv`).
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from aeff import errors
+from aeff.errors import AeffError, ConfigError
+from aeff.logging.concat import concatenate_csvs, folder_of
+from aeff.results import PLAN, as_text, plot, summary, write_sweep_report
+from aeff.results.report import write_html_report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m aeff.results", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    concat = commands.add_parser("concat", help="every metrics.csv below PATH into one CSV")
+    concat.add_argument("path", type=Path)
+    draw = commands.add_parser("plot", help="a metric against another, one line per trial")
+    draw.add_argument("path", type=Path)
+    draw.add_argument("--x", default="global_step")
+    draw.add_argument("--y", default="validation.loss")
+    draw.add_argument("--out", type=Path, default=None, help="default: PATH/<y>.png")
+    table = commands.add_parser("summary", help="one row per trial")
+    table.add_argument("path", type=Path)
+    page = commands.add_parser("report", help="a sweep's report, report.html included")
+    page.add_argument("path", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="aeff.results: %(message)s")
+    if not args.path.exists():
+        parser.error(f"{args.path} does not exist")
+    try:
+        run_command(args)
+    except AeffError as error:  # a record it cannot read or write, no rows
+        parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
+
+
+def run_command(args: argparse.Namespace) -> None:
+    folder = folder_of(args.path)
+    if args.command == "concat":
+        print(concatenate_csvs(args.path))
+    elif args.command == "plot":
+        print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
+    elif args.command == "report":
+        if not (args.path / PLAN).is_file():
+            raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
+        print(write_html_report(args.path, *write_sweep_report(args.path)))
+    elif (folder / PLAN).exists():  # a sweep dir: its report is written there
+        frame, report = write_sweep_report(folder)
+        print(as_text(frame, folder))
+        print(f"{report['num_trials']} trials of {report['num_planned']} planned")
+        print(f"score (least time to target): {report['score']}")
+    else:  # a run dir, or a folder of unrelated runs: no sweep, so no report and no score
+        frame = summary(folder)
+        if frame.empty:
+            raise ConfigError(
+                f"no trial records at or below {folder}: give a sweep dir or a run dir."
+            )
+        print(as_text(frame, folder))
+        print(f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""report.html: a sweep on one page, with no network, as a browser shows it."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aeff import results
+from aeff.results import __main__ as cli
+from aeff.results.report import rerun_command, write_html_report
+
+HEADER = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,hparams.lr,workload.target_metric,workload.target_value\n"  # noqa: E501
+
+
+def trial(run_dir: Path, status: str, rows: list[tuple], lr: float, **extra) -> None:
+    run_dir.mkdir(parents=True)
+    metadata = {
+        "status": status,
+        "global_step": rows[-1][0],
+        "workload": "mnist",
+        "workload.target_metric": "validation.accuracy",
+        "hparams.lr": lr,
+        "hydra.job.num": int(run_dir.name),
+        "sweep_dir": str(run_dir.parent),
+        "hydra.overrides": [f"hparams.lr={lr}", "max_steps=40", "hydra.run.dir=x"],
+        "rng_seed": 7,
+        **extra,
+    }
+    (run_dir / "metadata.json").write_text(json.dumps(metadata))
+    lines = [f"{s},{t},{r},{a},{lr},validation.accuracy,0.97\n" for s, t, r, a in rows]
+    (run_dir / "metrics.csv").write_text(HEADER + "".join(lines))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    results.write_plan(tmp_path, [[f"hparams.lr={lr}"] for lr in (0.001, 0.01, 3.0, 0.1)])
+    trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.9), (20, 2.0, True, 0.975)], 0.001)
+    trial(tmp_path / "1", "completed", [(10, 1.5, True, 0.98)], 0.01)
+    trial(tmp_path / "2", "failed", [(10, 1.0, False, 0.1)], 3.0, error_message="<b>boom</b>")
+    return tmp_path  # job 3 never started
+
+
+def test_the_page_holds_the_table_the_figures_the_best_trial_and_the_failures(sweep):
+    page = write_html_report(sweep, *results.write_sweep_report(sweep)).read_text()
+    assert "4 planned trials: 2 completed, 1 failed, 1 not started" in page
+    assert "score (least time to target): <b>1.5 s</b>" in page
+    assert "python -m aeff hparams.lr=0.01 max_steps=40 rng_seed=7" in page  # the best, again
+    assert page.count("<img ") == 2  # the curves; time to target against lr
+    assert "&lt;b&gt;boom&lt;/b&gt;" in page and "<b>boom</b>" not in page  # escaped
+    table = page.split("<table class='trials'>", 1)[1]
+    assert re.findall(r"<tr><td class='text'>(\d)</td>", table) == ["0", "1", "2", "3"]
+    assert "src='http" not in page and "<link" not in page  # nothing to fetch
+
+
+def test_the_command_writes_it_only_for_a_sweep(sweep, capsys):
+    cli.main(["report", str(sweep)])
+    assert capsys.readouterr().out.strip() == str(sweep / "report.html")
+    assert (sweep / results.SUMMARY).exists()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["report", str(sweep / "0")])
+    assert stopped.value.code == 2
+    assert "no sweep_plan.json there: give a sweep dir" in capsys.readouterr().err
+    assert not (sweep / "0" / "report.html").exists()
+
+
+def test_the_rerun_command_keeps_the_trials_own_settings_and_seed():
+    record = {"hydra.overrides": ["+meta.note=a b", "hydra.run.dir=/x", "rng_seed=1"]}
+    assert rerun_command({**record, "rng_seed": 5}) == (
+        "python -m aeff '+meta.note=a b' rng_seed=5"
+    )
+
+
+@pytest.mark.slow
+def test_a_browser_opens_it_without_errors_and_runs_its_sorting_script(sweep, tmp_path_factory):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine: `apt-get install chromium` (.ci/run does)")
+    page = write_html_report(sweep, *results.write_sweep_report(sweep))
+    profile = tmp_path_factory.mktemp("chromium")
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console  # no script error, no failed load
+    assert done.stdout.count('class="sortable"') == 7  # the script ran over every header
+    assert done.stdout.count("data:image/png;base64,") == 2
