@@ -17,6 +17,7 @@ from conftest import data_overrides, run_aeff
 
 NOT_A_FOLDER = Path(__file__).resolve()  # a file where a folder is wanted, and no Python file
 NOT_PYTHON = NOT_A_FOLDER.parents[2] / "pyproject.toml"
+PLAIN_SGD = NOT_A_FOLDER.parents[1] / "plain_sgd.py"  # its hparams never reach its state
 CASES = [
     # wrong types, one of each kind of field
     ("batch_size=abc", ["batch_size", "could not be converted to Integer"]),
@@ -52,6 +53,10 @@ CASES = [
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
     (f"submission_path={NOT_PYTHON}", ["not a Python file: its name must end in .py"]),
+    (
+        f"submission_path={PLAIN_SGD} hparams.lr=0.5",
+        ["hparams.lr=0.5 changes nothing", str(PLAIN_SGD), "optax.inject_hyperparams"],
+    ),
     # output folders
     ("hydra.run.dir=", ["hydra.run.dir is empty"]),
     ("-m hparams.lr=1e-3,2e-3 hydra.sweep.dir=", ["hydra.sweep.dir is empty"]),
