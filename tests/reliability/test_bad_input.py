@@ -49,6 +49,7 @@ CASES = [
     ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
     ("workload.target_value=1.5", ["workload.target_value", "(0, 1] for validation.accuracy"]),
     ("workload.split_seed=-1", ["workload.split_seed", "integer >= 0"]),
+    ("workload.pixel_mean=inf", ["workload.pixel_mean=inf", "[0, 1]"]),  # not a trial diverged
     ("+meta.x=${oc.env:AEFF_UNSET}", ["meta.x", "Environment variable 'AEFF_UNSET' not found"]),
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
