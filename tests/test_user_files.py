@@ -21,6 +21,7 @@ from aeff.runner import refuse_unused_hparams
 from aeff.submissions.adam import AdamHParams
 from aeff.submissions.nesterov import NesterovHParams
 from aeff.trial import train_and_evaluate
+from aeff.user_files import read_search_space
 
 DOC = REPO / "docs" / "writing-a-submission.md"
 BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
@@ -216,3 +217,43 @@ def test_every_hparam_of_the_built_in_submissions_reaches_the_state(
 ):
     trial = check_trial(short(mnist_data_dir, f"submission={submission}"))
     refuse_unused_hparams(trial.workload, trial.submission, changed)  # raises nothing
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (  # JSON keeps the last: lr=5.2 was sampled from the second
+            "space.json",
+            '{"learning_rate": {"min": 1e-4, "max": 1e-2}, "learning_rate": {"min": 1, "max": 9}}',
+            r"space\.json gives the key 'learning_rate' twice: keep one\.$",
+        ),
+        (
+            "space.json",
+            '{"lr": {"min": 1e-4, "max": 1e-2, "max": 9}}',
+            r"space\.json gives the key 'max' twice",
+        ),
+        (
+            "space.yaml",
+            "lr: {min: 1.0e-4, max: 1.0e-2}\nlr: {min: 1, max: 9}\n",
+            r"space\.yaml gives the key 'lr' twice \(line 2\): keep one\.$",
+        ),
+        ("space.yaml", "lr: [1\n", r"space\.yaml is not valid JSON or YAML: while parsing"),
+    ],
+)
+def test_a_search_space_file_with_a_key_twice_is_refused_naming_it(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^tuning_search_space=.*{message}") as refused:
+        read_search_space(path)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_yaml_search_space_reads_1e_5_as_the_number_it_is(tmp_path):
+    """As Hydra reads conf/ (and JSON does), not as YAML 1.1's string: a space's numbers
+    must be numbers, and `1e-5` is one."""
+    path = tmp_path / "space.yaml"
+    path.write_text("lr: {min: 1e-5, max: 1e-2, scale: log}\neps: {values: [1e-8, 3e-5]}\n")
+    assert read_search_space(path) == {
+        "hparams.lr": {"min": 1e-5, "max": 1e-2, "scale": "log"},
+        "hparams.eps": {"values": [1e-8, 3e-5]},
+    }
