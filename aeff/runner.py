@@ -701,9 +701,21 @@ def program_length(
     eval_every_steps: int | None,
 ) -> int:
     """`steps_per_dispatch`, cut to the longest run a program can have (an epoch,
-    `max_steps`, the step cadence), so that no program is compiled in vain."""
-    limits = [steps_per_dispatch, steps_per_epoch, max_steps, eval_every_steps]
-    return min(limit for limit in limits if limit)
+    `max_steps`, the step cadence), so that no program is compiled in vain, and to the
+    longest that compiles in seconds (`steps.max_fused_steps`)."""
+    limits = [steps_per_epoch, max_steps, eval_every_steps]
+    longest = min([steps_per_dispatch, *(limit for limit in limits if limit)])
+    most = steps.max_fused_steps()
+    if most is not None and longest > most:
+        log.info(
+            "steps_per_dispatch=%d: %d steps per program on the %s, where longer ones take "
+            "minutes to compile.",
+            steps_per_dispatch,
+            most,
+            jax.default_backend(),
+        )
+        return most
+    return longest
 
 
 def launch_size(
