@@ -69,7 +69,7 @@ def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
         values = spec["values"]
         if not isinstance(values, list | tuple) or not values or set(spec) != {"values"}:
             raise ConfigError(f"{where}: `values` must be a non-empty list, alone.")
-        return Dimension(key, values=checked_choices(where, values))
+        return Dimension(key, values=_choices(where, values))
     if "min" not in spec or "max" not in spec:
         raise ConfigError(f"{where}: a range needs both `min` and `max`.")
     scale, kind = spec.get("scale", "linear"), spec.get("type", "float")
@@ -90,7 +90,7 @@ def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
     return Dimension(key, low, high, log=scale == "log", integer=kind == "int")
 
 
-def checked_choices(where: str, values: list | tuple) -> tuple[Any, ...]:
+def _choices(where: str, values: list | tuple) -> tuple[Any, ...]:
     """The points of a choice, once they are all numbers (finite), all strings or all
     booleans, null allowed beside any: a trial's value is one of them, so a point of
     another kind than its key's would fail only when its trial starts. A string that
