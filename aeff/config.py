@@ -166,6 +166,10 @@ def require_learning_rate(key: str, value: float) -> None:
     )
 
 
+def require_unit_interval(key: str, value: float) -> None:
+    require(math.isfinite(value) and 0 <= value <= 1, key, "a number in [0, 1]", value)
+
+
 def require_fraction(key: str, value: float) -> None:
     require(math.isfinite(value) and 0 <= value < 1, key, "a number in [0, 1)", value)
 

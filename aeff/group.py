@@ -67,6 +67,9 @@ def train_and_evaluate_group(jobs: list[trial.TrialJob], group_id: str) -> list[
                 if member is not None:
                     members.append(member)
             if members:
+                trial.set_up_devices(members[0].trial.settings)
+                members = _reaching(members, outcomes)
+            if members:
                 labels = {"group.id": group_id, "group.size": len(members)}
                 _train(members, labels, outcomes)
     except BaseException as caught:
@@ -112,6 +115,26 @@ def _accepted(index: int, job: trial.TrialJob, outcomes: list[Any]) -> _Member |
     return member
 
 
+def _reaching(members: list[_Member], outcomes: list[Any]) -> list[_Member]:
+    """The members whose hyperparameters reach their optimizer state; each other one's
+    outcome is its refusal, recorded, and its run dir released (the rest train on)."""
+    from aeff import runner  # imports JAX, after `trial.set_up_devices`
+
+    reaching = []
+    for member in members:
+        checked = member.trial
+        with speaking(member.index):
+            try:
+                runner.refuse_unused_hparams(checked.workload, checked.submission, checked.hparams)
+            except errors.AeffError as error:
+                log.error("%s", error)
+                outcomes[member.index] = _recorded(member, error)
+                member.owner.release()
+                continue
+        reaching.append(member)
+    return reaching
+
+
 def _recorded(member: _Member, error: BaseException) -> BaseException:
     """`error`, recorded as this member's ending (begun or not)."""
     owner, job = member.owner, member.job
@@ -126,7 +149,6 @@ def _train(members: list[_Member], labels: dict[str, Any], outcomes: list[Any]) 
     """Prepare the group, begin every member's records, train; each member's records end
     as it does."""
     settings = members[0].trial.settings
-    trial.set_up_devices(settings)
     from aeff import group_loop  # imports JAX
 
     loop_members = []

@@ -75,6 +75,8 @@ def prepare_group(
 ) -> Group:
     """`runner.prepare` for a group: each member's initial state from its own seed and
     hyperparameters, stacked; the programs compiled before the clock starts."""
+    for m in members:  # `group.py` has refused a failing member alone, before this
+        runner.refuse_unused_hparams(workload, submission, m.hparams)
     mesh, batch_size, splits = runner.checked_layout(workload, submission)
     initial = [runner.initial_state(workload, submission, m.hparams, m.rng_seed) for m in members]
     if len({jax.tree.structure(s) for s, _ in initial}) > 1:

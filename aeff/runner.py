@@ -11,6 +11,7 @@ last launch's pace), so the devices do not idle between steps.
 
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import time
@@ -133,7 +134,9 @@ def prepare(
     eval_every_steps: int | None = None,
     clock: Clock = time.perf_counter,
 ) -> Prepared:
-    """Check the batch against the devices and data, put both on the devices, compile."""
+    """Check the hyperparameters and the batch against the devices and data, put both on
+    the devices, compile."""
+    refuse_unused_hparams(workload, submission, hparams)
     mesh, batch_size, splits = checked_layout(workload, submission)
     state, step_rng = initial_state(workload, submission, hparams, rng_seed)
     state, step_rng = steps.replicate((state, step_rng), mesh)
@@ -198,6 +201,82 @@ def initial_state(
     params = steps.init_params(workload.program_key())(init_rng)
     optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
     return steps.TrainState(jnp.int32(0), params, optimizer_state), step_rng
+
+
+def refuse_unused_hparams(workload: Workload, submission: Submission, hparams: Any) -> None:
+    """Refuse a hyperparameter whose value leaves the optimizer state as its default does.
+
+    The compiled steps see the hyperparameters only through the state (`update_params`
+    gets no others), so such a value trains as the default while the records name it: an
+    optimizer built without `optax.inject_hyperparams`, say. Each value that differs from
+    its default must change the state (a group refuses a change of its structure: its
+    states are stacked). Checked on the host's CPU, on stand-in parameters of the model's
+    shapes, before any data is loaded.
+    """
+    changed = [f for f in dataclasses.fields(hparams) if _differs_from_default(hparams, f)]
+    if not changed:
+        return
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        shapes = jax.eval_shape(workload.init_params, jax.random.key(0))
+        params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes)
+
+        def state_with(values: Any) -> Any:
+            return submission.init_optimizer_state(workload, params, values, jax.random.key(0))
+
+        given = state_with(hparams)
+        for f in changed:
+            default = _default(f)
+            try:
+                baseline = state_with(dataclasses.replace(hparams, **{f.name: default}))
+            except ConfigError:  # the default is refused beside the other values: no baseline
+                continue
+            if _same_state(given, baseline):
+                raise ConfigError(_unused_message(submission, f.name, hparams))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _differs_from_default(hparams: Any, f: dataclasses.Field) -> bool:
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return False  # no default to compare with
+    return bool(getattr(hparams, f.name) != _default(f))
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    """The same structure, shapes, dtypes and values (a NaN equal to a NaN)."""
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    for x, y in zip(map(_host, jax.tree.leaves(a)), map(_host, jax.tree.leaves(b)), strict=True):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+            return False
+    return True
+
+
+def _host(leaf: Any) -> np.ndarray:
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    return np.asarray(leaf)
+
+
+def _unused_message(submission: Submission, name: str, hparams: Any) -> str:
+    cls = type(submission)
+    try:
+        where = f" ({inspect.getsourcefile(cls)})"
+    except TypeError:  # a class without a file
+        where = ""
+    return (
+        f"hparams.{name}={getattr(hparams, name)!r} changes nothing in {cls.__name__}'s "
+        f"optimizer state{where}, so the trial would train as with the default: "
+        "hyperparameters reach the steps only as arrays in that state. Build the optimizer "
+        "with optax.inject_hyperparams, and make a setting that is no number a field of the "
+        "submission, not a hyperparameter (see docs/writing-a-submission.md)."
+    )
 
 
 def device_data(
@@ -622,9 +701,21 @@ def program_length(
     eval_every_steps: int | None,
 ) -> int:
     """`steps_per_dispatch`, cut to the longest run a program can have (an epoch,
-    `max_steps`, the step cadence), so that no program is compiled in vain."""
-    limits = [steps_per_dispatch, steps_per_epoch, max_steps, eval_every_steps]
-    return min(limit for limit in limits if limit)
+    `max_steps`, the step cadence), so that no program is compiled in vain, and to the
+    longest that compiles in seconds (`steps.max_fused_steps`)."""
+    limits = [steps_per_epoch, max_steps, eval_every_steps]
+    longest = min([steps_per_dispatch, *(limit for limit in limits if limit)])
+    most = steps.max_fused_steps()
+    if most is not None and longest > most:
+        log.info(
+            "steps_per_dispatch=%d: %d steps per program on the %s, where longer ones take "
+            "minutes to compile.",
+            steps_per_dispatch,
+            most,
+            jax.default_backend(),
+        )
+        return most
+    return longest
 
 
 def launch_size(

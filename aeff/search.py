@@ -66,19 +66,21 @@ def parse_space(space: Mapping[str, Any], prefix: str = "") -> list[Dimension]:
 def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
     where = f"search_space.{key}"
     if "values" in spec:
-        values = tuple(spec["values"])
-        if not values or set(spec) != {"values"}:
+        values = spec["values"]
+        if not isinstance(values, list | tuple) or not values or set(spec) != {"values"}:
             raise ConfigError(f"{where}: `values` must be a non-empty list, alone.")
-        return Dimension(key, values=values)
+        return Dimension(key, values=_choices(where, values))
     if "min" not in spec or "max" not in spec:
         raise ConfigError(f"{where}: a range needs both `min` and `max`.")
     scale, kind = spec.get("scale", "linear"), spec.get("type", "float")
     if scale not in ("linear", "log") or kind not in ("float", "int"):
         raise ConfigError(f"{where}: scale must be linear or log, type float or int.")
-    try:
-        low, high = float(spec["min"]), float(spec["max"])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: min and max must be numbers.") from None
+    for bound in ("min", "max"):
+        if _kind(spec[bound]) != "number":  # "1e-5" too: a number is written unquoted
+            raise ConfigError(
+                f"{where}: min and max must be numbers, without quotes: {bound}={spec[bound]!r}."
+            )
+    low, high = float(spec["min"]), float(spec["max"])
     if not (math.isfinite(low) and math.isfinite(high)) or low > high:
         raise ConfigError(f"{where}: need finite min <= max, got min={low}, max={high}.")
     if scale == "log" and low <= 0:
@@ -86,6 +88,58 @@ def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
     if kind == "int" and (scale == "log" or low != int(low) or high != int(high)):
         raise ConfigError(f"{where}: an int range needs integer min and max on a linear scale.")
     return Dimension(key, low, high, log=scale == "log", integer=kind == "int")
+
+
+def _choices(where: str, values: list | tuple) -> tuple[Any, ...]:
+    """The points of a choice, once they are all numbers (finite), all strings or all
+    booleans, null allowed beside any: a trial's value is one of them, so a point of
+    another kind than its key's would fail only when its trial starts. A string that
+    reads as a number (`"1e-5"`) is refused too: it was read as that number unnoticed."""
+    kinds = {}
+    for value in values:
+        kind = _kind(value)
+        if kind is None:
+            raise ConfigError(
+                f"{where}: the point {value!r} is not allowed: points are numbers, strings, "
+                "true/false or null, not lists or mappings."
+            )
+        if kind == "number" and not math.isfinite(value):
+            raise ConfigError(f"{where}: the point {value!r} is not a finite number.")
+        if kind == "string" and _reads_as_number(value):
+            raise ConfigError(
+                f"{where}: the point {value!r} is a string that reads as a number: write "
+                "the number without quotes."
+            )
+        if kind != "null":
+            kinds.setdefault(kind, value)
+    if len(kinds) > 1:
+        mixed = " and ".join(f"{kind}s ({first!r})" for kind, first in kinds.items())
+        raise ConfigError(
+            f"{where}: the points mix {mixed}: give all numbers, all strings or all "
+            "true/false (null may join any)."
+        )
+    return tuple(values)
+
+
+def _kind(value: Any) -> str | None:
+    """A point's kind: null, boolean, number or string; None for any other."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):  # before int: True is an int to Python
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def sample(

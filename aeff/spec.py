@@ -149,7 +149,9 @@ class Submission(abc.ABC):
         """The optimizer state, with the hyperparameters in it as arrays.
 
         Keeping them as traced values lets trials that differ only in
-        hyperparameters share one compiled step.
+        hyperparameters share one compiled step. The steps see them nowhere else, so a
+        value that leaves this state as the default leaves it is refused before the data
+        loads (`runner.refuse_unused_hparams`).
         """
 
     @abc.abstractmethod

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import inspect
+import io
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from aeff.errors import ConfigError
 
@@ -109,12 +111,7 @@ def read_search_space(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"tuning_search_space={path}: {error.strerror}.") from None
-    try:
-        space = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"tuning_search_space={path} is not valid JSON or YAML: {error}"
-        ) from None
+    space = _parsed(path, text)
     if not isinstance(space, dict) or not space:
         raise ConfigError(
             f"tuning_search_space={path}: expected a mapping of names to "
@@ -127,6 +124,43 @@ def read_search_space(path: Path) -> dict[str, Any]:
             raise ConfigError(f"tuning_search_space={path} names {key} twice (as {name}).")
         dotted[key] = _spec(spec)
     return dotted
+
+
+def _parsed(path: Path, text: str) -> Any:
+    """The file's JSON, or its YAML read as Hydra reads `conf/` (`1e-5` a number, as in
+    JSON, not YAML 1.1's string). A key given twice in one mapping is refused: both
+    readers would keep the last unnoticed."""
+    what = f"tuning_search_space={path}"
+    try:
+        if path.suffix == ".json":
+            return json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, what))
+        return OmegaConf.to_container(OmegaConf.load(io.StringIO(text)))
+    except ConfigError:  # a ValueError: said as it is
+        raise
+    except yaml.constructor.ConstructorError as error:
+        if (error.problem or "").startswith("found duplicate key"):
+            key = error.problem.removeprefix("found duplicate key ")
+            line = error.problem_mark.line + 1
+            raise ConfigError(
+                f"{what} gives the key {key!r} twice (line {line}): keep one."
+            ) from None
+        raise ConfigError(f"{what} is not valid YAML: {_one_line(error)}") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"{what} is not valid JSON or YAML: {_one_line(error)}") from None
+    except OSError:  # OmegaConf's word for a YAML scalar: refused below
+        return None
+
+
+def _unique(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigError(f"{what} gives the key {key!r} twice: keep one.")
+    return dict(pairs)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _dotted(name: str) -> str:

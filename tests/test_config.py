@@ -1,14 +1,15 @@
 """Config composition and validation: bad values fail before any data or device is used."""
 
+import dataclasses
 import math
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from aeff.config import check_trial
+from aeff.config import CheckpointConfig, TrialConfig, check_trial
 from aeff.errors import ConfigError
 from aeff.submissions.adam import Adam, AdamHParams
-from aeff.submissions.nesterov import Nesterov
+from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload
 
 
@@ -71,6 +72,12 @@ def test_meta_labels_are_accepted(compose_config):
             ["workload.target_value", "finite number > 0 for test.loss"],
         ),
         ("workload.split_seed=-1", ["workload.split_seed", "integer >= 0"]),
+        ("workload.pixel_mean=inf", ["workload.pixel_mean=inf", "[0, 1]"]),
+        ("workload.pixel_mean=nan", ["workload.pixel_mean=nan", "[0, 1]"]),
+        ("workload.pixel_mean=127", ["workload.pixel_mean=127.0", "[0, 1]"]),
+        ("workload.pixel_std=0", ["workload.pixel_std", "finite number > 0"]),
+        ("workload.pixel_std=inf", ["workload.pixel_std", "finite number > 0"]),
+        ("workload.pixel_std=nan", ["workload.pixel_std", "finite number > 0"]),
         ("target_resolution=0", ["target_resolution", "null or a number in (0, 1)"]),
         ("target_resolution=1", ["target_resolution", "(0, 1)"]),
         ("target_resolution=nan", ["target_resolution", "(0, 1)"]),
@@ -100,6 +107,27 @@ def test_unknown_keys_options_and_types_fail_at_composition(compose_config, over
     with pytest.raises(ConfigCompositionException) as error:
         compose_config(override)
     assert override.split("=")[0] in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("schema", "required"),
+    [
+        (MnistWorkload, {}),
+        (AdamHParams, {}),
+        (NesterovHParams, {}),
+        (TrialConfig, {"batch_size": 1}),
+        (CheckpointConfig, {}),
+    ],
+)
+def test_no_float_of_a_built_in_schema_takes_a_non_finite_value(schema, required):
+    """A nan or infinite value passes no built-in check: `workload.pixel_mean=inf` made a
+    trial that "diverged" at its first step and exited 0."""
+    floats = [f.name for f in dataclasses.fields(schema) if "float" in str(f.type)]
+    assert floats
+    for name in floats:
+        for value in (math.nan, math.inf, -math.inf):
+            with pytest.raises(ConfigError, match=name):
+                schema(**required, **{name: value})
 
 
 def test_infinite_hyperparameters_are_refused():

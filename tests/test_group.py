@@ -5,12 +5,14 @@ import dataclasses
 import logging
 import os
 import signal
+from pathlib import Path
 
 import pytest
-from conftest import owned_by_another_process
+from conftest import data_overrides, owned_by_another_process
 from test_run_dir import SIGNAL, metadata, rows
 
 from aeff import group, group_loop
+from aeff.app import compose_config
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
 from aeff.group import train_and_evaluate_group
 from aeff.logging.run_dir import rows_digest
@@ -155,6 +157,31 @@ def test_a_group_that_cannot_share_a_program_records_each_trial_failed(
         assert record["status"] == "failed" and record["hparams.momentum"] == momentum
         assert record["error_message"] == str(outcomes[0])
     assert (None, str(outcomes[0])) in spoken  # about every trial
+
+
+def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
+    tmp_path, mnist_data_dir, spoken
+):
+    """Job 1's learning rate would leave the optimizer state as the default's (an optax
+    optimizer without `inject_hyperparams`): it alone is refused and recorded failed,
+    naming the key; the others train as a group of two."""
+    plain_sgd = f"submission_path={Path(__file__).with_name('plain_sgd.py')}"
+
+    short = ["max_steps=12", "eval_every_steps=4", "batch_size=512", "logging.packages=false"]
+
+    def config(*overrides):  # `submission_path=` as the app composes it
+        return compose_config([*data_overrides(mnist_data_dir), *short, plain_sgd, *overrides])
+
+    group = jobs(tmp_path, config, ("rng_seed=1",), ("hparams.lr=0.5", "rng_seed=2"), ())
+    outcomes = train_and_evaluate_group(group, "g4")
+    assert [type(o) for o in outcomes] == [TrialResult, ConfigError, TrialResult]
+    failed = metadata(tmp_path / "1")
+    assert failed["status"] == "failed" and failed["hparams.lr"] == 0.5
+    assert failed["error_message"].startswith("hparams.lr=0.5 changes nothing in PlainSgd's")
+    assert (1, str(outcomes[1])) in spoken
+    for job in (0, 2):
+        record = metadata(tmp_path / str(job))
+        assert record["status"] == "completed" and record["group.size"] == 2
 
 
 def test_a_group_that_crashes_records_each_trial_failed(tmp_path, trial_config, spoken):

@@ -61,7 +61,7 @@ def test_a_linear_float_range_gives_overrides_that_are_numbers():
             {"min": 0, "max": 1, "scale": "linear", "type": "float", "values": [1]},
             "search_space.x: `values` must be a non-empty list, alone.",
         ),
-        ({"min": "a", "max": 1}, "search_space.x: min and max must be numbers."),
+        ({"min": "a", "max": 1}, "search_space.x: min and max must be numbers, without quotes"),
         ({"min": 0, "max": float("inf")}, "search_space.x: need finite min <= max, got min=0.0"),
         (
             {"min": 1, "max": 8, "type": "int", "scale": "log"},

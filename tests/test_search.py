@@ -85,6 +85,35 @@ def test_bad_spaces_name_the_key(space, message):
         parse_space(space)
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"min": "1e-5", "max": 1e-2}, r"lr: min and max must be numbers, .*min='1e-5'"),
+        ({"min": 1e-5, "max": True}, r"lr: min and max must be numbers, .*max=True"),
+        ({"values": [1e-8, "1e-5"]}, r"lr: the point '1e-5' is a string that reads as a num"),
+        ({"values": ["nan"]}, r"lr: the point 'nan' is a string that reads as a number"),
+        ({"values": [1e-8, "abc", None, [1, 2]]}, r"lr: the point \[1, 2\] is not allowed"),
+        ({"values": [{"a": 1}]}, r"lr: the point \{'a': 1\} is not allowed"),
+        ({"values": [1e-8, "abc", None]}, r"lr: the points mix numbers \(1e-08\) and strings"),
+        ({"values": [True, 0.5]}, r"lr: the points mix booleans \(True\) and numbers \(0.5\)"),
+        ({"values": [1e-8, math.inf]}, r"lr: the point inf is not a finite number"),
+        ({"values": "abc"}, r"lr: `values` must be a non-empty list"),
+    ],
+)
+def test_points_of_another_kind_or_a_number_in_quotes_are_refused_naming_them(spec, message):
+    """Refused when the sweep is planned, not when a trial meets them: a range of numbers;
+    choices all numbers, all strings or all booleans, null beside any; no lists."""
+    with pytest.raises(ConfigError, match=rf"^search_space\.{message}") as refused:
+        parse_space({"lr": spec})
+    assert "\n" not in str(refused.value)
+
+
+def test_choices_of_one_kind_with_null_are_kept_as_given():
+    for values in ([1e-8, 3, None], ["sgd", None, "adam"], [True, False, None]):
+        (dimension,) = parse_space({"x": {"values": values}})
+        assert dimension.values == tuple(values)
+
+
 def test_zero_trials_and_more_than_a_study_needs_are_refused():
     with pytest.raises(ConfigError, match=r"search\.num_trials=0"):
         sample(parse_space(SPACE), 0, seed=0)

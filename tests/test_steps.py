@@ -86,6 +86,29 @@ def test_no_program_is_longer_than_a_launch_can_be(max_steps, eval_every_steps, 
     assert program_length(4, 12, max_steps, eval_every_steps) == min(4, expected)
 
 
+def test_a_program_on_the_cpu_has_at_most_the_steps_that_compile_in_seconds(
+    workload, monkeypatch, caplog
+):
+    """`steps_per_dispatch=1000000 batch_size=16`: a program of an epoch's 3125 unrolled
+    steps compiled for over 240 s without a step; it is cut to MAX_UNROLLED_STEPS."""
+    assert jax.default_backend() == "cpu"  # where the steps are unrolled
+    compiled = []
+
+    def train_steps(workload, submission, num_steps):
+        compiled.append(num_steps)
+        return lambda *args: None
+
+    monkeypatch.setattr(steps, "train_steps", train_steps)
+    monkeypatch.setattr(steps, "evaluate", lambda workload: lambda *args: None)
+    with caplog.at_level("INFO", logger="aeff.runner"):
+        prepared = prepare(
+            workload, Adam(batch_size=16), AdamHParams(), 0, steps_per_dispatch=10**6
+        )
+    assert compiled == [1, 16] and prepared.steps_per_dispatch == 16  # about 4 s to compile
+    assert "steps_per_dispatch=1000000: 16 steps per program on the cpu" in caplog.text
+    assert program_length(8, 3125, None, None) == 8  # a shorter one is as asked
+
+
 def test_a_batch_larger_than_the_training_split_is_refused(workload):
     with pytest.raises(ConfigError) as error:
         prepare(workload, Adam(batch_size=50_001), AdamHParams(), 0, steps_per_dispatch=1)

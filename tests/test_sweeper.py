@@ -185,6 +185,18 @@ def test_a_search_space_file_in_algoperfs_format_is_sampled_with_aeffs_names(swe
             {"learning_rate": {"min": 1e-3, "max": 1e-2}, "lr": {"min": 1e-4, "max": 1e-3}},
             r"space.yaml names hparams.lr twice \(as lr\)",
         ),
+        (  # found at planning, not when the trial that draws [1, 2] starts
+            {"epsilon": {"feasible_points": [1e-8, "abc", None, [1, 2]]}},
+            r"search_space.hparams.epsilon: the point \[1, 2\] is not allowed",
+        ),
+        (
+            {"epsilon": {"feasible_points": [1e-8, "abc", None]}},
+            r"search_space.hparams.epsilon: the points mix numbers \(1e-08\) and strings",
+        ),
+        (
+            {"learning_rate": {"min": "1e-5", "max": 1e-2}},
+            r"search_space.hparams.lr: min and max must be numbers, without quotes: min='1e-5'",
+        ),
     ],
 )
 def test_a_search_space_file_with_a_bad_name_or_range_is_refused(sweeper, tmp_path, space, message):

@@ -17,7 +17,11 @@ from conftest import REPO, data_overrides, run_aeff
 from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
+from aeff.runner import refuse_unused_hparams
+from aeff.submissions.adam import AdamHParams
+from aeff.submissions.nesterov import NesterovHParams
 from aeff.trial import train_and_evaluate
+from aeff.user_files import read_search_space
 
 DOC = REPO / "docs" / "writing-a-submission.md"
 BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
@@ -170,3 +174,86 @@ def test_the_docs_commands_train_and_tune_from_an_empty_folder(doc_files, mnist_
     hydra_way = ["--config-dir", "./conf", "submission=my_sgd", "max_steps=30", *data]
     out = run_aeff(hydra_way, doc_files)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+PLAIN_SGD = Path(__file__).with_name("plain_sgd.py")
+
+
+@pytest.mark.parametrize("value", ["hparams.lr=0.5", "hparams.nesterov=true"])
+def test_a_hparam_that_never_reaches_the_optimizer_is_refused_before_the_data(
+    tmp_path, mnist_data_dir, monkeypatch, value
+):
+    """`optax.sgd(hparams.lr)` without `inject_hyperparams`: the steps would train with the
+    default while the records said 0.5. Refused naming the key and the file, before the
+    data loads, leaving no files."""
+
+    def no_data(workload):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr("aeff.runner.load_splits", no_data)
+    cfg = short(mnist_data_dir, f"submission_path={PLAIN_SGD}", value)
+    key = value.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}=.*{PLAIN_SGD}.*inject_hyperparams") as refused:
+        train_and_evaluate(cfg, tmp_path / "run")
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_submission_without_injected_hparams_trains_at_its_defaults(tmp_path, mnist_data_dir):
+    cfg = short(mnist_data_dir, f"submission_path={PLAIN_SGD}")
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    assert result.final_metrics["validation.accuracy"] > 0.85
+
+
+@pytest.mark.parametrize(
+    ("submission", "changed"),
+    [
+        ("adam", AdamHParams(lr=0.5, one_minus_beta_1=0.2, beta_2=0.9, epsilon=1e-3)),
+        ("nesterov", NesterovHParams(lr=0.5, momentum=0.5)),
+    ],
+)
+def test_every_hparam_of_the_built_in_submissions_reaches_the_state(
+    mnist_data_dir, submission, changed
+):
+    trial = check_trial(short(mnist_data_dir, f"submission={submission}"))
+    refuse_unused_hparams(trial.workload, trial.submission, changed)  # raises nothing
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (  # JSON keeps the last: lr=5.2 was sampled from the second
+            "space.json",
+            '{"learning_rate": {"min": 1e-4, "max": 1e-2}, "learning_rate": {"min": 1, "max": 9}}',
+            r"space\.json gives the key 'learning_rate' twice: keep one\.$",
+        ),
+        (
+            "space.json",
+            '{"lr": {"min": 1e-4, "max": 1e-2, "max": 9}}',
+            r"space\.json gives the key 'max' twice",
+        ),
+        (
+            "space.yaml",
+            "lr: {min: 1.0e-4, max: 1.0e-2}\nlr: {min: 1, max: 9}\n",
+            r"space\.yaml gives the key 'lr' twice \(line 2\): keep one\.$",
+        ),
+        ("space.yaml", "lr: [1\n", r"space\.yaml is not valid JSON or YAML: while parsing"),
+    ],
+)
+def test_a_search_space_file_with_a_key_twice_is_refused_naming_it(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^tuning_search_space=.*{message}") as refused:
+        read_search_space(path)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_yaml_search_space_reads_1e_5_as_the_number_it_is(tmp_path):
+    """As Hydra reads conf/ (and JSON does), not as YAML 1.1's string: a space's numbers
+    must be numbers, and `1e-5` is one."""
+    path = tmp_path / "space.yaml"
+    path.write_text("lr: {min: 1e-5, max: 1e-2, scale: log}\neps: {values: [1e-8, 3e-5]}\n")
+    assert read_search_space(path) == {
+        "hparams.lr": {"min": 1e-5, "max": 1e-2, "scale": "log"},
+        "hparams.eps": {"values": [1e-8, 3e-5]},
+    }

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aeff.config import require, require_folder, require_positive_finite
+from aeff.config import require, require_folder, require_positive_finite, require_unit_interval
 from aeff.spec import Batch, HostSplit, Params, Splits, Workload
 from aeff.workloads.mnist_data import load_mnist
 
@@ -73,6 +73,9 @@ class MnistWorkload(Workload):
             require(0 < value <= most, key, f"an integer in [1, {most}]", value)
         for key in ("max_allowed_runtime_sec", "eval_period_time_sec", "pixel_std"):
             require_positive_finite(key, getattr(self, key))
+        # A mean of pixels / 255 lies in [0, 1]: inf or nan made every input nan, a trial
+        # that "diverged" at its first step, and 127 (pixels, not / 255) is a typo.
+        require_unit_interval("pixel_mean", self.pixel_mean)
         require(
             self.target_metric in METRIC_NAMES,
             "target_metric",

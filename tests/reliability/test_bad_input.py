@@ -17,6 +17,7 @@ from conftest import data_overrides, run_aeff
 
 NOT_A_FOLDER = Path(__file__).resolve()  # a file where a folder is wanted, and no Python file
 NOT_PYTHON = NOT_A_FOLDER.parents[2] / "pyproject.toml"
+PLAIN_SGD = NOT_A_FOLDER.parents[1] / "plain_sgd.py"  # its hparams never reach its state
 CASES = [
     # wrong types, one of each kind of field
     ("batch_size=abc", ["batch_size", "could not be converted to Integer"]),
@@ -48,10 +49,15 @@ CASES = [
     ("workload.target_metric=validation.f1", ["workload.target_metric", "validation.accuracy"]),
     ("workload.target_value=1.5", ["workload.target_value", "(0, 1] for validation.accuracy"]),
     ("workload.split_seed=-1", ["workload.split_seed", "integer >= 0"]),
+    ("workload.pixel_mean=inf", ["workload.pixel_mean=inf", "[0, 1]"]),  # not a trial diverged
     ("+meta.x=${oc.env:AEFF_UNSET}", ["meta.x", "Environment variable 'AEFF_UNSET' not found"]),
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
     (f"submission_path={NOT_PYTHON}", ["not a Python file: its name must end in .py"]),
+    (
+        f"submission_path={PLAIN_SGD} hparams.lr=0.5",
+        ["hparams.lr=0.5 changes nothing", str(PLAIN_SGD), "optax.inject_hyperparams"],
+    ),
     # output folders
     ("hydra.run.dir=", ["hydra.run.dir is empty"]),
     ("-m hparams.lr=1e-3,2e-3 hydra.sweep.dir=", ["hydra.sweep.dir is empty"]),
