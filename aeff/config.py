@@ -245,6 +245,11 @@ class Trial:
     record: dict[str, Any]  # the config's flat keys for metadata.json and metrics.csv
 
     @property
+    def labels(self) -> dict[str, Any]:
+        """The `+meta.*` labels, as recorded: a resume must keep them."""
+        return {k: v for k, v in self.record.items() if k.startswith("meta.")}
+
+    @property
     def identity(self) -> dict[str, Any]:
         """What makes this trial this trial: a resume must match it."""
         return {

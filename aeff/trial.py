@@ -98,10 +98,7 @@ def _run(
 ) -> Any:
     """Check, prepare, begin the records, train, end them."""
     trial = config.check_trial(cfg)
-    settings = trial.settings
-    attempt = owner.attempt(
-        trial.identity, settings.rng_seed, settings.resume, settings.checkpoint.enabled
-    )
+    attempt = accepted(owner, trial)
 
     def record_signal(signum: int) -> None:  # before its records began
         interrupted = errors.TrialInterrupted(signum)
@@ -120,8 +117,20 @@ def _run(
             raise  # it never began: train_and_evaluate records it
         record_ending(owner, errors.crash_of(error))
         raise
-    end_records(owner, result, keep_checkpoints=settings.checkpoint.keep)
+    end_records(owner, result, keep_checkpoints=trial.settings.checkpoint.keep)
     return result
+
+
+def accepted(owner: RunDir, trial: Trial) -> Attempt:
+    """The attempt the trial makes in `owner`'s dir (`RunDir.attempt`)."""
+    settings = trial.settings
+    return owner.attempt(
+        trial.identity,
+        settings.rng_seed,
+        settings.resume,
+        settings.checkpoint.enabled,
+        labels=trial.labels,
+    )
 
 
 def begin_records(

@@ -1,6 +1,7 @@
 """The sweeper's decisions, in-process: which jobs, with which values, in which sweep dir."""
 
 import json
+import re
 import types
 
 import pytest
@@ -113,6 +114,20 @@ def test_resume_runs_the_unfinished_trials_of_the_same_plan_only(sweeper, tmp_pa
     changed = [jobs[0], ["hparams.lr=0.004"], *jobs[2:]]
     with pytest.raises(ConfigError, match=r"trial 1: hparams.lr=0.002 \(now 0.004\)"):
         sweeper("resume=true").jobs_to_run(tmp_path, changed)
+
+
+def test_resume_with_a_changed_added_or_removed_label_is_refused_naming_it(sweeper, tmp_path):
+    """Each job's labels are in its overrides, so in the plan: they stay as planned."""
+    jobs = [["+meta.study=A", f"hparams.lr=0.00{i}"] for i in (1, 2)]
+    sweeper().jobs_to_run(tmp_path, jobs)
+    for labels, named in [
+        (["+meta.study=B"], "meta.study=A (now B)"),
+        (["+meta.study=A", "+meta.new=1"], "meta.new=None (now 1)"),
+        ([], "meta.study=A (now None)"),
+    ]:
+        changed = [[*labels, job[-1]] for job in jobs]
+        with pytest.raises(ConfigError, match=rf"planned for trial 0: {re.escape(named)}:"):
+            sweeper("resume=true").jobs_to_run(tmp_path, changed)
 
 
 def test_resume_is_refused_while_a_trial_of_the_sweep_runs(sweeper, tmp_path):

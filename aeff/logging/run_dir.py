@@ -61,6 +61,7 @@ LOCK = ".aeff.lock"
 COPIES = {"submission_path": "submission", "workload_path": "workload"}
 COPIES["tuning_search_space"] = "search_space"
 RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
+LABELS = "meta."  # a record's keys that are the user's labels (`+meta.study=...`)
 
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
@@ -259,12 +260,19 @@ class RunDir:
         Lock.release(self.path)
 
     def attempt(
-        self, identity: Mapping[str, Any], rng_seed: int | None, resume: bool, checkpointing: bool
+        self,
+        identity: Mapping[str, Any],
+        rng_seed: int | None,
+        resume: bool,
+        checkpointing: bool,
+        labels: Mapping[str, Any] | None = None,
     ) -> Attempt:
         """What this trial continues; refuses a trial that would mix with an earlier one.
 
         `identity` holds the values that make a trial this trial (metadata.json keeps it
-        under "identity"); a resume must match it, and the seed when one is given.
+        under "identity"); a resume must match it, and the seed when one is given. Its
+        `labels` (`meta.*` keys) too: every row of a trial carries them, so a resume that
+        changes, adds or removes one would leave rows that disagree.
         """
         earlier, moved = self._earlier_record()
         checkpoint = latest_checkpoint_step(self.checkpoints)
@@ -296,7 +304,7 @@ class RunDir:
         number = int(earlier.get("attempt", 0))
         if "identity" not in earlier:  # it failed before it began: nothing to continue
             return Attempt(number + 1, rng_seed, move_aside=not moved)
-        self._refuse_another_trial(earlier, identity, rng_seed)
+        self._refuse_another_trial(earlier, identity, rng_seed, labels or {})
         seed = earlier.get("rng_seed")
         if status == DAMAGED:  # its checkpoints continue rows that are lost: from step 0
             log.warning("%s", damage(self.path, earlier))
@@ -322,9 +330,15 @@ class RunDir:
         return read_metadata(self.path / ATTEMPTS / str(max(numbers))), True
 
     def _refuse_another_trial(
-        self, earlier: Mapping[str, Any], identity: Mapping[str, Any], rng_seed: int | None
+        self,
+        earlier: Mapping[str, Any],
+        identity: Mapping[str, Any],
+        rng_seed: int | None,
+        labels: Mapping[str, Any],
     ) -> None:
         differences = differing(earlier["identity"], identity)
+        recorded_labels = {k: v for k, v in earlier.items() if k.startswith(LABELS)}
+        differences += differing(recorded_labels, labels)
         if rng_seed is not None and rng_seed != earlier.get("rng_seed"):
             differences.append(f"rng_seed={earlier.get('rng_seed')!r} (now {rng_seed!r})")
         if differences:
