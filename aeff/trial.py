@@ -149,7 +149,7 @@ def begin_records(
         redact(OmegaConf.to_yaml(cfg, resolve=True)),
         packages_text(settings.logging.os_packages) if settings.logging.packages else None,
         hydra_files,
-        {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
+        trial.files,
     )
 
 

@@ -18,6 +18,7 @@ from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
 from aeff.trial import train_and_evaluate
+from aeff.user_files import read_search_space
 
 DOC = REPO / "docs" / "writing-a-submission.md"
 BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
@@ -150,6 +151,34 @@ def test_a_sys_exit_after_the_records_began_is_recorded_as_the_trial_s_crash(
     record = json.loads((tmp_path / "run" / "metadata.json").read_text())
     assert record["status"] == "failed" and record["error_type"] == "TrialExited"
     assert "start_time" in record  # its records had begun
+
+
+def test_a_file_edited_after_it_was_read_is_recorded_and_copied_as_it_ran(
+    doc_files, mnist_data_dir, tmp_path
+):
+    """A sweep's process reads the file once: a trial after an edit runs, hashes and copies
+    those bytes, not the edited file."""
+    source = doc_files / "my_sgd.py"
+    ran = source.read_bytes()
+    cfg = short(mnist_data_dir, f"submission_path={source}")  # composing imports it
+    source.write_text("raise RuntimeError('the edited file')\n")
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    assert result.final_metrics["validation.accuracy"] > 0.5  # trained by the code read
+    record = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert record["submission_path_sha256"] == hashlib.sha256(ran).hexdigest()
+    assert (tmp_path / "run" / "submission.py").read_bytes() == ran
+
+
+def test_a_space_edited_after_the_sweep_read_it_is_recorded_as_it_was_read(
+    doc_files, mnist_data_dir
+):
+    space = doc_files / "space.json"
+    read = space.read_bytes()
+    planned = read_search_space(space)  # the sweeper, planning
+    space.write_text('{"learning_rate": {"min": 5, "max": 9, "scaling": "log"}}')
+    assert read_search_space(space) == planned
+    trial = check_trial(short(mnist_data_dir, f"tuning_search_space={space}"))
+    assert trial.record["tuning_search_space_sha256"] == hashlib.sha256(read).hexdigest()
 
 
 @pytest.mark.slow

@@ -355,12 +355,14 @@ class RunDir:
         config_yaml: str,
         packages: str | None,
         hydra_files: Mapping[str, str] | None = None,
-        files: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[Path, bytes]] | None = None,
     ) -> None:
         """Start the records: an earlier attempt moved aside (or the rows after the
         checkpoint cut), status `running`, the resolved config, the packages, Hydra's
         composed config (`hydra_files`: name -> YAML, into .hydra/), and a copy of each
-        of `files` (setting -> path, see COPIES); metrics to come."""
+        of `files` (setting -> its path and the bytes that ran, see COPIES: the caller
+        reads them, once, so the copy is what ran, not the file as it is now); metrics
+        to come."""
         if attempt.move_aside:
             self._move_aside(attempt.number - 1)
         if attempt.checkpoint_step is not None:
@@ -390,13 +392,8 @@ class RunDir:
         write_text_atomically(self.path / CONFIG, config_yaml)
         if packages is not None:
             write_text_atomically(self.path / PACKAGES, packages)
-        for key, source in (files or {}).items():
-            source = Path(source).expanduser()
-            copy = self.path / f"{COPIES[key]}{source.suffix}"
-            try:
-                write_text_atomically(copy, source.read_text())
-            except OSError as error:
-                raise RecordsError(copy, error) from error
+        for key, (source, content) in (files or {}).items():
+            write_text_atomically(self.path / f"{COPIES[key]}{Path(source).suffix}", content)
         cut_torn_line(self.path / METRICS)
         self._columns = csv_header(self.path / METRICS)
         self._last_step = last_global_step(self.path / METRICS)
