@@ -99,7 +99,7 @@ def _accepted(index: int, job: trial.TrialJob, outcomes: list[Any]) -> _Member |
         outcomes[index] = error
         return None
     try:
-        member.trial = config.check_trial(job.cfg)
+        member.trial = trial.checked(job.cfg, job.labels)
         member.attempt = trial.accepted(member.owner, member.trial)
     except errors.AeffError as error:
         log.error("%s", error)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, data_overrides, run_aeff
 
+from aeff import results
 from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
@@ -179,6 +180,31 @@ def test_a_space_edited_after_the_sweep_read_it_is_recorded_as_it_was_read(
     assert read_search_space(space) == planned
     trial = check_trial(short(mnist_data_dir, f"tuning_search_space={space}"))
     assert trial.record["tuning_search_space_sha256"] == hashlib.sha256(read).hexdigest()
+
+
+def test_a_sweeps_trial_reading_a_file_edited_since_the_plan_fails_naming_it(
+    doc_files, mnist_data_dir, tmp_path
+):
+    """A parallel worker that first reads the file after an edit: its trial is refused,
+    not run beside trials of the planned code."""
+    source, sweep_dir = doc_files / "my_sgd.py", tmp_path / "sweep"
+    planned = hashlib.sha256(source.read_bytes()).hexdigest()
+    sweep_dir.mkdir()
+    results.write_plan(sweep_dir, [[f"submission_path={source}"]], {str(source): planned})
+    source.write_text(source.read_text() + "# edited\n")
+    now = hashlib.sha256(source.read_bytes()).hexdigest()
+    cfg = short(mnist_data_dir, f"submission_path={source}")
+    labels = {"sweep_dir": str(sweep_dir), "hydra.job.num": 0}
+    message = (
+        f"submission_path={source} changed since the sweep in {sweep_dir} was planned "
+        f"(sha256 {planned[:12]}, now {now[:12]}): restore the planned file, then resume "
+        "the sweep."
+    )
+    with pytest.raises(ConfigError) as refused:
+        train_and_evaluate(cfg, sweep_dir / "0", labels, record_bad_input=True)
+    assert str(refused.value) == message
+    record = json.loads((sweep_dir / "0" / "metadata.json").read_text())
+    assert record["status"] == "failed" and record["error_message"] == message
 
 
 @pytest.mark.slow
