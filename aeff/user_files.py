@@ -131,8 +131,9 @@ def read_search_space(path: Path) -> dict[str, Any]:
     "max", "scaling"}}` and `{"name": {"feasible_points": [...]}}` are read as is, a bare
     name is a hyperparameter (`learning_rate` -> `hparams.lr`)."""
     path = Path(path).expanduser()
+    data = contents(path, "tuning_search_space")
     try:
-        text = contents(path, "tuning_search_space").decode()
+        text = data.decode()
         space = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as error:  # UnicodeDecodeError too
         raise ConfigError(

@@ -182,6 +182,16 @@ def test_a_space_edited_after_the_sweep_read_it_is_recorded_as_it_was_read(
     assert trial.record["tuning_search_space_sha256"] == hashlib.sha256(read).hexdigest()
 
 
+def test_a_space_file_missing_or_not_text_is_refused_naming_it(tmp_path):
+    missing, binary = tmp_path / "none.json", tmp_path / "space.json"
+    with pytest.raises(ConfigError) as refused:
+        read_search_space(missing)
+    assert str(refused.value) == f"tuning_search_space={missing}: No such file or directory."
+    binary.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ConfigError, match=rf"tuning_search_space={binary} is not valid JSON"):
+        read_search_space(binary)
+
+
 def test_a_sweeps_trial_reading_a_file_edited_since_the_plan_fails_naming_it(
     doc_files, mnist_data_dir, tmp_path
 ):
