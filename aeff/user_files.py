@@ -2,11 +2,11 @@
 
 `load_class(path, base)` imports a Python file under a name made from its resolved
 path (so every process of a sweep gives it the same name) and returns the one
-concrete `base` subclass it defines. Each file is read once per process (`contents`):
-the module runs, its sha256 is recorded and its copy is written from those bytes,
-so an edit while a sweep runs changes none of them. `read_search_space(path)` reads a JSON or YAML
+concrete `base` subclass it defines. `read_search_space(path)` reads a JSON or YAML
 space, in aeff's format or AlgoPerf's. Every problem is a ConfigError naming the
-file and what is missing.
+file and what is missing. Each file is read once per process (`contents`): the module
+runs, its sha256 is recorded and its copy is written from those bytes, so an edit
+while a sweep runs changes none of them.
 """
 
 import dataclasses

@@ -150,6 +150,23 @@ def test_resume_with_an_edited_user_file_is_refused_as_a_whole(
     assert sweeper("resume=true").jobs_to_run(sweep_dir, jobs) == [0, 1]
 
 
+def test_resume_naming_another_file_than_the_planned_one_is_refused(sweeper, tmp_path):
+    """The same relative path, typed in another folder, is another file."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "mine.py").write_text("x = 1\n")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    sweeper().jobs_to_run(sweep_dir, [[f"submission_path={tmp_path / 'a' / 'mine.py'}"]])
+    with pytest.raises(ConfigError) as refused:
+        sweeper("resume=true").jobs_to_run(sweep_dir, [[f"submission_path={tmp_path}/b/mine.py"]])
+    assert str(refused.value) == (
+        f"resume=true finishes only the same sweep, but {sweep_dir} planned it with "
+        f"{tmp_path / 'a' / 'mine.py'}, which this command does not name: resume with the "
+        "sweep's own command line, from the folder it started in."
+    )
+
+
 def test_resume_of_a_plan_without_the_files_sha256_goes_on_with_a_warning(
     sweeper, tmp_path, caplog
 ):
