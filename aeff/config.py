@@ -249,6 +249,21 @@ class Trial:
     record: dict[str, Any]  # the config's flat keys for metadata.json and metrics.csv
 
     @property
+    def files(self) -> dict[str, tuple[Path, bytes]]:
+        """setting -> (path, bytes) of each user file: the bytes this process runs and
+        hashed, for the run dir's copies."""
+        return {
+            k: (Path(path).expanduser(), user_files.contents(path, k))
+            for k in USER_FILES
+            if (path := getattr(self.settings, k))
+        }
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The `+meta.*` labels, as recorded: a resume must keep them."""
+        return {k: v for k, v in self.record.items() if k.startswith("meta.")}
+
+    @property
     def identity(self) -> dict[str, Any]:
         """What makes this trial this trial: a resume must match it."""
         return {
@@ -267,6 +282,7 @@ def check_trial(cfg: DictConfig) -> Trial:
     workload = build(settings.workload, "workload")
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
+    files = {k: Path(v).expanduser().resolve() for k in USER_FILES if (v := getattr(settings, k))}
     record = {
         "workload": workload.name,
         **{key: getattr(settings, key) for key in RECORDED_KEYS},
@@ -274,12 +290,8 @@ def check_trial(cfg: DictConfig) -> Trial:
         **flatten(settings.submission, "submission"),
         **flatten(hparams, "hparams"),  # as checked: the schema's defaults included
         **flatten(settings.meta, "meta"),
-        **{
-            k: str(Path(v).expanduser().resolve())
-            for k in USER_FILES
-            if (v := getattr(settings, k))
-        },
-        **{f"{k}_sha256": user_files.sha256(v) for k in USER_FILES if (v := getattr(settings, k))},
+        **{k: str(path) for k, path in files.items()},
+        **{f"{k}_sha256": user_files.sha256(path, k) for k, path in files.items()},
     }
     record = {k: redact(v) if isinstance(v, str) else v for k, v in record.items()}
     return Trial(workload, submission, hparams, settings, record)

@@ -102,11 +102,8 @@ def _accepted(index: int, job: trial.TrialJob, outcomes: list[Any]) -> _Member |
         outcomes[index] = error
         return None
     try:
-        member.trial = config.check_trial(job.cfg)
-        settings = member.trial.settings
-        member.attempt = member.owner.attempt(
-            member.trial.identity, settings.rng_seed, settings.resume, settings.checkpoint.enabled
-        )
+        member.trial = trial.checked(job.cfg, job.labels)
+        member.attempt = trial.accepted(member.owner, member.trial)
     except errors.AeffError as error:
         log.error("%s", error)
         outcomes[index] = _recorded(member, error)

@@ -97,11 +97,8 @@ def _run(
     hydra_files: Mapping[str, str] | None,
 ) -> Any:
     """Check, prepare, begin the records, train, end them."""
-    trial = config.check_trial(cfg)
-    settings = trial.settings
-    attempt = owner.attempt(
-        trial.identity, settings.rng_seed, settings.resume, settings.checkpoint.enabled
-    )
+    trial = checked(cfg, labels)
+    attempt = accepted(owner, trial)
 
     def record_signal(signum: int) -> None:  # before its records began
         interrupted = errors.TrialInterrupted(signum)
@@ -120,8 +117,45 @@ def _run(
             raise  # it never began: train_and_evaluate records it
         record_ending(owner, errors.crash_of(error))
         raise
-    end_records(owner, result, keep_checkpoints=settings.checkpoint.keep)
+    end_records(owner, result, keep_checkpoints=trial.settings.checkpoint.keep)
     return result
+
+
+def checked(cfg: DictConfig, labels: Mapping[str, Any]) -> Trial:
+    """`config.check_trial`, and in a sweep, user files that are the ones it planned."""
+    trial = config.check_trial(cfg)
+    if sweep_dir := labels.get("sweep_dir"):
+        refuse_files_edited_since_planned(trial, Path(sweep_dir))
+    return trial
+
+
+def refuse_files_edited_since_planned(trial: Trial, sweep_dir: Path) -> None:
+    """A process that first read a user file after the sweep was planned (a parallel
+    launcher's worker) may have read an edit: its trial would run, and record, other code
+    or another space than the sweep's other trials."""
+    from aeff import results  # pandas: only in a sweep's processes
+
+    planned = results.planned_files(sweep_dir) or {}
+    for key in config.USER_FILES:
+        path, digest = trial.record.get(key), trial.record.get(f"{key}_sha256")
+        if path in planned and planned[path] != digest:
+            raise errors.ConfigError(
+                f"{key}={path} changed since the sweep in {sweep_dir} was planned (sha256 "
+                f"{planned[path][:12]}, now {digest[:12]}): restore the planned file, then "
+                "resume the sweep."
+            )
+
+
+def accepted(owner: RunDir, trial: Trial) -> Attempt:
+    """The attempt the trial makes in `owner`'s dir (`RunDir.attempt`)."""
+    settings = trial.settings
+    return owner.attempt(
+        trial.identity,
+        settings.rng_seed,
+        settings.resume,
+        settings.checkpoint.enabled,
+        labels=trial.labels,
+    )
 
 
 def begin_records(
@@ -140,7 +174,7 @@ def begin_records(
         redact(OmegaConf.to_yaml(cfg, resolve=True)),
         packages_text(settings.logging.os_packages) if settings.logging.packages else None,
         hydra_files,
-        {k: v for k in config.USER_FILES if (v := getattr(settings, k))},
+        trial.files,
     )
 
 

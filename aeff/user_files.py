@@ -4,7 +4,9 @@
 path (so every process of a sweep gives it the same name) and returns the one
 concrete `base` subclass it defines. `read_search_space(path)` reads a JSON or YAML
 space, in aeff's format or AlgoPerf's. Every problem is a ConfigError naming the
-file and what is missing.
+file and what is missing. Each file is read once per process (`contents`): the module
+runs, its sha256 is recorded and its copy is written from those bytes, so an edit
+while a sweep runs changes none of them.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ import importlib.util
 import inspect
 import io
 import json
+import linecache
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -32,8 +35,24 @@ ALGOPERF_NAMES = {
 }
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+# Each file's bytes as this process first read them, by resolved path.
+_read: dict[Path, bytes] = {}
+
+
+def contents(path: Path, key: str) -> bytes:
+    """The file's bytes, read once per process; `key` names the setting."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved not in _read:
+        try:
+            _read[resolved] = resolved.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"{key}={path}: {error.strerror}.") from None
+    return _read[resolved]
+
+
+def sha256(path: Path, key: str) -> str:
+    """The sha256 of the bytes this process runs or reads the file from."""
+    return hashlib.sha256(contents(path, key)).hexdigest()
 
 
 def module_name(path: Path) -> str:
@@ -52,11 +71,18 @@ def load_module(path: Path, key: str) -> ModuleType:
         raise ConfigError(f"{key}={path}: no such file.")
     if path.suffix != ".py":
         raise ConfigError(f"{key}={path} is not a Python file: its name must end in .py.")
-    spec = importlib.util.spec_from_file_location(name, path.resolve())
-    module = importlib.util.module_from_spec(spec)
+    source, filename = contents(path, key), str(path.resolve())
+    # Compiled from the bytes read once (not re-read by an import loader), and kept for
+    # tracebacks: the lines shown are those that ran, even after an edit.
+    text = source.decode(errors="replace")
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    module = importlib.util.module_from_spec(
+        importlib.util.spec_from_loader(name, loader=None, origin=filename)
+    )
+    module.__file__ = filename
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, filename, "exec"), module.__dict__)
     except (Exception, SystemExit) as error:  # a script's sys.exit too: not the process's end
         del sys.modules[name]
         raise ConfigError(
@@ -107,10 +133,11 @@ def read_search_space(path: Path) -> dict[str, Any]:
     "max", "scaling"}}` and `{"name": {"feasible_points": [...]}}` are read as is, a bare
     name is a hyperparameter (`learning_rate` -> `hparams.lr`)."""
     path = Path(path).expanduser()
+    data = contents(path, "tuning_search_space")
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"tuning_search_space={path}: {error.strerror}.") from None
+        text = data.decode()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"tuning_search_space={path} is not text: {error.reason}.") from None
     space = _parsed(path, text)
     if not isinstance(space, dict) or not space:
         raise ConfigError(

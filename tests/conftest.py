@@ -67,6 +67,15 @@ def compose_config():
     return _compose
 
 
+@pytest.fixture
+def next_process(monkeypatch):
+    """Call it to have the user's files read afresh, as the next process (a resume, a
+    parallel worker) would: aeff reads each file once per process."""
+    from aeff import user_files
+
+    return lambda: monkeypatch.setattr(user_files, "_read", {}, raising=False)
+
+
 def data_overrides(data_dir: Path) -> list[str]:
     return [f"workload.data_dir={data_dir}"]
 

@@ -411,8 +411,21 @@ def test_the_plan_file_and_an_unreadable_one(tmp_path, capsys):
     assert json.loads((tmp_path / results.PLAN).read_text()) == {
         "num_trials": 2,
         "jobs": [["a=1"], ["+url=https://***@host/x?sig=***&b=2"]],  # credentials redacted
+        "files": {},
     }
+    assert results.planned_files(tmp_path) == {}
+    results.write_plan(tmp_path, [["a=1"]], {"/f/mine.py": "ab12"})
+    assert results.planned_files(tmp_path) == {"/f/mine.py": "ab12"}
     plan = tmp_path / results.PLAN
+    plan.write_text('{"jobs": [["a=1"]]}')  # an older aeff's: no files recorded
+    assert results.read_plan(tmp_path) == [["a=1"]] and results.planned_files(tmp_path) is None
+    assert results.planned_files(tmp_path / "none") is None
+    bad_files = ('{"jobs": [], "files": []}', '{"jobs": [], "files": {"a": 1}}')
+    for text in ("{", '{"num_trials": 1}', "[1]", '{"jobs": 5}', *bad_files):
+        plan.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            results.planned_files(tmp_path)
+        assert str(refused.value).startswith(f"{plan} is unreadable (")
     for text in ("{", '{"num_trials": 1}', "[1]", '{"jobs": 5}', '{"jobs": [["a=1"], "b=2"]}'):
         plan.write_text(text)
         with pytest.raises(ConfigError) as refused:

@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,15 +31,12 @@ def owner(tmp_path):
     made.release()
 
 
-def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path, monkeypatch):
+def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path):
     path = owner.path
     (path / ".metadata.json.x.tmp").write_text("a killed write")
     owner.release()
     owner.claim()  # a claim clears temporaries of killed writes
     assert not (path / ".metadata.json.x.tmp").exists()
-    monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "mine.py").write_text("class Mine: ...\n")
-    (tmp_path / "space.json").write_text("{}")
     before = time.time()
     owner.begin(
         Attempt(number=2),
@@ -46,7 +44,10 @@ def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path, 
         "cfg: 1\n",
         "pkg==1\n",
         hydra_files={"config.yaml": "a: 1\n", "overrides.yaml": "[]\n"},
-        files={"submission_path": "~/mine.py", "tuning_search_space": tmp_path / "space.json"},
+        files={
+            "submission_path": (Path("~/mine.py"), b"class Mine: ...\r\n"),  # bytes as given
+            "tuning_search_space": (tmp_path / "space.json", b"{}"),  # not read: no such file
+        },
     )
     record = metadata(path)
     assert record["status"] == "running" and record["attempt"] == 2 and record["a"] == 1
@@ -56,7 +57,7 @@ def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path, 
     assert (path / "packages.txt").read_text() == "pkg==1\n"
     assert sorted(p.name for p in (path / ".hydra").iterdir()) == ["config.yaml", "overrides.yaml"]
     assert (path / ".hydra" / "config.yaml").read_text() == "a: 1\n"
-    assert (path / "submission.py").read_text() == "class Mine: ...\n"  # named by its setting
+    assert (path / "submission.py").read_bytes() == b"class Mine: ...\r\n"  # named by its setting
     assert (path / "search_space.json").read_text() == "{}"
     assert not (path / "mine.py").exists() and not (path / "workload.py").exists()
     owner.append({"global_step": 1, "x": 1})
@@ -65,8 +66,9 @@ def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path, 
 
 
 def test_a_users_file_that_cannot_be_copied_names_the_copy(owner, tmp_path):
-    with pytest.raises(RecordsError, match=r"workload\.py: No such file or directory\."):
-        owner.begin(Attempt(), {}, "", None, files={"workload_path": tmp_path / "absent.py"})
+    (owner.path / "workload.py").mkdir()  # in the copy's way
+    with pytest.raises(RecordsError, match=r"workload\.py: Is a directory"):
+        owner.begin(Attempt(), {}, "", None, files={"workload_path": (Path("w.py"), b"x = 1\n")})
 
 
 def test_no_packages_no_packages_file(owner):

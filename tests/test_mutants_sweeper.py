@@ -207,6 +207,28 @@ def test_a_job_dir_holding_another_runs_record_stops_a_resume(make, tmp_path, ca
         ]
 
 
+def test_a_resume_with_an_edited_space_exits_2_naming_it_before_any_trial(
+    make, tmp_path, caplog, next_process
+):
+    """The edit changes the sampled values too: the file is named, not the values."""
+    space, sweep_dir = tmp_path / "space.json", tmp_path / "sweep"
+    space.write_text('{"learning_rate": {"min": 0.01, "max": 0.5, "scaling": "log"}}')
+    overrides = [f"tuning_search_space={space}", "search.num_trials=3"]
+    with pytest.raises(TrialInterrupted):  # stopped after its first trial
+        make(*overrides, sweep_dir=sweep_dir, interrupt_at=1).sweep(overrides[:1])
+    before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    space.write_text('{"learning_rate": {"min": 0.001, "max": 0.5, "scaling": "log"}}')
+    next_process()
+    again = make("resume=true", *overrides, sweep_dir=sweep_dir)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+        again.sweep(overrides[:1])
+    assert stopped.value.code == 2 and again.launcher.launches == []
+    (message,) = messages(caplog)
+    assert message.startswith(f"resume=true finishes only the same sweep, but {space} changed")
+    assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
+
+
 def test_bad_input_exits_before_anything_is_written(make, tmp_path, caplog):
     sweep_dir = tmp_path / "sweep"
     sweeper = make("search.num_trials=2", sweep_dir=sweep_dir)

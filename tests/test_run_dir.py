@@ -129,6 +129,29 @@ def test_resume_refuses_another_trial_naming_the_keys_and_both_values(tmp_path, 
     assert "rng_seed=5 (now 6)" in str(error.value)
 
 
+def test_resume_refuses_a_changed_added_or_removed_label_naming_it(tmp_path, trial_config):
+    """Every row carries the labels: a resume that changed them would leave rows that say
+    A, then B (or a label missing from the earlier rows)."""
+    interrupted_trial(tmp_path, trial_config, "+meta.study=A", "+meta.note=x")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    same = ("resume=true", f"workload._target_={__name__}.SignalledMnist")
+    for labels, named in [
+        (["+meta.study=B", "+meta.note=x"], "meta.study='A' (now 'B')"),
+        (["+meta.study=A", "+meta.note=x", "+meta.new=1"], "meta.new=None (now 1)"),
+        (["+meta.study=A"], "meta.note='x' (now None)"),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            train_and_evaluate(trial_config(*same, *labels), tmp_path)
+        assert str(refused.value) == (
+            f"resume=true continues only the same trial, but {tmp_path} recorded {named}: "
+            "run with the recorded values, or choose another hydra.run.dir."
+        )
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    result = train_and_evaluate(trial_config(*same, "+meta.note=x", "+meta.study=A"), tmp_path)
+    assert result.global_step == 12
+    assert set(rows(tmp_path)["meta.study"]) == {"A"} and metadata(tmp_path)["meta.study"] == "A"
+
+
 def interrupted_trial(run_dir, trial_config, *overrides):
     """A trial stopped by SIGTERM at its second evaluation (step 8)."""
     SIGNAL.update(evals=0, at_eval=2)

@@ -1,6 +1,8 @@
 """The sweeper's decisions, in-process: which jobs, with which values, in which sweep dir."""
 
+import hashlib
 import json
+import re
 import types
 
 import pytest
@@ -113,6 +115,81 @@ def test_resume_runs_the_unfinished_trials_of_the_same_plan_only(sweeper, tmp_pa
     changed = [jobs[0], ["hparams.lr=0.004"], *jobs[2:]]
     with pytest.raises(ConfigError, match=r"trial 1: hparams.lr=0.002 \(now 0.004\)"):
         sweeper("resume=true").jobs_to_run(tmp_path, changed)
+
+
+@pytest.mark.parametrize("key", ["submission_path", "workload_path", "tuning_search_space"])
+def test_resume_with_an_edited_user_file_is_refused_as_a_whole(
+    sweeper, tmp_path, next_process, key
+):
+    """Its unstarted trials would run the edit beside the finished trials of the planned
+    file: nothing is resumed, nothing written."""
+    source = tmp_path / "files" / "mine.py"
+    source.parent.mkdir()
+    source.write_text("x = 1\n")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    jobs = [[f"{key}={source}", f"hparams.lr=0.00{i}"] for i in (1, 2)]
+    sweeper().jobs_to_run(sweep_dir, jobs)
+    (sweep_dir / "0").mkdir()
+    (sweep_dir / "0" / "metadata.json").write_text(json.dumps({"status": "interrupted"}))
+    before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    old = hashlib.sha256(source.read_bytes()).hexdigest()
+    source.write_text("x = 2\n")
+    new = hashlib.sha256(source.read_bytes()).hexdigest()
+    next_process()
+    with pytest.raises(ConfigError) as refused:
+        sweeper("resume=true").jobs_to_run(sweep_dir, jobs)
+    assert str(refused.value) == (
+        f"resume=true finishes only the same sweep, but {source} changed since {sweep_dir} "
+        f"planned it (sha256 {old[:12]}, now {new[:12]}): restore the planned file, or start "
+        "the sweep again in another hydra.sweep.dir."
+    )
+    assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
+    source.write_text("x = 1\n")  # restored: the sweep resumes
+    next_process()
+    assert sweeper("resume=true").jobs_to_run(sweep_dir, jobs) == [0, 1]
+
+
+def test_resume_naming_another_file_than_the_planned_one_is_refused(sweeper, tmp_path):
+    """The same relative path, typed in another folder, is another file."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "mine.py").write_text("x = 1\n")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    sweeper().jobs_to_run(sweep_dir, [[f"submission_path={tmp_path / 'a' / 'mine.py'}"]])
+    with pytest.raises(ConfigError) as refused:
+        sweeper("resume=true").jobs_to_run(sweep_dir, [[f"submission_path={tmp_path}/b/mine.py"]])
+    assert str(refused.value) == (
+        f"resume=true finishes only the same sweep, but {sweep_dir} planned it with "
+        f"{tmp_path / 'a' / 'mine.py'}, which this command does not name: resume with the "
+        "sweep's own command line, from the folder it started in."
+    )
+
+
+def test_resume_of_a_plan_without_the_files_sha256_goes_on_with_a_warning(
+    sweeper, tmp_path, caplog
+):
+    """A plan an older aeff wrote records no sha256: a resume cannot check the files."""
+    jobs = [[f"submission_path={tmp_path / 'mine.py'}"]]
+    (tmp_path / "mine.py").write_text("x = 1\n")
+    (tmp_path / "sweep_plan.json").write_text(json.dumps({"num_trials": 1, "jobs": jobs}))
+    assert sweeper("resume=true").jobs_to_run(tmp_path, jobs) == [0]
+    assert "records no sha256 of the user's files" in caplog.text
+
+
+def test_resume_with_a_changed_added_or_removed_label_is_refused_naming_it(sweeper, tmp_path):
+    """Each job's labels are in its overrides, so in the plan: they stay as planned."""
+    jobs = [["+meta.study=A", f"hparams.lr=0.00{i}"] for i in (1, 2)]
+    sweeper().jobs_to_run(tmp_path, jobs)
+    for labels, named in [
+        (["+meta.study=B"], "meta.study=A (now B)"),
+        (["+meta.study=A", "+meta.new=1"], "meta.new=None (now 1)"),
+        ([], "meta.study=A (now None)"),
+    ]:
+        changed = [[*labels, job[-1]] for job in jobs]
+        with pytest.raises(ConfigError, match=rf"planned for trial 0: {re.escape(named)}:"):
+            sweeper("resume=true").jobs_to_run(tmp_path, changed)
 
 
 def test_resume_is_refused_while_a_trial_of_the_sweep_runs(sweeper, tmp_path):

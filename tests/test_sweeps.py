@@ -120,6 +120,28 @@ def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(tmp_path
 
 
 @pytest.mark.slow
+def test_a_resume_after_the_submission_file_was_edited_is_refused_naming_it(
+    tmp_path, mnist_data_dir
+):
+    (tmp_path / "mine.py").write_text(EXITING_SUBMISSION)
+    args = ["-m", "submission_path=./mine.py", "hparams.lr=1e-3,3e-3", "max_steps=3"]
+    args += ["logging.packages=false", *data_overrides(mnist_data_dir)]
+    out = run_aeff(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    records = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix != ".lock"}
+    (tmp_path / "mine.py").write_text(EXITING_SUBMISSION + "# edited\n")
+    out = run_aeff([*args, "resume=true", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    said = (out.stdout + out.stderr).splitlines()
+    (line,) = [line for line in said if "resume=true finishes" in line]
+    assert f"but {tmp_path / 'mine.py'} changed since {sweep} planned it (sha256 " in line
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix != ".lock"} == (
+        records
+    )
+
+
+@pytest.mark.slow
 def test_a_trial_that_calls_sys_exit_fails_alone_and_the_sweep_says_so(tmp_path, mnist_data_dir):
     (tmp_path / "exiting.py").write_text(EXITING_SUBMISSION)
     args = ["-m", "submission_path=exiting.py", "hparams.lr=0.5,0.001", "max_steps=3"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, data_overrides, run_aeff
 
+from aeff import results
 from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
@@ -154,6 +155,69 @@ def test_a_sys_exit_after_the_records_began_is_recorded_as_the_trial_s_crash(
     record = json.loads((tmp_path / "run" / "metadata.json").read_text())
     assert record["status"] == "failed" and record["error_type"] == "TrialExited"
     assert "start_time" in record  # its records had begun
+
+
+def test_a_file_edited_after_it_was_read_is_recorded_and_copied_as_it_ran(
+    doc_files, mnist_data_dir, tmp_path
+):
+    """A sweep's process reads the file once: a trial after an edit runs, hashes and copies
+    those bytes, not the edited file."""
+    source = doc_files / "my_sgd.py"
+    ran = source.read_bytes()
+    cfg = short(mnist_data_dir, f"submission_path={source}")  # composing imports it
+    source.write_text("raise RuntimeError('the edited file')\n")
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    assert result.final_metrics["validation.accuracy"] > 0.5  # trained by the code read
+    record = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert record["submission_path_sha256"] == hashlib.sha256(ran).hexdigest()
+    assert (tmp_path / "run" / "submission.py").read_bytes() == ran
+
+
+def test_a_space_edited_after_the_sweep_read_it_is_recorded_as_it_was_read(
+    doc_files, mnist_data_dir
+):
+    space = doc_files / "space.json"
+    read = space.read_bytes()
+    planned = read_search_space(space)  # the sweeper, planning
+    space.write_text('{"learning_rate": {"min": 5, "max": 9, "scaling": "log"}}')
+    assert read_search_space(space) == planned
+    trial = check_trial(short(mnist_data_dir, f"tuning_search_space={space}"))
+    assert trial.record["tuning_search_space_sha256"] == hashlib.sha256(read).hexdigest()
+
+
+def test_a_space_file_missing_or_not_text_is_refused_naming_it(tmp_path):
+    missing, binary = tmp_path / "none.json", tmp_path / "space.json"
+    with pytest.raises(ConfigError) as refused:
+        read_search_space(missing)
+    assert str(refused.value) == f"tuning_search_space={missing}: No such file or directory."
+    binary.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ConfigError, match=rf"tuning_search_space={binary} is not valid JSON"):
+        read_search_space(binary)
+
+
+def test_a_sweeps_trial_reading_a_file_edited_since_the_plan_fails_naming_it(
+    doc_files, mnist_data_dir, tmp_path
+):
+    """A parallel worker that first reads the file after an edit: its trial is refused,
+    not run beside trials of the planned code."""
+    source, sweep_dir = doc_files / "my_sgd.py", tmp_path / "sweep"
+    planned = hashlib.sha256(source.read_bytes()).hexdigest()
+    sweep_dir.mkdir()
+    results.write_plan(sweep_dir, [[f"submission_path={source}"]], {str(source): planned})
+    source.write_text(source.read_text() + "# edited\n")
+    now = hashlib.sha256(source.read_bytes()).hexdigest()
+    cfg = short(mnist_data_dir, f"submission_path={source}")
+    labels = {"sweep_dir": str(sweep_dir), "hydra.job.num": 0}
+    message = (
+        f"submission_path={source} changed since the sweep in {sweep_dir} was planned "
+        f"(sha256 {planned[:12]}, now {now[:12]}): restore the planned file, then resume "
+        "the sweep."
+    )
+    with pytest.raises(ConfigError) as refused:
+        train_and_evaluate(cfg, sweep_dir / "0", labels, record_bad_input=True)
+    assert str(refused.value) == message
+    record = json.loads((sweep_dir / "0" / "metadata.json").read_text())
+    assert record["status"] == "failed" and record["error_message"] == message
 
 
 @pytest.mark.slow

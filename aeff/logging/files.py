@@ -45,11 +45,16 @@ def inert(value: Any) -> Any:
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str | bytes) -> None:
+    """`text` (or bytes, written as they are) into `path`, whole or not at all."""
     tmp_name = None
     try:
         with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+            "wb" if isinstance(text, bytes) else "w",
+            dir=path.parent,
+            prefix=f".{path.name}.",
+            suffix=".tmp",
+            delete=False,
         ) as tmp:
             tmp_name = tmp.name
             tmp.write(text)

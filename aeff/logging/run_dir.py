@@ -61,6 +61,7 @@ LOCK = ".aeff.lock"
 COPIES = {"submission_path": "submission", "workload_path": "workload"}
 COPIES["tuning_search_space"] = "search_space"
 RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
+LABELS = "meta."  # a record's keys that are the user's labels (`+meta.study=...`)
 
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
@@ -256,12 +257,19 @@ class RunDir:
         Lock.release(self.path)
 
     def attempt(
-        self, identity: Mapping[str, Any], rng_seed: int | None, resume: bool, checkpointing: bool
+        self,
+        identity: Mapping[str, Any],
+        rng_seed: int | None,
+        resume: bool,
+        checkpointing: bool,
+        labels: Mapping[str, Any] | None = None,
     ) -> Attempt:
         """What this trial continues; refuses a trial that would mix with an earlier one.
 
         `identity` holds the values that make a trial this trial (metadata.json keeps it
-        under "identity"); a resume must match it, and the seed when one is given.
+        under "identity"); a resume must match it, and the seed when one is given. Its
+        `labels` (`meta.*` keys) too: every row of a trial carries them, so a resume that
+        changes, adds or removes one would leave rows that disagree.
         """
         earlier, moved = self._earlier_record()
         checkpoint = latest_checkpoint_step(self.checkpoints)
@@ -293,7 +301,7 @@ class RunDir:
         number = int(earlier.get("attempt", 0))
         if "identity" not in earlier:  # it failed before it began: nothing to continue
             return Attempt(number + 1, rng_seed, move_aside=not moved)
-        self._refuse_another_trial(earlier, identity, rng_seed)
+        self._refuse_another_trial(earlier, identity, rng_seed, labels or {})
         seed = earlier.get("rng_seed")
         if status == DAMAGED:  # its checkpoints continue rows that are lost: from step 0
             log.warning("%s", damage(self.path, earlier))
@@ -319,9 +327,15 @@ class RunDir:
         return read_metadata(self.path / ATTEMPTS / str(max(numbers))), True
 
     def _refuse_another_trial(
-        self, earlier: Mapping[str, Any], identity: Mapping[str, Any], rng_seed: int | None
+        self,
+        earlier: Mapping[str, Any],
+        identity: Mapping[str, Any],
+        rng_seed: int | None,
+        labels: Mapping[str, Any],
     ) -> None:
         differences = differing(earlier["identity"], identity)
+        recorded_labels = {k: v for k, v in earlier.items() if k.startswith(LABELS)}
+        differences += differing(recorded_labels, labels)
         if rng_seed is not None and rng_seed != earlier.get("rng_seed"):
             differences.append(f"rng_seed={earlier.get('rng_seed')!r} (now {rng_seed!r})")
         if differences:
@@ -338,12 +352,14 @@ class RunDir:
         config_yaml: str,
         packages: str | None,
         hydra_files: Mapping[str, str] | None = None,
-        files: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[Path, bytes]] | None = None,
     ) -> None:
         """Start the records: an earlier attempt moved aside (or the rows after the
         checkpoint cut), status `running`, the resolved config, the packages, Hydra's
         composed config (`hydra_files`: name -> YAML, into .hydra/), and a copy of each
-        of `files` (setting -> path, see COPIES); metrics to come."""
+        of `files` (setting -> its path and the bytes that ran, see COPIES: the caller
+        reads them, once, so the copy is what ran, not the file as it is now); metrics
+        to come."""
         if attempt.move_aside:
             self._move_aside(attempt.number - 1)
         if attempt.checkpoint_step is not None:
@@ -373,13 +389,8 @@ class RunDir:
         write_text_atomically(self.path / CONFIG, config_yaml)
         if packages is not None:
             write_text_atomically(self.path / PACKAGES, packages)
-        for key, source in (files or {}).items():
-            source = Path(source).expanduser()
-            copy = self.path / f"{COPIES[key]}{source.suffix}"
-            try:
-                write_text_atomically(copy, source.read_text())
-            except OSError as error:
-                raise RecordsError(copy, error) from error
+        for key, (source, content) in (files or {}).items():
+            write_text_atomically(self.path / f"{COPIES[key]}{Path(source).suffix}", content)
         cut_torn_line(self.path / METRICS)
         self._columns = csv_header(self.path / METRICS)
         self._last_step = last_global_step(self.path / METRICS)

@@ -32,10 +32,13 @@ UNREADABLE = "unreadable"  # a trial whose metadata.json cannot be read
 FOREIGN = "foreign"  # a planned job's dir holding the record of another run
 
 
-def write_plan(sweep_dir: Path, jobs: list[list[str]]) -> None:
-    """Every trial the sweep will run, as its overrides (credentials redacted), before
-    the first one starts."""
-    write_json_atomically(sweep_dir / PLAN, {"num_trials": len(jobs), "jobs": redacted(jobs)})
+def write_plan(
+    sweep_dir: Path, jobs: list[list[str]], files: Mapping[str, str] | None = None
+) -> None:
+    """Every trial the sweep will run, as its overrides (credentials redacted), and the
+    sha256 of each user file it runs (path -> sha256), before the first one starts."""
+    plan = {"num_trials": len(jobs), "jobs": redacted(jobs), "files": dict(files or {})}
+    write_json_atomically(sweep_dir / PLAN, plan)
 
 
 def redacted(jobs: list[list[str]]) -> list[list[str]]:
@@ -47,15 +50,31 @@ def write_sweep_config(sweep_dir: Path, yaml_text: str) -> None:
 
 
 def read_plan(sweep_dir: Path) -> list[list[str]] | None:
+    """The planned jobs' overrides, or None when the dir holds no plan."""
+    plan = _plan(sweep_dir)
+    return None if plan is None else plan["jobs"]
+
+
+def planned_files(sweep_dir: Path) -> dict[str, str] | None:
+    """The user files' sha256 the sweep was planned with (path -> sha256); None without a
+    plan, or for a plan an older aeff wrote, which records none."""
+    plan = _plan(sweep_dir)
+    return None if plan is None else plan.get("files")
+
+
+def _plan(sweep_dir: Path) -> dict[str, Any] | None:
     path = sweep_dir / PLAN
     if not path.exists():
         return None
     try:
-        jobs = json.loads(path.read_text())["jobs"]
+        plan = json.loads(path.read_text())
+        jobs, files = plan["jobs"], plan.get("files", {})
         if not all(isinstance(job, list) and all(isinstance(o, str) for o in job) for job in jobs):
             raise TypeError
-        return jobs
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise TypeError
+        return plan
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(
             f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "
             "again in another hydra.sweep.dir."

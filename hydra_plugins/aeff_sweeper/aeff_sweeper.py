@@ -202,17 +202,20 @@ class AeffSweeper(Sweeper):
         from aeff import results
 
         planned = results.read_plan(sweep_dir)
+        files = self.user_files(jobs)
         if not self.config.get("resume"):
             if planned is not None:
                 raise ConfigError(
                     f"{sweep_dir} holds a sweep already: add resume=true to finish it, or "
                     "choose another hydra.sweep.dir."
                 )
-            results.write_plan(sweep_dir, jobs)
+            results.write_plan(sweep_dir, jobs, files)
             return list(range(len(jobs)))
         if planned is None:
-            results.write_plan(sweep_dir, jobs)
+            results.write_plan(sweep_dir, jobs, files)
             planned = jobs
+        # An edited space samples other values: name the file, not the values it changed.
+        refuse_edited_files(sweep_dir, results.planned_files(sweep_dir), files)
         if changes := plan_changes(planned, results.redacted(jobs)):
             raise ConfigError(
                 f"resume=true finishes only the same sweep, but {sweep_dir} planned "
@@ -229,6 +232,20 @@ class AeffSweeper(Sweeper):
             if status_of(job_dir, record) not in FINISHED:
                 todo.append(index)
         return todo
+
+    def user_files(self, jobs: list[list[str]]) -> dict[str, str]:
+        """path -> sha256 of each user file the sweep's config or jobs name, as this
+        process read it (the bytes its trials here run and record)."""
+        named = {(k, v) for k in config.USER_FILES if (v := self.config.get(k))}
+        for job in jobs:
+            for override in job:
+                key, _, value = override.lstrip("+~").partition("=")
+                if key in config.USER_FILES and value:
+                    named.add((key, value))
+        return {
+            redact(str(Path(path).expanduser().resolve())): user_files.sha256(path, key)
+            for key, path in sorted(named)
+        }
 
     def batches(self, indices: list[int]) -> list[list[int]]:
         """Runs of consecutive job numbers, at most max_batch_size long."""
@@ -286,6 +303,36 @@ def finish_hint(sweep_dir: Path) -> str:
     finish = ("resume=true", f"hydra.sweep.dir={sweep_dir}")
     command = typed_command(*finish, without=("resume=", "hydra.sweep.dir="))
     return f"Finish it with: {redact(command)}"
+
+
+def refuse_edited_files(
+    sweep_dir: Path, planned: dict[str, str] | None, now: dict[str, str]
+) -> None:
+    """Refuse a resume whose user files are not the bytes the sweep was planned with: its
+    trials would run other code (or another space) beside the finished ones."""
+    if planned is None:
+        from aeff import results
+
+        log.warning(
+            "%s records no sha256 of the user's files (an older aeff planned it): an edit "
+            "since cannot be detected.",
+            sweep_dir / results.PLAN,
+        )
+        return
+    for path, before in planned.items():
+        if path not in now:
+            raise ConfigError(
+                f"resume=true finishes only the same sweep, but {sweep_dir} planned it with "
+                f"{path}, which this command does not name: resume with the sweep's own "
+                "command line, from the folder it started in."
+            )
+        if now[path] != before:
+            raise ConfigError(
+                f"resume=true finishes only the same sweep, but {path} changed since "
+                f"{sweep_dir} planned it (sha256 {before[:12]}, now {now[path][:12]}): "
+                "restore the planned file, or start the sweep again in another "
+                "hydra.sweep.dir."
+            )
 
 
 def plan_values(job: list[str]) -> dict[str, str]:
