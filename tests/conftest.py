@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from aeff.app import register
@@ -24,6 +25,15 @@ def shared_trial_scope(fixture_name: str, config: pytest.Config) -> str:
     under mutmut (`MUTANT_UNDER_TEST` set), which runs for each mutant only the tests that
     called the mutated code; a shared trial would be credited to the first test alone."""
     return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+
+
+@pytest.fixture(autouse=True)
+def no_user_file_option_left_behind() -> Iterator[None]:
+    """A user's file becomes the `from_file` option of its config group (app.with_user_files),
+    in a process-wide store: a later test in the same process must not see it."""
+    yield
+    for group in ("submission", "workload"):
+        ConfigStore.instance().repo.get(group, {}).pop("from_file.yaml", None)
 
 
 @pytest.fixture(scope="session")

@@ -191,7 +191,7 @@ def test_a_space_file_missing_or_not_text_is_refused_naming_it(tmp_path):
         read_search_space(missing)
     assert str(refused.value) == f"tuning_search_space={missing}: No such file or directory."
     binary.write_bytes(b"\xff\xfe{}")
-    with pytest.raises(ConfigError, match=rf"tuning_search_space={binary} is not valid JSON"):
+    with pytest.raises(ConfigError, match=rf"tuning_search_space={binary} is not text"):
         read_search_space(binary)
 
 
