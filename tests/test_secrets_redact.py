@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from aeff.logging.secrets import redact, redact_record
+from aeff.logging.secrets import environment_secrets, redact, redact_record
 
 SECRET = "plantedSecret0123"
 
@@ -98,3 +98,14 @@ def _seconds_per_call(function, text: str, calls: int = 20) -> float:
     for _ in range(calls):
         function(text)
     return (time.perf_counter() - start) / calls
+
+
+def test_the_values_of_secret_named_environment_variables_are_the_ones_masked():
+    environ = {
+        "AWS_SECRET_ACCESS_KEY": "plantedAwsSecret0123",
+        "GITHUB_TOKEN": "plantedGithub0123",
+        "DB_PASSWORD": "1234",  # too short to tell from other text
+        "PWD": "/work/project",  # `pwd` names a secret elsewhere; here the working directory
+        "HOME": "/home/researcher",
+    }
+    assert environment_secrets(environ) == ["plantedAwsSecret0123", "plantedGithub0123"]

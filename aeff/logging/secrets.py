@@ -10,12 +10,16 @@ Caught, each value replaced by `***` where it stands:
 - the value given to a name that says it is secret (`password=`, `api_key: `,
   `+meta.db_password=`, `token=` ...): detect-secrets' keyword list and aeff's own words;
 - tokens known by their shape (AWS, GitHub, GitLab, Slack, Stripe, OpenAI, PyPI, npm,
-  JWT, private keys ...): detect-secrets' regex-based plugins.
+  JWT, private keys ...): detect-secrets' regex-based plugins;
+- the value of an environment variable whose name says it is secret (`GITHUB_TOKEN`,
+  `AWS_SECRET_ACCESS_KEY`) wherever it shows (`--cfg job --resolve` prints the config
+  with `${oc.env:...}` resolved).
 Hashes, paths, hyperparameters and metric names are left alone: detect-secrets'
 high-entropy plugins would take a sha256 or a commit hash for a secret, and are not used.
 """
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -67,10 +71,13 @@ SHAPES = [
 DELIMITERS = " \t\n=:\"'"  # some shapes take the characters around a token into their match
 MIN_TOKEN = 16  # a shorter group is a prefix (`ghp`, `glpat`), not the token
 TOKEN_CHAR = re.compile(r"[\w.+/=-]")
+MIN_ENVIRONMENT_SECRET = 8
 
 
 def redact(text: str) -> str:
     """`https://user:token@host/x?sig=abc` -> `https://***@host/x?sig=***`; idempotent."""
+    for value in ENVIRONMENT_SECRETS:
+        text = text.replace(value, MASK)
     text = USER_INFO.sub(rf"\1{MASK}@", text)
     text = SECRET_PARAMETER.sub(rf"\1\2{MASK}\2", text)
     lower = text.lower()  # a word looked for first: a case-blind pattern is slow
@@ -85,6 +92,23 @@ def redact(text: str) -> str:
 def secret_name(name: str) -> bool:
     name = name.lower()
     return bool(SECRET_WORD.search(name) or SECRET_END.search(name))
+
+
+def environment_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The values of the variables whose names say they are secret, longest first; not
+    PWD (`pwd` is a keyword: it is the working directory), nor values too short to be
+    told from other text."""
+    return sorted(
+        {
+            value
+            for name, value in environ.items()
+            if len(value) >= MIN_ENVIRONMENT_SECRET
+            and name not in ("PWD", "OLDPWD")
+            and secret_name(name)
+        },
+        key=len,
+        reverse=True,
+    )
 
 
 def _masked_assignments(text: str) -> str:
@@ -149,6 +173,10 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redacted(item) for item in value]
     return value
+
+
+# The environment this process started with (read once: 50 us a call to read it again).
+ENVIRONMENT_SECRETS = environment_secrets(os.environ)
 
 
 def redact_log_records() -> None:

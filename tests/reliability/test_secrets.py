@@ -11,6 +11,7 @@ import yaml
 from conftest import data_overrides, run_aeff
 
 from aeff import app
+from aeff.logging import secrets
 from aeff.logging.secrets import redact_log_records
 
 VCS_TOKEN = "ghp_plantedVcsToken0123456789"
@@ -187,6 +188,22 @@ def test_what_hydra_prints_itself_holds_no_planted_token(monkeypatch, capsys, ar
 
 
 NOTE_TOKEN = "plantedMessageToken0123"
+
+
+def test_cfg_job_resolve_prints_no_secret_environment_variable(monkeypatch, capsys):
+    """`--cfg job --resolve` prints a label's `${oc.env:...}` resolved: the value of a
+    variable whose name says it is secret is masked (the environment is read as the
+    process starts, as `python -m aeff` does)."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ENV_TOKEN)
+    monkeypatch.setattr(secrets, "ENVIRONMENT_SECRETS", secrets.environment_secrets(os.environ))
+    label = "+meta.tok=${oc.env:AWS_SECRET_ACCESS_KEY}"
+    monkeypatch.setattr("sys.argv", ["aeff", "--cfg", "job", "--resolve", label])
+    app.main()
+    out = capsys.readouterr()
+    assert ENV_TOKEN not in out.out + out.err
+    assert "  tok: ***\n" in out.out
+
+
 CRASHING = f"""
 from aeff.submissions.adam import Adam
 
