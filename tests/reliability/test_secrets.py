@@ -165,23 +165,32 @@ def test_a_label_that_reads_an_environment_variable_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("argv", "token"),
+    ("argv", "token", "shown"),
     [
-        ([f"hparams.lrr=https://u:{OVERRIDE_TOKEN}@h"], OVERRIDE_TOKEN),
-        (["--cfg", "job", "+meta.password=plantedPassword0123"], "plantedPassword0123"),
-        (["--cfg", "hydra", "+meta.api_key=plantedApiKey0123"], "plantedApiKey0123"),
+        (
+            [f"hparams.lrr=https://u:{OVERRIDE_TOKEN}@h"],
+            OVERRIDE_TOKEN,
+            "To append to your config use +hparams.lrr=https://***@h",
+        ),
+        (  # `#` unquoted: Hydra's lexer refuses it, printing the override
+            [f"+meta.frag=https://h/cb#access_token={QUERY_TOKEN}"],
+            QUERY_TOKEN,
+            "+meta.frag=https://h/cb#access_token=***",
+        ),
+        (["--cfg", "job", "+meta.password=plantedPassword0123"], "plantedPassword0123", "***"),
+        (["--cfg", "hydra", "+meta.api_key=plantedApiKey0123"], "plantedApiKey0123", "***"),
     ],
 )
-def test_what_hydra_prints_itself_holds_no_planted_token(monkeypatch, capsys, argv, token):
-    """Hydra's refusal of an override ("To append to your config use +...") and its
-    `--cfg` output are written to the console by Hydra itself, not logged."""
+def test_what_hydra_prints_itself_holds_no_planted_token(monkeypatch, capsys, argv, token, shown):
+    """Hydra's refusals of an override and its `--cfg` output are written to the console
+    by Hydra itself, not logged."""
     monkeypatch.setattr("sys.argv", ["aeff", *argv])
     refused = "--cfg" not in argv
     with pytest.raises(SystemExit) if refused else contextlib.nullcontext():
         app.main()
     out = capsys.readouterr()
     assert token not in out.out + out.err
-    assert ("+hparams.lrr=https://***@h" in out.err) if refused else ("***" in out.out)
+    assert shown in (out.err if refused else out.out)
 
 
 NOTE_TOKEN = "plantedMessageToken0123"
