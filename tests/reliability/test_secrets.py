@@ -1,6 +1,7 @@
 """Tokens planted where credentials live reach no file that aeff writes."""
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -239,6 +240,9 @@ def test_a_crashed_trial_prints_its_traceback_without_a_planted_token(tmp_path, 
     record = json.loads((tmp_path / "run" / "metadata.json").read_text())
     assert record["status"] == "failed" and record["error_type"] == "RuntimeError"
     assert record["error_message"] == message
+    # a sha256 is no secret: the user file's, whole (the file itself holds the tokens)
+    sha256 = hashlib.sha256((tmp_path / "crashing.py").read_bytes()).hexdigest()
+    assert record["submission_path_sha256"] == sha256
     for text in [
         out.stdout + out.stderr,
         *(p.read_bytes().decode(errors="replace") for p in (tmp_path / "run").rglob("*.*")),
