@@ -17,6 +17,11 @@ MASKED = [
     (f"Authorization: Bearer {SECRET}", "Authorization: ***"),
     (f"curl -H 'Authorization: Basic {SECRET}' x", "curl -H 'Authorization: ***' x"),
     (f"got Bearer {SECRET} back", "got Bearer *** back"),
+    # within a CSV line or a log line: the value ends at a comma, the columns after stay
+    (
+        f"A,https://h/cb#access_token={SECRET},Authorization: Bearer {SECRET},token={SECRET},1",
+        "A,https://h/cb#access_token=***,Authorization: ***,token=***,1",
+    ),
     (f"+meta.password={SECRET}", "+meta.password=***"),
     ("+meta.password=1234", "+meta.password=***"),
     (f"+meta.api_key={SECRET}", "+meta.api_key=***"),
@@ -53,6 +58,7 @@ NOT_SECRETS = [
     "hparams.lr=0.001 workload.max_tokens=512 hparams.token_dropout=0.1 hparams.epsilon=1e-08",
     "validation.accuracy 0.8151 | validation.loss 0.9899 | train.loss 1.5188",
     "planted-pkg==1.2.5.1",
+    "detect-secrets==1.5.0\nsecretstorage==3.3.3\npassword_strength==0.0.3",  # packages.txt
     "python -m aeff -m hparams.lr=1e-3,2e-3 +meta.study=A max_steps=3",
     "group_key: mnist-adam author: someone",
 ]

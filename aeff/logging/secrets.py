@@ -33,10 +33,13 @@ MASK = "***"
 USER_INFO = re.compile(r"(?<=:/)(/?)[^/\s'\"]*@")
 SECRET_PARAMETER = re.compile(
     r"(?i)([?&;#][\w.-]*(?:token|key|secret|sig|signature|password|passwd|pwd|auth|credential)"
-    r"[\w.-]*=|[?&;#]code=)([\"']?)[^&#\s'\"]+(?:\2)?"
+    r"[\w.-]*=|[?&;#]code=)([\"']?)[^&#\s'\",;]+(?:\2)?"
 )
-# The header's whole value (`Bearer <token>`, `Basic <base64>`), and a bearer token alone.
-AUTHORIZATION = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)[^\n\"']+")
+# The header's value, its scheme too (`Bearer <token>`, `Basic <base64>`), and a bearer
+# token alone.
+AUTHORIZATION = re.compile(
+    r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:[a-z-]+\s+)?[^\s\"',;)\]}]+"
+)
 BEARER = re.compile(r"(?i)(\bbearer\s+)[\w.~+/=-]+")
 # A name that says its value is secret: a word of detect-secrets' keyword list anywhere
 # (`db_password`, `api_key`), or `token` at the name's end (`access_token`, not
@@ -45,9 +48,10 @@ BEARER = re.compile(r"(?i)(\bbearer\s+)[\w.~+/=-]+")
 SECRET_WORD = re.compile("|".join(DENYLIST))
 SECRET_END = re.compile(r"(?:token|credentials?|authorization)$")
 # Each `name=`/`name: ` and the value after it, which the match leaves for the next one
-# (`note=token=abc`); the name is tested apart, which keeps the scan linear.
+# (`note=token=abc`); the name is tested apart, which keeps the scan linear. Not `==`:
+# `detect-secrets==1.5.0` in packages.txt is a version.
 ASSIGNMENT = re.compile(
-    r"(?<![\w.-])([\w.-]+)[\"']?\s*(?:=|:(?!//))\s*(?=(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',&;)\]}]+))"
+    r"(?<![\w.-])([\w.-]+)[\"']?\s*(?:=(?!=)|:(?!//))\s*(?=(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',&;)\]}]+))"
 )
 # Plugins left out: IP addresses are no secret (and package versions look like them);
 # basic auth's short passwords USER_INFO masks where they stand; the IBM, Cloudant and
