@@ -25,7 +25,7 @@ from aeff import config, errors, hydra_job, user_files
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
 from aeff.logging.run_dir import RunDir
-from aeff.logging.secrets import redact, redact_log_records
+from aeff.logging.secrets import redact, redact_log_records, redacting_console
 from aeff.trial import train_and_evaluate
 from hydra_plugins.aeff_launcher import vectorized_launcher
 from hydra_plugins.aeff_sweeper import aeff_sweeper
@@ -180,7 +180,9 @@ def main() -> None:
     with errors_end_the_process():
         sys.argv[1:] = with_user_files(sys.argv[1:])
     try:
-        trial_job()
+        # What Hydra prints itself (its refusal of an override, --cfg, --help) is no log
+        # record: redacted as it is written.
+        redacting_console(trial_job)
     except TrialInterrupted as interrupt:  # Hydra passes BaseExceptions on
         sys.exit(errors.exit_status(interrupt))
     if aeff_sweeper.failed_trials:

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from aeff import user_files
 from aeff.errors import ConfigError
 from aeff.logging.flatten import flatten
-from aeff.logging.secrets import redact
+from aeff.logging.secrets import redact_record
 
 
 @dataclass
@@ -209,7 +209,23 @@ def build(node: Any, key: str) -> Any:
 def validate_trial(cfg: DictConfig) -> TrialConfig:
     """The top-level keys, typed and range-checked; component nodes stay plain dicts."""
     refuse_unknown_keys(TrialConfig, {k: v for k, v in cfg.items() if k != "hydra"})
+    refuse_environment_labels(cfg)
     return structured(TrialConfig, cfg)
+
+
+def refuse_environment_labels(cfg: DictConfig) -> None:
+    """A label that reads an environment variable (`${oc.env:...}`) is refused: labels are
+    recorded in every file and row, and no environment variable is (it may hold a secret)."""
+    meta = OmegaConf.select(cfg, "meta")
+    if not isinstance(meta, DictConfig):
+        return
+    for key, value in flatten(OmegaConf.to_container(meta, resolve=False), "meta").items():
+        if isinstance(value, str) and "oc.env" in value:
+            raise ConfigError(
+                f"{key}={value} reads an environment variable: labels are recorded, "
+                "environment variables are not (they may hold secrets); give the value "
+                "itself, or leave the label out."
+            )
 
 
 def refuse_unknown_keys(schema: type, node: Any, prefix: str = "") -> None:
@@ -293,8 +309,7 @@ def check_trial(cfg: DictConfig) -> Trial:
         **{k: str(path) for k, path in files.items()},
         **{f"{k}_sha256": user_files.sha256(path, k) for k, path in files.items()},
     }
-    record = {k: redact(v) if isinstance(v, str) else v for k, v in record.items()}
-    return Trial(workload, submission, hparams, settings, record)
+    return Trial(workload, submission, hparams, settings, redact_record(record))
 
 
 def class_in_file(path: Path, key: str, node: str) -> type:

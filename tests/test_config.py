@@ -160,3 +160,15 @@ def test_the_record_holds_the_values_used_and_the_identity_leaves_out_labels(com
     assert trial.record["batch_size"] == 1024 and trial.record["meta.study"] == "demo"
     assert "meta.study" not in trial.identity and "workload.data_dir" not in trial.identity
     assert trial.identity["hparams.lr"] == 3e-3 and trial.identity["workload"] == "mnist"
+
+
+def test_a_label_that_reads_an_environment_variable_is_refused(compose_config, monkeypatch):
+    """Labels are recorded, environment variables are not: the label is named, its
+    variable's value is not."""
+    monkeypatch.setenv("AEFF_TEST_SECRET", "plantedEnvironmentValue0123")
+    cfg = compose_config("+meta.tok=${oc.env:AEFF_TEST_SECRET}", "+meta.study=A")
+    with pytest.raises(
+        ConfigError, match=r"meta\.tok=\$\{oc\.env:AEFF_TEST_SECRET\} reads an"
+    ) as err:
+        check_trial(cfg)
+    assert "plantedEnvironmentValue0123" not in str(err.value)

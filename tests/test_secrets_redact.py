@@ -1,0 +1,117 @@
+"""`redact` and `redact_record`, in-process: each shape of secret masked where it stands,
+and what is not a secret (hashes, paths, hyperparameters, metric names) left whole."""
+
+import time
+
+import pytest
+
+from aeff.logging.secrets import environment_secrets, redact, redact_record
+
+SECRET = "plantedSecret0123"
+
+MASKED = [
+    (f"https://h/cb#access_token={SECRET}&x=1", "https://h/cb#access_token=***&x=1"),
+    (f'https://h/x?token="{SECRET}"', 'https://h/x?token="***"'),
+    (f"https://h/x?token='{SECRET}'&y=2", "https://h/x?token='***'&y=2"),
+    (f"https://h/cb?code={SECRET}&state=s", "https://h/cb?code=***&state=s"),
+    (f"Authorization: Bearer {SECRET}", "Authorization: ***"),
+    (f"curl -H 'Authorization: Basic {SECRET}' x", "curl -H 'Authorization: ***' x"),
+    (f"got Bearer {SECRET} back", "got Bearer *** back"),
+    # within a CSV line or a log line: the value ends at a comma, the columns after stay
+    (
+        f"A,https://h/cb#access_token={SECRET},Authorization: Bearer {SECRET},token={SECRET},1",
+        "A,https://h/cb#access_token=***,Authorization: ***,token=***,1",
+    ),
+    (f"+meta.password={SECRET}", "+meta.password=***"),
+    ("+meta.password=1234", "+meta.password=***"),
+    (f"+meta.api_key={SECRET}", "+meta.api_key=***"),
+    (f"+meta.db_password={SECRET} hparams.lr=0.1", "+meta.db_password=*** hparams.lr=0.1"),
+    (f"+meta.note='token={SECRET}'", "+meta.note='token=***'"),
+    (f"RuntimeError: refused: access_token={SECRET}", "RuntimeError: refused: access_token=***"),
+    (f"refused (token={SECRET}); try again", "refused (token=***); try again"),
+    (f'{{"client_secret": "{SECRET}"}}', '{"client_secret": "***"}'),
+    # YAML: the masked value quoted, so that it stays a string and not an alias
+    (f"meta:\n  password: {SECRET}\n  lr: 0.1\n", "meta:\n  password: '***'\n  lr: 0.1\n"),
+    (f"https://reader:p@ss_{SECRET}@data.example.com/x", "https://***@data.example.com/x"),
+    # shapes detect-secrets knows, whatever the name around them
+    ("note=AKIAIOSFODNN7EXAMPLE end", "note=*** end"),
+    ("ghp_abcdefghijklmnopqrstuvwxyz0123456789 end", "*** end"),
+    ("xoxb-1234-5678-abcdefg end", "*** end"),
+    (
+        "jwt eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U end",
+        "jwt *** end",  # the signature too, where the plugin's pattern stops before it
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "redacted"), MASKED)
+def test_each_shape_of_secret_is_masked_where_it_stands(text, redacted):
+    assert redact(text) == redacted
+    assert redact(redacted) == redacted  # redacting twice (a record, then its log line) is once
+
+
+NOT_SECRETS = [
+    "submission_path_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    '"cwd_git_commit_hash": "765a8ee2ee35f7a762b6a1a3f248949c5fbef1ff"',
+    "/tmp/outputs/2026-12-05/11-23-50_11057-2f22/metrics.csv",
+    "hparams.lr=0.001 workload.max_tokens=512 hparams.token_dropout=0.1 hparams.epsilon=1e-08",
+    "validation.accuracy 0.8151 | validation.loss 0.9899 | train.loss 1.5188",
+    "planted-pkg==1.2.5.1",
+    "detect-secrets==1.5.0\nsecretstorage==3.3.3\npassword_strength==0.0.3",  # packages.txt
+    "python -m aeff -m hparams.lr=1e-3,2e-3 +meta.study=A max_steps=3",
+    "group_key: mnist-adam author: someone",
+]
+
+
+@pytest.mark.parametrize("text", NOT_SECRETS)
+def test_what_is_not_a_secret_is_left_whole(text):
+    assert redact(text) == text
+
+
+def test_a_records_value_whose_key_names_a_secret_is_masked_whatever_it_holds():
+    record = {
+        "meta.password": 1234,
+        "meta.api_key": "abc",
+        "meta.note": f"token={SECRET}",
+        "meta.study": "A",
+        "hydra.overrides": [f"+meta.password={SECRET}", "hparams.lr=0.1"],
+        "hparams.lr": 0.1,
+        "workload.max_tokens": 512,
+        "submission_path_sha256": "9f86d081884c7d659a2feaa0c55ad0"
+        "15a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "cwd_git_commit_hash": "765a8ee2ee35f7a762b6a1a3f248949c5fbef1ff",
+    }
+    assert redact_record(record) == {
+        **record,
+        "meta.password": "***",
+        "meta.api_key": "***",
+        "meta.note": "token=***",
+        "hydra.overrides": ["+meta.password=***", "hparams.lr=0.1"],
+    }
+
+
+def test_redacting_a_row_and_a_log_line_fits_a_rows_budget():
+    """A row is written per evaluation within about 1 ms; a log line is redacted as it is
+    made. Measured on the 2-core dev machine: 0.15 ms for this text, 0.04 ms for a log line."""
+    row = ",".join(f"metric_{i}.accuracy=0.{i}" for i in range(30)) + ",/tmp/outputs/x/y"
+    assert len(row) > 700  # every value a `name=value`: the most work a row's text makes
+    assert min(_seconds_per_call(redact, row) for _ in range(5)) < 1e-3
+
+
+def _seconds_per_call(function, text: str, calls: int = 20) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        function(text)
+    return (time.perf_counter() - start) / calls
+
+
+def test_the_values_of_secret_named_environment_variables_are_the_ones_masked():
+    environ = {
+        "AWS_SECRET_ACCESS_KEY": "plantedAwsSecret0123",
+        "GITHUB_TOKEN": "plantedGithub0123",
+        "DB_PASSWORD": "1234",  # too short to tell from other text
+        "PWD": "/work/project",  # `pwd` names a secret elsewhere; here the working directory
+        "HOME": "/home/researcher",
+    }
+    assert environment_secrets(environ) == ["plantedAwsSecret0123", "plantedGithub0123"]
