@@ -65,6 +65,9 @@ RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
 DAMAGED = "damaged"  # finished, but its rows changed since (status_of)
+# A trial that began with logging=off: `.hydra/` (written by `begin`) and no metadata.json, so
+# how it ended is nowhere on disk (its sweep's report takes it from what the launcher returned).
+UNRECORDED = "unrecorded"
 ROWS_DIGEST = "metrics_sha256"  # a finished trial's metadata.json: its metrics.csv's sha256
 
 
@@ -172,6 +175,12 @@ def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
         if digest is not None and rows_digest(directory / METRICS) != digest:
             return DAMAGED
     return status
+
+
+def began_unrecorded(directory: Path) -> bool:
+    """Whether a trial began in `directory` without records (logging=off): `begin` wrote
+    its `.hydra/` there, and it has no metadata.json."""
+    return (directory / HYDRA).is_dir() and not (directory / METADATA).exists()
 
 
 def damage(directory: Path, metadata: Mapping[str, Any]) -> str:

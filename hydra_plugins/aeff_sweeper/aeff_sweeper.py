@@ -18,7 +18,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -95,27 +95,30 @@ class AeffSweeper(Sweeper):
         results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
         log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
         returns: list[JobReturn] = []
+        ended: dict[int, str | None] = {}  # how each returned job ended: see results.summary
 
         def stopped() -> str:  # by a signal while a trial prepared: the process ends at once
-            self.report(sweep_dir)
+            self.report(sweep_dir, ended)
             return f"the sweep's report is written. {finish_hint(sweep_dir)}"
 
         try:
             with exit_note(stopped):
                 for batch in self.batches(todo):
-                    returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
+                    launched = self.launcher.launch([jobs[i] for i in batch], batch[0])
+                    returns.extend(launched)
+                    ended.update(endings(batch, launched))
         except TrialInterrupted as interrupt:
-            self.report(sweep_dir)
+            self.report(sweep_dir, ended)
             log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
             raise
         except Exception as error:  # the launcher's own: a worker killed (out of memory)...
-            self.report(sweep_dir)
+            self.report(sweep_dir, ended)
             lines = str(error).strip().splitlines()
             what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
             log.debug("The launcher's error:", exc_info=True)  # shown with hydra.verbose
             log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
-        self.report(sweep_dir)
+        self.report(sweep_dir, ended)
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder")
         remove_job_pickles(folder, sweep_dir)
         return returns
@@ -241,15 +244,17 @@ class AeffSweeper(Sweeper):
                 batches.append([index])
         return batches
 
-    def report(self, sweep_dir: Path) -> None:
+    def report(self, sweep_dir: Path, ended: dict[int, str | None] | None = None) -> None:
         from aeff import results
 
-        summary, sweep = results.write_sweep_report(sweep_dir)
+        summary, sweep = results.write_sweep_report(sweep_dir, ended)
         print(results.as_text(summary, sweep_dir))
+        unrecorded = sweep["num_unrecorded"]
         print(
-            f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed, score (least time "
-            f"to target) {sweep['score']}. Report: {sweep_dir / results.SUMMARY}, "
-            f"{sweep_dir / results.REPORT}"
+            f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed"
+            + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
+            + f", score (least time to target) {sweep['score']}. Report: "
+            f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}"
         )
         failed_trials[:] = sweep["failed"]
         if failed_trials:
@@ -261,6 +266,23 @@ class AeffSweeper(Sweeper):
                 ", ".join(failed_trials),
                 sweep_dir,
             )
+
+
+def endings(batch: list[int], returns: list[JobReturn]) -> dict[int, str | None]:
+    """How each job of `batch` ended, by job number, as its launcher returned it: None when
+    it returned, else its error's first line (a trial with no record, logging=off, has
+    nothing else to tell it)."""
+    ended: dict[int, str | None] = {}
+    for index, returned in zip(batch, returns, strict=False):
+        if not isinstance(returned, JobReturn):
+            continue  # a launcher that returns something else tells nothing
+        if returned.status == JobStatus.COMPLETED:
+            ended[index] = None
+        elif returned.status == JobStatus.FAILED:
+            error = returned._return_value  # the task's exception (`return_value` raises it)
+            lines = str(error).strip().splitlines()
+            ended[index] = redact(type(error).__name__ + (f": {lines[0]}" if lines else ""))
+    return ended
 
 
 def remove_job_pickles(folder: str | None, sweep_dir: Path) -> None:
