@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil
+
 from aeff.errors import ConfigError, RecordsError, RunDirBusy
 from aeff.logging.files import (
     append_csv_row,
@@ -117,6 +119,14 @@ class Lock:
             return (directory / LOCK).read_text().strip() or "another process"
         except OSError:
             return "another process"
+
+    @staticmethod
+    def held_by(process: psutil.Process) -> bool:
+        """Whether `process` holds a run dir's lock open (it owns the dir: a trial runs)."""
+        try:
+            return any(Path(file.path).name == LOCK for file in process.open_files())
+        except psutil.Error:
+            return False  # ended
 
     @staticmethod
     def is_held(directory: Path) -> bool | None:
