@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, hydra_job, user_files
+from aeff import config, errors, hydra_job, interrupts, user_files
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
 from aeff.logging.run_dir import RunDir
@@ -133,6 +133,10 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     job = hydra_job.trial_job_of(cfg, hydra_cfg)
     run_dir = job.run_dir
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if in_sweep and (signum := interrupts.received()) is not None:
+        # A worker whose trial a signal stopped: the sweep is stopping, start no other job
+        # (joblib's pool hands it the next one); it has no record and is reported not started.
+        raise TrialInterrupted(signum)
     try:
         result = train_and_evaluate(
             job.cfg,

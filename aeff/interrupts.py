@@ -6,7 +6,8 @@ shell's code (raising inside TensorFlow's or XLA's C++ could crash the process).
 While it trains, `interrupts_raised` turns them into TrialInterrupted between Python
 statements; the runner then records a last row and a checkpoint, with further signals
 held off (`interrupts_held`) until the checkpoint is on disk, and the trial records
-`interrupted`.
+`interrupted`. A process that received one starts no further trial (`received`): a
+launcher's worker would otherwise go on to the next job handed to it.
 """
 
 import contextlib
@@ -25,6 +26,18 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # that swallows exceptions (a garbage-collection hook of JAX's, say) is lost, so the
 # trial loop also checks this list between launches (`raise_pending`).
 _pending: list[int] = []
+# Every signal this process received while aeff's handlers were in place (`received`).
+_received: list[int] = []
+
+
+def received() -> int | None:
+    """The first signal this process received since `forget_received`, or None."""
+    return _received[0] if _received else None
+
+
+def forget_received() -> None:
+    """A new sweep in this process (tests run several): earlier signals stop nothing."""
+    _received.clear()
 
 
 @contextlib.contextmanager
@@ -38,14 +51,15 @@ def _handled(handler: Any) -> Iterator[None]:
 
 
 # What is left to do when a signal ends the process at once: "nothing to resume", or in a
-# sweep what its `exit_note` says (the sweep's report written, the command that finishes it).
-_exit_notes: list[Callable[[], str]] = []
+# sweep what its `exit_note` says (its trials stopped, its report written, the command that
+# finishes it).
+_exit_notes: list[Callable[[int], str]] = []
 
 
 @contextlib.contextmanager
-def exit_note(note: Callable[[], str]) -> Iterator[None]:
-    """Within the block, a signal that ends the process at once calls `note` and says what
-    it returns, not "nothing to resume"."""
+def exit_note(note: Callable[[int], str]) -> Iterator[None]:
+    """Within the block, a signal that ends the process at once calls `note(signum)` and
+    says what it returns, not "nothing to resume"."""
     _exit_notes.append(note)
     try:
         yield
@@ -59,13 +73,14 @@ def exit_on_signals(before: str, record: Callable[[int], None] | None = None) ->
     Returns the handlers it replaced."""
 
     def handler(signum: int, frame: Any) -> None:
+        _received.append(signum)
         left = "nothing to resume."
         with contextlib.suppress(Exception):  # a record that cannot be written: exit anyway
             if record is not None:
                 record(signum)
         with contextlib.suppress(Exception):
             if _exit_notes:
-                left = _exit_notes[-1]()
+                left = _exit_notes[-1](signum)
         name = signal.Signals(signum).name
         sys.stderr.write(f"aeff: stopped by {name} before {before}; {left}\n")
         sys.stderr.flush()
@@ -75,7 +90,7 @@ def exit_on_signals(before: str, record: Callable[[int], None] | None = None) ->
 
 
 @contextlib.contextmanager
-def exiting_on_signals(before: str, record: Callable[[int], None]) -> Iterator[None]:
+def exiting_on_signals(before: str, record: Callable[[int], None] | None) -> Iterator[None]:
     """`exit_on_signals` for the block (a trial's preparation), then as before."""
     previous = exit_on_signals(before, record)
     try:
@@ -91,11 +106,16 @@ _holds: list[list[int]] = []  # the signals each open hold has noted, innermost 
 
 @contextlib.contextmanager
 def interrupts_raised() -> Iterator[None]:
-    """Turn the signals into TrialInterrupted."""
+    """Turn the signals into TrialInterrupted: the first one of the block; later ones are
+    noted (a sweep's parent passes on the Ctrl-C its workers got too, and a second
+    TrialInterrupted would cut the first one's way out short)."""
 
     def handler(signum: int, frame: Any) -> None:
+        _received.append(signum)
+        first = not _pending
         _pending.append(signum)
-        raise TrialInterrupted(signum)
+        if first:
+            raise TrialInterrupted(signum)
 
     _raising.append(True)
     try:
@@ -125,6 +145,7 @@ def interrupts_held() -> Iterator[list[int]]:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        _received.append(signum)
         received.append(signum)
 
     _holds.append(received)

@@ -122,6 +122,40 @@ def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float
     )
 
 
+@pytest.fixture
+def aeff_in_process(monkeypatch, tmp_path):
+    """`python -m aeff ARGS` in this process, in `tmp_path`; returns its exit status. The
+    root logger's handlers (Hydra's, per job) are put back as they were."""
+    import logging
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from aeff import app
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["aeff", *args])
+        try:
+            app.main()
+            return 0
+        except SystemExit as exit:
+            return exit.code
+        finally:
+            GlobalHydra.instance().clear()
+
+    yield run
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 def run_sweep(args: list[str], cwd: Path) -> Path:
     """`python -m aeff -m ARGS` in `cwd`, which must succeed; returns its sweep dir."""
     out = run_aeff(["-m", *args], cwd)

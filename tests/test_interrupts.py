@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from aeff import interrupts
 from aeff.errors import TrialInterrupted
 from aeff.interrupts import interrupts_held, interrupts_raised
 
@@ -56,3 +57,26 @@ def test_a_hold_in_another_thread_installs_nothing():
         thread.start()
         thread.join()
     assert errors == []
+
+
+def test_a_second_signal_does_not_cut_the_first_ones_way_out_short():
+    """A Ctrl-C reaches a sweep's worker twice (from the terminal, and passed on by the
+    sweep's parent): the second is noted, and the first one's way out runs to its end."""
+    ways_out = []
+    with pytest.raises(TrialInterrupted) as stopped, interrupts_raised():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except TrialInterrupted:
+            os.kill(os.getpid(), signal.SIGINT)  # before the way out holds signals
+            ways_out.append("last row and checkpoint")
+            raise
+    assert stopped.value.signum == signal.SIGINT and ways_out == ["last row and checkpoint"]
+
+
+def test_a_process_a_signal_stopped_remembers_it_until_a_new_sweep():
+    interrupts.forget_received()
+    with pytest.raises(TrialInterrupted), interrupts_raised():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert interrupts.received() == signal.SIGTERM  # its next job is not started
+    interrupts.forget_received()
+    assert interrupts.received() is None

@@ -162,10 +162,32 @@ def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
         "num_trials": 0,
         "num_planned": planned,
         "num_reached_target": 0,
+        "num_unrecorded": 0,
         "failed": [str(tmp_path / str(i)) for i in range(planned)],
         "score": None,
         "best_trial": None,
     }
+
+
+def test_a_trial_without_a_record_is_what_its_launcher_returned_or_what_began(tmp_path):
+    """logging=off: a trial that began (its .hydra/) or returned is `unrecorded`, no failure;
+    one whose job raised is `failed` with its error; the others did not start."""
+    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"], ["a=4"]])
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "3" / ".hydra").mkdir(parents=True)
+    ended = {1: None, 2: "RuntimeError: no such optimizer", 3: "TrialExited: exit 0"}
+    table, report = results.write_sweep_report(tmp_path, ended)
+    assert list(table["status"]) == ["unrecorded", "unrecorded", "failed", "failed"]
+    assert list(table["error"].fillna(""))[2:] == [ended[2], ended[3]]
+    assert report["failed"] == [str(tmp_path / "2"), str(tmp_path / "3")]
+    assert report["num_trials"] == 4 and report["num_unrecorded"] == 2
+    (tmp_path / "0" / ".hydra").rmdir()
+    assert list(results.summary(tmp_path)["status"]) == [
+        results.NOT_STARTED,
+        results.NOT_STARTED,
+        results.NOT_STARTED,
+        "unrecorded",
+    ]
 
 
 def test_the_terminal_table(tmp_path):

@@ -7,6 +7,9 @@ import pytest
 import yaml
 from conftest import data_overrides, run_aeff
 
+from aeff import results
+from hydra_plugins.aeff_sweeper import aeff_sweeper
+
 FLAKY_WORKLOAD = '''
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,22 @@ class ExitingAdam(Adam):
     def optimizer(hparams):
         if hparams.lr > 0.1:
             sys.exit(0)
+        return Adam.optimizer(hparams)
+"""
+
+
+CRASHING_SUBMISSION = """
+import dataclasses
+from aeff.submissions.adam import Adam
+
+@dataclasses.dataclass(frozen=True)
+class CrashingAdam(Adam):
+    \"\"\"Crashes for an lr above 0.1.\"\"\"
+
+    @staticmethod
+    def optimizer(hparams):
+        if hparams.lr > 0.1:
+            raise RuntimeError("no such optimizer")
         return Adam.optimizer(hparams)
 """
 
@@ -160,3 +179,29 @@ def test_sweep_with_bad_space_fails_before_any_trial(tmp_path):
     assert out.returncode != 0
     assert "search.num_trials=0" in out.stdout + out.stderr
     assert not list(tmp_path.glob("outputs/multirun/*/*/0"))
+
+
+def test_a_logging_off_sweep_reports_its_trials_unrecorded_and_only_a_crash_fails_it(
+    aeff_in_process, tmp_path, mnist_data_dir
+):
+    (tmp_path / "crashing.py").write_text(CRASHING_SUBMISSION)
+    args = ["-m", "submission_path=crashing.py", "logging=off", "max_steps=4"]
+    args += ["eval_every_steps=4", *data_overrides(mnist_data_dir)]
+
+    assert aeff_in_process(*args, "hparams.lr=1e-3", "hydra.sweep.dir=trained") == 0
+    sweep = tmp_path / "trained"
+    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["unrecorded"]
+    report = json.loads((sweep / "sweep.json").read_text())
+    assert report["failed"] == [] and report["num_trials"] == report["num_unrecorded"] == 1
+    # No failed trial, so no advice to resume (which would only train it again). (The console
+    # is not read with capsys: Hydra's logging config closes pytest's capture.)
+    assert aeff_sweeper.failed_trials == []
+    # The report's reader says the same without the sweep's process: it began there.
+    assert list(results.summary(sweep)["status"]) == ["unrecorded"]
+
+    assert aeff_in_process(*args, "hparams.lr=3e-3,0.5", "hydra.sweep.dir=crashed") == 1
+    sweep = tmp_path / "crashed"
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["unrecorded", "failed"]
+    assert summary["error"][1] == "RuntimeError: no such optimizer"
+    assert json.loads((sweep / "sweep.json").read_text())["failed"] == [str(sweep / "1")]

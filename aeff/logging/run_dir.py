@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil
+
 from aeff.errors import ConfigError, RecordsError, RunDirBusy
 from aeff.logging.files import (
     append_csv_row,
@@ -66,6 +68,9 @@ LABELS = "meta."  # a record's keys that are the user's labels (`+meta.study=...
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
 DAMAGED = "damaged"  # finished, but its rows changed since (status_of)
+# A trial that began with logging=off: `.hydra/` (written by `begin`) and no metadata.json, so
+# how it ended is nowhere on disk (its sweep's report takes it from what the launcher returned).
+UNRECORDED = "unrecorded"
 ROWS_DIGEST = "metrics_sha256"  # a finished trial's metadata.json: its metrics.csv's sha256
 
 
@@ -115,6 +120,14 @@ class Lock:
             return (directory / LOCK).read_text().strip() or "another process"
         except OSError:
             return "another process"
+
+    @staticmethod
+    def held_by(process: psutil.Process) -> bool:
+        """Whether `process` holds a run dir's lock open (it owns the dir: a trial runs)."""
+        try:
+            return any(Path(file.path).name == LOCK for file in process.open_files())
+        except psutil.Error:
+            return False  # ended
 
     @staticmethod
     def is_held(directory: Path) -> bool | None:
@@ -170,6 +183,12 @@ def status_of(directory: Path, metadata: Mapping[str, Any]) -> str | None:
         if digest is not None and rows_digest(directory / METRICS) != digest:
             return DAMAGED
     return status
+
+
+def began_unrecorded(directory: Path) -> bool:
+    """Whether a trial began in `directory` without records (logging=off): `begin` wrote
+    its `.hydra/` there, and it has no metadata.json."""
+    return (directory / HYDRA).is_dir() and not (directory / METADATA).exists()
 
 
 def damage(directory: Path, metadata: Mapping[str, Any]) -> str:

@@ -18,7 +18,16 @@ import pandas as pd
 from aeff.errors import ConfigError
 from aeff.logging.concat import load_metrics, nonempty_metrics
 from aeff.logging.files import inert, write_json_atomically, write_text_atomically
-from aeff.logging.run_dir import DAMAGED, FINISHED, METADATA, damage, read_metadata, status_of
+from aeff.logging.run_dir import (
+    DAMAGED,
+    FINISHED,
+    METADATA,
+    UNRECORDED,
+    began_unrecorded,
+    damage,
+    read_metadata,
+    status_of,
+)
 from aeff.logging.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,10 @@ REPORT = "sweep.json"
 NOT_STARTED = "not started"  # a planned trial with no record: the sweep was stopped before it
 UNREADABLE = "unreadable"  # a trial whose metadata.json cannot be read
 FOREIGN = "foreign"  # a planned job's dir holding the record of another run
+FAILED = "failed"
+# Not failures: a trial that ran with logging=off (UNRECORDED) is a result nobody kept, and
+# resuming it would only train it again.
+NOT_FAILED = (*FINISHED, UNRECORDED)
 
 
 def write_plan(
@@ -113,8 +126,11 @@ def foreign(job_dir: Path, job: int, metadata: Mapping[str, Any]) -> str | None:
     )
 
 
-def summary(path: Path) -> pd.DataFrame:
+def summary(path: Path, ended: Mapping[int, str | None] | None = None) -> pd.DataFrame:
     """One row per trial: hyperparameters, status, best target metric, time to target.
+
+    `ended`: how the launcher said the jobs it ran ended, by job number (None: returned,
+    else the error's line); it tells how a trial with no record (logging=off) ended.
 
     Linear in rows: every metrics.csv is parsed once, and each figure is found for all
     trials at once (a filter per trial took 96-118 s for 2,000 trials).
@@ -130,10 +146,21 @@ def summary(path: Path) -> pd.DataFrame:
         if error:  # an unreadable record: say which, go on with the others
             rows.append({**row, "status": UNREADABLE, "error": error})
         elif metadata is None:
-            rows.append({**row, "status": NOT_STARTED})
+            rows.append({**row, **unrecorded_status(run_dir, ended or {}, planned)})
         else:
             rows.append(trial_row(row, run_dir, metadata, found.get(row["run_dir"], {}), planned))
     return pd.DataFrame(rows)
+
+
+def unrecorded_status(run_dir: Path, ended: Mapping[int, str | None], planned: bool) -> dict:
+    """The status of a trial without a record: `failed` (with its error) or `unrecorded`
+    when its launcher returned it, else `unrecorded` if it began (logging=off), else
+    `not started`."""
+    job = int(run_dir.name) if planned else None
+    if job in ended:
+        error = ended[job]
+        return {"status": UNRECORDED} if error is None else {"status": FAILED, "error": error}
+    return {"status": UNRECORDED if began_unrecorded(run_dir) else NOT_STARTED}
 
 
 def record_of(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -231,14 +258,17 @@ def as_value(value: object) -> str:
     return "null" if pd.isna(value) else short(value)
 
 
-def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
+def write_sweep_report(
+    sweep_dir: Path, ended: Mapping[int, str | None] | None = None
+) -> tuple[pd.DataFrame, dict]:
     """`summary.csv` and `sweep.json`: every trial, the best one and AlgoPerf's score.
 
     The score is the least time to target over the finished trials that reached it
     (none if no trial did); divergence is a result; failure, interruption, damage and a
-    planned trial that never started are not, whatever their rows say.
+    planned trial that never started are not, whatever their rows say. A trial that ran
+    unrecorded (logging=off) has no result and is no failure. `ended`: see `summary`.
     """
-    table = summary(sweep_dir)
+    table = summary(sweep_dir, ended)
     write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
     finished = table[table["status"].isin(FINISHED)] if len(table) else table
     reached = finished.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
@@ -248,7 +278,8 @@ def write_sweep_report(sweep_dir: Path) -> tuple[pd.DataFrame, dict]:
         "num_trials": len(started),
         "num_planned": len(table),  # a row for every planned trial
         "num_reached_target": len(reached),
-        "failed": [row.run_dir for row in table.itertuples() if row.status not in FINISHED],
+        "num_unrecorded": int((table["status"] == UNRECORDED).sum()) if len(table) else 0,
+        "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
         "score": None if best is None else float(best["time_to_target"]),
         "best_trial": None if best is None else json.loads(best.to_json()),
     }

@@ -19,7 +19,7 @@ import pandas as pd
 
 from aeff.logging.concat import load_metrics
 from aeff.logging.files import write_text_atomically
-from aeff.logging.run_dir import read_metadata
+from aeff.logging.run_dir import UNRECORDED, read_metadata
 from aeff.logging.secrets import redact
 from aeff.results import NOT_STARTED, curves, pyplot, short
 
@@ -168,7 +168,8 @@ def png(figure: Any, alt: str) -> str:
 
 
 def failures(table: pd.DataFrame) -> str:
-    shown = table[~table["status"].isin(["completed", NOT_STARTED])] if len(table) else table
+    no_error = ["completed", NOT_STARTED, UNRECORDED]
+    shown = table[~table["status"].isin(no_error)] if len(table) else table
     if shown.empty:
         return "<h2>Failed and diverged trials</h2><p>None.</p>"
     errors = shown.get("error", pd.Series(index=shown.index, dtype=object))

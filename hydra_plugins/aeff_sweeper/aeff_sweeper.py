@@ -8,24 +8,30 @@ knows what was meant to run. It works with any launcher: it only decides which j
 to launch; each job's trial owns its run dir.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, user_files
+from aeff import config, errors, interrupts, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
-from aeff.interrupts import exit_note
+from aeff.interrupts import exit_note, exiting_on_signals
 from aeff.logging.run_dir import FINISHED, Lock, read_metadata, status_of
 from aeff.logging.secrets import redact
 
@@ -41,6 +47,9 @@ DATA_KEYS = ("workload.data_dir", "workload.idx_dir")
 class AeffSweeperConf:
     _target_: str = "hydra_plugins.aeff_sweeper.aeff_sweeper.AeffSweeper"
     max_batch_size: int | None = None  # jobs handed to the launcher at once; None: all
+    # On a signal, how long joblib's workers (hydra/launcher=parallel) get to
+    # end their trials (a last row, a checkpoint) before they are killed.
+    stop_wait_sec: float = 60.0
 
 
 ConfigStore.instance().store(
@@ -54,8 +63,9 @@ failed_trials: list[str] = []
 
 
 class AeffSweeper(Sweeper):
-    def __init__(self, max_batch_size: int | None = None) -> None:
+    def __init__(self, max_batch_size: int | None = None, stop_wait_sec: float = 60.0) -> None:
         self.max_batch_size = max_batch_size
+        self.stop_wait_sec = stop_wait_sec
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
@@ -95,27 +105,33 @@ class AeffSweeper(Sweeper):
         results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
         log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
         returns: list[JobReturn] = []
+        ended: dict[int, str | None] = {}  # how each returned job ended: see results.summary
 
-        def stopped() -> str:  # by a signal while a trial prepared: the process ends at once
-            self.report(sweep_dir)
+        def stopped(signum: int) -> str:  # a signal while no trial of this process trains
+            stop_workers(signum, self.stop_wait_sec)
+            self.report(sweep_dir, ended)
             return f"the sweep's report is written. {finish_hint(sweep_dir)}"
 
+        interrupts.forget_received()
         try:
-            with exit_note(stopped):
+            with exit_note(stopped), signals_end_the_sweep():
                 for batch in self.batches(todo):
-                    returns.extend(self.launcher.launch([jobs[i] for i in batch], batch[0]))
-        except TrialInterrupted as interrupt:
-            self.report(sweep_dir)
+                    launched = self.launcher.launch([jobs[i] for i in batch], batch[0])
+                    returns.extend(launched)
+                    ended.update(endings(batch, launched))
+        except TrialInterrupted as interrupt:  # a trial's, here or in a worker
+            stop_workers(interrupt.signum, self.stop_wait_sec)
+            self.report(sweep_dir, ended)
             log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
             raise
         except Exception as error:  # the launcher's own: a worker killed (out of memory)...
-            self.report(sweep_dir)
+            self.report(sweep_dir, ended)
             lines = str(error).strip().splitlines()
             what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
             log.debug("The launcher's error:", exc_info=True)  # shown with hydra.verbose
             log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
-        self.report(sweep_dir)
+        self.report(sweep_dir, ended)
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder")
         remove_job_pickles(folder, sweep_dir)
         return returns
@@ -258,15 +274,17 @@ class AeffSweeper(Sweeper):
                 batches.append([index])
         return batches
 
-    def report(self, sweep_dir: Path) -> None:
+    def report(self, sweep_dir: Path, ended: dict[int, str | None] | None = None) -> None:
         from aeff import results
 
-        summary, sweep = results.write_sweep_report(sweep_dir)
+        summary, sweep = results.write_sweep_report(sweep_dir, ended)
         print(results.as_text(summary, sweep_dir))
+        unrecorded = sweep["num_unrecorded"]
         print(
-            f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed, score (least time "
-            f"to target) {sweep['score']}. Report: {sweep_dir / results.SUMMARY}, "
-            f"{sweep_dir / results.REPORT}"
+            f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed"
+            + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
+            + f", score (least time to target) {sweep['score']}. Report: "
+            f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}"
         )
         failed_trials[:] = sweep["failed"]
         if failed_trials:
@@ -278,6 +296,79 @@ class AeffSweeper(Sweeper):
                 ", ".join(failed_trials),
                 sweep_dir,
             )
+
+
+@contextlib.contextmanager
+def signals_end_the_sweep() -> Iterator[None]:
+    """While the launcher waits for its workers (joblib's), a signal stops them, reports and
+    ends the process (`stopped`); a trial in this process (the
+    basic and vectorized launchers) puts its own handlers in place while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are the main thread's (an in-process caller's sweep in a thread)
+        return
+    with exiting_on_signals("the sweep ended", None):
+        yield
+
+
+def stop_workers(signum: int, wait_sec: float) -> None:
+    """Pass the signal on to the worker processes of joblib's pool (`hydra/launcher=parallel`;
+    the other launchers run trials in this process, or on a cluster), so each trial takes its own
+    way out (a last row, a checkpoint, `interrupted`); wait up to `wait_sec` for every
+    trial to end, then end the workers (killing one whose trial did not end in time), so
+    that a resume finds every run dir free."""
+    workers = detached_loky_workers()
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            worker.send_signal(signum)
+    deadline = time.monotonic() + wait_sec
+    while (training := [w for w in workers if Lock.held_by(w)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if training:
+        log.warning(
+            "Killing %s: their trials did not end within %g s of %s (hydra.sweeper.stop_wait_sec)",
+            ", ".join(f"process {w.pid}" for w in training),
+            wait_sec,
+            signal.Signals(signum).name,
+        )
+    for worker in workers:  # none runs a trial now: done, or idle in the launcher's loop
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
+    psutil.wait_procs(workers, timeout=10)
+
+
+def detached_loky_workers() -> list[psutil.Process]:
+    """The workers of joblib's process pool (`hydra/launcher=parallel`), taken out of its
+    hands: a worker that ends (its trial stopped before it began, an idle one on Ctrl-C)
+    would otherwise make the pool's manager thread SIGKILL the others, mid-checkpoint.
+    Empty when no pool runs in this process."""
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    processes = getattr(getattr(module, "_executor", None), "_processes", None)
+    if not isinstance(processes, dict):
+        return []
+    pids = list(processes)
+    processes.clear()  # the pool no longer knows them: it neither waits for nor kills them
+    workers = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            workers.append(psutil.Process(pid))
+    return workers
+
+
+def endings(batch: list[int], returns: list[JobReturn]) -> dict[int, str | None]:
+    """How each job of `batch` ended, by job number, as its launcher returned it: None when
+    it returned, else its error's first line (a trial with no record, logging=off, has
+    nothing else to tell it)."""
+    ended: dict[int, str | None] = {}
+    for index, returned in zip(batch, returns, strict=False):
+        if not isinstance(returned, JobReturn):
+            continue  # a launcher that returns something else tells nothing
+        if returned.status == JobStatus.COMPLETED:
+            ended[index] = None
+        elif returned.status == JobStatus.FAILED:
+            error = returned._return_value  # the task's exception (`return_value` raises it)
+            lines = str(error).strip().splitlines()
+            ended[index] = redact(type(error).__name__ + (f": {lines[0]}" if lines else ""))
+    return ended
 
 
 def remove_job_pickles(folder: str | None, sweep_dir: Path) -> None:

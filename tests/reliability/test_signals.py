@@ -1,5 +1,6 @@
 """SIGTERM and SIGINT: a last row, `interrupted`, a checkpoint, and the shell's exit codes."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 from conftest import data_overrides, run_aeff, start_aeff
 from records import assert_records_parseable, fingerprint, status_in_summary
@@ -156,3 +158,74 @@ def test_a_signal_while_a_sweeps_later_trial_prepares_reports_the_sweep_and_how_
     out = run_aeff([*args, "resume=true"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((sweep / "sweep.json").read_text())["failed"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "to_group", "exit_code"),
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+    ids=["ctrl-c-to-the-group", "sigterm-to-the-parent"],
+)
+def test_a_stopped_parallel_sweep_stops_its_workers_then_reports_and_resumes_at_once(
+    signum, to_group, exit_code, tmp_path, mnist_data_dir
+):
+    """Ctrl-C (SIGINT to the process group) or SIGTERM to the parent alone: the parent
+    passes the signal on to joblib's workers, waits for their trials' last rows and
+    checkpoints, then reports; no worker lives on, and the resume command it prints runs."""
+    args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hparams.lr=1e-3,3e-3"]
+    args += ["max_steps=1000", "eval_every_steps=100", "stop_at_target=false"]
+    args += ["checkpoint.interval_sec=1000", "hydra.sweep.dir=sweep"]  # the signal's checkpoint
+    args += data_overrides(mnist_data_dir)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aeff", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+    try:
+        console, workers = stopped_sweep(proc, sweep, signum, to_group)
+        _, alive = psutil.wait_procs(workers, timeout=5)  # joblib's resource tracker: at once
+    finally:  # on a failure, nothing of it lives on
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == exit_code, console[-3000:]
+    assert alive == []
+
+    for job in "01":
+        metadata = json.loads((sweep / job / "metadata.json").read_text())
+        assert metadata["status"] == "interrupted", metadata
+        (checkpoint,) = (sweep / job / "checkpoints").glob("[0-9]*")
+        assert pd.read_csv(sweep / job / "metrics.csv")["global_step"].iloc[-1] == int(
+            checkpoint.name
+        )
+    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["interrupted"] * 2
+    (said,) = [line for line in console.splitlines() if "Finish it with: " in line]
+    finish = said.split("Finish it with: ", 1)[1]
+    assert finish.startswith("python -m aeff ")
+
+    out = run_aeff(shlex.split(finish)[3:], tmp_path)  # at once: every run dir is free
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["completed"] * 2
+
+
+def rows(run_dir) -> int:
+    """The evaluation rows in a run dir's metrics.csv so far."""
+    path = run_dir / "metrics.csv"
+    return max(len(path.read_text().splitlines()) - 1, 0) if path.exists() else 0
+
+
+def stopped_sweep(proc, sweep, signum, to_group) -> tuple[str, list[psutil.Process]]:
+    """Signal the sweep once both trials have a row; its console and its worker processes."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(rows(sweep / job) for job in "01"):
+        time.sleep(0.05)
+    workers = psutil.Process(proc.pid).children()  # joblib's, and its resource tracker
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    console, _ = proc.communicate(timeout=60)
+    return console, workers
