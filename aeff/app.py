@@ -181,6 +181,7 @@ def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
     register()
     hydra_job.TYPED[:] = sys.argv[1:]
+    aeff_sweeper.failed_trials.clear()  # this command's sweep's, not an earlier one's
     with errors_end_the_process():
         sys.argv[1:] = with_user_files(sys.argv[1:])
     try:

@@ -1,11 +1,12 @@
 """`redact` and `redact_record`, in-process: each shape of secret masked where it stands,
 and what is not a secret (hashes, paths, hyperparameters, metric names) left whole."""
 
+import sys
 import time
 
 import pytest
 
-from aeff.logging.secrets import environment_secrets, redact, redact_record
+from aeff.logging.secrets import environment_secrets, redact, redact_record, redacting_console
 
 SECRET = "plantedSecret0123"
 
@@ -115,3 +116,17 @@ def test_the_values_of_secret_named_environment_variables_are_the_ones_masked():
         "HOME": "/home/researcher",
     }
     assert environment_secrets(environ) == ["plantedAwsSecret0123", "plantedGithub0123"]
+
+
+def test_the_redacted_console_is_never_closed_by_a_handler_that_spares_sys_stderr(tmp_path):
+    from absl.logging import PythonHandler
+
+    with (tmp_path / "console").open("w") as console:
+        handler = PythonHandler(stream=console)  # made before, as JAX's absl makes it
+        real = sys.stderr
+        sys.stderr = console
+        try:
+            redacting_console(handler.close)  # as Hydra's logging reconfiguration does
+        finally:
+            sys.stderr = real
+        assert not console.closed

@@ -217,6 +217,15 @@ class RedactingStream:
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding ...
         return getattr(self.stream, name)
 
+    # Equal to the stream it wraps: a handler that closes its stream unless it is
+    # `sys.stderr` (absl's, which JAX installs, asks `stream in (sys.stderr, ...)`) would
+    # otherwise close the real console when Hydra reconfigures logging.
+    def __eq__(self, other: object) -> bool:
+        return other is self or other is self.stream
+
+    def __hash__(self) -> int:
+        return hash(self.stream)
+
 
 def redacting_console(call: Callable[[], Any]) -> Any:
     """`call()` with `sys.stdout` and `sys.stderr` redacted, then the streams as they were."""
