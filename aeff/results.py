@@ -1,6 +1,8 @@
 """`python -m aeff.results concat|plot|summary PATH`: combine, draw and summarise trials.
 
 PATH is a run dir, a sweep dir (or any folder above them) or, for `plot`, a CSV.
+`export mlflow|tensorboard PATH` writes them where MLflow or TensorBoard shows them
+(aeff.export, imported by that command alone).
 This module owns a sweep dir's own files: the plan the sweeper writes before its
 first trial, and the report (summary.csv, sweep.json) written after the last.
 """
@@ -96,13 +98,14 @@ def foreign(job_dir: Path, job: int, metadata: Mapping[str, Any]) -> str | None:
     )
 
 
-def summary(path: Path) -> pd.DataFrame:
+def summary(path: Path, metrics: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per trial: hyperparameters, status, best target metric, time to target.
 
-    Linear in rows: every metrics.csv is parsed once, and each figure is found for all
-    trials at once (a filter per trial took 96-118 s for 2,000 trials).
+    Linear in rows: every metrics.csv is parsed once (`metrics`: already loaded by the
+    caller), and each figure is found for all trials at once (a filter per trial took
+    96-118 s for 2,000 trials).
     """
-    metrics = load_metrics(path)
+    metrics = load_metrics(path) if metrics is None else metrics
     planned = (Path(path) / PLAN).exists()  # trial_dirs reads and checks it
     records = [(run_dir, *record_of(run_dir)) for run_dir in trial_dirs(Path(path))]
     targets = {m.get("workload.target_metric") for _, m, _ in records if m} - {None}
@@ -362,6 +365,15 @@ def main(argv: list[str] | None = None) -> None:
     draw.add_argument("--out", type=Path, default=None, help="default: PATH/<y>.png")
     table = commands.add_parser("summary", help="one row per trial")
     table.add_argument("path", type=Path)
+    exporting = commands.add_parser("export", help="every trial into MLflow or TensorBoard")
+    exporting.add_argument("tool", choices=["mlflow", "tensorboard"])
+    exporting.add_argument("path", type=Path, help="a sweep dir, a run dir, or a folder of them")
+    exporting.add_argument(
+        "--tracking-uri", metavar="URI", help="mlflow: default sqlite:///PATH/mlflow.db"
+    )
+    exporting.add_argument(
+        "--logdir", type=Path, metavar="DIR", help="tensorboard: default PATH/tensorboard"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(format="aeff.results: %(message)s")
     if not args.path.exists():
@@ -378,6 +390,8 @@ def run_command(args: argparse.Namespace) -> None:
         print(concatenate_csvs(args.path))
     elif args.command == "plot":
         print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
+    elif args.command == "export":
+        print(export(args))
     elif (folder / PLAN).exists():  # a sweep dir: its report is written there
         frame, report = write_sweep_report(folder)
         print(as_text(frame, folder))
@@ -391,6 +405,26 @@ def run_command(args: argparse.Namespace) -> None:
             )
         print(as_text(frame, folder))
         print(f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written)")
+
+
+def export(args: argparse.Namespace) -> str:
+    """`export mlflow|tensorboard PATH`: the records read here, written by aeff.export
+    (imported now: MLflow and TensorBoard stay out of every other command)."""
+    from aeff import export as exporters
+
+    option = {"mlflow": "--tracking-uri", "tensorboard": "--logdir"}
+    for tool, given in (("tensorboard", args.logdir), ("mlflow", args.tracking_uri)):
+        if given is not None and args.tool != tool:
+            raise ConfigError(f"export {args.tool}: {option[tool]} is for export {tool}.")
+    if not args.path.is_dir():
+        raise ConfigError(f"export {args.path}: give a sweep dir or a run dir, not a file.")
+    exporters.require(args.tool)  # before any reading
+    metrics = load_metrics(args.path)
+    trials = exporters.trials(args.path, summary(args.path, metrics), metrics)
+    if args.tool == "mlflow":
+        uri = args.tracking_uri or exporters.default_tracking_uri(args.path)
+        return exporters.to_mlflow(trials, args.path, uri)
+    return exporters.to_tensorboard(trials, args.logdir or args.path / "tensorboard")
 
 
 if __name__ == "__main__":

@@ -378,12 +378,13 @@ def test_the_command_line_explains_itself(capsys):
         results.main(["--help"])
     assert stopped.value.code == 0
     usage = capsys.readouterr().out
-    assert usage.startswith("usage: python -m aeff.results [-h] {concat,plot,summary}")
+    assert usage.startswith("usage: python -m aeff.results [-h] {concat,plot,summary,export}")
     words = " ".join(usage.split())
     assert "PATH`: combine, draw and summarise trials. PATH is a run dir" in words
     assert "concat every metrics.csv below PATH into one CSV" in words
     assert "plot a metric against another, one line per trial" in words
     assert "summary one row per trial" in words
+    assert "export every trial into MLflow or TensorBoard" in words
     with pytest.raises(SystemExit):
         results.main(["plot", "--help"])
     assert "--out OUT default: PATH/<y>.png" in " ".join(capsys.readouterr().out.split())

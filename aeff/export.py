@@ -1,0 +1,393 @@
+"""`python -m aeff.results export mlflow|tensorboard PATH`: trials into the tools one browses.
+
+Imported by that command alone, and MLflow and TensorBoard only inside its functions: a
+trial and the other results commands never load them (optional extras:
+`pip install "aeff[mlflow]"`, `"aeff[tensorboard]"`). The command reads the records
+(`aeff.results.summary`, `load_metrics`) and hands them here; this module only writes.
+
+Each trial becomes one MLflow run (params: its config; metrics by step; tags: status,
+seed, workload, submission, labels, run dir; artifacts: its record and the user's
+files), or one TensorBoard run (scalars by step, and a row of the HPARAMS table).
+Exporting again replaces what changed and keeps what did not: never a duplicate.
+"""
+
+import datetime
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aeff.errors import ConfigError
+from aeff.logging.run_dir import CONFIG, COPIES, METADATA, read_metadata
+
+log = logging.getLogger(__name__)
+
+TOOLS = ("mlflow", "tensorboard")
+# The packages each exporter needs: MLflow's SQLite store needs SQLAlchemy and alembic.
+NEEDS = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}
+
+STEP = "global_step"
+# Row columns that are neither config nor a metric: the step, the clock, bookkeeping.
+NOT_METRICS = {STEP, "global_start_time", "wall_time", "run_idx", "steps_per_epoch", "run_dir"}
+TIMES = ("accumulated_submission_time", "accumulated_eval_time")  # in metadata.json too
+RESULTS = ("best_target_metric", "time_to_target", "steps_to_target")  # summary's figures
+
+RUN_DIR_TAG = "run_dir"  # finds a trial's run again on the next export
+EXPORTED_TAG = "aeff.exported"  # what was exported: set last, so a half-exported run is redone
+RUN_STATUS = {"completed": "FINISHED", "diverged": "FINISHED", "interrupted": "KILLED"}
+EVENTS = "events.out.tfevents"  # TensorBoard reads files whose names hold this
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial as the exporters see it."""
+
+    run_dir: Path
+    name: str  # its path below PATH: '0', '1', ... in a sweep
+    status: str
+    metadata: Mapping[str, Any]
+    rows: pd.DataFrame  # its metrics.csv rows, by step
+    result: Mapping[str, Any]  # summary's figures: best target metric, time to target
+
+    def metric_columns(self) -> list[str]:
+        """Its numeric row columns that are metrics: not config (those are in its
+        metadata.json), not the step or the clock; the two accumulated times included."""
+        return [
+            c
+            for c in self.rows
+            if (c in TIMES or (c not in self.metadata and c not in NOT_METRICS))
+            and pd.api.types.is_numeric_dtype(self.rows[c])
+            and not pd.api.types.is_bool_dtype(self.rows[c])
+            and self.rows[c].notna().any()
+        ]
+
+    def timestamps(self) -> np.ndarray:
+        """Each row's time, in seconds since the epoch: the trial's start plus its wall time."""
+        if {"global_start_time", "wall_time"} <= set(self.rows):
+            times = (self.rows["global_start_time"] + self.rows["wall_time"]).to_numpy(float)
+            if np.isfinite(times).all():
+                return times
+        return np.full(len(self.rows), float(self.metadata.get("start_time") or 0.0))
+
+    def fingerprint(self) -> str:
+        """What the export of this trial depends on: a trial that moved on differs."""
+        steps = self.rows[STEP] if STEP in self.rows else pd.Series(dtype=float)
+        state = [self.status, len(steps), steps.max() if len(steps) else None, self.metadata]
+        return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+    def hparams(self) -> dict[str, Any]:
+        """The config that tells trials apart (metadata.json's `identity`)."""
+        return dict(self.metadata.get("identity") or {})
+
+    def labels(self) -> dict[str, str]:
+        """Status, seed, workload, submission, every meta.* label, the run dir, an error."""
+        m = self.metadata
+        labels = {
+            "status": self.status,
+            "rng_seed": m.get("rng_seed"),
+            "workload": m.get("workload"),
+            "submission": str(m.get("submission._target_", "")).rpartition(".")[2],
+            RUN_DIR_TAG: str(self.run_dir),
+            **{k: v for k, v in m.items() if k.startswith("meta.")},
+            "error": m.get("error_message"),  # redacted when recorded
+        }
+        return {k: as_text(v) for k, v in labels.items() if v is not None}
+
+    def artifacts(self) -> list[Path]:
+        """Its record, its resolved config and the copies of the user's files it holds."""
+        copies = sorted(p for p in self.run_dir.iterdir() if p.stem in COPIES.values())
+        found = [self.run_dir / METADATA, self.run_dir / CONFIG, *copies]
+        return [p for p in found if p.is_file()]
+
+
+def as_text(value: Any) -> str:
+    """A value as a config writes it: `0.001`, `adam`, `null`, `true`."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def require(tool: str) -> None:
+    """Refuse, before any reading, an exporter whose extra is not installed."""
+    missing = [name for name in NEEDS[tool] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"export {tool}: {', '.join(missing)} is not installed: "
+            f'pip install "aeff[{tool}]" (in the environment that runs aeff).'
+        )
+
+
+def trials(folder: Path, table: pd.DataFrame, metrics: pd.DataFrame) -> list[Trial]:
+    """The trials with a record in `table` (results.summary of `folder`), their rows from
+    `metrics` (load_metrics of `folder`); planned trials that never started are left out."""
+    by_dir = dict(tuple(metrics.groupby("run_dir", sort=False))) if len(metrics) else {}
+    found = []
+    for row in table.to_dict("records"):
+        run_dir = Path(row["run_dir"])
+        try:
+            metadata = read_metadata(run_dir)
+        except ConfigError:  # unreadable: summary named it in a warning
+            continue
+        if metadata is None:  # planned, never started
+            continue
+        rows = by_dir.get(row["run_dir"], pd.DataFrame(columns=[STEP]))
+        name = run_dir.relative_to(folder.resolve()).as_posix()
+        found.append(
+            Trial(
+                run_dir=run_dir,
+                name=run_dir.name if name == "." else name,
+                status=row["status"],
+                metadata=metadata,
+                rows=rows.sort_values(STEP, kind="stable") if STEP in rows else rows,
+                result={k: row.get(k) for k in RESULTS if pd.notna(row.get(k))},
+            )
+        )
+    if not found:
+        raise ConfigError(f"no trial records at or below {folder}: give a sweep dir or a run dir.")
+    return found
+
+
+def seconds(iso: Any) -> float | None:
+    """An ISO time from metadata.json in seconds since the epoch (None: none recorded)."""
+    try:
+        return datetime.datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+# MLflow ---------------------------------------------------------------------------------
+
+
+def default_tracking_uri(folder: Path) -> str:
+    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+
+
+def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
+    """Each trial as an MLflow run in experiment `folder`'s absolute path at `uri`; a run
+    already exported unchanged is kept, one whose trial moved on is replaced."""
+    # A server that does not answer is named within seconds, not after MLflow's 7 retries
+    # over minutes, each a warning line (the user's own settings win).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    quiet("mlflow", "alembic", "urllib3")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    quiet("mlflow", "alembic", "urllib3")  # MLflow sets its own level as it is imported
+    counts = {"exported": 0, "replaced": 0, "unchanged": 0}
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = mlflow_experiment(client, folder, uri)
+        existing = runs_by_dir(client, experiment_id)
+        for trial in trials:
+            counts[mlflow_trial(client, experiment_id, trial, existing)] += 1
+    except (MlflowException, SQLAlchemyError, OSError) as error:
+        done = sum(counts.values())
+        raise ConfigError(
+            f"export mlflow --tracking-uri {uri}: MLflow refused it after {done} of "
+            f"{len(trials)} trials ({first_line(error)}); give a store it can open and "
+            f"write, e.g. {default_tracking_uri(folder)}."
+        ) from None
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    return f"{len(trials)} trials in MLflow ({summary}): experiment {folder.resolve()} at {uri}"
+
+
+def mlflow_experiment(client: Any, folder: Path, uri: str) -> str:
+    """The sweep's experiment (named by its absolute path), made if new."""
+    name = str(folder.resolve())
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # A local store's artifacts beside the sweep, not in ./mlruns of wherever this ran.
+    local = uri.startswith(("sqlite:", "file:", "/"))
+    where = (folder / "mlartifacts").resolve().as_uri() if local else None
+    return client.create_experiment(name, artifact_location=where)
+
+
+def mlflow_trial(
+    client: Any, experiment_id: str, trial: Trial, existing: Mapping[str, list[Any]]
+) -> str:
+    """The trial's run made, or replaced (its trial moved on), or kept: which, in a word."""
+    earlier = existing.get(str(trial.run_dir), [])
+    fingerprint = trial.fingerprint()
+    if len(earlier) == 1 and earlier[0].data.tags.get(EXPORTED_TAG) == fingerprint:
+        return "unchanged"
+    for run in earlier:  # MLflow keeps a deleted run in its trash until `mlflow gc`
+        client.delete_run(run.info.run_id)
+    mlflow_run(client, experiment_id, trial, fingerprint)
+    return "replaced" if earlier else "exported"
+
+
+def first_line(error: Exception) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def runs_by_dir(client: Any, experiment_id: str) -> dict[str, list[Any]]:
+    """The experiment's live runs by the run dir they were exported from."""
+    found: dict[str, list[Any]] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=50_000, page_token=token)
+        for run in page:
+            found.setdefault(run.data.tags.get(RUN_DIR_TAG), []).append(run)
+        token = page.token
+        if not token:
+            return found
+
+
+def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) -> None:
+    """One trial as one run: everything in a log_batch, then the files, then its end."""
+    from mlflow.entities import Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+    start = trial.metadata.get("start_time") or seconds(trial.metadata.get("datetime"))
+    run = client.create_run(
+        experiment_id,
+        start_time=None if start is None else int(start * 1000),
+        tags={k: v[:MAX_TAG_VAL_LENGTH] for k, v in trial.labels().items()},
+        run_name=trial.name,
+    )
+    run_id = run.info.run_id
+    params = [Param(k, as_text(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in trial.hparams().items()]
+    client.log_batch(run_id, metrics=mlflow_metrics(trial), params=params)
+    for path in trial.artifacts():
+        client.log_artifact(run_id, str(path))
+    if trial.status != "running":  # a running trial's run stays RUNNING
+        end = seconds(trial.metadata.get("end_datetime"))
+        client.set_terminated(
+            run_id,
+            status=RUN_STATUS.get(trial.status, "FAILED"),
+            end_time=None if end is None else int(end * 1000),
+        )
+    client.set_tag(run_id, EXPORTED_TAG, fingerprint)
+
+
+def mlflow_metrics(trial: Trial) -> list[Any]:
+    """Each metric of each row at its step and time, and summary's figures at the last step."""
+    from mlflow.entities import Metric
+
+    times = (trial.timestamps() * 1000).astype(np.int64)
+    steps = trial.rows[STEP].to_numpy(dtype=np.int64) if len(trial.rows) else []
+    metrics = []
+    for column in trial.metric_columns():
+        values = trial.rows[column].to_numpy(dtype=float)
+        metrics += [
+            Metric(column, float(v), int(t), int(s))
+            for v, t, s in zip(values, times, steps, strict=True)
+            if not math.isnan(v)  # no value in that row
+        ]
+    last_step = int(steps[-1]) if len(steps) else 0
+    last_time = int(times[-1]) if len(times) else 0
+    metrics += [Metric(k, float(v), last_time, last_step) for k, v in trial.result.items()]
+    return metrics
+
+
+def quiet(*loggers: str) -> None:
+    """The console keeps to aeff's lines: the libraries' own go (their failures reach the
+    user as aeff's one line)."""
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# TensorBoard ----------------------------------------------------------------------------
+
+
+def to_tensorboard(trials: list[Trial], logdir: Path) -> str:
+    """Event files in `logdir`: one folder per trial (its scalars and its hparams), and the
+    HPARAMS table's columns at the top. Each export writes them afresh."""
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        for trial in trials:
+            write_events(logdir / trial.name, trial_events(trial))
+        write_events(logdir, [experiment_event(trials)])
+    except OSError as error:
+        raise ConfigError(
+            f"export tensorboard --logdir {logdir}: cannot write there: {error.strerror or error}."
+        ) from None
+    return f"{len(trials)} trials for TensorBoard: tensorboard --logdir {logdir}"
+
+
+def write_events(folder: Path, events: list[Any]) -> None:
+    """`events` as the only event file in `folder` (the last export's removed): TensorBoard's
+    own record format, written without TensorFlow."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{EVENTS}.*"):
+        old.unlink()
+    version = event_pb2.Event(wall_time=events[0].wall_time, file_version="brain.Event:2")
+    temporary = folder / f".{EVENTS}.aeff.tmp"
+    with temporary.open("wb") as file:
+        writer = RecordWriter(file)
+        for event in [version, *events]:
+            writer.write(event.SerializeToString())
+    temporary.replace(folder / f"{EVENTS}.{int(version.wall_time)}.aeff")
+
+
+def trial_events(trial: Trial) -> list[Any]:
+    """Its hparams (a session of the HPARAMS table), then one event per row with every
+    metric, then summary's figures at the last step."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.hparams import summary_v2
+
+    start = float(trial.metadata.get("start_time") or 0.0)
+    hparams = {k: tensorboard_value(v) for k, v in trial.hparams().items()}
+    session = summary_v2.hparams_pb(hparams, trial_id=trial.name, start_time_secs=start)
+    events = [event_pb2.Event(wall_time=start, step=0, summary=session)]
+    columns = trial.metric_columns()
+    times = trial.timestamps()
+    for i, row in enumerate(trial.rows[[STEP, *columns]].itertuples(index=False)):
+        values = [
+            summary_pb2.Summary.Value(tag=c, simple_value=float(v))
+            for c, v in zip(columns, row[1:], strict=True)
+            if not math.isnan(v)
+        ]
+        summary = summary_pb2.Summary(value=values)
+        events.append(event_pb2.Event(wall_time=times[i], step=int(row[0]), summary=summary))
+    if trial.result:
+        last = events[-1]
+        values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in trial.result.items()]
+        events.append(
+            event_pb2.Event(
+                wall_time=last.wall_time, step=last.step, summary=summary_pb2.Summary(value=values)
+            )
+        )
+    return events
+
+
+def tensorboard_value(value: Any) -> bool | float | str:
+    """A config value as the HPARAMS table holds it: a bool, a number or a text."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    return as_text(value)
+
+
+def experiment_event(trials: list[Trial]) -> Any:
+    """The HPARAMS table's columns: every hyperparameter, and each metric's last value
+    with summary's figures (time to target first)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.plugins.hparams import summary_v2
+
+    names = sorted({k for t in trials for k in t.hparams()})
+    metrics = [k for k in RESULTS if any(k in t.result for t in trials)]
+    metrics += sorted({c for t in trials for c in t.metric_columns()})
+    config = summary_v2.hparams_config_pb(
+        hparams=[summary_v2.HParam(n) for n in names],
+        metrics=[summary_v2.Metric(m) for m in metrics],
+        time_created_secs=config_time(trials),
+    )
+    return event_pb2.Event(wall_time=config_time(trials), summary=config)
+
+
+def config_time(trials: list[Trial]) -> float:
+    return min(float(t.metadata.get("start_time") or 0.0) for t in trials)
