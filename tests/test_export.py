@@ -14,6 +14,7 @@ from conftest import REPO, shared_trial_scope
 
 from aeff import results
 from aeff.app import compose_config
+from aeff.errors import ConfigError
 from aeff.logging.concat import load_metrics
 from aeff.trial import train_and_evaluate
 
@@ -26,30 +27,41 @@ sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.
 LRS = ("1e-3", "3e-3")
 
 
+BAD_LR = "-1"  # job 2, with aeff's Adam: refused, recorded `failed` as in a sweep (no rows)
+
+
 @pytest.fixture(scope=shared_trial_scope)
 def sweep(tmp_path_factory, mnist_data_dir) -> Path:
     """A sweep dir of two real trials (12 steps, a row every 4), each with a label and a
-    copy of the user's submission file, as the sweeper's jobs leave them."""
+    copy of the user's submission file, and a third that failed, as the sweeper's jobs
+    leave them."""
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    results.write_plan(sweep_dir, [[f"hparams.lr={lr}"] for lr in LRS])
+    results.write_plan(sweep_dir, [[f"hparams.lr={lr}"] for lr in (*LRS, BAD_LR)])
     for job, lr in enumerate(LRS):
-        cfg = compose_config(
-            [
-                f"workload.data_dir={mnist_data_dir}",
-                "max_steps=12",
-                "eval_every_steps=4",
-                "batch_size=512",
-                "logging.system_metrics=false",
-                "logging.packages=false",
-                "compilation_cache_dir=null",
-                f"hparams.lr={lr}",
-                "+meta.study=export",
-                f"submission_path={REPO / 'tests' / 'wild_adam.py'}",
-            ]
-        )
         labels = {"hydra.job.num": job, "sweep_dir": str(sweep_dir)}
-        train_and_evaluate(cfg, sweep_dir / str(job), labels)
+        train_and_evaluate(short_trial(mnist_data_dir, lr), sweep_dir / str(job), labels)
+    labels = {"hydra.job.num": 2, "sweep_dir": str(sweep_dir)}
+    with pytest.raises(ConfigError):
+        cfg = short_trial(mnist_data_dir, BAD_LR, user_file=False)
+        train_and_evaluate(cfg, sweep_dir / "2", labels, record_bad_input=True)
     return sweep_dir
+
+
+def short_trial(data_dir: Path, lr: str, user_file: bool = True):
+    return compose_config(
+        [
+            f"workload.data_dir={data_dir}",
+            "max_steps=12",
+            "eval_every_steps=4",
+            "batch_size=512",
+            "logging.system_metrics=false",
+            "logging.packages=false",
+            "compilation_cache_dir=null",
+            f"hparams.lr={lr}",
+            "+meta.study=export",
+            *([f"submission_path={REPO / 'tests' / 'wild_adam.py'}"] if user_file else []),
+        ]
+    )
 
 
 def export(*args: str) -> None:
@@ -76,7 +88,11 @@ def runs_of(client, sweep_dir, view=None):
 def test_mlflow_gets_each_trial_as_a_run_with_its_config_metrics_tags_and_files(exported, capsys):
     sweep_dir, client = exported
     runs = runs_of(client, sweep_dir)
-    assert sorted(runs) == [str((sweep_dir / job).resolve()) for job in ("0", "1")]
+    assert sorted(runs) == [str((sweep_dir / job).resolve()) for job in ("0", "1", "2")]
+    failed = runs[str((sweep_dir / "2").resolve())]
+    assert failed.info.status == "FAILED" and failed.data.tags["status"] == "failed"
+    assert failed.data.tags["error"].startswith("hparams.lr=-1.0 is not allowed")
+    assert failed.data.metrics == {} and failed.data.params == {}
     rows = load_metrics(sweep_dir)
     for job, lr in enumerate(LRS):
         run_dir = (sweep_dir / str(job)).resolve()
@@ -117,7 +133,7 @@ def test_exporting_again_keeps_an_unchanged_run_and_replaces_one_that_moved_on(e
     (job / "metrics.csv").write_bytes(b"".join(rows.splitlines(keepends=True)[:3]))
     try:
         export("mlflow", sweep_dir)
-        assert "(1 replaced, 1 unchanged)" in capsys.readouterr().out
+        assert "(1 replaced, 2 unchanged)" in capsys.readouterr().out
         stopped = runs_of(client, sweep_dir)[str(job.resolve())]
         assert stopped.data.tags["status"] == "interrupted" and stopped.info.status == "KILLED"
         steps = client.get_metric_history(stopped.info.run_id, "validation.accuracy")
@@ -127,7 +143,7 @@ def test_exporting_again_keeps_an_unchanged_run_and_replaces_one_that_moved_on(e
         (job / "metrics.csv").write_bytes(rows)
     export("mlflow", sweep_dir)
     after = runs_of(client, sweep_dir)
-    assert len(after) == 2 and after[str(job.resolve())].data.tags["status"] == "completed"
+    assert len(after) == 3 and after[str(job.resolve())].data.tags["status"] == "completed"
     steps = client.get_metric_history(after[str(job.resolve())].info.run_id, "validation.accuracy")
     assert [m.step for m in steps] == [4, 8, 12]  # the run replaced, not appended to
     kept = str((sweep_dir / "0").resolve())
@@ -135,7 +151,7 @@ def test_exporting_again_keeps_an_unchanged_run_and_replaces_one_that_moved_on(e
     deleted = runs_of(client, sweep_dir, view=mlflow.entities.ViewType.DELETED_ONLY)
     assert set(deleted) == {str(job.resolve())}
     export("mlflow", sweep_dir)
-    assert "2 unchanged" in capsys.readouterr().out
+    assert "(3 unchanged)" in capsys.readouterr().out
 
 
 def test_tensorboard_reads_each_trials_scalars_by_step_and_the_hparams_table(sweep, tmp_path):
@@ -171,6 +187,8 @@ def test_tensorboard_reads_each_trials_scalars_by_step_and_the_hparams_table(swe
         assert session.hparams["hparams.lr"].number_value == float(lr)
         assert session.hparams["workload"].string_value == "mnist"
         assert session.group_name == str(job)
+    (failed,) = EventAccumulator(str(logdir / "2")).Reload().PluginTagToContent("hparams").values()
+    assert hparams_metadata.parse_session_start_info_plugin_data(failed).group_name == "2"
 
 
 @pytest.mark.parametrize(
