@@ -29,9 +29,6 @@ import pandas as pd
 from aeff.errors import ConfigError
 from aeff.logging.run_dir import CONFIG, COPIES, METADATA, read_metadata
 
-log = logging.getLogger(__name__)
-
-TOOLS = ("mlflow", "tensorboard")
 # The packages each exporter needs: MLflow's SQLite store needs SQLAlchemy and alembic.
 NEEDS = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}
 

@@ -24,6 +24,8 @@ pytest.importorskip("tensorboard", reason='the tensorboard extra: pip install "a
 # import, and stays out of the test process.
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
+# MLflow 3.18's store on SQLAlchemy 2.1: a deprecation of theirs, not aeff's.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 LRS = ("1e-3", "3e-3")
 
 
@@ -201,6 +203,7 @@ def test_tensorboard_reads_each_trials_scalars_by_step_and_the_hparams_table(swe
             "MLflow refused it after 0 of",
         ),
         (["mlflow", "{sweep}", "--logdir", "x"], "--logdir is for export tensorboard"),
+        (["tensorboard", "{sweep}", "--logdir", "{sweep}/sweep_plan.json"], "cannot write there"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(sweep, tmp_path, capsys, args, says):
@@ -224,6 +227,7 @@ def test_an_exporter_whose_extra_is_missing_says_how_to_install_it(
     assert stop.value.code == 2 and f'pip install "aeff[{tool}]"' in err, err
 
 
+@pytest.mark.slow
 def test_a_trial_and_the_other_results_commands_import_neither_mlflow_nor_tensorboard():
     code = (
         "import sys, aeff.trial, aeff.results, aeff.export;"
