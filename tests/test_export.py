@@ -191,6 +191,43 @@ def test_tensorboard_reads_each_trials_scalars_by_step_and_the_hparams_table(swe
         assert session.group_name == str(job)
     (failed,) = EventAccumulator(str(logdir / "2")).Reload().PluginTagToContent("hparams").values()
     assert hparams_metadata.parse_session_start_info_plugin_data(failed).group_name == "2"
+    table = hparams_table(logdir)  # what the HPARAMS tab shows
+    assert sorted(table) == ["0", "1", "2"]
+    assert [table[str(job)]["hparams.lr"] for job in (0, 1)] == [float(lr) for lr in LRS]
+    best = rows.groupby("run_dir")["validation.accuracy"].max()
+    assert table["0"]["best_target_metric"] == pytest.approx(best[str((sweep / "0").resolve())])
+
+
+def hparams_table(logdir: Path) -> dict[str, dict[str, float]]:
+    """The HPARAMS tab's rows as TensorBoard's hparams plugin answers its page: each
+    session group's learning rate and metrics."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    events = plugin_event_multiplexer.EventMultiplexer()
+    events.AddRunsFromDirectory(str(logdir))
+    events.Reload()
+    provider = data_provider.MultiplexerDataProvider(events, str(logdir))
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=events, data_provider=provider)
+    every = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE]
+    every.append(api_pb2.STATUS_RUNNING)
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0,
+        slice_size=100,
+        allowed_statuses=every,  # the page's default filter
+    )
+    handler = list_session_groups.Handler(
+        context.RequestContext(), backend_context.Context(tb), "", request
+    )
+    return {
+        group.name: {
+            **{k: v.number_value for k, v in group.hparams.items() if k == "hparams.lr"},
+            **{m.name.tag: m.value for m in group.metric_values},
+        }
+        for group in handler.run().session_groups
+    }
 
 
 @pytest.mark.parametrize(
