@@ -41,6 +41,7 @@ RESULTS = ("best_target_metric", "time_to_target", "steps_to_target")  # summary
 RUN_DIR_TAG = "run_dir"  # finds a trial's run again on the next export
 EXPORTED_TAG = "aeff.exported"  # what was exported: set last, so a half-exported run is redone
 RUN_STATUS = {"completed": "FINISHED", "diverged": "FINISHED", "interrupted": "KILLED"}
+ARTIFACTS = ".mlartifacts"  # a local MLflow store's files, in the exported folder
 EVENTS = "events.out.tfevents"  # TensorBoard reads files whose names hold this
 
 
@@ -87,6 +88,10 @@ class Trial:
         copies = sorted(p for p in self.run_dir.iterdir() if p.stem in COPIES.values())
         found = [self.run_dir / METADATA, self.run_dir / CONFIG, *copies]
         return [p for p in found if p.is_file()]
+
+
+def trials_text(trials: list[Trial]) -> str:
+    return "1 trial" if len(trials) == 1 else f"{len(trials)} trials"
 
 
 def as_text(value: Any) -> str:
@@ -226,7 +231,7 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
             f"write, e.g. {default_tracking_uri(folder)}."
         ) from None
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
-    return f"{len(trials)} trials in MLflow ({summary}): experiment {folder.resolve()} at {uri}"
+    return f"{trials_text(trials)} in MLflow ({summary}): experiment {folder.resolve()} at {uri}"
 
 
 def mlflow_experiment(client: Any, folder: Path, uri: str) -> str:
@@ -235,9 +240,11 @@ def mlflow_experiment(client: Any, folder: Path, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    # A local store's artifacts beside the sweep, not in ./mlruns of wherever this ran.
+    # A local store's artifacts beside the sweep, not in ./mlruns of wherever this ran; in
+    # a dot folder, as earlier attempts are, so that their copies of metadata.json are
+    # never taken for trials (results.trial_dirs).
     local = uri.startswith(("sqlite:", "file:", "/"))
-    where = (folder / "mlartifacts").resolve().as_uri() if local else None
+    where = (folder / ARTIFACTS).resolve().as_uri() if local else None
     return client.create_experiment(name, artifact_location=where)
 
 
@@ -339,7 +346,7 @@ def to_tensorboard(trials: list[Trial], logdir: Path) -> str:
         raise ConfigError(
             f"export tensorboard --logdir {logdir}: cannot write there: {error.strerror or error}."
         ) from None
-    return f"{len(trials)} trials for TensorBoard: tensorboard --logdir {logdir}"
+    return f"{trials_text(trials)} for TensorBoard: tensorboard --logdir {logdir}"
 
 
 def write_events(folder: Path, events: list[Any]) -> None:

@@ -8,7 +8,6 @@ import sys
 import types
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from conftest import REPO, shared_trial_scope
 
@@ -120,7 +119,7 @@ def test_mlflow_gets_each_trial_as_a_run_with_its_config_metrics_tags_and_files(
         assert "hparams.lr" not in run.data.metrics and "global_step" not in run.data.metrics
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert files == {"metadata.json", "config_resolved.yaml", "submission.py"}
-        assert run.info.artifact_uri.startswith((sweep_dir / "mlartifacts").resolve().as_uri())
+        assert run.info.artifact_uri.startswith((sweep_dir / ".mlartifacts").resolve().as_uri())
 
 
 def test_exporting_again_keeps_an_unchanged_run_and_replaces_one_that_moved_on(exported, capsys):
@@ -275,9 +274,16 @@ def test_a_trial_and_the_other_results_commands_import_neither_mlflow_nor_tensor
     assert out.stdout.strip() == "[]"
 
 
-def test_a_single_run_dir_exports_as_one_run(sweep, tmp_path):
+def test_a_single_run_dir_exports_as_one_run_and_stays_one_trial(exported, sweep, tmp_path, capsys):
+    """The exports land in the run dir, and what they leave there (copies of its record as
+    MLflow's artifacts, event files) is never taken for another trial."""
     run_dir = tmp_path / "run"
     shutil.copytree(sweep / "0", run_dir)
-    export("tensorboard", run_dir)
+    store = f"sqlite:///{exported[0] / 'mlflow.db'}"  # the module's store: made once
+    for _ in range(2):
+        export("mlflow", run_dir, "--tracking-uri", store)
+        export("tensorboard", run_dir)
+    out = capsys.readouterr().out
+    assert "1 trial in MLflow (1 exported)" in out and "1 trial in MLflow (1 unchanged)" in out
     assert [p.name for p in (run_dir / "tensorboard").iterdir() if p.is_dir()] == ["run"]
-    assert pd.notna(load_metrics(run_dir)["validation.accuracy"]).all()
+    assert list(results.summary(run_dir)["run_dir"]) == [str(run_dir.resolve())]
