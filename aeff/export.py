@@ -126,7 +126,8 @@ def trials(folder: Path, table: pd.DataFrame, metrics: pd.DataFrame) -> list[Tri
             continue
         if metadata is None:  # planned, never started
             continue
-        name = run_dir.relative_to(folder.resolve()).as_posix()
+        below = run_dir.is_relative_to(folder.resolve())  # not so: a link out of PATH
+        name = run_dir.relative_to(folder.resolve()).as_posix() if below else run_dir.name
         columns, steps, times, values = rows.of(row["run_dir"], metadata)
         found.append(
             Trial(
