@@ -1,5 +1,5 @@
-"""`python -m aeff.results concat|plot|summary|report PATH`: combine, draw, summarise and
-report trials.
+"""`python -m aeff.results concat|plot|summary|report|export PATH`: combine, draw, summarise,
+report and export trials.
 
 PATH is a run dir, a sweep dir (or any folder above them) or, for `concat` and `plot`, a
 CSV of rows (a `metrics.csv`, an `all_metrics.csv`).
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
-from aeff.logging.concat import concatenate_csvs, folder_of
+from aeff.logging.concat import concatenate_csvs, folder_of, load_metrics
 from aeff.results import PLAN, as_text, plot, summary, write_sweep_report
 from aeff.results.report import write_html_report
 
@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("path", type=Path)
     page = commands.add_parser("report", help="a sweep's report, report.html included")
     page.add_argument("path", type=Path)
+    exporting = commands.add_parser("export", help="every trial into MLflow or TensorBoard")
+    exporting.add_argument("tool", choices=["mlflow", "tensorboard"])
+    exporting.add_argument("path", type=Path, help="a sweep dir, a run dir, or a folder of them")
+    exporting.add_argument(
+        "--tracking-uri", metavar="URI", help="mlflow: default sqlite:///PATH/mlflow.db"
+    )
+    exporting.add_argument(
+        "--logdir", type=Path, metavar="DIR", help="tensorboard: default PATH/tensorboard"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(format="aeff.results: %(message)s")
     if not args.path.exists():
@@ -46,6 +55,8 @@ def run_command(args: argparse.Namespace) -> None:
         print(concatenate_csvs(args.path))
     elif args.command == "plot":
         print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
+    elif args.command == "export":
+        print(export(args))
     elif args.command == "report":
         if not (args.path / PLAN).is_file():
             raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
@@ -63,6 +74,26 @@ def run_command(args: argparse.Namespace) -> None:
             )
         print(as_text(frame, folder))
         print(f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written)")
+
+
+def export(args: argparse.Namespace) -> str:
+    """`export mlflow|tensorboard PATH`: the records read here, written by `export.py`
+    (imported now: MLflow and TensorBoard stay out of every other command)."""
+    from aeff.results import export as exporters
+
+    option = {"mlflow": "--tracking-uri", "tensorboard": "--logdir"}
+    for tool, given in (("tensorboard", args.logdir), ("mlflow", args.tracking_uri)):
+        if given is not None and args.tool != tool:
+            raise ConfigError(f"export {args.tool}: {option[tool]} is for export {tool}.")
+    if not args.path.is_dir():
+        raise ConfigError(f"export {args.path}: give a sweep dir or a run dir, not a file.")
+    exporters.require(args.tool)  # before any reading
+    metrics = load_metrics(args.path)
+    trials = exporters.trials(args.path, summary(args.path, metrics=metrics), metrics)
+    if args.tool == "mlflow":
+        uri = args.tracking_uri or exporters.default_tracking_uri(args.path)
+        return exporters.to_mlflow(trials, args.path, uri)
+    return exporters.to_tensorboard(trials, args.logdir or args.path / "tensorboard")
 
 
 if __name__ == "__main__":

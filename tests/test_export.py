@@ -1,0 +1,290 @@
+"""`python -m aeff.results export mlflow|tensorboard`: a real 2-trial sweep into a real MLflow
+store and into TensorBoard event files, read back with each tool's own reader."""
+
+import json
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from conftest import REPO, shared_trial_scope
+
+from aeff import results
+from aeff.app import compose_config
+from aeff.errors import ConfigError
+from aeff.logging.concat import load_metrics
+from aeff.results import __main__ as cli
+from aeff.trial import train_and_evaluate
+
+mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install "aeff[mlflow]"')
+pytest.importorskip("tensorboard", reason='the tensorboard extra: pip install "aeff[tensorboard]"')
+# TensorBoard's reader without TensorFlow (its documented no-TF mode): TF takes seconds to
+# import, and stays out of the test process.
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+# MLflow 3.18's store on SQLAlchemy 2.1: a deprecation of theirs, not aeff's.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+LRS = ("1e-3", "3e-3")
+
+
+BAD_LR = "-1"  # job 2, with aeff's Adam: refused, recorded `failed` as in a sweep (no rows)
+
+
+@pytest.fixture(scope=shared_trial_scope)
+def sweep(tmp_path_factory, mnist_data_dir) -> Path:
+    """A sweep dir of two real trials (12 steps, a row every 4), each with a label and a
+    copy of the user's submission file, and a third that failed, as the sweeper's jobs
+    leave them."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    results.write_plan(sweep_dir, [[f"hparams.lr={lr}"] for lr in (*LRS, BAD_LR)])
+    for job, lr in enumerate(LRS):
+        labels = {"hydra.job.num": job, "sweep_dir": str(sweep_dir)}
+        train_and_evaluate(short_trial(mnist_data_dir, lr), sweep_dir / str(job), labels)
+    labels = {"hydra.job.num": 2, "sweep_dir": str(sweep_dir)}
+    with pytest.raises(ConfigError):
+        cfg = short_trial(mnist_data_dir, BAD_LR, user_file=False)
+        train_and_evaluate(cfg, sweep_dir / "2", labels, record_bad_input=True)
+    return sweep_dir
+
+
+def short_trial(data_dir: Path, lr: str, user_file: bool = True):
+    return compose_config(
+        [
+            f"workload.data_dir={data_dir}",
+            "max_steps=12",
+            "eval_every_steps=4",
+            "batch_size=512",
+            "logging.system_metrics=false",
+            "logging.packages=false",
+            "compilation_cache_dir=null",
+            f"hparams.lr={lr}",
+            "+meta.study=export",
+            *([f"submission_path={REPO / 'tests' / 'wild_adam.py'}"] if user_file else []),
+        ]
+    )
+
+
+def export(*args: str) -> None:
+    cli.main(["export", *map(str, args)])
+
+
+@pytest.fixture(scope=shared_trial_scope)
+def exported(sweep, tmp_path_factory):
+    """The sweep exported into MLflow's default store (made once: ~4 s), the console's line."""
+    copy = tmp_path_factory.mktemp("mlflow") / "sweep"
+    shutil.copytree(sweep, copy)
+    export("mlflow", copy)
+    return copy, mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+
+
+def runs_of(client, sweep_dir, view=None):
+    experiment = client.get_experiment_by_name(str(sweep_dir.resolve()))
+    kwargs = {"run_view_type": view} if view else {}
+    return {
+        r.data.tags["run_dir"]: r for r in client.search_runs([experiment.experiment_id], **kwargs)
+    }
+
+
+def test_mlflow_gets_each_trial_as_a_run_with_its_config_metrics_tags_and_files(exported, capsys):
+    sweep_dir, client = exported
+    runs = runs_of(client, sweep_dir)
+    assert sorted(runs) == [str((sweep_dir / job).resolve()) for job in ("0", "1", "2")]
+    failed = runs[str((sweep_dir / "2").resolve())]
+    assert failed.info.status == "FAILED" and failed.data.tags["status"] == "failed"
+    assert failed.data.tags["error"].startswith("hparams.lr=-1.0 is not allowed")
+    assert failed.data.metrics == {} and failed.data.params == {}
+    rows = load_metrics(sweep_dir)
+    for job, lr in enumerate(LRS):
+        run_dir = (sweep_dir / str(job)).resolve()
+        run, record = runs[str(run_dir)], json.loads((run_dir / "metadata.json").read_text())
+        assert run.info.run_name == str(job) and run.info.status == "FINISHED"
+        assert run.data.params == {
+            k: str(v) if isinstance(v, str) else json.dumps(v)
+            for k, v in record["identity"].items()
+        }
+        assert float(run.data.params["hparams.lr"]) == float(lr)
+        assert run.data.tags["status"] == "completed"
+        assert run.data.tags["rng_seed"] == str(record["rng_seed"])
+        assert run.data.tags["workload"] == "mnist" and run.data.tags["submission"] == "WildAdam"
+        assert run.data.tags["meta.study"] == "export"
+        mine = rows[rows["run_dir"] == str(run_dir)]
+        for metric in ("validation.accuracy", "train.loss", "accumulated_submission_time"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [(m.step, m.value) for m in history] == list(
+                zip(mine["global_step"], mine[metric], strict=True)
+            )
+            times = (mine["global_start_time"] + mine["wall_time"]) * 1000
+            assert [m.timestamp for m in history] == [int(t) for t in times]
+        assert "hparams.lr" not in run.data.metrics and "global_step" not in run.data.metrics
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert files == {"metadata.json", "config_resolved.yaml", "submission.py"}
+        assert run.info.artifact_uri.startswith((sweep_dir / ".mlartifacts").resolve().as_uri())
+
+
+def test_exporting_again_keeps_an_unchanged_run_and_replaces_one_that_moved_on(exported, capsys):
+    """Trial 1 first exported as it stood mid-run (its record `running`, two rows, no
+    process holding it: `interrupted`), then as it ended: one run per trial, always."""
+    sweep_dir, client = exported
+    before = runs_of(client, sweep_dir)
+    job = sweep_dir / "1"
+    record, rows = (job / "metadata.json").read_bytes(), (job / "metrics.csv").read_bytes()
+    mid_run = {**json.loads(record), "status": "running"}
+    (job / "metadata.json").write_text(json.dumps(mid_run))
+    (job / "metrics.csv").write_bytes(b"".join(rows.splitlines(keepends=True)[:3]))
+    try:
+        export("mlflow", sweep_dir)
+        assert "(1 replaced, 2 unchanged)" in capsys.readouterr().out
+        stopped = runs_of(client, sweep_dir)[str(job.resolve())]
+        assert stopped.data.tags["status"] == "interrupted" and stopped.info.status == "KILLED"
+        steps = client.get_metric_history(stopped.info.run_id, "validation.accuracy")
+        assert [m.step for m in steps] == [4, 8]
+    finally:
+        (job / "metadata.json").write_bytes(record)
+        (job / "metrics.csv").write_bytes(rows)
+    export("mlflow", sweep_dir)
+    after = runs_of(client, sweep_dir)
+    assert len(after) == 3 and after[str(job.resolve())].data.tags["status"] == "completed"
+    steps = client.get_metric_history(after[str(job.resolve())].info.run_id, "validation.accuracy")
+    assert [m.step for m in steps] == [4, 8, 12]  # the run replaced, not appended to
+    kept = str((sweep_dir / "0").resolve())
+    assert after[kept].info.run_id == before[kept].info.run_id  # unchanged: not exported again
+    deleted = runs_of(client, sweep_dir, view=mlflow.entities.ViewType.DELETED_ONLY)
+    assert set(deleted) == {str(job.resolve())}
+    export("mlflow", sweep_dir)
+    assert "(3 unchanged)" in capsys.readouterr().out
+
+
+def test_tensorboard_reads_each_trials_scalars_by_step_and_the_hparams_table(sweep, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+    logdir = tmp_path / "tb"
+    for _ in range(2):  # the second export replaces the first: nothing twice
+        export("tensorboard", sweep, "--logdir", logdir)
+    assert "tensorflow" not in sys.modules  # written without TensorFlow
+    rows = load_metrics(sweep)
+    root = EventAccumulator(str(logdir))
+    root.Reload()
+    (content,) = root.PluginTagToContent("hparams").values()
+    experiment = hparams_metadata.parse_experiment_plugin_data(content)
+    assert "hparams.lr" in {h.name for h in experiment.hparam_infos}
+    table_metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"validation.accuracy", "best_target_metric", "test.loss"} <= table_metrics
+    for job, lr in enumerate(LRS):
+        run_dir = (sweep / str(job)).resolve()
+        events = EventAccumulator(str(logdir / str(job)))
+        events.Reload()
+        assert len(list((logdir / str(job)).iterdir())) == 1
+        mine = rows[rows["run_dir"] == str(run_dir)]
+        for metric in ("validation.accuracy", "train.loss", "accumulated_eval_time"):
+            scalars = events.Scalars(metric)
+            assert [s.step for s in scalars] == list(mine["global_step"])
+            assert [s.value for s in scalars] == pytest.approx(list(mine[metric]), rel=1e-6)
+        (best,) = events.Scalars("best_target_metric")
+        assert best.step == 12 and best.value == pytest.approx(mine["validation.accuracy"].max())
+        (start,) = events.PluginTagToContent("hparams").values()
+        session = hparams_metadata.parse_session_start_info_plugin_data(start)
+        assert session.hparams["hparams.lr"].number_value == float(lr)
+        assert session.hparams["workload"].string_value == "mnist"
+        assert session.group_name == str(job)
+    (failed,) = EventAccumulator(str(logdir / "2")).Reload().PluginTagToContent("hparams").values()
+    assert hparams_metadata.parse_session_start_info_plugin_data(failed).group_name == "2"
+    table = hparams_table(logdir)  # what the HPARAMS tab shows
+    assert sorted(table) == ["0", "1", "2"]
+    assert [table[str(job)]["hparams.lr"] for job in (0, 1)] == [float(lr) for lr in LRS]
+    best = rows.groupby("run_dir")["validation.accuracy"].max()
+    assert table["0"]["best_target_metric"] == pytest.approx(best[str((sweep / "0").resolve())])
+
+
+def hparams_table(logdir: Path) -> dict[str, dict[str, float]]:
+    """The HPARAMS tab's rows as TensorBoard's hparams plugin answers its page: each
+    session group's learning rate and metrics."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    events = plugin_event_multiplexer.EventMultiplexer()
+    events.AddRunsFromDirectory(str(logdir))
+    events.Reload()
+    provider = data_provider.MultiplexerDataProvider(events, str(logdir))
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=events, data_provider=provider)
+    every = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE]
+    every.append(api_pb2.STATUS_RUNNING)
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0,
+        slice_size=100,
+        allowed_statuses=every,  # the page's default filter
+    )
+    handler = list_session_groups.Handler(
+        context.RequestContext(), backend_context.Context(tb), "", request
+    )
+    return {
+        group.name: {
+            **{k: v.number_value for k, v in group.hparams.items() if k == "hparams.lr"},
+            **{m.name.tag: m.value for m in group.metric_values},
+        }
+        for group in handler.run().session_groups
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["mlflow", "{empty}"], "no trial records at or below"),
+        (["tensorboard", "{empty}"], "no trial records at or below"),
+        (
+            ["mlflow", "{sweep}", "--tracking-uri", "nosuchstore://here"],
+            "MLflow refused it after 0 of",
+        ),
+        (["mlflow", "{sweep}", "--logdir", "x"], "--logdir is for export tensorboard"),
+        (["tensorboard", "{sweep}", "--logdir", "{sweep}/sweep_plan.json"], "cannot write there"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(sweep, tmp_path, capsys, args, says):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", sweep=sweep) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        export(*args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not (sweep / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("tool", ["mlflow", "tensorboard"])
+def test_an_exporter_whose_extra_is_missing_says_how_to_install_it(
+    sweep, tool, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, tool, None)  # Python's own "not installed"
+    with pytest.raises(SystemExit) as stop:
+        export(tool, sweep)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f'pip install "aeff[{tool}]"' in err, err
+
+
+@pytest.mark.slow
+def test_a_trial_and_the_other_results_commands_import_neither_mlflow_nor_tensorboard():
+    code = (
+        "import sys, aeff.trial, aeff.results, aeff.results.export;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mlflow', 'tensorboard', 'tensorflow', 'sqlalchemy', 'alembic')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_single_run_dir_exports_as_one_run_and_stays_one_trial(exported, sweep, tmp_path, capsys):
+    """The exports land in the run dir, and what they leave there (copies of its record as
+    MLflow's artifacts, event files) is never taken for another trial."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(sweep / "0", run_dir)
+    store = f"sqlite:///{exported[0] / 'mlflow.db'}"  # the module's store: made once
+    for _ in range(2):
+        export("mlflow", run_dir, "--tracking-uri", store)
+        export("tensorboard", run_dir)
+    out = capsys.readouterr().out
+    assert "1 trial in MLflow (1 exported)" in out and "1 trial in MLflow (1 unchanged)" in out
+    assert [p.name for p in (run_dir / "tensorboard").iterdir() if p.is_dir()] == ["run"]
+    assert list(results.summary(run_dir)["run_dir"]) == [str(run_dir.resolve())]
