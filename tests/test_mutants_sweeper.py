@@ -149,8 +149,9 @@ def test_a_sweep_launches_its_plan_in_batches_and_reports(make, tmp_path, capsys
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == (
         f"3 trials, 1 failed, score (least time to target) 1.0. Report: "
-        f"{sweep_dir / 'summary.csv'}, {sweep_dir / 'sweep.json'}"
+        f"{sweep_dir / 'summary.csv'}, {sweep_dir / 'sweep.json'}, {sweep_dir / 'report.html'}"
     )
+    assert "<table class='trials'>" in (sweep_dir / "report.html").read_text()
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == LOGGER]
     failed = str(sweep_dir / "2")
     assert messages == [
@@ -461,3 +462,24 @@ def test_joblibs_workers_are_taken_out_of_its_pools_hands(monkeypatch):
     monkeypatch.setitem(sys.modules, "joblib.externals.loky.reusable_executor", pool)
     assert [w.pid for w in aeff_sweeper.detached_loky_workers()] == [os.getpid()]
     assert processes == {}
+
+
+def test_a_large_sweeps_console_report_is_short_and_names_a_few_failures(
+    make, tmp_path, capsys, caplog
+):
+    grid = ",".join(str(0.1 + i / 1000) for i in range(30))
+    sweeper = make(sweep_dir=tmp_path)
+    sweeper.launcher.launch = lambda jobs, index: []  # stopped before any trial ran
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        sweeper.sweep([f"hparams.lr={grid}"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [
+        "30 planned trials: 30 not started; no trial reached the target.",
+        f"0 trials, 0 failed, score (least time to target) None. Report: "
+        f"{tmp_path / 'summary.csv'}, {tmp_path / 'sweep.json'}, {tmp_path / 'report.html'}",
+    ]
+    named = ", ".join(str(tmp_path / str(i)) for i in range(10))
+    assert messages(caplog)[-1] == (
+        f"30 of 30 planned trials failed or did not run: {named} and 20 more "
+        f"({tmp_path / 'summary.csv'}). Rerun them with resume=true hydra.sweep.dir={tmp_path}"
+    )

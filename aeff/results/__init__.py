@@ -253,6 +253,31 @@ def as_text(table: pd.DataFrame, root: Path) -> str:
     return shown.to_string(index=False, formatters=dict.fromkeys(shown, short))
 
 
+CONSOLE_TRIALS = 20  # a sweep's table on the console; a larger one shows its best and counts
+PROBLEMS = (FAILED, "interrupted", DAMAGED, UNREADABLE, FOREIGN)
+
+
+def brief(table: pd.DataFrame, root: Path) -> str:
+    """A sweep's summary for the console, short whatever its size: the whole table up to
+    CONSOLE_TRIALS trials, else the count of each status and the best trials."""
+    if len(table) <= CONSOLE_TRIALS:
+        return as_text(table, root)
+    counts = ", ".join(f"{n} {status}" for status, n in table["status"].value_counts().items())
+    reached = table.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
+    best = reached.nsmallest(5, "time_to_target") if len(reached) else reached
+    shown = (
+        f"the {len(best)} fastest to the target:\n{as_text(best, root)}"
+        if len(best)
+        else ("no trial reached the target.")
+    )
+    return f"{len(table)} planned trials: {counts}; {shown}"
+
+
+def count_failed(table: pd.DataFrame) -> int:
+    """Trials that ran and did not finish: not those that never started."""
+    return int(table["status"].isin(PROBLEMS).sum()) if len(table) else 0
+
+
 def short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 

@@ -276,26 +276,33 @@ class AeffSweeper(Sweeper):
 
     def report(self, sweep_dir: Path, ended: dict[int, str | None] | None = None) -> None:
         from aeff import results
+        from aeff.results.report import write_html_report
 
         summary, sweep = results.write_sweep_report(sweep_dir, ended)
-        print(results.as_text(summary, sweep_dir))
+        page = write_html_report(sweep_dir, summary, sweep)
+        print(results.brief(summary, sweep_dir))
         unrecorded = sweep["num_unrecorded"]
         print(
-            f"{sweep['num_trials']} trials, {len(sweep['failed'])} failed"
+            f"{sweep['num_trials']} trials, {results.count_failed(summary)} failed"
             + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
             + f", score (least time to target) {sweep['score']}. Report: "
-            f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}"
+            f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}"
         )
         failed_trials[:] = sweep["failed"]
         if failed_trials:
+            named = ", ".join(failed_trials[:NAMED_FAILURES])
+            more = len(failed_trials) - NAMED_FAILURES
             log.error(
                 "%d of %d planned trials failed or did not run: %s. "
                 "Rerun them with resume=true hydra.sweep.dir=%s",
                 len(failed_trials),
                 sweep["num_planned"],
-                ", ".join(failed_trials),
+                named + (f" and {more} more ({sweep_dir / results.SUMMARY})" if more > 0 else ""),
                 sweep_dir,
             )
+
+
+NAMED_FAILURES = 10  # run dirs named on the console; summary.csv lists every one
 
 
 @contextlib.contextmanager
