@@ -50,7 +50,8 @@ CASES = [
     ("workload.target_value=1.5", ["workload.target_value", "(0, 1] for validation.accuracy"]),
     ("workload.split_seed=-1", ["workload.split_seed", "integer >= 0"]),
     ("workload.pixel_mean=inf", ["workload.pixel_mean=inf", "[0, 1]"]),  # not a trial diverged
-    ("+meta.x=${oc.env:AEFF_UNSET}", ["meta.x", "Environment variable 'AEFF_UNSET' not found"]),
+    ("+meta.x=${oc.env:AEFF_UNSET}", ["meta.x=${oc.env:AEFF_UNSET} reads an environment variable"]),
+    ("hparams.lr=${oc.env:AEFF_UNSET}", ["Environment variable 'AEFF_UNSET' not found"]),
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
     (f"submission_path={NOT_PYTHON}", ["not a Python file: its name must end in .py"]),
