@@ -173,7 +173,7 @@ def test_a_stopped_parallel_sweep_stops_its_workers_then_reports_and_resumes_at_
     passes the signal on to joblib's workers, waits for their trials' last rows and
     checkpoints, then reports; no worker lives on, and the resume command it prints runs."""
     args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hparams.lr=1e-3,3e-3"]
-    args += ["max_steps=1000", "eval_every_steps=100", "stop_at_target=false"]
+    args += ["max_steps=300", "eval_every_steps=50", "stop_at_target=false"]
     args += ["checkpoint.interval_sec=1000", "hydra.sweep.dir=sweep"]  # the signal's checkpoint
     args += data_overrides(mnist_data_dir)
     sweep = tmp_path / "sweep"
