@@ -146,8 +146,7 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
             hydra_files=job.hydra_files,
             record_bad_input=in_sweep,  # a sweep reports every trial
         )
-    except AeffError as error:
-        log.error("%s", error)
+    except AeffError as error:  # said in one line where it was found
         if in_sweep:
             raise  # recorded; the sweeper goes on with the other trials
         sys.exit(errors.exit_status(error))

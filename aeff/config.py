@@ -76,7 +76,8 @@ class DevicesConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Orbax checkpoints in the run dir (aeff/checkpoints.py); `resume=true` continues one."""
+    """Orbax checkpoints in the run dir (aeff/training/checkpoints.py); `resume=true`
+    continues one."""
 
     enabled: bool = True
     interval_sec: float = 30.0  # wall time between checkpoints taken at evaluations

@@ -3,10 +3,10 @@
 Before a trial's records begin (imports, composing, loading data, compiling) there is
 nothing to record: `exit_on_signals` ends the process at once with one line and the
 shell's code (raising inside TensorFlow's or XLA's C++ could crash the process).
-While it trains, `interrupts_raised` turns them into TrialInterrupted between Python
-statements; the runner then records a last row and a checkpoint, with further signals
-held off (`interrupts_held`) until the checkpoint is on disk, and the trial records
-`interrupted`. A process that received one starts no further trial (`received`): a
+While it trains, `interrupts_noted` turns them into a flag, which the trial loop looks at
+between launches (`check`, as orbax's `reached_preemption` is polled) and raises as
+TrialInterrupted; the loop then records a last row and a checkpoint, and the trial
+records `interrupted`. A process that received one starts no further trial (`received`): a
 launcher's worker would otherwise go on to the next job handed to it.
 """
 
@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,9 +21,7 @@ from aeff.errors import TrialInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-# Signals raised but not yet acted on: a handler's exception raised inside a callback
-# that swallows exceptions (a garbage-collection hook of JAX's, say) is lost, so the
-# trial loop also checks this list between launches (`raise_pending`).
+# Signals noted within `interrupts_noted` and not yet acted on.
 _pending: list[int] = []
 # Every signal this process received while aeff's handlers were in place (`received`).
 _received: list[int] = []
@@ -100,63 +97,25 @@ def exiting_on_signals(before: str, record: Callable[[int], None] | None) -> Ite
             signal.signal(sig, old)
 
 
-_raising: list[bool] = []  # an entry per open `interrupts_raised` block
-_holds: list[list[int]] = []  # the signals each open hold has noted, innermost last
-
-
 @contextlib.contextmanager
-def interrupts_raised() -> Iterator[None]:
-    """Turn the signals into TrialInterrupted: the first one of the block; later ones are
-    noted (a sweep's parent passes on the Ctrl-C its workers got too, and a second
-    TrialInterrupted would cut the first one's way out short)."""
+def interrupts_noted() -> Iterator[None]:
+    """Within the block, a signal is a flag (`check` raises it as TrialInterrupted): the
+    trial loop looks between launches, which last at most about a second, so that a
+    launch, a row or a checkpoint is never cut short. Every signal is noted; the first
+    one is the one raised (a sweep's parent passes on the Ctrl-C its workers got too)."""
 
     def handler(signum: int, frame: Any) -> None:
         _received.append(signum)
-        first = not _pending
         _pending.append(signum)
-        if first:
-            raise TrialInterrupted(signum)
 
-    _raising.append(True)
     try:
         with _handled(handler):
             yield
     finally:
-        _raising.pop()
         _pending.clear()
 
 
-def raise_pending() -> None:
-    """Raise TrialInterrupted for a signal whose exception was swallowed on its way."""
+def check() -> None:
+    """Raise TrialInterrupted for the first signal noted in this block, if one was."""
     if _pending:
         raise TrialInterrupted(_pending[0])
-
-
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[list[int]]:
-    """Within `interrupts_raised`, note the signals instead of raising them, so that the
-    block (a launch being charged, a checkpoint on the way out) finishes; yields the list
-    they are noted in. None is lost: a hold within another passes its signals on to it,
-    and one noted when the block raises is raised in the error's place. Elsewhere (a
-    library call, another thread) the signals keep their own handling."""
-    received: list[int] = []
-    if not _raising or threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        _received.append(signum)
-        received.append(signum)
-
-    _holds.append(received)
-    try:
-        with _handled(handler):
-            yield received
-    except Exception as error:
-        if received:
-            raise TrialInterrupted(received[0]) from error
-        raise
-    finally:
-        _holds.pop()
-        if _holds:
-            _holds[-1].extend(received)

@@ -19,14 +19,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors
+from aeff import config, errors, interrupts
 from aeff.config import Trial
 from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
-from aeff.interrupts import exiting_on_signals, interrupts_held, interrupts_raised
+from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.logging import environment, system
 from aeff.logging.packages import packages_text
-from aeff.logging.run_dir import Attempt, RunDir
+from aeff.logging.run_dir import Attempt, RunDir, latest_checkpoint_step
 from aeff.logging.secrets import redact
+from aeff.logging.speaker import speaking
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def train_and_evaluate(
     hydra_files: Mapping[str, str] | None = None,
     record_bad_input: bool = False,
 ) -> Any:
-    """Run one trial in `run_dir`; returns its `runner.TrialResult`.
+    """Run one trial in `run_dir`; returns its `TrialResult`.
 
     `labels` are extra metadata.json keys (a launcher's job number, the command);
     `cwd` is where the command ran, for its git state; `hydra_files` are written into
@@ -60,23 +61,139 @@ def train_and_evaluate(
     else nothing (a new dir is removed). Raises AeffError for bad input,
     TrialInterrupted for a signal and TrialExited for a sys.exit, after recording them.
     """
-    enabled = OmegaConf.select(
-        cfg, "logging.enabled", default=True, throw_on_resolution_failure=False
-    )
-    owner = RunDir(run_dir, write_records=enabled is not False)
-    owner.claim()  # RunDirBusy: another process owns it, and nothing is written
+    job = TrialJob(cfg, Path(run_dir), dict(labels or {}), cwd or Path.cwd(), hydra_files)
+    [outcome] = train_and_evaluate_group([job], record_bad_input=record_bad_input)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+# How a group runs, besides what the record holds: its trials share these too.
+SHARED_SETTINGS = ("steps_per_dispatch", "checkpoint", "devices", "compilation_cache_dir")
+
+
+def group_key(cfg: DictConfig, run_dir: Path) -> str | None:
+    """What a trial must share with the others of its group: every recorded value but its
+    hyperparameters and labels (the workload, the submission and its files' contents, the
+    batch size, the loop's settings), and how it runs. None for a trial that runs alone:
+    bad input (reported by its own run), or a checkpoint to continue from (a group's
+    trials are at one step)."""
     try:
-        with interrupts_raised():
-            return _run(cfg, owner, {**(labels or {})}, cwd or Path.cwd(), hydra_files)
+        checked = config.check_trial(cfg)
+    except errors.AeffError:
+        return None
+    settings = checked.settings
+    if settings.resume and latest_checkpoint_step(RunDir(run_dir).checkpoints) is not None:
+        return None
+    record = {k: v for k, v in checked.record.items() if not k.startswith(("hparams.", "meta."))}
+    shared = {key: getattr(settings, key) for key in SHARED_SETTINGS}
+    return repr((record, shared, checked.workload, checked.submission))
+
+
+def train_and_evaluate_group(
+    jobs: list[TrialJob], group_id: str | None = None, *, record_bad_input: bool = True
+) -> list[Any]:
+    """Train `jobs` (one `group_key`) as one program; each job's outcome, in order: its
+    `TrialResult`, or the exception that ended it, recorded in its run dir (a refused run
+    dir aside). `group_id` labels the records of a group of several. Raises
+    TrialInterrupted for a signal, after recording it in every run dir."""
+    outcomes: list[Any] = [None] * len(jobs)
+    members: list[_Member] = []
+    try:
+        with interrupts_noted():
+            for index, job in enumerate(jobs):
+                with speaking(index):
+                    member = _accepted(index, job, outcomes, record_bad_input)
+                if member is not None:
+                    members.append(member)
+            if members:
+                set_up_devices(members[0].trial.settings)
+                members = _reaching(members, outcomes)
+            if members:
+                labels = {"group.id": group_id, "group.size": len(members)} if group_id else {}
+                _train(members, labels, outcomes)
     except BaseException as caught:
         error = errors.crash_of(caught)
-        if owner.status is None:  # it never began
-            record_or_discard(owner, error, cfg, labels or {}, record_bad_input)
-        if error is not caught:
-            raise error from caught
-        raise
+        for member in members:
+            if outcomes[member.index] is None:  # not ended yet
+                outcomes[member.index] = _recorded(member, error)
+        if isinstance(error, errors.TrialInterrupted):
+            raise
     finally:
-        owner.release()  # the next trial of a sweep in this process may take it over
+        for member in members:
+            member.owner.release()  # the next trial of a sweep in this process may take it
+    return outcomes
+
+
+@dataclasses.dataclass
+class _Member:
+    index: int
+    job: TrialJob
+    owner: RunDir
+    record_bad_input: bool
+    trial: Any = None
+    attempt: Any = None
+
+
+def _accepted(
+    index: int, job: TrialJob, outcomes: list[Any], record_bad_input: bool
+) -> "_Member | None":
+    """The job's run dir claimed and its trial checked, or its outcome the error."""
+    enabled = OmegaConf.select(
+        job.cfg, "logging.enabled", default=True, throw_on_resolution_failure=False
+    )
+    owner = RunDir(job.run_dir, write_records=enabled is not False)
+    member = _Member(index, job, owner, record_bad_input)
+    try:
+        owner.claim()
+    except errors.RunDirBusy as error:  # another process's: nothing is written there
+        log.error("%s", error)
+        outcomes[index] = error
+        return None
+    try:
+        member.trial = checked(job.cfg, job.labels)
+        member.attempt = accepted(owner, member.trial)
+        interrupts.check()
+    except BaseException as caught:
+        outcomes[index] = _recorded(member, errors.crash_of(caught))
+        owner.release()
+        if isinstance(caught, errors.TrialInterrupted):
+            raise
+        return None
+    return member
+
+
+def _reaching(members: list[_Member], outcomes: list[Any]) -> list[_Member]:
+    """The members whose hyperparameters reach their optimizer state; each other one's
+    outcome is its refusal, recorded, and its run dir released (the rest train on)."""
+    from aeff.training.prepare import refuse_unused_hparams  # JAX, after `set_up_devices`
+
+    reaching = []
+    for member in members:
+        checked = member.trial
+        with speaking(member.index):
+            try:
+                refuse_unused_hparams(checked.workload, checked.submission, checked.hparams)
+            except errors.AeffError as error:
+                outcomes[member.index] = _recorded(member, error)
+                member.owner.release()
+                continue
+        reaching.append(member)
+    return reaching
+
+
+def _recorded(member: _Member, error: BaseException) -> BaseException:
+    """`error`, recorded as this member's ending (begun or not); bad input also said, in
+    one line (a crash is the caller's to report: a traceback, or a sweep's summary)."""
+    if isinstance(error, errors.AeffError):
+        with speaking(member.index):
+            log.error("%s", error)
+    owner, job = member.owner, member.job
+    if owner.status is None:
+        record_or_discard(owner, error, job.cfg, job.labels, member.record_bad_input)
+    elif owner.status == "running":
+        record_ending(owner, error)
+    return error
 
 
 def record_or_discard(
@@ -89,36 +206,76 @@ def record_or_discard(
         owner.discard_if_unused()  # a bad command line leaves no files
 
 
-def _run(
-    cfg: DictConfig,
-    owner: RunDir,
-    labels: dict[str, Any],
-    cwd: Path,
-    hydra_files: Mapping[str, str] | None,
+def _train(members: list[_Member], group_labels: dict[str, Any], outcomes: list[Any]) -> None:
+    """Prepare the trials, begin every member's records, train; each member's records
+    end as it does."""
+    from aeff.training import loop, prepare  # imports JAX
+
+    seeds = []
+    for member in members:
+        with speaking(member.index):
+            seeds.append(seed_of(member.attempt))
+    first = members[0].trial
+    settings = first.settings
+    limits = loop.limits_of(
+        first.workload,
+        eval_every_steps=settings.eval_every_steps,
+        max_steps=settings.max_steps,
+        stop_at_target=settings.stop_at_target,
+        target_resolution=settings.target_resolution,
+    )
+
+    def record_signal(signum: int) -> None:  # before their records began
+        for member in members:
+            _recorded(member, errors.TrialInterrupted(signum))
+
+    with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
+        prepared = prepare.prepare(
+            first.workload,
+            first.submission,
+            [m.trial.hparams for m in members],
+            seeds,
+            limits,
+            steps_per_dispatch=settings.steps_per_dispatch,
+        )
+    system.prime()
+    loop_members = [
+        _begin(m, seed, prepared, group_labels, outcomes)
+        for m, seed in zip(members, seeds, strict=True)
+    ]
+    interrupts.check()  # the records have begun whole: a signal now is recorded
+    ended = loop.Loop(prepared, loop_members, limits).run()
+    for member, outcome in zip(members, ended, strict=True):
+        outcomes[member.index] = outcome  # an ending that could not be recorded: its error
+
+
+def _begin(
+    member: _Member, seed: int, prepared: Any, group_labels: dict[str, Any], outcomes: list[Any]
 ) -> Any:
-    """Check, prepare, begin the records, train, end them."""
-    trial = checked(cfg, labels)
-    attempt = accepted(owner, trial)
+    """A member's records begun, and the loop's member: where its rows, checkpoints and
+    ending go."""
+    from aeff.training.loop import Member
 
-    def record_signal(signum: int) -> None:  # before its records began
-        interrupted = errors.TrialInterrupted(signum)
-        owner.record_failure(failure_record(interrupted, labels, cfg), "interrupted")
+    checked, owner, job = member.trial, member.owner, member.job
+    record = start_record(checked, seed, prepared, {**job.labels, **group_labels}, job.cwd)
+    begin_records(owner, member.attempt, checked, job.cfg, record, job.hydra_files)
 
-    prepared = _prepare(trial, attempt, record_signal)
-    try:
-        with interrupts_held() as held:  # the records begin whole, or not at all
-            record = start_record(trial, prepared, labels, cwd)
-            begin_records(owner, attempt, trial, cfg, record, hydra_files)
-        if held:
-            raise errors.TrialInterrupted(held[0])
-        result = _train(trial, owner, prepared, attempt, labels)
-    except BaseException as error:
-        if owner.status != "running":
-            raise  # it never began: train_and_evaluate records it
-        record_ending(owner, errors.crash_of(error))
-        raise
-    end_records(owner, result, keep_checkpoints=trial.settings.checkpoint.keep)
-    return result
+    def on_end(outcome: Any) -> None:
+        outcomes[member.index] = outcome  # ended: a signal now is not this trial's
+        if isinstance(outcome, BaseException):
+            _recorded(member, errors.crash_of(outcome))
+        else:
+            end_records(owner, outcome, keep_checkpoints=checked.settings.checkpoint.keep)
+
+    return Member(
+        checked.hparams,
+        seed,
+        on_eval=row_writer(checked, owner, seed, job.labels, group_labels),
+        on_end=on_end,
+        checkpoints=trial_checkpoints(checked.settings, owner),
+        resume_from=member.attempt.checkpoint_step,
+        tag=member.index,
+    )
 
 
 def checked(cfg: DictConfig, labels: Mapping[str, Any]) -> Trial:
@@ -185,27 +342,6 @@ def record_ending(owner: RunDir, error: BaseException) -> None:
         error.recorded = True
 
 
-def _prepare(trial: Trial, attempt: Attempt, record_signal: Callable[[int], None]) -> Any:
-    """The seed (recorded, given or drawn), the devices, data and compiled programs."""
-    settings = trial.settings
-    seed = seed_of(attempt)
-    set_up_devices(settings)
-    from aeff import runner  # imports JAX; kept out of config checking
-
-    with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
-        prepared = runner.prepare(
-            trial.workload,
-            trial.submission,
-            trial.hparams,
-            seed,
-            steps_per_dispatch=settings.steps_per_dispatch,
-            max_steps=settings.max_steps,
-            eval_every_steps=settings.eval_every_steps,
-        )
-    system.prime()
-    return prepared
-
-
 def seed_of(attempt: Attempt) -> int:
     """The recorded or given seed, or one drawn now (and logged)."""
     if attempt.rng_seed is not None:
@@ -226,7 +362,7 @@ def set_up_devices(settings: config.TrialConfig) -> None:
 
 
 def start_record(
-    trial: Trial, prepared: Any, labels: Mapping[str, Any], cwd: Path
+    trial: Trial, rng_seed: int, prepared: Any, labels: Mapping[str, Any], cwd: Path
 ) -> dict[str, Any]:
     """metadata.json as the trial begins: the machine, the code, the config, the seed."""
     return {
@@ -236,7 +372,7 @@ def start_record(
         **labels,
         **trial.record,
         "identity": trial.identity,
-        "rng_seed": prepared.rng_seed,
+        "rng_seed": rng_seed,
         "steps_per_dispatch": prepared.steps_per_dispatch,
         "compile_time": prepared.compile_time,
     }
@@ -245,14 +381,11 @@ def start_record(
 def end_records(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
     """The final record, whole (a signal waits for it); then the checkpoints go."""
     facts = dataclasses.asdict(result)
-    with interrupts_held() as held:
-        owner.end(
-            facts.pop("status"),
-            **{k: v for k, v in facts.items() if k != "final_metrics"},
-            **{f"final.{k}": v for k, v in result.final_metrics.items()},
-        )
-    if held:
-        log.warning("A signal came while the final record was written; the trial had ended.")
+    owner.end(
+        facts.pop("status"),
+        **{k: v for k, v in facts.items() if k != "final_metrics"},
+        **{f"final.{k}": v for k, v in result.final_metrics.items()},
+    )
     if not keep_checkpoints:
         owner.drop_checkpoints()  # a finished trial is never resumed
     log.info(
@@ -275,24 +408,6 @@ def time_to_target_text(result: Any) -> str:
     if result.time_to_target_resolution is not None:
         text += f" (resolution {result.time_to_target_resolution:.1%})"
     return text
-
-
-def _train(trial: Trial, owner: RunDir, prepared: Any, attempt: Attempt, labels: dict) -> Any:
-    """The loop, with rows to the owner and checkpoints in its dir."""
-    from aeff import runner
-
-    settings = trial.settings
-    checkpoints = trial_checkpoints(settings, owner)
-    return runner.TrialLoop(
-        prepared,
-        settings.stop_at_target,
-        settings.max_steps,
-        settings.eval_every_steps,
-        row_writer(trial, owner, prepared.rng_seed, labels),
-        checkpoints,
-        resume_from=attempt.checkpoint_step,
-        target_resolution=settings.target_resolution,
-    ).run()
 
 
 def row_writer(
@@ -319,7 +434,7 @@ def trial_checkpoints(settings: config.TrialConfig, owner: RunDir) -> Any:
     """The trial's checkpoints in its run dir, or None with checkpoint.enabled=false."""
     if not settings.checkpoint.enabled:
         return None
-    from aeff.checkpoints import TrialCheckpoints
+    from aeff.training.checkpoints import TrialCheckpoints
 
     return TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
 

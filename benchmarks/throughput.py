@@ -22,7 +22,7 @@ from jax import lax
 
 from aeff.app import compose_config
 from aeff.config import check_trial
-from aeff.runner import run_trial
+from aeff.training.loop import run_trial
 
 FUSED_STEPS = 500
 AEFF_STEPS = 1000

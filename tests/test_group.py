@@ -1,4 +1,4 @@
-"""A group of trials through `aeff.group.train_and_evaluate_group`, in-process (the
+"""A group of trials through `aeff.trial.train_and_evaluate_group`, in-process (the
 vectorized launcher's call; test_vectorized_sweeps.py runs the launcher in processes)."""
 
 import dataclasses
@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 from conftest import data_overrides, owned_by_another_process
-from test_run_dir import SIGNAL, metadata, rows
+from in_process import SIGNAL, metadata, rows
 
-from aeff import group, group_loop
+from aeff import trial
 from aeff.app import compose_config
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
-from aeff.group import train_and_evaluate_group
 from aeff.logging.run_dir import rows_digest
 from aeff.logging.speaker import SPEAKER
-from aeff.runner import TrialResult
 from aeff.submissions.adam import Adam
-from aeff.trial import TrialJob
+from aeff.training import loop, prepare
+from aeff.training.loop import TrialResult
+from aeff.trial import TrialJob, train_and_evaluate_group
 
-SIGNALLED = "workload._target_=test_run_dir.SignalledMnist"
+SIGNALLED = "workload._target_=in_process.SignalledMnist"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +86,13 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
 
     def spy(name, real):
         def call(*args, **kwargs):
-            called[name] = (args[2:], kwargs)
+            called[name] = (args, kwargs)
             return real(*args, **kwargs)
 
         return call
 
-    monkeypatch.setattr(group_loop, "prepare_group", spy("prepare", group_loop.prepare_group))
-    monkeypatch.setattr(group_loop, "GroupLoop", spy("loop", group_loop.GroupLoop))
+    monkeypatch.setattr(prepare, "prepare", spy("prepare", prepare.prepare))
+    monkeypatch.setattr(loop, "Loop", spy("loop", loop.Loop))
     with owned_by_another_process(tmp_path / "1"):
         outcomes = train_and_evaluate_group(group, "g7")
         assert sorted(p.name for p in (tmp_path / "1").iterdir()) == [".aeff.lock"]
@@ -118,9 +118,13 @@ def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
     assert (tmp_path / "0" / "checkpoints" / "12").is_dir()  # checkpoint.keep=true: its own
     assert not (tmp_path / "3" / "checkpoints").exists()  # saved at each row, then removed
 
-    settings = {"steps_per_dispatch": 8, "max_steps": 12, "eval_every_steps": 4}
-    assert called["prepare"][1] == settings
-    assert called["loop"] == ((True, 12, 4), {"target_resolution": 0.05})
+    workload = trial.checked(group[0].cfg, {}).workload
+    limits = loop.limits_of(workload, max_steps=12, eval_every_steps=4, target_resolution=0.05)
+    (_, _, hparams, seeds, given), options = called["prepare"]
+    assert (given, options) == (limits, {"steps_per_dispatch": 8})
+    assert seeds == [outcomes[i].rng_seed for i in (0, 3, 4)]
+    assert [h.lr for h in hparams] == [1e-3, 3e-3, trial.checked(group[4].cfg, {}).hparams.lr]
+    assert called["loop"][0][2] == limits
     busy = f"{tmp_path / '1'} is in use by process "
     assert [tag for tag, line in spoken if line.startswith(busy)] == [1]
     assert (2, "hparams.lr=1e+30 is not allowed: expected a number in (0, 100].") in spoken
@@ -143,7 +147,7 @@ def test_a_group_that_cannot_share_a_program_records_each_trial_failed(
 ):
     """Hyperparameters that change the optimizer state's structure: every trial of the
     group is recorded failed, with its values and the reason."""
-    target = "submission._target_=test_vectorized.MomentumOrNot"
+    target = "submission._target_=in_process.MomentumOrNot"
     group = jobs(
         tmp_path,
         trial_config,
@@ -156,7 +160,7 @@ def test_a_group_that_cannot_share_a_program_records_each_trial_failed(
         record = metadata(tmp_path / str(job))
         assert record["status"] == "failed" and record["hparams.momentum"] == momentum
         assert record["error_message"] == str(outcomes[0])
-    assert (None, str(outcomes[0])) in spoken  # about every trial
+    assert {tag for tag, line in spoken if line == str(outcomes[0])} == {0, 1}  # each trial
 
 
 def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
@@ -184,7 +188,7 @@ def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
         assert record["status"] == "completed" and record["group.size"] == 2
 
 
-def test_a_group_that_crashes_records_each_trial_failed(tmp_path, trial_config, spoken):
+def test_a_group_that_crashes_records_each_trial_failed(tmp_path, trial_config):
     target = f"submission._target_={__name__}.Crashing"
     group = jobs(tmp_path, trial_config, (target, "rng_seed=1"), (target, "rng_seed=2"))
     outcomes = train_and_evaluate_group(group, "g3")
@@ -192,7 +196,6 @@ def test_a_group_that_crashes_records_each_trial_failed(tmp_path, trial_config, 
     for job in (0, 1):
         record = metadata(tmp_path / str(job))
         assert (record["status"], record["error_type"]) == ("failed", "RuntimeError")
-    assert (None, "The group g3 failed: boom") in spoken
 
 
 @pytest.mark.slow  # a group's programs for the signalled workload, twice: 8 s
@@ -229,21 +232,19 @@ def test_a_signal_ends_every_trial_of_the_group_and_a_resume_trains_them_again(
         assert list(rows(tmp_path / str(job) / ".attempts" / "0")["global_step"]) == [4, 8]
 
 
-def test_a_signal_while_a_launch_is_charged_waits_for_every_trial(
-    tmp_path, trial_config, monkeypatch
-):
-    """SIGTERM while the group's launch to step 12 is charged to its second trial: it waits
-    until each trial's state and counters are set, so both end with a row at step 12."""
-    account, calls = group_loop.MemberLoop._account, []
+def test_a_signal_during_a_launch_waits_for_every_trial(tmp_path, trial_config, monkeypatch):
+    """SIGTERM while the group's launch to step 12 runs: it is charged to each trial, and
+    both end with a row at step 12."""
+    queue, launches = loop.Loop._queue, []
 
-    def signalled_account(self, step_time, losses):
-        calls.append(self.index)
-        if calls.count(1) == 4 and self.index == 1:  # the second trial, the launch from 8
+    def signalled(self, step, *args):
+        launches.append(step)
+        if step == 8:
             os.kill(os.getpid(), signal.SIGTERM)
-        account(self, step_time, losses)
+        return queue(self, step, *args)
 
-    monkeypatch.setattr(group_loop.MemberLoop, "_account", signalled_account)
-    settings = ("checkpoint.enabled=false",)
+    monkeypatch.setattr(loop.Loop, "_queue", signalled)
+    settings = ("checkpoint.enabled=false", "max_steps=16")
     group = jobs(tmp_path, trial_config, settings, (*settings, "hparams.lr=3e-3"))
     with pytest.raises(TrialInterrupted):
         train_and_evaluate_group(group, "g10")
@@ -264,13 +265,14 @@ def test_a_signal_while_the_group_prepares_records_each_trial_and_exits(
         at_exit.update(status=status, records=records)
         raise KeyboardInterrupt  # out of the handler; the group records it as it ends
 
+    real = prepare.prepare
+
     def prepare_signalled(*args, **kwargs):
         signal.raise_signal(signal.SIGTERM)
-        return prepare(*args, **kwargs)
+        return real(*args, **kwargs)
 
-    prepare = group_loop.prepare_group
     monkeypatch.setattr(os, "_exit", exit_)
-    monkeypatch.setattr(group_loop, "prepare_group", prepare_signalled)
+    monkeypatch.setattr(prepare, "prepare", prepare_signalled)
     train_and_evaluate_group(jobs(tmp_path, trial_config, (), ("rng_seed=2",)), "g5")
     assert at_exit == {"status": 143, "records": ["interrupted", "interrupted"]}
     assert capsys.readouterr().err == (
@@ -281,14 +283,14 @@ def test_a_signal_while_the_group_prepares_records_each_trial_and_exits(
 def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config, monkeypatch):
     """SIGTERM while the first trial's records begin: all begin whole, then the group
     stops, each recorded `interrupted` (three trials: the first test's programs)."""
-    begin = group._begin
+    begin = trial._begin
 
     def begin_signalled(member, *args):
         if member.index == 0:
             signal.raise_signal(signal.SIGTERM)
-        begin(member, *args)
+        return begin(member, *args)
 
-    monkeypatch.setattr(group, "_begin", begin_signalled)
+    monkeypatch.setattr(trial, "_begin", begin_signalled)
     three = jobs(tmp_path, trial_config, (), ("rng_seed=2",), ("rng_seed=3",))
     with pytest.raises(TrialInterrupted) as stopped:
         train_and_evaluate_group(three, "g6")

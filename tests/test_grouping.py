@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from aeff.app import register
-from aeff.group import group_key
+from aeff.trial import group_key
 from hydra_plugins.aeff_launcher.vectorized_launcher import VectorizedLauncher, vectorizable
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import data_overrides, run_aeff, start_aeff
 
-from aeff.checkpoints import TrialCheckpoints
+from aeff.training.checkpoints import TrialCheckpoints
 
 
 def test_a_step_saved_already_is_not_saved_again(tmp_path):

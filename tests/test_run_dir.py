@@ -3,7 +3,6 @@
 In-process trials (`aeff.trial.train_and_evaluate`) on real MNIST, a few steps each.
 """
 
-import dataclasses
 import hashlib
 import json
 import signal
@@ -13,41 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import owned_by_another_process
+from in_process import SIGNAL, metadata, rows
 
-from aeff.checkpoints import TrialCheckpoints
 from aeff.config import check_trial
 from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
-from aeff.interrupts import interrupts_raised
+from aeff.interrupts import interrupts_noted
 from aeff.logging.run_dir import DAMAGED, Attempt, Lock, RunDir
 from aeff.results import summary
-from aeff.runner import run_trial
+from aeff.training.checkpoints import TrialCheckpoints
+from aeff.training.loop import run_trial
 from aeff.trial import train_and_evaluate
 from aeff.workloads.mnist import MnistWorkload
 
 TIME_COLUMNS = ["accumulated_submission_time", "accumulated_eval_time", "wall_time"]
 TIME_COLUMNS += ["global_start_time"]
-
-
-@dataclasses.dataclass(frozen=True)
-class SignalledMnist(MnistWorkload):
-    """MNIST that sends this process SIGTERM once, at evaluation number `SIGNAL["at_eval"]`."""
-
-    def has_reached_goal(self, metrics):
-        SIGNAL["evals"] += 1
-        if SIGNAL["evals"] == SIGNAL["at_eval"]:
-            signal.raise_signal(signal.SIGTERM)
-        return super().has_reached_goal(metrics)
-
-
-SIGNAL = {"evals": 0, "at_eval": None}
-
-
-def rows(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "metrics.csv")
-
-
-def metadata(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metadata.json").read_text())
 
 
 def test_a_second_process_is_refused_naming_the_owner_until_the_owner_dies(tmp_path):
@@ -134,7 +112,7 @@ def test_resume_refuses_a_changed_added_or_removed_label_naming_it(tmp_path, tri
     A, then B (or a label missing from the earlier rows)."""
     interrupted_trial(tmp_path, trial_config, "+meta.study=A", "+meta.note=x")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    same = ("resume=true", f"workload._target_={__name__}.SignalledMnist")
+    same = ("resume=true", "workload._target_=in_process.SignalledMnist")
     for labels, named in [
         (["+meta.study=B", "+meta.note=x"], "meta.study='A' (now 'B')"),
         (["+meta.study=A", "+meta.note=x", "+meta.new=1"], "meta.new=None (now 1)"),
@@ -155,7 +133,7 @@ def test_resume_refuses_a_changed_added_or_removed_label_naming_it(tmp_path, tri
 def interrupted_trial(run_dir, trial_config, *overrides):
     """A trial stopped by SIGTERM at its second evaluation (step 8)."""
     SIGNAL.update(evals=0, at_eval=2)
-    cfg = trial_config(f"workload._target_={__name__}.SignalledMnist", *overrides)
+    cfg = trial_config("workload._target_=in_process.SignalledMnist", *overrides)
     try:
         with pytest.raises(TrialInterrupted) as stopped:
             train_and_evaluate(cfg, run_dir)
@@ -166,7 +144,7 @@ def interrupted_trial(run_dir, trial_config, *overrides):
 
 
 def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, trial_config):
-    target = f"workload._target_={__name__}.SignalledMnist"
+    target = "workload._target_=in_process.SignalledMnist"
     stopped = interrupted_trial(tmp_path / "resumed", trial_config, "rng_seed=7")
     assert stopped.checkpoint_step == 8
     assert list(rows(tmp_path / "resumed")["global_step"]) == [4, 8]
@@ -187,7 +165,7 @@ def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, tria
 
 
 def test_resume_without_a_checkpoint_starts_again_with_the_recorded_seed(tmp_path, trial_config):
-    target = f"workload._target_={__name__}.SignalledMnist"
+    target = "workload._target_=in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "checkpoint.enabled=false")  # seed drawn
     first = metadata(tmp_path)
     first_rows = rows(tmp_path)
@@ -245,7 +223,7 @@ def stopped_trial(mnist_data_dir, checkpoints, on_eval=None):
     """run_trial of 12 steps (evaluations every 4) that a signal stops."""
     from aeff.submissions.adam import Adam, AdamHParams
 
-    with interrupts_raised(), pytest.raises(TrialInterrupted) as stopped:
+    with interrupts_noted(), pytest.raises(TrialInterrupted) as stopped:
         run_trial(
             MnistWorkload(data_dir=str(mnist_data_dir)),
             Adam(batch_size=512),
@@ -368,7 +346,7 @@ def test_a_signal_while_the_records_begin_ends_them_interrupted(
     begin = RunDir.begin
 
     def begin_with_a_signal(self, *args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)  # held until the records are whole
+        signal.raise_signal(signal.SIGTERM)  # noted: raised once the records are whole
         begin(self, *args, **kwargs)
 
     monkeypatch.setattr(RunDir, "begin", begin_with_a_signal)
@@ -383,7 +361,7 @@ def test_a_signal_while_the_records_begin_ends_them_interrupted(
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", ["no arrays", "bad json"])
 def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, trial_config, damage):
-    target = f"workload._target_={__name__}.SignalledMnist"
+    target = "workload._target_=in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "rng_seed=11")
     step = tmp_path / "checkpoints" / "8"
     if damage == "no arrays":
@@ -425,7 +403,7 @@ def test_a_signal_during_a_checkpoint_save_still_leaves_a_checkpoint(tmp_path, m
 
 
 def test_a_continued_trial_keeps_no_error_of_the_interrupted_one(tmp_path, trial_config):
-    target = f"workload._target_={__name__}.SignalledMnist"
+    target = "workload._target_=in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "rng_seed=13")
     first = metadata(tmp_path)
     assert first["error_message"] == "stopped by SIGTERM"
@@ -441,7 +419,7 @@ def test_a_signal_while_the_final_record_is_written_waits_for_it(
     end = RunDir.end
 
     def end_with_a_signal(self, *args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)  # held: the trial has ended, its record says how
+        signal.raise_signal(signal.SIGTERM)  # noted: the trial has ended, its record says how
         end(self, *args, **kwargs)
 
     monkeypatch.setattr(RunDir, "end", end_with_a_signal)

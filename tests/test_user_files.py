@@ -18,7 +18,7 @@ from aeff import results
 from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
-from aeff.runner import refuse_unused_hparams
+from aeff.training.prepare import refuse_unused_hparams
 from aeff.submissions.adam import AdamHParams
 from aeff.submissions.nesterov import NesterovHParams
 from aeff.trial import train_and_evaluate
@@ -254,7 +254,7 @@ def test_a_hparam_that_never_reaches_the_optimizer_is_refused_before_the_data(
     def no_data(workload):
         raise AssertionError("the data was loaded")
 
-    monkeypatch.setattr("aeff.runner.load_splits", no_data)
+    monkeypatch.setattr("aeff.training.prepare.load_splits", no_data)
     cfg = short(mnist_data_dir, f"submission_path={PLAIN_SGD}", value)
     key = value.split("=")[0]
     with pytest.raises(ConfigError, match=rf"{key}=.*{PLAIN_SGD}.*inject_hyperparams") as refused:

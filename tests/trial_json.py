@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 
 from aeff import config
 from aeff.app import register
-from aeff.runner import run_trial
+from aeff.training.loop import run_trial
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ The files of a run dir, named here and nowhere else:
 | `metrics.csv` | `RunDir.append` (one row per evaluation) |
 | `config_resolved.yaml`, `packages.txt`, `.hydra/` | `RunDir.begin` |
 | `submission.py`, `workload.py`, `search_space.json` | `RunDir.begin`: copies of the user's files |
-| `checkpoints/` | `aeff.checkpoints`, in the dir `RunDir.checkpoints` names |
+| `checkpoints/` | `aeff.training.checkpoints`, in the dir `RunDir.checkpoints` names |
 | `.attempts/<n>/` | `RunDir.begin`: an earlier attempt's records, moved aside by a resume |
 | `.aeff.lock` | `Lock`: held by the owning process, its pid and host inside |
 

@@ -1,6 +1,6 @@
 """`hydra/launcher=vectorized`: the jobs it is handed, as groups of trials in one program.
 
-aeff trials that share everything but hyperparameters, seed and labels (`aeff.group.
+aeff trials that share everything but hyperparameters, seed and labels (`aeff.trial.
 group_key`) train as one `vmap`-ed program of up to `trials_per_program`; each stays a
 Hydra job, with its run dir, its records, Hydra's `on_job_start`/`on_job_end` callbacks,
 its own log file and a JobReturn. Every other job (another app's task, an aeff trial
@@ -116,7 +116,7 @@ class VectorizedLauncher(Launcher):
         alone."""
         if not getattr(self.task_function, "aeff_trial_job", False):
             return [[i] for i in range(len(configs))]
-        from aeff import group
+        from aeff import trial
 
         by_key: dict[str, list[int]] = {}
         alone = []
@@ -125,7 +125,7 @@ class VectorizedLauncher(Launcher):
             if not config.hydra.job.chdir and not config.hydra.job.env_set:
                 HydraConfig.instance().set_config(config)
                 job = _trial_job(config)
-                key = group.group_key(job.cfg, job.run_dir)
+                key = trial.group_key(job.cfg, job.run_dir)
             if key is None:
                 alone.append([index])
             else:
@@ -136,7 +136,9 @@ class VectorizedLauncher(Launcher):
 
     def _run_group(self, configs: list[DictConfig]) -> list[JobReturn]:
         """The jobs as one group: started as Hydra starts a job, trained together, ended."""
-        from aeff import group
+        from aeff import trial
+        from aeff.errors import AeffError
+        from aeff.logging.speaker import speaking
 
         jobs, returns = [], []
         for config in configs:
@@ -153,7 +155,12 @@ class VectorizedLauncher(Launcher):
         numbers = [str(c.hydra.job.num) for c in configs]
         with trial_logs(configs):
             log.info("%d trials in one program: jobs %s", len(jobs), ", ".join(numbers))
-            outcomes = group.train_and_evaluate_group(jobs, f"{numbers[0]}-{numbers[-1]}")
+            outcomes = trial.train_and_evaluate_group(jobs, f"{numbers[0]}-{numbers[-1]}")
+            for index, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+                crashed = isinstance(outcome, Exception) and not isinstance(outcome, AeffError)
+                if crashed:  # bad input has been said already, in one line
+                    with speaking(index):
+                        log.error("The trial failed (its record: %s): %s", job.run_dir, outcome)
         for config, job_return, outcome in zip(configs, returns, outcomes, strict=True):
             HydraConfig.instance().set_config(config)
             if isinstance(outcome, BaseException):

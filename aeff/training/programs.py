@@ -142,44 +142,42 @@ def max_fused_steps() -> int | None:
 
 @functools.cache
 def train_steps(
-    workload: Workload, submission: Submission, num_steps: int
-) -> Callable[[TrainState, InputStream, jax.Array], tuple[TrainState, jax.Array]]:
-    """`num_steps` steps of data selection and update in one dispatch; losses [devices, num_steps].
-
-    Everything in it is charged to the submission's time. Fusing steps pays off where
-    launching a step costs more than running it (a small model on a GPU).
-    """
-    step = _step(workload, submission)
-
-    def steps(state: TrainState, stream: InputStream, rng: jax.Array):
-        if num_steps == 1:
-            state, loss = step(state, stream, rng)
-            return state, loss[None]
-        return lax.scan(
-            lambda s, _: step(s, stream, rng), state, length=num_steps, unroll=_unroll()
-        )
-
-    return jax.pmap(steps, axis_name=DEVICE_AXIS)
-
-
-@functools.cache
-def group_train_steps(
-    workload: Workload, submission: Submission, num_steps: int, vectorized: bool | None = None
+    workload: Workload,
+    submission: Submission,
+    num_steps: int,
+    size: int,
+    vectorized: bool | None = None,
 ) -> Callable[
     [TrainState, InputStream, jax.Array, jax.Array], tuple[TrainState, jax.Array, jax.Array]
 ]:
-    """`train_steps` for a group of trials in one program, over their stacked states, epoch
-    orders [trials, examples] and keys, sharing the training split; losses [devices,
-    trials, num_steps]. The trials are `vmap`-ed (`vectorized`), or one after another in
-    the program (None: `vmap` except on a CPU, see `one_at_a_time`).
+    """`num_steps` steps of data selection and update for `size` trials in one dispatch,
+    over their stacked states [devices, trials, ...], epoch orders [devices, trials,
+    examples] and keys, sharing the training split; losses [devices, trials, num_steps].
+    Everything in it is charged to the submission's time.
 
-    A trial not `active` [trials] stays as it is, and one stops at the step of its first
-    non-finite loss (that step taken, as a trial alone takes it), so it cannot change
-    after it has ended; the trials still active are returned, for the next program.
+    Of several trials, one not `active` [trials] stays as it is, and one stops at the step
+    of its first non-finite loss (that step taken, as a trial alone takes it), so that it
+    cannot change after it has ended; the trials still active are returned. They are
+    `vmap`-ed (`vectorized`), or one after another in the program (None: `vmap` except
+    on a CPU, see `one_at_a_time`). A trial alone (`size` 1)
+    pays for none of this: its steps run as they are, and the loop ends it at its first
+    non-finite loss.
     """
     step = _step(workload, submission)
     if vectorized is None:
         vectorized = not one_at_a_time()
+
+    def alone(state: TrainState, stream: InputStream, rng: jax.Array, active: jax.Array):
+        state, rng = jax.tree.map(lambda x: x[0], (state, rng))
+        stream = stream._replace(order=stream.order[0])
+        if num_steps == 1:
+            state, loss = step(state, stream, rng)
+            losses = loss[None]
+        else:
+            state, losses = lax.scan(
+                lambda s, _: step(s, stream, rng), state, length=num_steps, unroll=_unroll()
+            )
+        return jax.tree.map(lambda x: x[None], state), losses[None], active
 
     def trial(state: TrainState, stream: InputStream, rng: jax.Array, active: jax.Array):
         def masked(carry, _):
@@ -200,12 +198,12 @@ def group_train_steps(
         each = lambda xs: trial(xs[0], stream._replace(order=xs[1]), xs[2], xs[3])  # noqa: E731
         return lax.map(each, (state, stream.order, rng, active))
 
-    return jax.pmap(group, axis_name=DEVICE_AXIS)
+    return jax.pmap(alone if size == 1 else group, axis_name=DEVICE_AXIS)
 
 
 def unstack(tree: Any, index: int) -> Any:
     """The trial at `index` of a group's stacked tree [devices, trials, ...], on every device."""
-    return jax.tree.map(lambda x: x[:, index], tree)
+    return jax.tree.map(lambda x: x[:, index : index + 1], tree)
 
 
 def one_at_a_time() -> bool:
@@ -239,28 +237,27 @@ def _split_means(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, 
 
 
 @functools.cache
-def evaluate(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
-    """Mean metrics over a whole split, each device taking its share of the batches."""
-    return jax.pmap(_split_means(workload), axis_name=DEVICE_AXIS)
-
-
-@functools.cache
-def group_evaluate(
-    workload: Workload, vectorized: bool | None = None
+def evaluate(
+    workload: Workload, size: int, vectorized: bool | None = None
 ) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
-    """`evaluate` of a group's stacked parameters [devices, trials, ...]: `vmap`-ed in one
-    program (`vectorized`), or one trial's at a time (None: `vmap` except on a CPU);
-    metrics [devices, trials]."""
+    """Mean metrics over a whole split of `size` trials' stacked parameters [devices,
+    trials, ...], each device taking its share of the batches; metrics [devices, trials].
+    Several trials are `vmap`-ed in one program (`vectorized`), or one trial's at a time
+    (None: `vmap` except on a CPU)."""
+    means = _split_means(workload)
+    if size == 1:
+        one = lambda params, split: jax.tree.map(  # noqa: E731
+            lambda x: x[None], means(jax.tree.map(lambda x: x[0], params), split)
+        )
+        return jax.pmap(one, axis_name=DEVICE_AXIS)
     if vectorized is None:
         vectorized = not one_at_a_time()
     if vectorized:
-        group = jax.vmap(_split_means(workload), in_axes=(0, None))
-        return jax.pmap(group, axis_name=DEVICE_AXIS)
-    one = evaluate(workload)
+        return jax.pmap(jax.vmap(means, in_axes=(0, None)), axis_name=DEVICE_AXIS)
+    alone = evaluate(workload, 1)
 
     def each(params: Params, split: EvalSplit) -> dict[str, jax.Array]:
-        size = jax.tree.leaves(params)[0].shape[1]
-        means = [one(unstack(params, i), split) for i in range(size)]
-        return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *means)
+        stacked = [alone(unstack(params, i), split) for i in range(size)]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *stacked)
 
     return each

@@ -6,18 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from aeff import steps
 from aeff.errors import ConfigError
-from aeff.runner import (
-    MAX_LAUNCH_SECONDS,
-    dispatches,
-    launch_size,
-    prepare,
-    program_length,
-    run_trial,
-)
 from aeff.spec import HostSplit
 from aeff.submissions.adam import Adam, AdamHParams
+from aeff.training import programs
+from aeff.training.loop import limits_of, run_trial
+from aeff.training.prepare import prepare
 from aeff.workloads.mnist import MnistWorkload
 
 TRACES: list[str] = []
@@ -47,16 +41,17 @@ def test_evaluation_is_exact_when_the_split_does_not_fill_the_batches(
         rng.integers(0, 10, size).astype(np.int32),
     )
     params = workload.init_params(jax.random.key(1))
-    mesh = steps.device_mesh()
+    mesh = programs.device_mesh()
     batched = dataclasses.replace(workload, eval_batch_size=eval_batch_size)
-    means = steps.evaluate(workload)(
-        steps.replicate(params, mesh), steps.shard_for_eval(split, batched, mesh)
+    stacked = jax.tree.map(lambda x: x[None], params)  # a trial alone: a stack of one
+    means = programs.evaluate(workload, 1)(
+        programs.replicate(stacked, mesh), programs.shard_for_eval(split, batched, mesh)
     )
     logits = workload.apply_model(params, workload.preprocess(split.inputs))
     expected_loss = float(workload.loss(logits, split.labels).mean())
     expected_accuracy = float((np.argmax(logits, -1) == split.labels).mean())
-    assert float(means["loss"][0]) == pytest.approx(expected_loss, rel=1e-5)
-    assert float(means["accuracy"][0]) == pytest.approx(expected_accuracy, abs=1e-7)
+    assert float(means["loss"][0, 0]) == pytest.approx(expected_loss, rel=1e-5)
+    assert float(means["accuracy"][0, 0]) == pytest.approx(expected_accuracy, abs=1e-7)
 
 
 def test_trials_differing_in_hyperparameters_share_one_compilation(mnist_data_dir):
@@ -76,16 +71,6 @@ def test_trials_differing_in_hyperparameters_share_one_compilation(mnist_data_di
         assert result.final_metrics["validation.accuracy"] > 0.8
 
 
-@pytest.mark.parametrize(
-    ("max_steps", "eval_every_steps", "expected"),
-    [(None, None, 12), (5, None, 5), (None, 3, 3), (40, 20, 12), (40, 30, 12)],
-)
-def test_no_program_is_longer_than_a_launch_can_be(max_steps, eval_every_steps, expected):
-    """The fused program is cut to the epoch, max_steps and the step cadence."""
-    assert program_length(16, 12, max_steps, eval_every_steps) == expected
-    assert program_length(4, 12, max_steps, eval_every_steps) == min(4, expected)
-
-
 def test_a_program_on_the_cpu_has_at_most_the_steps_that_compile_in_seconds(
     workload, monkeypatch, caplog
 ):
@@ -94,24 +79,35 @@ def test_a_program_on_the_cpu_has_at_most_the_steps_that_compile_in_seconds(
     assert jax.default_backend() == "cpu"  # where the steps are unrolled
     compiled = []
 
-    def train_steps(workload, submission, num_steps):
+    def train_steps(workload, submission, num_steps, size):
         compiled.append(num_steps)
         return lambda *args: None
 
-    monkeypatch.setattr(steps, "train_steps", train_steps)
-    monkeypatch.setattr(steps, "evaluate", lambda workload: lambda *args: None)
-    with caplog.at_level("INFO", logger="aeff.runner"):
+    monkeypatch.setattr(programs, "train_steps", train_steps)
+    monkeypatch.setattr(programs, "evaluate", lambda workload, size: lambda *args: None)
+    with caplog.at_level("INFO", logger="aeff.training.prepare"):
         prepared = prepare(
-            workload, Adam(batch_size=16), AdamHParams(), 0, steps_per_dispatch=10**6
+            workload,
+            Adam(batch_size=16),
+            [AdamHParams()],
+            [0],
+            limits_of(workload),
+            steps_per_dispatch=10**6,
         )
     assert compiled == [1, 16] and prepared.steps_per_dispatch == 16  # about 4 s to compile
     assert "steps_per_dispatch=1000000: 16 steps per program on the cpu" in caplog.text
-    assert program_length(8, 3125, None, None) == 8  # a shorter one is as asked
 
 
 def test_a_batch_larger_than_the_training_split_is_refused(workload):
     with pytest.raises(ConfigError) as error:
-        prepare(workload, Adam(batch_size=50_001), AdamHParams(), 0, steps_per_dispatch=1)
+        prepare(
+            workload,
+            Adam(batch_size=50_001),
+            [AdamHParams()],
+            [0],
+            limits_of(workload),
+            steps_per_dispatch=1,
+        )
     assert str(error.value) == "batch_size=50001 exceeds the 50000 training examples."
 
 
@@ -137,52 +133,6 @@ def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workloa
     for single, fused in zip(rows[1], rows[4], strict=True):
         for metric in ("train.loss", "validation.loss", "validation.accuracy"):
             assert fused[metric] == pytest.approx(single[metric], rel=1e-4, abs=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("global_step", "eval_every_steps", "max_steps", "seconds_left", "to_check", "expected"),
-    [
-        (0, None, None, 100.0, None, 10),  # MAX_LAUNCH_SECONDS at 0.1 s a step
-        (3, 5, None, 100.0, None, 2),  # the next step-cadence evaluation, after step 5
-        (0, None, 7, 100.0, None, 7),  # max_steps
-        (4, None, 7, 100.0, None, 3),  # ... counted from the step reached
-        (0, None, None, 0.75, None, 7),  # no more than the budget holds at this pace
-        (0, None, None, 0.05, None, 1),  # ... but always a step: one at most over the budget
-        (0, None, None, 100.0, 0.42, 5),  # a time-based check: the launch ends just past it
-        (0, None, None, 100.0, 0.4, 4),  # ... or at it
-        (0, None, None, 100.0, 0.0, 1),
-    ],
-)
-def test_a_launch_runs_up_to_the_next_check(
-    global_step, eval_every_steps, max_steps, seconds_left, to_check, expected
-):
-    assert MAX_LAUNCH_SECONDS == 1.0
-    size = launch_size(
-        global_step,
-        eval_every_steps,
-        max_steps,
-        seconds_per_step=0.1,
-        seconds_left=seconds_left,
-        seconds_to_check=to_check,
-    )
-    assert size == expected
-
-
-def test_the_first_launch_is_one_step_that_sets_the_pace():
-    size = launch_size(0, None, None, seconds_per_step=0.0, seconds_left=9.0, seconds_to_check=9.0)
-    assert size == 1
-
-
-@pytest.mark.parametrize(
-    ("global_step", "num_steps", "expected"),
-    [
-        (0, 20, [8, 1, 1, 8, 1, 1]),  # epochs of 10 steps: programs stop at each
-        (4, 6, [1] * 6),
-        (4, 16, [1] * 6 + [8, 1, 1]),
-    ],
-)
-def test_a_program_never_crosses_an_epoch(global_step, num_steps, expected):
-    assert dispatches(global_step, num_steps, steps_per_epoch=10, fused=8) == expected
 
 
 def test_trials_differing_in_budget_target_or_data_share_one_compilation(mnist_data_dir):
