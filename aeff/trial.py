@@ -110,8 +110,7 @@ def train_and_evaluate_group(
                 set_up_devices(members[0].trial.settings)
                 members = _reaching(members, outcomes)
             if members:
-                labels = {"group.id": group_id, "group.size": len(members)} if group_id else {}
-                _train(members, labels, outcomes)
+                _train(members, group_id, outcomes)
     except BaseException as caught:
         error = errors.crash_of(caught)
         for member in members:
@@ -206,19 +205,18 @@ def record_or_discard(
         owner.discard_if_unused()  # a bad command line leaves no files
 
 
-def _train(members: list[_Member], group_labels: dict[str, Any], outcomes: list[Any]) -> None:
+def _train(members: list[_Member], group_id: str | None, outcomes: list[Any]) -> None:
     """Prepare the trials, begin every member's records, train; each member's records
     end as it does."""
-    from aeff.training import loop, prepare  # imports JAX
+    from aeff.training import loop  # imports JAX
 
-    seeds = []
+    seeds = {}
     for member in members:
         with speaking(member.index):
-            seeds.append(seed_of(member.attempt))
-    first = members[0].trial
-    settings = first.settings
+            seeds[member.index] = seed_of(member.attempt)
+    settings = members[0].trial.settings
     limits = loop.limits_of(
-        first.workload,
+        members[0].trial.workload,
         eval_every_steps=settings.eval_every_steps,
         max_steps=settings.max_steps,
         stop_at_target=settings.stop_at_target,
@@ -230,23 +228,57 @@ def _train(members: list[_Member], group_labels: dict[str, Any], outcomes: list[
             _recorded(member, errors.TrialInterrupted(signum))
 
     with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
-        prepared = prepare.prepare(
-            first.workload,
-            first.submission,
-            [m.trial.hparams for m in members],
-            seeds,
-            limits,
-            steps_per_dispatch=settings.steps_per_dispatch,
-        )
+        members, prepared = _prepared(members, seeds, limits, outcomes)
+    if not members:
+        return
     system.prime()
-    loop_members = [
-        _begin(m, seed, prepared, group_labels, outcomes)
-        for m, seed in zip(members, seeds, strict=True)
-    ]
+    labels = {"group.id": group_id, "group.size": len(members)} if group_id else {}
+    loop_members = [_begin(m, seeds[m.index], prepared, labels, outcomes) for m in members]
     interrupts.check()  # the records have begun whole: a signal now is recorded
     ended = loop.Loop(prepared, loop_members, limits).run()
     for member, outcome in zip(members, ended, strict=True):
         outcomes[member.index] = outcome  # an ending that could not be recorded: its error
+
+
+def _prepared(
+    members: list[_Member], seeds: dict[int, int], limits: Any, outcomes: list[Any]
+) -> tuple[list[_Member], Any]:
+    """The members' trials prepared as one. Their programs' first run may crash in one
+    trial's own code: then each is prepared alone, one that crashes alone is recorded
+    failed with its own error, and the others are prepared again without it."""
+    from aeff.training import prepare as preparation
+
+    first = members[0].trial
+
+    def prepared(some: list[_Member]) -> Any:
+        return preparation.prepare(
+            first.workload,
+            first.submission,
+            [m.trial.hparams for m in some],
+            [seeds[m.index] for m in some],
+            limits,
+            steps_per_dispatch=first.settings.steps_per_dispatch,
+        )
+
+    try:
+        return members, prepared(members)
+    except errors.AeffError:
+        raise  # the group's input: every trial's
+    except Exception:
+        if len(members) == 1:
+            raise
+        healthy = []
+        for member in members:
+            try:
+                prepared([member])
+            except Exception as own:
+                outcomes[member.index] = _recorded(member, own)
+                member.owner.release()
+            else:
+                healthy.append(member)
+        if len(healthy) == len(members):
+            raise  # no one trial's: the group's
+    return _prepared(healthy, seeds, limits, outcomes) if healthy else ([], None)
 
 
 def _begin(

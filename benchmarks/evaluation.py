@@ -11,9 +11,9 @@ from pathlib import Path
 
 import jax
 
-from aeff import steps
 from aeff.app import compose_config
 from aeff.config import check_trial
+from aeff.training import programs
 from aeff.trial import train_and_evaluate
 
 
@@ -22,11 +22,12 @@ def main() -> None:
     trial = check_trial(cfg)
     workload = trial.workload
     splits = workload.load_splits()
-    mesh = steps.device_mesh()
-    params = steps.replicate(workload.init_params(jax.random.key(0)), mesh)
-    evaluate = steps.evaluate(workload)
+    mesh = programs.device_mesh()
+    stacked = jax.tree.map(lambda x: x[None], workload.init_params(jax.random.key(0)))
+    params = programs.replicate(stacked, mesh)  # a trial alone: a stack of one
+    evaluate = programs.evaluate(workload, 1)
     eval_splits = [
-        steps.shard_for_eval(s, workload, mesh) for s in (splits.validation, splits.test)
+        programs.shard_for_eval(s, workload, mesh) for s in (splits.validation, splits.test)
     ]
     jax.block_until_ready([evaluate(params, s) for s in eval_splits])  # compile
     times = []

@@ -25,9 +25,11 @@ import jax
 import numpy as np
 from throughput import limit_measurement
 
-from aeff import group_loop, runner, steps
 from aeff.app import compose_config
 from aeff.config import check_trial
+from aeff.training import programs
+from aeff.training.loop import limits_of
+from aeff.training.prepare import prepare
 
 DISPATCHES = 50
 ROUNDS = 3
@@ -48,28 +50,29 @@ def best_rate(launch, state, examples: int) -> float:
 def program_rates(trial, k: int) -> dict[str, float]:
     """Examples/s of one trial's fused program, and of K trials' in one group program,
     `vmap`-ed and one after another."""
-    settings, hparams = trial.settings, trial.hparams
-    alone = runner.prepare(
-        trial.workload, trial.submission, hparams, 0, steps_per_dispatch=settings.steps_per_dispatch
+    settings, hparams, workload = trial.settings, trial.hparams, trial.workload
+    limits = limits_of(workload)
+    per_dispatch = settings.steps_per_dispatch
+    alone = prepare(
+        workload, trial.submission, [hparams], [0], limits, steps_per_dispatch=per_dispatch
     )
     size = alone.batch_size * alone.steps_per_dispatch
+    _, fused, _ = alone.programs()
+    one = programs.replicate(np.ones(1, bool), alone.mesh)
     rates = {
         "one trial": best_rate(
-            lambda s: alone.fused_steps(s, alone.stream, alone.step_rng)[0], alone.state, size
+            lambda s: fused(s, alone.stream, alone.step_rng, one)[0], alone.state, size
         )
     }
-    members = [
-        group_loop.Member(dataclasses.replace(hparams, lr=1e-3 * (1 + i / k)), i) for i in range(k)
-    ]
-    group = group_loop.prepare_group(
-        trial.workload, trial.submission, members, steps_per_dispatch=alone.steps_per_dispatch
+    values = [dataclasses.replace(hparams, lr=1e-3 * (1 + i / k)) for i in range(k)]
+    p = prepare(
+        workload, trial.submission, values, list(range(k)), limits, steps_per_dispatch=per_dispatch
     )
-    p = group.prepared
-    active = steps.replicate(np.ones(k, bool), p.mesh)
-    program_key = trial.workload.program_key()
+    active = programs.replicate(np.ones(k, bool), p.mesh)
+    program_key = workload.program_key()
     for name, vectorized in (("vmap", True), ("one after another", False)):
-        program = steps.group_train_steps(
-            program_key, trial.submission, p.steps_per_dispatch, vectorized
+        program = programs.train_steps(
+            program_key, trial.submission, p.steps_per_dispatch, k, vectorized
         )
         rates[name] = best_rate(
             lambda s, f=program: f(s, p.stream, p.step_rng, active)[0], p.state, k * size
@@ -112,7 +115,7 @@ def main() -> None:
     trial = check_trial(compose_config(["rng_seed=0", *overrides]))
     limit = max(limit_measurement(trial)() for _ in range(ROUNDS))
     rates = program_rates(trial, k)
-    chosen = "one after another" if steps.one_at_a_time() else "vmap"
+    chosen = "one after another" if programs.one_at_a_time() else "vmap"
     print(f"devices: {jax.local_device_count()} x {jax.devices()[0].platform}")
     print(f"one trial's plain loop: {limit:,.0f} examples/s")
     print(f"one trial's aeff program: {rates['one trial']:,.0f} examples/s")

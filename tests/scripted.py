@@ -133,3 +133,21 @@ def trial(workload, script=(0.5,), submission=None, **kwargs):
         **kwargs,
     )
     return result, list(ROWS)
+
+
+PACE = [lambda step: STEP_SECONDS]  # the seconds step n (counted from 0) takes
+
+
+@dataclasses.dataclass(frozen=True)
+class PacedAdam(Adam):
+    """Adam whose step n takes PACE[0](n) seconds on the fake clock: steps that slow down
+    or vary, as a GPU's may near the end of a budget."""
+
+    batch_size: int = 512
+
+    def update_params(self, workload, params, optimizer_state, batch, rng):
+        def advance(step):
+            CLOCK.advance(PACE[0](int(step)))
+
+        jax.debug.callback(advance, optimizer_state.count)
+        return super().update_params(workload, params, optimizer_state, batch, rng)

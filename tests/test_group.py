@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import jax
 import pytest
 from conftest import data_overrides, owned_by_another_process
 from in_process import SIGNAL, metadata, rows
@@ -14,7 +15,7 @@ from in_process import SIGNAL, metadata, rows
 from aeff import trial
 from aeff.app import compose_config
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
-from aeff.logging.run_dir import rows_digest
+from aeff.logging.run_dir import Lock, RunDir, rows_digest
 from aeff.logging.speaker import SPEAKER
 from aeff.submissions.adam import Adam
 from aeff.training import loop, prepare
@@ -30,6 +31,23 @@ class Crashing(Adam):
 
     def update_params(self, *args, **kwargs):
         raise RuntimeError("boom")
+
+
+@dataclasses.dataclass(frozen=True)
+class OneBad(Adam):
+    """Adam whose steps from `from_step` on raise, through a host callback, for a learning
+    rate above 5e-3: a crash of one trial's own code inside the group's program."""
+
+    from_step: int = 0
+
+    def update_params(self, workload, params, optimizer_state, batch, rng):
+        def refuse(lr, step):
+            if lr > 5e-3 and step >= self.from_step:
+                raise RuntimeError(f"lr={float(lr)} is too high for OneBad")
+
+        hyperparams = optimizer_state.hyperparams
+        jax.debug.callback(refuse, hyperparams["learning_rate"], optimizer_state.count)
+        return super().update_params(workload, params, optimizer_state, batch, rng)
 
 
 def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:
@@ -298,3 +316,53 @@ def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config,
     for job in (0, 1, 2):
         assert metadata(tmp_path / str(job))["status"] == "interrupted"
         assert (tmp_path / str(job) / "config_resolved.yaml").exists()  # begun whole
+
+
+@pytest.mark.parametrize(("from_step", "its_rows"), [(0, []), (6, [4])])
+def test_a_trial_whose_own_code_crashes_fails_alone_and_the_others_train_on(
+    tmp_path, trial_config, from_step, its_rows
+):
+    """Job 1's submission raises inside the group's program for its learning rate, as the
+    programs first run (prepared) or at step 6 (training): it ends `failed` with its own
+    error (found by running each trial alone, off the clock), and jobs 0 and 2 train on in
+    a program without it to their last step, their records their own."""
+    target = f"submission._target_={__name__}.OneBad"
+    target = (target, f"+submission.from_step={from_step}")
+    group = jobs(
+        tmp_path,
+        trial_config,
+        (*target, "hparams.lr=1e-3", "rng_seed=1"),
+        (*target, "hparams.lr=1e-2", "rng_seed=2"),
+        (*target, "hparams.lr=2e-3", "rng_seed=3"),
+    )
+    outcomes = train_and_evaluate_group(group, "g11")
+    assert [type(o) for o in outcomes] == [TrialResult, jax.errors.JaxRuntimeError, TrialResult]
+    assert "is too high for OneBad" in str(outcomes[1])
+    failed = metadata(tmp_path / "1")
+    assert failed["status"] == "failed" and "is too high for OneBad" in failed["error_message"]
+    written = (tmp_path / "1" / "metrics.csv").exists()
+    assert (list(rows(tmp_path / "1")["global_step"]) if written else []) == its_rows
+    for job in (0, 2):
+        record = metadata(tmp_path / str(job))
+        assert record["status"] == "completed" and "error_message" not in record
+        assert list(rows(tmp_path / str(job))["global_step"]) == [4, 8, 12]
+        assert outcomes[job].global_step == 12
+    # the healthy trials were charged only the launches they ran
+    assert outcomes[0].accumulated_submission_time == outcomes[2].accumulated_submission_time
+
+
+def test_every_trials_run_dir_is_held_from_claim_to_end(tmp_path, trial_config, monkeypatch):
+    """While a group trains, each trial's run dir is locked: `summary` calls it running,
+    and no other process can take it."""
+    held = []
+    append = RunDir.append
+
+    def append_checked(self, row):
+        held.append((self.path.name, Lock.is_held(self.path)))
+        append(self, row)
+
+    monkeypatch.setattr(RunDir, "append", append_checked)
+    group = jobs(tmp_path, trial_config, ("rng_seed=1",), ("rng_seed=2", "hparams.lr=3e-3"))
+    train_and_evaluate_group(group, "g12")
+    assert sorted(held) == sorted((str(job), True) for job in (0, 1) for _ in range(3))
+    assert not any(Lock.is_held(tmp_path / str(job)) for job in (0, 1))  # released at the end

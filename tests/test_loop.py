@@ -32,8 +32,10 @@ from scripted import (
     EVAL_SECONDS,
     MEASURED,
     ON_EVAL_SECONDS,
+    PACE,
     SCRIPT,
     STEP_SECONDS,
+    PacedAdam,
     ScriptedMnist,
     SlowCheckpoints,
     TimedAdam,
@@ -47,7 +49,7 @@ from aeff.logging.files import append_csv_row, complete_lines, cut_torn_line
 from aeff.spec import HostSplit, Splits
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.training import programs
-from aeff.training.loop import Loop, Member, limits_of, run_trial
+from aeff.training.loop import Loop, Member, limits_of, run_group, run_trial
 from aeff.training.prepare import prepare
 from aeff.training.rules import SNAPSHOTS_PER_EVAL_PERIOD, Counters
 from aeff.workloads.mnist import MnistWorkload
@@ -144,6 +146,52 @@ def test_global_start_time_is_the_epoch_time_at_the_start(budget_run):
     """global_start_time comes from time.time(), not from the injected (perf) clock."""
     (start,) = {row["global_start_time"] for row in budget_run.rows}
     assert budget_run.before <= start <= budget_run.after
+
+
+@pytest.mark.parametrize("size", [1, 2])
+@pytest.mark.parametrize(
+    "pace",
+    [
+        lambda step: 1 / 64,  # steady: launches of many steps, the last ones shrinking
+        lambda step: 1 / 64 if step < 20 else 1 / 32,  # twice as slow from step 20 on
+        lambda step: 1 / 64 if step % 3 else 1 / 32,  # uneven
+    ],
+)
+def test_a_trial_ends_within_one_step_of_its_budget_alone_or_in_a_group(
+    mnist, monkeypatch, size, pace
+):
+    """AlgoPerf checks the budget after every step. Launches that hold many steps must end
+    as close: each trial, alone or in a group (whose step is each trial's in turn, so
+    `size` times as long), ends at the first step that spends the budget, so long as a
+    launch's steps take at most twice the last launch's pace (`rules.launch_size`)."""
+    launches = []
+    queue = Loop._queue
+
+    def recorded(self, step, sizes, *args):
+        launches.append(sum(sizes))
+        return queue(self, step, sizes, *args)
+
+    monkeypatch.setattr(Loop, "_queue", recorded)
+    PACE[0] = pace
+    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    try:
+        results = run_group(
+            mnist(max_allowed_runtime_sec=1.0),
+            PacedAdam(),
+            [Member(AdamHParams(lr=1e-3 * (i + 1)), i) for i in range(size)],
+            steps_per_dispatch=8,
+            clock=CLOCK,
+            eval_every_steps=1000,
+            max_steps=1000,
+        )
+    finally:
+        PACE[0] = lambda step: STEP_SECONDS
+    assert max(launches) >= 8  # launches of many steps: the rule is exercised
+    for result in results:
+        step_time = size * pace(result.global_step - 1)  # the last step's
+        assert result.accumulated_submission_time >= 1.0
+        assert result.accumulated_submission_time - step_time < 1.0
+        assert result.global_step == results[0].global_step
 
 
 # The target ---------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_a_sys_exit_after_the_records_began_is_recorded_as_the_trial_s_crash(
     def exiting_training(*args, **kwargs):
         sys.exit(0)  # as a training loop calling the user's code on the host would
 
-    monkeypatch.setattr("aeff.trial._train", exiting_training)
+    monkeypatch.setattr("aeff.training.loop.Loop.run", exiting_training)
     with pytest.raises(TrialExited):
         train_and_evaluate(short(mnist_data_dir), tmp_path / "run")
     record = json.loads((tmp_path / "run" / "metadata.json").read_text())
