@@ -18,6 +18,7 @@ from aeff.workloads import mnist_data
 REPO = Path(__file__).resolve().parents[1]
 MNIST_IDX_DIR = mnist_data.bundled_idx_dir()  # the copy the package ships: nothing outside the repo
 TRIAL_SCRIPT = Path(__file__).with_name("trial_json.py")
+GROUPING_SCRIPT = Path(__file__).with_name("grouping_json.py")
 
 
 def shared_trial_scope(fixture_name: str, config: pytest.Config) -> str:
@@ -174,13 +175,17 @@ def start_aeff(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def run_trial_json(overrides: list[str], devices: int = 1, repeat: int = 1) -> dict:
-    """Run trials through the Python API in a child process with `devices` CPU devices."""
+def run_trial_json(
+    overrides: list[str], devices: int = 1, repeat: int = 1, script: Path = TRIAL_SCRIPT
+) -> dict:
+    """Run trials through the Python API in a child process with `devices` CPU devices:
+    `script` (trial_json.py, or grouping_json.py without `repeat`) prints them as JSON."""
     import json
 
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    count = [str(repeat)] if script == TRIAL_SCRIPT else []
     out = subprocess.run(
-        [sys.executable, TRIAL_SCRIPT, str(repeat), *overrides],
+        [sys.executable, script, *count, *overrides],
         capture_output=True,
         text=True,
         env=env,

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import data_overrides, run_trial_json
+from conftest import GROUPING_SCRIPT, data_overrides, run_trial_json
 
 # Each trial runs in a child process with its own device count.
 pytestmark = pytest.mark.slow
@@ -74,3 +74,25 @@ def test_target_stops_the_trial_and_records_time_to_target(short_trial):
     assert result["global_step"] < 400
     assert rows[-1]["validation.accuracy"] >= 0.9 > rows[-2]["validation.accuracy"]
     assert result["time_to_target"] == rows[-1]["accumulated_submission_time"]
+
+
+EVALUATED = ["train.loss", "validation.loss", "validation.accuracy", "test.loss", "test.accuracy"]
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_a_trials_rows_do_not_depend_on_its_grouping(short_trial, devices):
+    """The same trial alone, as a group of one, and as the first of a group of eight, with
+    and without a neighbour that diverges at its second step: the same rows."""
+    out = run_trial_json(short_trial, devices=devices, script=GROUPING_SCRIPT)
+    assert out["device_count"] == devices
+    runs = out["runs"]
+    assert runs["diverging statuses"] == ["completed", *["diverged"] * 7]
+    assert runs["group of 8 statuses"] == ["completed"] * 8
+    alone = runs["alone"]
+    assert [row["global_step"] for row in alone] == [3, 6, 9, 12]
+    for name in ("group of 1", "group of 8", "diverging"):
+        rows = runs[name]
+        assert [row["global_step"] for row in rows] == [3, 6, 9, 12], name
+        for row, single in zip(rows, alone, strict=True):
+            for column in EVALUATED:
+                assert row[column] == pytest.approx(single[column], rel=1e-5, abs=1e-5), name

@@ -18,9 +18,9 @@ from aeff import results
 from aeff.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
-from aeff.training.prepare import refuse_unused_hparams
 from aeff.submissions.adam import AdamHParams
 from aeff.submissions.nesterov import NesterovHParams
+from aeff.training.prepare import refuse_unused_hparams
 from aeff.trial import train_and_evaluate
 from aeff.user_files import read_search_space
 
