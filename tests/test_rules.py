@@ -211,6 +211,12 @@ def test_the_next_snapshot_is_half_the_resolution_later_at_least_a_period_fracti
     assert rules.next_snapshot_time(now, limits) == pytest.approx(expected)
 
 
+def test_a_point_is_the_trial_where_it_stands():
+    c = counters(global_step=7, submission_time=0.028, train_loss_sum=1.5, train_loss_count=3)
+    c.is_time_remaining = False
+    assert rules.point(c) == rules.Point(7, 0.028, False, 1.5, 3)
+
+
 def test_a_rows_train_loss_is_the_mean_since_the_row_before():
     at = rules.Point(8, 0.032, True, train_loss_sum=3.0, train_loss_count=8)
     assert rules.train_loss(at, (1.0, 4)) == 0.5
