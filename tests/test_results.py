@@ -92,6 +92,28 @@ def test_time_to_target_is_the_first_crossing_and_the_score_the_least(sweep):
     assert len(pd.read_csv(sweep / "summary.csv")) == 12
 
 
+@pytest.mark.parametrize("status", ["failed", "interrupted", "damaged"])
+def test_a_trial_that_did_not_finish_never_sets_the_score_whatever_its_rows(tmp_path, status):
+    """Job 0 reached the target first (0.5 s), then failed, was interrupted, or had its
+    rows changed since it completed: no score from it, alone or beside a finished trial."""
+    results.write_plan(tmp_path, [["hparams.lr=0.1"], ["hparams.lr=0.2"]])
+    recorded = "completed" if status == "damaged" else status
+    trial(tmp_path / "0", recorded, [(10, 0.5, True, 0.98)], 0.1)
+    if status == "damaged":  # a row added after the record was ended
+        with (tmp_path / "0" / "metrics.csv").open("a") as rows:
+            rows.write("20,0.6,True,0.99,0\n")
+    table, report = results.write_sweep_report(tmp_path)
+    assert table["status"].tolist() == [status, results.NOT_STARTED]
+    assert table["time_to_target"].iloc[0] == 0.5  # its rows say so; the score does not
+    assert report["score"] is None and report["best_trial"] is None
+    assert report["num_reached_target"] == 0 and str(tmp_path / "0") in report["failed"]
+    trial(tmp_path / "1", "completed", [(10, 1.5, True, 0.975)], 0.2)
+    _, report = results.write_sweep_report(tmp_path)
+    assert report["score"] == 1.5 and report["best_trial"]["hparams.lr"] == 0.2
+    assert report["num_reached_target"] == 1
+    assert json.loads((tmp_path / "sweep.json").read_text())["score"] == 1.5
+
+
 def test_the_terminal_table_shows_missing_values_one_way(sweep):
     table, _ = results.write_sweep_report(sweep)
     text = results.as_text(table, sweep)
