@@ -5,7 +5,7 @@ import json
 import math
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from hydra.errors import ConfigCompositionException
 
 from aeff import app

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, run_sweep, start_aeff
+from helpers import data_overrides, run_aeff, run_sweep, start_aeff
 
 METADATA_KEYS = [
     "status",

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, start_aeff
+from helpers import data_overrides, run_aeff, start_aeff
 
 from aeff.logging.run_dir import (
     ATTEMPTS,

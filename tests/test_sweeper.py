@@ -14,7 +14,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import owned_by_another_process
+from helpers import owned_by_another_process
 from hydra import compose, initialize_config_module
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff
 
 from aeff import results
 from hydra_plugins.aeff_sweeper import aeff_sweeper

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff
 
 from aeff import app
 from aeff.logging import secrets
