@@ -276,3 +276,11 @@ def test_a_resume_that_changes_any_one_key_of_the_identity_is_refused(
     with pytest.raises(ConfigError) as refused:
         owner.attempt(changed, None, resume=True, checkpointing=True)
     assert f" recorded {key}={recorded[key]!r} (now {changed[key]!r}): " in str(refused.value)
+
+
+def test_debug_short_is_a_trial_of_3_steps_that_the_command_line_overrides(compose_config):
+    """`debug=short` (conf/debug/short.yaml), for trying a command out and for tests."""
+    assert compose_config().max_steps is None  # no preset unless chosen
+    assert check_trial(compose_config("debug=short")).settings.max_steps == 3
+    assert compose_config("debug=short", "max_steps=7").max_steps == 7
+    assert compose_config("max_steps=7", "debug=short").max_steps == 7  # whatever the order
