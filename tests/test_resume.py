@@ -3,6 +3,7 @@
 Signals and kills at chosen moments are in tests/reliability/.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from helpers import data_overrides, run_aeff, start_aeff
 from aeff.logging.run_dir import (
     ATTEMPTS,
     CHECKPOINTS,
+    LOCK,
     METADATA,
     METRICS,
     latest_checkpoint_step,
@@ -104,3 +106,49 @@ def test_kill_9_then_resume_finishes_with_gap_free_metrics(tmp_path, mnist_data_
     metadata = json.loads((run_dir / METADATA).read_text())
     assert metadata["status"] == "completed" and metadata["rng_seed"] == 1
     assert metadata["resumed_from_step"] == checkpoint
+
+
+UNCHECKED = (LOCK, "aeff.log")  # the lock names its owner; the log tells the refusal
+
+FAILING_WORKLOAD = """import dataclasses
+from aeff.workloads.mnist import MnistWorkload
+
+@dataclasses.dataclass(frozen=True)
+class FailingMnist(MnistWorkload):
+    def has_reached_goal(self, metrics):
+        raise RuntimeError("a bug in the goal")
+"""
+
+
+@pytest.mark.slow
+def test_a_resume_after_the_users_file_changed_is_refused_naming_its_sha256(
+    tmp_path, mnist_data_dir
+):
+    """A trial that failed after its records began (its workload file's bug), then resumed
+    with the file fixed: other code, another trial. Refused (exit 2) in one line naming
+    workload_path_sha256 and both values; its records as they were."""
+    source, run_dir = tmp_path / "failing.py", tmp_path / "run"
+    source.write_text(FAILING_WORKLOAD)
+    args = ["workload_path=failing.py", "debug=short", "rng_seed=0", f"hydra.run.dir={run_dir}"]
+    args += data_overrides(mnist_data_dir)
+    out = run_aeff(args, tmp_path)
+    assert out.returncode == 1, out.stderr[-3000:]
+    record = json.loads((run_dir / METADATA).read_text())
+    assert record["status"] == "failed" and "identity" in record
+    before = {
+        p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name not in UNCHECKED
+    }
+    recorded = record["workload_path_sha256"]
+    source.write_text(
+        FAILING_WORKLOAD.replace('raise RuntimeError("a bug in the goal")', "return False")
+    )
+    now = hashlib.sha256(source.read_bytes()).hexdigest()
+    out = run_aeff([*args, "resume=true"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    said = (out.stdout + out.stderr).splitlines()
+    (line,) = [line for line in said if "resume=true continues only" in line]
+    assert f"workload_path_sha256={recorded!r} (now {now!r})" in line
+    after = {
+        p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name not in UNCHECKED
+    }
+    assert after == before
