@@ -1,6 +1,5 @@
 """Shared fixtures: the real MNIST files, a tfds data folder prepared once, composed configs."""
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -8,24 +7,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Helpers live in helpers.py; named here too for the modules that still import them from
+# conftest.
+from helpers import (  # noqa: F401
+    GROUPING_SCRIPT,
+    MNIST_IDX_DIR,
+    REPO,
+    TRIAL_SCRIPT,
+    data_overrides,
+    owned_by_another_process,
+    run_aeff,
+    run_sweep,
+    run_trial_json,
+    shared_trial_scope,
+    start_aeff,
+)
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from aeff.app import register
 from aeff.workloads import mnist_data
-
-REPO = Path(__file__).resolve().parents[1]
-MNIST_IDX_DIR = mnist_data.bundled_idx_dir()  # the copy the package ships: nothing outside the repo
-TRIAL_SCRIPT = Path(__file__).with_name("trial_json.py")
-GROUPING_SCRIPT = Path(__file__).with_name("grouping_json.py")
-
-
-def shared_trial_scope(fixture_name: str, config: pytest.Config) -> str:
-    """The scope of a fixture that trains one trial for several tests: the module, except
-    under mutmut (`MUTANT_UNDER_TEST` set), which runs for each mutant only the tests that
-    called the mutated code; a shared trial would be credited to the first test alone."""
-    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
 
 
 @pytest.fixture(autouse=True)
@@ -87,10 +90,6 @@ def next_process(monkeypatch):
     return lambda: monkeypatch.setattr(user_files, "_read", {}, raising=False)
 
 
-def data_overrides(data_dir: Path) -> list[str]:
-    return [f"workload.data_dir={data_dir}"]
-
-
 @pytest.fixture
 def trial_config(compose_config, mnist_data_dir):
     """A short trial's config (12 steps, a row every 4) with overrides."""
@@ -108,19 +107,6 @@ def trial_config(compose_config, mnist_data_dir):
         )
 
     return make
-
-
-def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
-    """`python -m aeff ARGS` in `cwd`, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "aeff", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        # A broken records writer only warns inside Hydra; make that fail the run.
-        env={**os.environ, "PYTHONWARNINGS": "error:Callback:UserWarning", **(env or {})},
-    )
 
 
 @pytest.fixture
@@ -155,68 +141,6 @@ def aeff_in_process(monkeypatch, tmp_path):
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
-
-
-def run_sweep(args: list[str], cwd: Path) -> Path:
-    """`python -m aeff -m ARGS` in `cwd`, which must succeed; returns its sweep dir."""
-    out = run_aeff(["-m", *args], cwd)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
-    return sweep_dir
-
-
-def start_aeff(args: list[str], cwd: Path) -> subprocess.Popen:
-    """`python -m aeff ARGS` in the background, for tests that signal or kill it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "aeff", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def run_trial_json(
-    overrides: list[str], devices: int = 1, repeat: int = 1, script: Path = TRIAL_SCRIPT
-) -> dict:
-    """Run trials through the Python API in a child process with `devices` CPU devices:
-    `script` (trial_json.py, or grouping_json.py without `repeat`) prints them as JSON."""
-    import json
-
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    count = [str(repeat)] if script == TRIAL_SCRIPT else []
-    out = subprocess.run(
-        [sys.executable, script, *count, *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-@contextlib.contextmanager
-def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
-    """`directory` claimed by a child process (a live owner) until the block ends; then the
-    child is SIGKILL-ed, as a crash would end it."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
-            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
-            str(directory),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

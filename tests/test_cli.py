@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, data_overrides, run_aeff, run_sweep
+from helpers import REPO, data_overrides, run_aeff, run_sweep
 from omegaconf import OmegaConf
 
 from aeff import hydra_job

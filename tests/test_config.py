@@ -1,13 +1,17 @@
 """Config composition and validation: bad values fail before any data or device is used."""
 
 import dataclasses
+import json
 import math
 
 import pytest
+from helpers import REPO
 from hydra.errors import ConfigCompositionException
 
-from aeff.config import CheckpointConfig, TrialConfig, check_trial
+from aeff import app
+from aeff.config import CheckpointConfig, Trial, TrialConfig, check_trial
 from aeff.errors import ConfigError
+from aeff.logging.run_dir import Attempt, RunDir
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -172,3 +176,111 @@ def test_a_label_that_reads_an_environment_variable_is_refused(compose_config, m
     ) as err:
         check_trial(cfg)
     assert "plantedEnvironmentValue0123" not in str(err.value)
+
+
+# Every key of the identity of a trial that uses all three user files: what a resume must
+# match. A value recorded but left out of it, or a key added to the record, is decided here.
+IDENTITY_KEYS = [
+    "workload",
+    "batch_size",
+    "stop_at_target",
+    "max_steps",
+    "eval_every_steps",
+    "target_resolution",
+    "workload._target_",
+    "workload.split_seed",
+    "workload.num_validation",
+    "workload.pixel_mean",
+    "workload.pixel_std",
+    "workload.hidden_width",
+    "workload.eval_batch_size",
+    "workload.target_metric",
+    "workload.target_value",
+    "workload.max_allowed_runtime_sec",
+    "workload.eval_period_time_sec",
+    "submission._target_",
+    "submission.batch_size",
+    "hparams.lr",
+    "hparams.nesterov",
+    "submission_path_sha256",
+    "workload_path_sha256",
+    "tuning_search_space_sha256",
+]
+# Recorded, and not the trial's: its labels, and where its data and files are.
+NOT_IDENTITY = [
+    "meta.study",
+    "workload.data_dir",
+    "workload.idx_dir",
+    "submission_path",
+    "workload_path",
+    "tuning_search_space",
+]
+WORKLOAD_FILE = """import dataclasses
+from aeff.workloads.mnist import MnistWorkload
+
+@dataclasses.dataclass(frozen=True)
+class OtherMnist(MnistWorkload):
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def every_file_trial(tmp_path_factory) -> Trial:
+    """A trial with labels, a data dir and all three user files."""
+    folder = tmp_path_factory.mktemp("user_files")
+    (folder / "submission.py").write_text((REPO / "tests" / "plain_sgd.py").read_text())
+    (folder / "workload.py").write_text(WORKLOAD_FILE)
+    (folder / "space.json").write_text('{"lr": {"min": 0.01, "max": 0.1, "scaling": "log"}}')
+    return check_trial(
+        app.compose_config(
+            [
+                f"submission_path={folder / 'submission.py'}",
+                f"workload_path={folder / 'workload.py'}",
+                f"tuning_search_space={folder / 'space.json'}",
+                "+meta.study=demo",
+                "workload.data_dir=/data",
+                "workload.idx_dir=/idx",
+            ]
+        )
+    )
+
+
+def test_the_identity_is_every_recorded_value_but_labels_and_where_files_are(every_file_trial):
+    assert list(every_file_trial.identity) == IDENTITY_KEYS
+    assert sorted(set(every_file_trial.record) - set(IDENTITY_KEYS)) == sorted(NOT_IDENTITY)
+
+
+def another(value):
+    """A value of the same kind that is not `value`."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    return 1 if value is None else f"{value}x"
+
+
+@pytest.mark.parametrize("key", IDENTITY_KEYS)
+def test_a_resume_that_changes_any_one_key_of_the_identity_is_refused(
+    tmp_path, every_file_trial, key
+):
+    """In-process, as `trial.py` decides an attempt: the recorded identity against this
+    process's, one key changed. The unchanged identity continues the trial."""
+    recorded = every_file_trial.identity
+    earlier = {"status": "running", "identity": recorded, "rng_seed": 1, "attempt": 0}
+    (tmp_path / "metadata.json").write_text(json.dumps(earlier))
+    owner = RunDir(tmp_path)
+    assert owner.attempt(recorded, None, resume=True, checkpointing=True) == Attempt(
+        1, 1, move_aside=True
+    )
+    changed = {**recorded, key: another(recorded[key])}
+    with pytest.raises(ConfigError) as refused:
+        owner.attempt(changed, None, resume=True, checkpointing=True)
+    assert f" recorded {key}={recorded[key]!r} (now {changed[key]!r}): " in str(refused.value)
+
+
+def test_debug_short_is_a_trial_of_3_steps_that_the_command_line_overrides(compose_config):
+    """`debug=short` (conf/debug/short.yaml), for trying a command out and for tests."""
+    assert compose_config().max_steps is None  # no preset unless chosen
+    assert check_trial(compose_config("debug=short")).settings.max_steps == 3
+    assert compose_config("debug=short", "max_steps=7").max_steps == 7
+    assert compose_config("max_steps=7", "debug=short").max_steps == 7  # whatever the order

@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 GUIDE = REPO / "docs" / "experiments.md"
 SECTION = "## 6. AlgoPerf's experiment guide, the aeff way"

@@ -9,7 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared_trial_scope
+from helpers import REPO, shared_trial_scope
 
 from aeff import results
 from aeff.app import compose_config

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, run_sweep
+from helpers import data_overrides, run_aeff, run_sweep
 
 KILLED_WORKER = """
 import dataclasses, os, signal

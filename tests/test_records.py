@@ -1,19 +1,17 @@
-"""The pieces of the records: flattening, system metrics (fake NVML), packages, safe writes."""
+"""The pieces of the records: flattening, system metrics (fake NVML), packages, concat.
+
+The crash-safe writes (`aeff/logging/files.py`) are tested in test_files.py."""
 
 import csv
-import errno
 import importlib.metadata
 import json
-import os
 import subprocess
 import types
 
 import pytest
 from omegaconf import OmegaConf
 
-from aeff.errors import RecordsError
-from aeff.logging import concatenate_csvs, environment, files, packages, system
-from aeff.logging.files import append_csv_row, cut_torn_line, write_json_atomically
+from aeff.logging import concatenate_csvs, environment, packages, system
 from aeff.logging.flatten import flatten
 
 
@@ -157,17 +155,6 @@ def test_installed_packages_are_listed_sorted():
     assert registry and set(registry) <= set(listed)
 
 
-def test_rows_append_under_one_header_and_json_is_replaced_whole(tmp_path):
-    path = tmp_path / "metrics.csv"
-    append_csv_row(path, ["a", "b"], {"a": 1, "b": "x,y"})
-    append_csv_row(path, ["a", "b"], {"a": 2, "b": "z", "ignored": 3})
-    assert list(csv.DictReader(path.open())) == [{"a": "1", "b": "x,y"}, {"a": "2", "b": "z"}]
-    write_json_atomically(tmp_path / "m.json", {"status": "running"})
-    write_json_atomically(tmp_path / "m.json", {"status": "completed"})
-    assert json.loads((tmp_path / "m.json").read_text()) == {"status": "completed"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "metrics.csv"]
-
-
 def test_concat_unions_columns_and_skips_half_written_lines(tmp_path):
     (tmp_path / "0").mkdir()
     (tmp_path / "1").mkdir()
@@ -183,52 +170,6 @@ def test_concat_unions_columns_and_skips_half_written_lines(tmp_path):
     ]
     assert concatenate_csvs(tmp_path) == out  # does not pick up its own output
     assert len(list(csv.DictReader(out.open()))) == 4
-
-
-def test_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
-    path = tmp_path / "m.csv"
-    append_csv_row(path, ["a", "b"], {"a": 1, "b": 2})
-    before = path.read_bytes()
-
-    real_write = os.write
-
-    def write_half_then_fail(fd, data):  # a disk that fills up part-way through the row
-        if len(data) > 4:
-            return real_write(fd, data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(files.os, "write", write_half_then_fail)
-    with pytest.raises(RecordsError, match=r"cannot write .*m\.csv: No space left on device"):
-        append_csv_row(path, ["a", "b"], {"a": 3, "b": 4})
-    monkeypatch.setattr(files.os, "write", real_write)
-    assert path.read_bytes() == before
-
-
-def test_a_failed_json_write_keeps_the_old_version_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "metadata.json"
-    write_json_atomically(path, {"status": "running"})
-
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(files.os, "replace", no_space)
-    with pytest.raises(RecordsError, match=r"metadata\.json: No space left on device"):
-        write_json_atomically(path, {"status": "completed"})
-    assert json.loads(path.read_text()) == {"status": "running"}
-    assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
-
-
-def test_a_torn_last_line_is_cut_and_whole_rows_are_kept(tmp_path):
-    path = tmp_path / "m.csv"
-    for value in (1, 2):
-        append_csv_row(path, ["a", "b"], {"a": value, "b": value})  # csv ends rows in \r\n
-    whole = path.read_bytes()
-    cut_torn_line(path)
-    assert path.read_bytes() == whole
-    with path.open("ab") as file:
-        file.write(b"3,")  # a crash of the machine mid-row
-    cut_torn_line(path)
-    assert path.read_bytes() == whole
 
 
 def test_device_memory_columns_where_the_device_reports_it(monkeypatch):

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, run_sweep, start_aeff
+from helpers import data_overrides, run_aeff, run_sweep, start_aeff
 
 METADATA_KEYS = [
     "status",
@@ -220,9 +220,9 @@ def test_an_exception_in_the_trial_is_recorded_as_failed(tmp_path):
     assert "load_splits" in metadata["traceback"]
 
 
-@pytest.mark.slow  # in-process: test_mutants_run_dir.py
+@pytest.mark.slow  # in-process: test_run_dir_records.py
 def test_logging_off_writes_no_records(tmp_path, mnist_data_dir):
-    out = run_aeff(["logging=off", "max_steps=3", *data_overrides(mnist_data_dir)], tmp_path)
+    out = run_aeff(["logging=off", "debug=short", *data_overrides(mnist_data_dir)], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs").glob("*/*")
     assert sorted(p.name for p in run_dir.iterdir()) == [".aeff.lock", ".hydra", "aeff.log"]

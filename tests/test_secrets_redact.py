@@ -52,6 +52,68 @@ def test_each_shape_of_secret_is_masked_where_it_stands(text, redacted):
     assert redact(redacted) == redacted  # redacting twice (a record, then its log line) is once
 
 
+# One list a rule, each case one that no other rule masks the same way: a rule broken
+# alone fails its own test here, in the fast tier.
+URL_USER_INFO = [
+    (f"https://user:{SECRET}@host/x", "https://***@host/x"),
+    (f"https://user:p@ss{SECRET}@host/x", "https://***@host/x"),  # a raw `@` in the password
+    (f"s3://AKIDKEY:{SECRET}@bucket/x", "s3://***@bucket/x"),
+    (f"git+https://oauth2:{SECRET}@gitlab.com/r.git", "git+https://***@gitlab.com/r.git"),
+    # a path that folded `//` into `/` (Path("https://...")) keeps its user info masked
+    (f"data_dir=https:/user:{SECRET}@host/x", "data_dir=https:/***@host/x"),
+]
+QUERY_AND_FRAGMENT = [
+    (f"https://h/data?token={SECRET}&page=2", "https://h/data?token=***&page=2"),
+    (f"https://h/data?token_value={SECRET}&page=2", "https://h/data?token_value=***&page=2"),
+    (f"https://h/data?x=1&sig={SECRET}", "https://h/data?x=1&sig=***"),
+    (
+        f"https://b.s3.amazonaws.com/k?X-Amz-Date=2020&X-Amz-Signature={SECRET}",
+        "https://b.s3.amazonaws.com/k?X-Amz-Date=2020&X-Amz-Signature=***",
+    ),
+    (f"https://h/cb;session_key={SECRET}", "https://h/cb;session_key=***"),
+    (f"https://h/cb#id_token={SECRET}", "https://h/cb#id_token=***"),
+    (f"https://h/cb#sig={SECRET}", "https://h/cb#sig=***"),
+    (f"https://h/cb#state=abc&token_value={SECRET}", "https://h/cb#state=abc&token_value=***"),
+    (f"https://h/cb?code={SECRET}", "https://h/cb?code=***"),
+]
+AUTHORIZATION_AND_BEARER = [
+    (f'{{"authorization": "Basic {SECRET}"}}', '{"authorization": "***"}'),
+    (f"authorization=Negotiate {SECRET}", "authorization=***"),
+    (f"Authorization: {SECRET}", "Authorization: ***"),
+    (f"token_type bearer {SECRET}", "token_type bearer ***"),
+    (f"BEARER {SECRET}.x~y+z/w=", "BEARER ***"),
+]
+SECRET_NAMED_KEYS = [
+    (f"password={SECRET}", "password=***"),
+    (f"db_password: {SECRET}", "db_password: '***'"),  # quoted: YAML's `***` is an alias
+    (f"GITHUB_TOKEN={SECRET}", "GITHUB_TOKEN=***"),
+    (f"my_credentials={SECRET}", "my_credentials=***"),
+    (f"private_key='{SECRET}'", "private_key='***'"),
+    (f"access_token = {SECRET}", "access_token = ***"),
+    (f'secret: "{SECRET}"', 'secret: "***"'),
+]
+
+
+@pytest.mark.parametrize(("text", "redacted"), URL_USER_INFO)
+def test_the_user_info_of_a_url_is_masked(text, redacted):
+    assert redact(text) == redacted
+
+
+@pytest.mark.parametrize(("text", "redacted"), QUERY_AND_FRAGMENT)
+def test_a_secret_query_or_fragment_parameter_is_masked(text, redacted):
+    assert redact(text) == redacted
+
+
+@pytest.mark.parametrize(("text", "redacted"), AUTHORIZATION_AND_BEARER)
+def test_an_authorization_value_and_a_bearer_token_are_masked(text, redacted):
+    assert redact(text) == redacted
+
+
+@pytest.mark.parametrize(("text", "redacted"), SECRET_NAMED_KEYS)
+def test_the_value_of_a_secret_named_key_is_masked(text, redacted):
+    assert redact(text) == redacted
+
+
 NOT_SECRETS = [
     "submission_path_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     '"cwd_git_commit_hash": "765a8ee2ee35f7a762b6a1a3f248949c5fbef1ff"',
@@ -62,6 +124,8 @@ NOT_SECRETS = [
     "detect-secrets==1.5.0\nsecretstorage==3.3.3\npassword_strength==0.0.3",  # packages.txt
     "python -m aeff -m hparams.lr=1e-3,2e-3 +meta.study=A max_steps=3",
     "group_key: mnist-adam author: someone",
+    "mail me: someone@example.com git@github.com:org/repo.git",  # an `@` outside a URL
+    "https://h/cb?promo_code=SPRING",  # `code` is secret as a parameter's whole name only
 ]
 
 

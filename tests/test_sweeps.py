@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff
 
 from aeff import results
 from hydra_plugins.aeff_sweeper import aeff_sweeper
@@ -78,7 +78,7 @@ def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, mnist_data_dir):
         "search_space=mnist_adam",
         "search.num_trials=8",
         "search.seed=0",
-        "max_steps=3",
+        "debug=short",
         *data_overrides(mnist_data_dir),
     ]
     for _ in range(2):
@@ -106,7 +106,7 @@ def test_failed_trial_does_not_stop_the_sweep_and_resume_reruns_only_it(tmp_path
         "-m",
         "workload._target_=aeff.workloads.mnist.MnistWorkload,flaky.FlakyMnist",
         "hparams.lr=1e-3,3e-3",
-        "max_steps=3",
+        "debug=short",
         "rng_seed=null",
         *data_overrides(mnist_data_dir),
     ]
@@ -143,7 +143,7 @@ def test_a_resume_after_the_submission_file_was_edited_is_refused_naming_it(
     tmp_path, mnist_data_dir
 ):
     (tmp_path / "mine.py").write_text(EXITING_SUBMISSION)
-    args = ["-m", "submission_path=./mine.py", "hparams.lr=1e-3,3e-3", "max_steps=3"]
+    args = ["-m", "submission_path=./mine.py", "hparams.lr=1e-3,3e-3", "debug=short"]
     args += ["logging.packages=false", *data_overrides(mnist_data_dir)]
     out = run_aeff(args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]

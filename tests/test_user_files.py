@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, data_overrides, run_aeff
+from helpers import REPO, data_overrides, run_aeff
 
 from aeff import results
 from aeff.app import compose_config

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import data_overrides, owned_by_another_process
+from helpers import data_overrides, owned_by_another_process
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 
 from aeff import app
-from hydra_plugins.aeff_launcher.vectorized_launcher import VectorizedLauncher
+from hydra_plugins.aeff_launcher.vectorized_launcher import VectorizedLauncherConf
 
 LRS = ["0.001", "0.002", "0.003", "0.004", "-1"]  # as the sweeper writes them
 RECORDER = f"+hydra.callbacks.record._target_={__name__}.Recorder"
@@ -39,6 +40,16 @@ class Recorder(Callback):
         Recorder.returns[config.hydra.job.num] = job_return
 
 
+def launcher_hydra_runs() -> type:
+    """The launcher class Hydra will instantiate, after its plugin scan. The scan runs once
+    a process, at the first `Plugins.instance()`, and executes again every plugin module it
+    can list on `sys.path` (the repo root is there under `python -m pytest`, or as the cwd),
+    making a new `VectorizedLauncher`: the class this module imported may not be Hydra's,
+    and patching it would patch nothing."""
+    app.register()
+    return Plugins.instance().class_name_to_class[VectorizedLauncherConf._target_]
+
+
 @pytest.fixture
 def sweep(monkeypatch, tmp_path, mnist_data_dir):
     """`python -m aeff -m hydra/launcher=vectorized ARGS` in `tmp_path`, in this process;
@@ -48,13 +59,14 @@ def sweep(monkeypatch, tmp_path, mnist_data_dir):
     monkeypatch.chdir(tmp_path)
     Recorder.calls, Recorder.returns, Recorder.launched = [], {}, []
     Recorder.task_functions = set()
-    launch = VectorizedLauncher.launch
+    launcher = launcher_hydra_runs()
+    launch = launcher.launch
 
     def recorded_launch(self, job_overrides, initial_job_idx):
         Recorder.launched.append(launch(self, job_overrides, initial_job_idx))
         return Recorder.launched[-1]
 
-    monkeypatch.setattr(VectorizedLauncher, "launch", recorded_launch)
+    monkeypatch.setattr(launcher, "launch", recorded_launch)
 
     def run(*args: str) -> int:
         typed = ["-m", "hydra/launcher=vectorized", "hydra.sweep.dir=sweep", RECORDER, *args]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, run_sweep, start_aeff
+from helpers import data_overrides, run_aeff, run_sweep, start_aeff
 
 from aeff import results
 from aeff.logging.concat import concatenate_csvs

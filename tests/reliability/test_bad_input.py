@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff
 
 NOT_A_FOLDER = Path(__file__).resolve()  # a file where a folder is wanted, and no Python file
 NOT_PYTHON = NOT_A_FOLDER.parents[2] / "pyproject.toml"

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import data_overrides
+from helpers import data_overrides
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import gzip
 import shutil
 
 import pytest
-from conftest import run_aeff
+from helpers import run_aeff
 
 from aeff.workloads.mnist_data import IDX_FILES
 

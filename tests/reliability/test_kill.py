@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, start_aeff
+from helpers import data_overrides, run_aeff, start_aeff
 from records import assert_records_parseable, status_in_summary
 
 from aeff.logging.concat import load_metrics

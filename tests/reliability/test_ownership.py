@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import data_overrides, run_aeff, start_aeff
+from helpers import data_overrides, run_aeff, start_aeff
 from records import fingerprint
 
 

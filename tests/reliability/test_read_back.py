@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import run_aeff
 
 from aeff import results
 from aeff.errors import ConfigError
@@ -196,11 +197,9 @@ def test_summary_csv_cells_are_inert(tmp_path):
 def test_relative_paths_mean_the_same_with_hydra_chdir(tmp_path, mnist_data_dir):
     import shutil
 
-    from conftest import run_aeff
-
     shutil.copytree(mnist_data_dir, tmp_path / "data")
     out = run_aeff(
-        ["hydra.job.chdir=true", "workload.data_dir=data", "max_steps=3", "rng_seed=0"],
+        ["hydra.job.chdir=true", "workload.data_dir=data", "debug=short", "rng_seed=0"],
         tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff
 
 from aeff import app
 from aeff.logging import secrets
@@ -120,7 +120,7 @@ def test_a_sweep_writes_and_prints_no_planted_token(tmp_path, mnist_data_dir):
         [
             "-m",
             "hparams.lr=1e-3,2e-3",
-            "max_steps=3",
+            "debug=short",
             f"+meta.source={url}",
             *LABELS,
             *data_overrides(mnist_data_dir),

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
-from conftest import data_overrides, run_aeff, start_aeff
+from helpers import data_overrides, run_aeff, start_aeff
 from records import assert_records_parseable, fingerprint, status_in_summary
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff
 from records import assert_records_parseable, fingerprint
 
 

@@ -1,6 +1,8 @@
-"""Crash-safe writes, pinned where mutation testing found them loose: the order of write,
-fsync and rename, file modes, one write per row, the torn-line rules, errors naming files."""
+"""Crash-safe writes (`aeff/logging/files.py`): JSON and text replaced whole (write, fsync,
+chmod, rename), rows appended whole in one write under one header, a failed write leaving the
+file as it was, torn last lines cut, and every error naming its file."""
 
+import csv
 import errno
 import json
 import os
@@ -70,7 +72,7 @@ def test_stale_temporaries_are_removed_and_records_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "keep.tmp", "metrics.csv"]
 
 
-def test_the_csv_header(tmp_path):
+def test_the_csv_header_is_none_until_its_line_is_whole(tmp_path):
     path = tmp_path / "m.csv"
     assert files.csv_header(path) is None
     path.write_text("a,b")  # torn before its end
@@ -109,19 +111,21 @@ def test_a_short_write_is_continued_from_where_it_stopped(tmp_path, monkeypatch)
     assert path.read_bytes() == b"a,b\r\nxxxxxxx,y\r\n"
 
 
-def test_a_failed_append_is_cut_back_to_the_size_before_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("written", ["half", "all"])
+def test_a_failed_append_is_cut_back_to_the_size_before_it(tmp_path, monkeypatch, written):
+    """A disk that fills up part-way through the row, or after all of it was written."""
     path = tmp_path / "m.csv"
-    files.append_csv_row(path, ["a"], {"a": 1})
+    files.append_csv_row(path, ["a", "b"], {"a": 1, "b": 2})
     before = path.read_bytes()
     real_write = os.write
 
     def write_then_fail(fd, data):
-        real_write(fd, bytes(data))
+        real_write(fd, bytes(data[: len(data) // 2] if written == "half" else data))
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.os, "write", write_then_fail)
-    with pytest.raises(RecordsError, match=r"m\.csv: No space left on device"):
-        files.append_csv_row(path, ["a"], {"a": 2})
+    with pytest.raises(RecordsError, match=r"cannot write .*m\.csv: No space left on device"):
+        files.append_csv_row(path, ["a", "b"], {"a": 3, "b": 4})
     assert path.read_bytes() == before
 
 
@@ -149,7 +153,7 @@ def test_an_append_that_cannot_open_names_the_file(tmp_path):
         files.append_csv_row(tmp_path / "missing" / "m.csv", ["a"], {"a": 1})
 
 
-def test_complete_lines_and_the_torn_line_cut(tmp_path):
+def test_complete_lines_end_at_the_last_newline_and_a_torn_line_is_cut(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("a\n1\n2")
     assert files.complete_lines(path) == "a\n1\n"
@@ -180,3 +184,41 @@ def test_non_finite_floats_are_recorded_as_null(tmp_path):
     path = tmp_path / "m.json"
     files.write_json_atomically(path, {"loss": float("nan"), "x": [1.5, float("-inf")]})
     assert json.loads(path.read_text()) == {"loss": None, "x": [1.5, None]}
+
+
+def test_rows_append_under_one_header_and_json_is_replaced_whole(tmp_path):
+    path = tmp_path / "metrics.csv"
+    files.append_csv_row(path, ["a", "b"], {"a": 1, "b": "x,y"})
+    files.append_csv_row(path, ["a", "b"], {"a": 2, "b": "z", "ignored": 3})
+    assert list(csv.DictReader(path.open())) == [{"a": "1", "b": "x,y"}, {"a": "2", "b": "z"}]
+    files.write_json_atomically(tmp_path / "m.json", {"status": "running"})
+    files.write_json_atomically(tmp_path / "m.json", {"status": "completed"})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"status": "completed"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "metrics.csv"]
+
+
+def test_a_failed_json_write_keeps_the_old_version_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "metadata.json"
+    files.write_json_atomically(path, {"status": "running"})
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", no_space)
+    with pytest.raises(RecordsError, match=r"metadata\.json: No space left on device"):
+        files.write_json_atomically(path, {"status": "completed"})
+    assert json.loads(path.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
+
+
+def test_a_torn_last_line_is_cut_and_whole_rows_are_kept(tmp_path):
+    path = tmp_path / "m.csv"
+    for value in (1, 2):
+        files.append_csv_row(path, ["a", "b"], {"a": value, "b": value})  # csv ends rows in \r\n
+    whole = path.read_bytes()
+    files.cut_torn_line(path)
+    assert path.read_bytes() == whole
+    with path.open("ab") as file:
+        file.write(b"3,")  # a crash of the machine mid-row
+    files.cut_torn_line(path)
+    assert path.read_bytes() == whole

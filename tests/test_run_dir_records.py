@@ -1,5 +1,7 @@
-"""The run dir's owner, pinned where mutation testing found it loose: what each record
-holds, logging=off, failures before the trial began, discarding a dir, the lock's text."""
+"""The run dir's owner (`aeff/logging/run_dir.py`) in-process, on files written by hand, no
+training: what each record holds, logging=off, failures before the trial began, discarding a
+dir, the lock and its text, the attempt a resume continues, cutting and moving records aside,
+appending rows once. (test_run_dir.py trains real trials through the same owner.)"""
 
 import errno
 import fcntl
@@ -71,7 +73,7 @@ def test_a_users_file_that_cannot_be_copied_names_the_copy(owner, tmp_path):
         owner.begin(Attempt(), {}, "", None, files={"workload_path": (Path("w.py"), b"x = 1\n")})
 
 
-def test_no_packages_no_packages_file(owner):
+def test_without_packages_or_hydras_files_neither_is_written(owner):
     owner.begin(Attempt(), {}, "", None)
     assert not (owner.path / "packages.txt").exists()
     assert not (owner.path / ".hydra").exists()  # no Hydra files given: no folder
@@ -272,18 +274,24 @@ def test_unreadable_records_are_named(tmp_path):
         assert str(refused.value) == message
 
 
-def test_steps_and_differences(tmp_path):
+def test_the_latest_checkpoint_is_the_highest_numbered_step_dir(tmp_path):
     assert run_dir.latest_checkpoint_step(tmp_path / "absent") is None
     assert run_dir.latest_checkpoint_step(tmp_path) is None
     for name in ("8", "12", "tmp", "3"):
         (tmp_path / name).mkdir()
     assert run_dir.latest_checkpoint_step(tmp_path) == 12
+
+
+def test_the_last_step_recorded_is_that_of_the_last_whole_row(tmp_path):
     metrics = tmp_path / "metrics.csv"
     assert run_dir.last_global_step(metrics) == -1
     metrics.write_text("global_step,x\n")
     assert run_dir.last_global_step(metrics) == -1
     metrics.write_text("global_step,x\n4,a\n9,b\n1")
     assert run_dir.last_global_step(metrics) == 9
+
+
+def test_differences_name_each_key_on_either_side_with_both_values():
     assert run_dir.differing({"a": 1, "b": 2}, {"b": 3, "c": 4}) == [
         "a=1 (now None)",
         "b=2 (now 3)",
@@ -299,7 +307,7 @@ def test_a_running_record_is_interrupted_only_when_no_process_holds_it(tmp_path)
     assert run_dir.status_of(tmp_path, {"status": "running"}) == "interrupted"
 
 
-def test_resume_decisions(tmp_path):
+def test_an_attempt_is_decided_by_the_record_the_checkpoint_and_the_settings(tmp_path):
     owner = RunDir(tmp_path)
     assert owner.attempt({}, 5, True, False) == Attempt(rng_seed=5)
     assert owner.attempt({}, 5, False, True) == Attempt(rng_seed=5)
@@ -345,7 +353,7 @@ def test_resume_decisions(tmp_path):
     )
 
 
-def test_a_resume_after_a_kill_between_moving_aside_and_the_next_record(tmp_path):
+def test_after_a_kill_between_moving_aside_and_the_next_record_the_newest_aside_goes_on(tmp_path):
     owner = RunDir(tmp_path)
     (tmp_path / ".attempts" / "notes").mkdir(parents=True)
     assert owner.attempt({}, 5, True, False) == Attempt(rng_seed=5)  # nothing numbered aside

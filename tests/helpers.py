@@ -1,0 +1,108 @@
+"""Helpers that test modules share (test modules never import one another): paths, running
+`python -m aeff` as a user would, and a run dir held by another process. Fixtures are in
+conftest.py."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aeff.workloads import mnist_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+MNIST_IDX_DIR = mnist_data.bundled_idx_dir()  # the copy the package ships: nothing outside the repo
+
+
+TRIAL_SCRIPT = Path(__file__).with_name("trial_json.py")
+GROUPING_SCRIPT = Path(__file__).with_name("grouping_json.py")
+
+
+def shared_trial_scope(fixture_name: str, config: pytest.Config) -> str:
+    """The scope of a fixture that trains one trial for several tests: the module, except
+    under mutmut (`MUTANT_UNDER_TEST` set), which runs for each mutant only the tests that
+    called the mutated code; a shared trial would be credited to the first test alone."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+
+
+def data_overrides(data_dir: Path) -> list[str]:
+    return [f"workload.data_dir={data_dir}"]
+
+
+def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
+    """`python -m aeff ARGS` in `cwd`, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "aeff", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        # A broken records writer only warns inside Hydra; make that fail the run.
+        env={**os.environ, "PYTHONWARNINGS": "error:Callback:UserWarning", **(env or {})},
+    )
+
+
+def run_sweep(args: list[str], cwd: Path) -> Path:
+    """`python -m aeff -m ARGS` in `cwd`, which must succeed; returns its sweep dir."""
+    out = run_aeff(["-m", *args], cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
+    return sweep_dir
+
+
+def start_aeff(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m aeff ARGS` in the background, for tests that signal or kill it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aeff", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run_trial_json(
+    overrides: list[str], devices: int = 1, repeat: int = 1, script: Path = TRIAL_SCRIPT
+) -> dict:
+    """Run trials through the Python API in a child process with `devices` CPU devices:
+    `script` (trial_json.py, or grouping_json.py without `repeat`) prints them as JSON."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    count = [str(repeat)] if script == TRIAL_SCRIPT else []
+    out = subprocess.run(
+        [sys.executable, script, *count, *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
+    """`directory` claimed by a child process (a live owner) until the block ends; then the
+    child is SIGKILL-ed, as a crash would end it."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
+            "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
+            str(directory),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
