@@ -6,7 +6,7 @@ from aeff.interrupts import exit_on_signals
 
 def main() -> None:
     exit_on_signals(before="the trial began")
-    from aeff.app import main as app_main
+    from aeff.cli.app import main as app_main
 
     app_main()
 

@@ -20,13 +20,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from aeff import user_files
 from aeff.errors import ConfigError
-from aeff.logging.flatten import flatten
-from aeff.logging.secrets import redact_record
+from aeff.records.flatten import flatten
+from aeff.records.secrets import redact_record
 
 
 @dataclass
 class LoggingConfig:
-    """Switches of the records writer (aeff/logging); see conf/logging/."""
+    """Switches of the records writer (aeff/records); see conf/logging/."""
 
     enabled: bool = True
     system_metrics: bool = True  # cpu.*, mem.*, gpu.* ... columns in metrics.csv

@@ -1,4 +1,4 @@
-"""Give each parallel trial on one machine its own GPUs, before JAX starts.
+"""A trial's devices, set up before JAX starts: its own GPUs, memory on demand, the cache.
 
 A launcher that runs several trials at once on one host (joblib) would otherwise
 let every trial's JAX take every GPU. Each trial process claims a free slot of
@@ -8,12 +8,15 @@ sets CUDA_VISIBLE_DEVICES to that slot.
 """
 
 import fcntl
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aeff.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _claimed: tuple[list[int], IO] | None = None  # this process's slot and its lock
 
@@ -53,9 +56,33 @@ def claim_devices(per_trial: int, ids: list[int], lock_dir: Path) -> list[int]:
 
 def visible_gpu_ids() -> list[int]:
     """The GPUs this process may use, by NVML, narrowed by CUDA_VISIBLE_DEVICES."""
-    from aeff.logging import system
+    from aeff.records import system
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
         return [int(i) for i in visible.split(",") if i.strip().isdigit()]
     return list(range(len(system.gpu_handles())))
+
+
+def set_up(settings: Any) -> None:
+    """Before JAX starts, for a trial's `config.TrialConfig`: GPU memory on demand, the
+    trial's own GPUs (`devices.per_trial`), the compilation cache."""
+    # A trial takes the GPU memory it needs, not three quarters of the card (JAX's
+    # default), so that several trials can share one; set before JAX starts.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    devices = settings.devices
+    if devices.per_trial:
+        ids = devices.ids if devices.ids is not None else visible_gpu_ids()
+        slot = claim_devices(devices.per_trial, ids, default_lock_dir())
+        log.info("devices.per_trial=%d: this trial uses GPUs %s", devices.per_trial, slot)
+    if settings.compilation_cache_dir:
+        enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
+
+
+def enable_compilation_cache(directory: Path) -> None:
+    """Keep every compiled program on disk, however small, for the next process."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -2,8 +2,8 @@
 
     result = train_and_evaluate(cfg, run_dir)
 
-`cfg` is a composed config (Hydra's, or `aeff.app.compose_config(overrides)`). The
-run dir's owner (aeff.logging.run_dir) locks it and writes every record. A trial
+`cfg` is a composed config (Hydra's, or `aeff.cli.app.compose_config(overrides)`). The
+run dir's owner (aeff.records.run_dir) locks it and writes every record. A trial
 that fails before its records begin leaves a `failed` record (a crash, or bad input
 in a sweep) or nothing (bad input in a single run); every ending after that is
 recorded, exceptions and signals included. Nothing here reads Hydra's global state.
@@ -12,29 +12,27 @@ recorded, exceptions and signals included. Nothing here reads Hydra's global sta
 import dataclasses
 import datetime
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, interrupts
+from aeff import config, devices, errors, interrupts
 from aeff.config import Trial
-from aeff.devices import claim_devices, default_lock_dir, visible_gpu_ids
 from aeff.interrupts import exiting_on_signals, interrupts_noted
-from aeff.logging import environment, system
-from aeff.logging.packages import packages_text
-from aeff.logging.run_dir import Attempt, RunDir, latest_checkpoint_step
-from aeff.logging.secrets import redact
-from aeff.logging.speaker import speaking
+from aeff.records import environment, system
+from aeff.records.packages import packages_text
+from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step
+from aeff.records.secrets import redact
+from aeff.records.speaker import speaking
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class TrialJob:
-    """A trial as `train_and_evaluate` takes it, from a Hydra job (`aeff.hydra_job`)."""
+    """A trial as `train_and_evaluate` takes it, from a Hydra job (`aeff.cli.hydra_job`)."""
 
     cfg: DictConfig
     run_dir: Path
@@ -107,7 +105,7 @@ def train_and_evaluate_group(
                 if member is not None:
                     members.append(member)
             if members:
-                set_up_devices(members[0].trial.settings)
+                devices.set_up(members[0].trial.settings)
                 members = _reaching(members, outcomes)
             if members:
                 _train(members, group_id, outcomes)
@@ -150,8 +148,15 @@ def _accepted(
         outcomes[index] = error
         return None
     try:
-        member.trial = checked(job.cfg, job.labels)
-        member.attempt = accepted(owner, member.trial)
+        trial = member.trial = checked(job.cfg, job.labels)
+        settings = trial.settings
+        member.attempt = owner.attempt(
+            trial.identity,
+            settings.rng_seed,
+            settings.resume,
+            settings.checkpoint.enabled,
+            labels=trial.labels,
+        )
         interrupts.check()
     except BaseException as caught:
         outcomes[index] = _recorded(member, errors.crash_of(caught))
@@ -165,7 +170,7 @@ def _accepted(
 def _reaching(members: list[_Member], outcomes: list[Any]) -> list[_Member]:
     """The members whose hyperparameters reach their optimizer state; each other one's
     outcome is its refusal, recorded, and its run dir released (the rest train on)."""
-    from aeff.training.prepare import refuse_unused_hparams  # JAX, after `set_up_devices`
+    from aeff.training.prepare import refuse_unused_hparams  # JAX, after `devices.set_up`
 
     reaching = []
     for member in members:
@@ -187,22 +192,17 @@ def _recorded(member: _Member, error: BaseException) -> BaseException:
     if isinstance(error, errors.AeffError):
         with speaking(member.index):
             log.error("%s", error)
-    owner, job = member.owner, member.job
-    if owner.status is None:
-        record_or_discard(owner, error, job.cfg, job.labels, member.record_bad_input)
-    elif owner.status == "running":
-        record_ending(owner, error)
-    return error
-
-
-def record_or_discard(
-    owner: RunDir, error: BaseException, cfg: DictConfig, labels: Mapping[str, Any], bad: bool
-) -> None:
+    owner, job, status = member.owner, member.job, errors.record_status(error)
     bad_input = isinstance(error, errors.AeffError)
-    if bad or not bad_input:  # a crash, a signal, or bad input in a sweep
-        owner.record_failure(failure_record(error, labels, cfg), errors.record_status(error))
-    else:
+    if owner.status == "running":
+        owner.end(status, **_error_facts(error))
+        if isinstance(error, errors.TrialInterrupted):
+            error.recorded = True
+    elif owner.status is None and (member.record_bad_input or not bad_input):  # in a sweep
+        owner.record_failure(failure_record(error, job.labels, job.cfg), status)
+    elif owner.status is None:
         owner.discard_if_unused()  # a bad command line leaves no files
+    return error
 
 
 def _train(members: list[_Member], group_id: str | None, outcomes: list[Any]) -> None:
@@ -286,25 +286,34 @@ def _begin(
 ) -> Any:
     """A member's records begun, and the loop's member: where its rows, checkpoints and
     ending go."""
+    from aeff.training.checkpoints import TrialCheckpoints
     from aeff.training.loop import Member
 
-    checked, owner, job = member.trial, member.owner, member.job
-    record = start_record(checked, seed, prepared, {**job.labels, **group_labels}, job.cwd)
-    begin_records(owner, member.attempt, checked, job.cfg, record, job.hydra_files)
+    checked, owner, job, settings = member.trial, member.owner, member.job, member.trial.settings
+    owner.begin(  # metadata.json (`running`), the resolved config, packages.txt, `.hydra/`
+        member.attempt,
+        start_record(checked, seed, prepared, {**job.labels, **group_labels}, job.cwd),
+        redact(OmegaConf.to_yaml(job.cfg, resolve=True)),
+        packages_text(settings.logging.os_packages) if settings.logging.packages else None,
+        job.hydra_files,
+        checked.files,
+    )
 
     def on_end(outcome: Any) -> None:
         outcomes[member.index] = outcome  # ended: a signal now is not this trial's
         if isinstance(outcome, BaseException):
             _recorded(member, errors.crash_of(outcome))
         else:
-            end_records(owner, outcome, keep_checkpoints=checked.settings.checkpoint.keep)
+            end_records(owner, outcome, keep_checkpoints=settings.checkpoint.keep)
 
     return Member(
         checked.hparams,
         seed,
         on_eval=row_writer(checked, owner, seed, job.labels, group_labels),
         on_end=on_end,
-        checkpoints=trial_checkpoints(checked.settings, owner),
+        checkpoints=TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
+        if settings.checkpoint.enabled
+        else None,
         resume_from=member.attempt.checkpoint_step,
         tag=member.index,
     )
@@ -335,45 +344,6 @@ def refuse_files_edited_since_planned(trial: Trial, sweep_dir: Path) -> None:
             )
 
 
-def accepted(owner: RunDir, trial: Trial) -> Attempt:
-    """The attempt the trial makes in `owner`'s dir (`RunDir.attempt`)."""
-    settings = trial.settings
-    return owner.attempt(
-        trial.identity,
-        settings.rng_seed,
-        settings.resume,
-        settings.checkpoint.enabled,
-        labels=trial.labels,
-    )
-
-
-def begin_records(
-    owner: RunDir,
-    attempt: Attempt,
-    trial: Trial,
-    cfg: DictConfig,
-    record: dict[str, Any],
-    hydra_files: Mapping[str, str] | None,
-) -> None:
-    """metadata.json (`running`), the resolved config, packages.txt, `.hydra/`, user files."""
-    settings = trial.settings
-    owner.begin(
-        attempt,
-        record,
-        redact(OmegaConf.to_yaml(cfg, resolve=True)),
-        packages_text(settings.logging.os_packages) if settings.logging.packages else None,
-        hydra_files,
-        trial.files,
-    )
-
-
-def record_ending(owner: RunDir, error: BaseException) -> None:
-    """The status and error of a trial that an exception or a signal ended."""
-    owner.end(errors.record_status(error), **_error_facts(error))
-    if isinstance(error, errors.TrialInterrupted):
-        error.recorded = True
-
-
 def seed_of(attempt: Attempt) -> int:
     """The recorded or given seed, or one drawn now (and logged)."""
     if attempt.rng_seed is not None:
@@ -381,16 +351,6 @@ def seed_of(attempt: Attempt) -> int:
     seed = config.draw_seed()
     log.info("rng_seed=null: drew rng_seed=%d", seed)
     return seed
-
-
-def set_up_devices(settings: config.TrialConfig) -> None:
-    """Before JAX starts: memory on demand, this trial's GPUs, the compilation cache."""
-    # A trial takes the GPU memory it needs, not three quarters of the card (JAX's
-    # default), so that several trials can share one; set before JAX starts.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    _claim_gpus(settings)
-    if settings.compilation_cache_dir:
-        enable_compilation_cache(Path(settings.compilation_cache_dir).expanduser())
 
 
 def start_record(
@@ -462,15 +422,6 @@ def row_writer(
     return on_eval
 
 
-def trial_checkpoints(settings: config.TrialConfig, owner: RunDir) -> Any:
-    """The trial's checkpoints in its run dir, or None with checkpoint.enabled=false."""
-    if not settings.checkpoint.enabled:
-        return None
-    from aeff.training.checkpoints import TrialCheckpoints
-
-    return TrialCheckpoints(owner.checkpoints, settings.checkpoint.interval_sec)
-
-
 def failure_record(
     error: BaseException, labels: Mapping[str, Any], cfg: DictConfig
 ) -> dict[str, Any]:
@@ -494,21 +445,3 @@ def _error_facts(error: BaseException) -> dict[str, Any]:
     if not isinstance(error, errors.AeffError | errors.TrialInterrupted):
         facts["traceback"] = redact("".join(traceback.format_exception(error)))
     return facts
-
-
-def _claim_gpus(settings: config.TrialConfig) -> None:
-    """With devices.per_trial, this trial's own GPUs, before anything starts JAX's backend."""
-    devices = settings.devices
-    if devices.per_trial:
-        ids = devices.ids if devices.ids is not None else visible_gpu_ids()
-        slot = claim_devices(devices.per_trial, ids, default_lock_dir())
-        log.info("devices.per_trial=%d: this trial uses GPUs %s", devices.per_trial, slot)
-
-
-def enable_compilation_cache(directory: Path) -> None:
-    """Keep every compiled program on disk, however small, for the next process."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

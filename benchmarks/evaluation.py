@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jax
 
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.config import check_trial
 from aeff.training import programs
 from aeff.trial import train_and_evaluate

@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from aeff import trial
-from aeff.app import compose_config
-from aeff.logging import system
-from aeff.logging.run_dir import RunDir
+from aeff.cli.app import compose_config
+from aeff.records import system
+from aeff.records.run_dir import RunDir
 
 COSTS: dict[str, list[float]] = defaultdict(list)
 

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from aeff.logging.concat import concatenate_csvs
-from aeff.logging.files import write_json_atomically
-from aeff.logging.run_dir import METADATA, METRICS
+from aeff.records.concat import concatenate_csvs
+from aeff.records.files import write_json_atomically
+from aeff.records.run_dir import METADATA, METRICS
 from aeff.results import plot, write_plan, write_sweep_report
 
 GOALS = {"summary": 10.0, "plot": 20.0}  # seconds, N = 10,000

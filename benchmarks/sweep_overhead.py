@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.trial import train_and_evaluate
 
 

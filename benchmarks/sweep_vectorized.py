@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from throughput import limit_measurement
 
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.config import check_trial
 from aeff.training import programs
 from aeff.training.loop import limits_of

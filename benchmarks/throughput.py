@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.config import check_trial
 from aeff.training.loop import run_trial
 

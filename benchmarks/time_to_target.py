@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.trial import train_and_evaluate
 
 

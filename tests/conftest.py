@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from aeff.app import register
+from aeff.cli.app import register
 from aeff.workloads import mnist_data
 
 
@@ -117,7 +117,7 @@ def aeff_in_process(monkeypatch, tmp_path):
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from aeff import app
+    from aeff.cli import app
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -149,7 +149,7 @@ def compilation_cache(tmp_path_factory) -> Path:
     keeps one for a user's trials: tests (and the `python -m aeff` processes they start)
     that build the same program compile it once. Fast tier: 89 s without, 74 s with.
     `JAX_COMPILATION_CACHE_DIR`, where set, is used instead: mutmut's runs share one."""
-    from aeff.trial import enable_compilation_cache
+    from aeff.devices import enable_compilation_cache
 
     chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     directory = Path(chosen) if chosen else tmp_path_factory.mktemp("jax_cache")

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 from wild_adam import WildAdam, WildAdamHParams
 
 from aeff import config
-from aeff.app import register
+from aeff.cli.app import register
 from aeff.training.loop import Member, run_group, run_trial
 
 

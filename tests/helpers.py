@@ -92,7 +92,7 @@ def owned_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from aeff.logging.run_dir import RunDir;"
+            "import sys, time; from pathlib import Path; from aeff.records.run_dir import RunDir;"
             "RunDir(Path(sys.argv[1])).claim(); print('held', flush=True); time.sleep(60)",
             str(directory),
         ],

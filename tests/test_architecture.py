@@ -57,3 +57,19 @@ def test_the_run_dir_files_are_named_in_one_module():
             continue
         literals = re.findall(r"[\"']([^\"'\n]+)[\"']", path.read_text())
         assert not [s for s in literals if s in names], path
+
+
+def test_every_package_is_installed():
+    """A package missing from pyproject's list works in an editable install only."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    on_disk = {
+        module_name(init)
+        for package in PACKAGES
+        for init in (REPO / package).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert on_disk - listed == set(), "add them to [tool.setuptools] packages in pyproject.toml"

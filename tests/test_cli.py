@@ -12,10 +12,10 @@ import pytest
 from helpers import REPO, data_overrides, run_aeff, run_sweep
 from omegaconf import OmegaConf
 
-from aeff import hydra_job
-from aeff.app import resume_hint
+from aeff.cli import hydra_job
+from aeff.cli.app import resume_hint
+from aeff.cli.hydra_job import typed_overrides
 from aeff.errors import TrialInterrupted
-from aeff.hydra_job import typed_overrides
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
 

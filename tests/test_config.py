@@ -8,10 +8,10 @@ import pytest
 from helpers import REPO
 from hydra.errors import ConfigCompositionException
 
-from aeff import app
+from aeff.cli import app
 from aeff.config import CheckpointConfig, Trial, TrialConfig, check_trial
 from aeff.errors import ConfigError
-from aeff.logging.run_dir import Attempt, RunDir
+from aeff.records.run_dir import Attempt, RunDir
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload

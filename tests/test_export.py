@@ -12,9 +12,9 @@ import pytest
 from helpers import REPO, shared_trial_scope
 
 from aeff import results
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.errors import ConfigError
-from aeff.logging.concat import load_metrics
+from aeff.records.concat import load_metrics
 from aeff.results import __main__ as cli
 from aeff.trial import train_and_evaluate
 

@@ -1,4 +1,4 @@
-"""Crash-safe writes (`aeff/logging/files.py`): JSON and text replaced whole (write, fsync,
+"""Crash-safe writes (`aeff/records/files.py`): JSON and text replaced whole (write, fsync,
 chmod, rename), rows appended whole in one write under one header, a failed write leaving the
 file as it was, torn last lines cut, and every error naming its file."""
 
@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from aeff.errors import RecordsError
-from aeff.logging import files
+from aeff.records import files
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from conftest import data_overrides, owned_by_another_process
 from in_process import SIGNAL, metadata, rows
 
 from aeff import trial
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
-from aeff.logging.run_dir import Lock, RunDir, rows_digest
-from aeff.logging.speaker import SPEAKER
+from aeff.records.run_dir import Lock, RunDir, rows_digest
+from aeff.records.speaker import SPEAKER
 from aeff.submissions.adam import Adam
 from aeff.training import loop, prepare
 from aeff.training.loop import TrialResult
@@ -65,7 +65,7 @@ def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:
 
 
 class Spoken(logging.Handler):
-    """aeff's log lines, each with the trial it is about (`aeff.logging.speaker`)."""
+    """aeff's log lines, each with the trial it is about (`aeff.records.speaker`)."""
 
     def __init__(self) -> None:
         super().__init__()

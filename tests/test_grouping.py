@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from aeff.app import register
+from aeff.cli.app import register
 from aeff.trial import group_key
 from hydra_plugins.aeff_launcher.vectorized_launcher import VectorizedLauncher, vectorizable
 

@@ -44,8 +44,8 @@ from scripted import (
 
 from aeff import interrupts
 from aeff.errors import ConfigError, RecordsError, TrialInterrupted
-from aeff.logging import files
-from aeff.logging.files import append_csv_row, complete_lines, cut_torn_line
+from aeff.records import files
+from aeff.records.files import append_csv_row, complete_lines, cut_torn_line
 from aeff.spec import HostSplit, Splits
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.training import programs
@@ -862,7 +862,7 @@ def rows_of(text: str) -> list[dict]:
 
 @pytest.fixture
 def os_calls(monkeypatch):
-    """Every os.write and os.fsync that aeff.logging.files makes, in order (all still run)."""
+    """Every os.write and os.fsync that aeff.records.files makes, in order (all still run)."""
     calls = []
     real_write, real_fsync = os.write, os.fsync
 

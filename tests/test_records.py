@@ -1,6 +1,6 @@
 """The pieces of the records: flattening, system metrics (fake NVML), packages, concat.
 
-The crash-safe writes (`aeff/logging/files.py`) are tested in test_files.py."""
+The crash-safe writes (`aeff/records/files.py`) are tested in test_files.py."""
 
 import csv
 import importlib.metadata
@@ -11,8 +11,8 @@ import types
 import pytest
 from omegaconf import OmegaConf
 
-from aeff.logging import concatenate_csvs, environment, packages, system
-from aeff.logging.flatten import flatten
+from aeff.records import concatenate_csvs, environment, packages, system
+from aeff.records.flatten import flatten
 
 
 def test_flatten_nested_mappings_lists_and_omegaconf():

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from helpers import data_overrides, run_aeff, start_aeff
 
-from aeff.logging.run_dir import (
+from aeff.records.run_dir import (
     ATTEMPTS,
     CHECKPOINTS,
     LOCK,

@@ -1,4 +1,4 @@
-"""The run dir's owner (`aeff/logging/run_dir.py`) in-process, on files written by hand, no
+"""The run dir's owner (`aeff/records/run_dir.py`) in-process, on files written by hand, no
 training: what each record holds, logging=off, failures before the trial began, discarding a
 dir, the lock and its text, the attempt a resume continues, cutting and moving records aside,
 appending rows once. (test_run_dir.py trains real trials through the same owner.)"""
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from aeff.errors import ConfigError, RecordsError, RunDirBusy, TrialInterrupted
-from aeff.logging import files, run_dir
-from aeff.logging.run_dir import Attempt, Lock, RunDir
+from aeff.records import files, run_dir
+from aeff.records.run_dir import Attempt, Lock, RunDir
 
 
 def metadata(path):
@@ -108,9 +108,9 @@ def test_a_record_that_cannot_be_ended_is_logged_not_raised(owner, caplog, monke
         raise RecordsError(path, OSError(28, "No space left on device"))
 
     monkeypatch.setattr(run_dir, "write_json_atomically", full_disk)
-    with caplog.at_level(logging.ERROR, logger="aeff.logging.run_dir"):
+    with caplog.at_level(logging.ERROR, logger="aeff.records.run_dir"):
         owner.end("failed")
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "aeff.logging.run_dir"]
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "aeff.records.run_dir"]
     assert message.startswith("The trial ended failed, but cannot write ")
 
 
@@ -238,7 +238,7 @@ def test_a_file_system_without_locks_is_warned_about_and_used(tmp_path, monkeypa
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(run_dir.fcntl, "flock", no_locks)
-    with caplog.at_level(logging.WARNING, logger="aeff.logging.run_dir"):
+    with caplog.at_level(logging.WARNING, logger="aeff.records.run_dir"):
         Lock.acquire(tmp_path)
     Lock.release(tmp_path)
     assert [r.getMessage() for r in caplog.records] == [
@@ -375,7 +375,7 @@ def test_an_earlier_attempt_is_moved_aside_whole(tmp_path, caplog):
     (tmp_path / ".hydra" / "config.yaml").write_text("old")
     owner = RunDir(tmp_path)
     owner.claim()
-    with caplog.at_level(logging.INFO, logger="aeff.logging.run_dir"):
+    with caplog.at_level(logging.INFO, logger="aeff.records.run_dir"):
         owner.begin(Attempt(2, move_aside=True), {"identity": {}}, "cfg", None)
     aside = tmp_path / ".attempts" / "1"
     assert caplog.messages == [f"The earlier attempt's records are in {aside}."]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from aeff.logging.secrets import environment_secrets, redact, redact_record, redacting_console
+from aeff.records.secrets import environment_secrets, redact, redact_record, redacting_console
 
 SECRET = "plantedSecret0123"
 

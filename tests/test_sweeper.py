@@ -1,5 +1,5 @@
-"""The sweeper (`hydra_plugins/aeff_sweeper`), in-process: which jobs, with which values, in which
-sweep dir; and whole sweeps with a launcher that writes records by hand: batches, the plan, the
+"""aeff's sweeper, in-process: which jobs, with which values, in which sweep dir; and whole
+sweeps with a launcher that writes records by hand: batches, the plan, the
 report, bad input, an interrupted or failed sweep and the command that finishes it."""
 
 import contextlib
@@ -21,8 +21,9 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from aeff import hydra_job, results
-from aeff.app import register, with_user_files
+from aeff import results
+from aeff.cli import hydra_job
+from aeff.cli.app import register, with_user_files
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper, plan_changes

@@ -15,7 +15,7 @@ import pytest
 from helpers import REPO, data_overrides, run_aeff
 
 from aeff import results
-from aeff.app import compose_config
+from aeff.cli.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
 from aeff.submissions.adam import AdamHParams

@@ -15,7 +15,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 
-from aeff import app
+from aeff.cli import app
 from hydra_plugins.aeff_launcher.vectorized_launcher import VectorizedLauncherConf
 
 LRS = ["0.001", "0.002", "0.003", "0.004", "-1"]  # as the sweeper writes them

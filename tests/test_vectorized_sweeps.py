@@ -12,7 +12,7 @@ import pytest
 from helpers import data_overrides, run_aeff, run_sweep, start_aeff
 
 from aeff import results
-from aeff.logging.concat import concatenate_csvs
+from aeff.records.concat import concatenate_csvs
 
 WILD_ADAM = Path(__file__).with_name("wild_adam.py")
 GRID = [  # lr x epsilon x seed: the lr=1e37 trials diverge at their second step

@@ -12,7 +12,7 @@ import jax
 from hydra import compose, initialize_config_module
 
 from aeff import config
-from aeff.app import register
+from aeff.cli.app import register
 from aeff.training.loop import run_trial
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from aeff.errors import ConfigError
-from aeff.logging.concat import load_metrics, nonempty_metrics
-from aeff.logging.files import inert, write_json_atomically, write_text_atomically
-from aeff.logging.run_dir import (
+from aeff.records.concat import load_metrics, nonempty_metrics
+from aeff.records.files import inert, write_json_atomically, write_text_atomically
+from aeff.records.run_dir import (
     DAMAGED,
     FINISHED,
     METADATA,
@@ -28,7 +28,7 @@ from aeff.logging.run_dir import (
     read_metadata,
     status_of,
 )
-from aeff.logging.secrets import redact
+from aeff.records.secrets import redact
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
-from aeff.logging.concat import concatenate_csvs, folder_of, load_metrics
+from aeff.records.concat import concatenate_csvs, folder_of, load_metrics
 from aeff.results import PLAN, as_text, plot, summary, write_sweep_report
 from aeff.results.report import write_html_report
 

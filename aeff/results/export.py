@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from aeff.errors import ConfigError
-from aeff.logging.run_dir import CONFIG, COPIES, METADATA, read_metadata
+from aeff.records.run_dir import CONFIG, COPIES, METADATA, read_metadata
 
 # The packages each exporter needs: MLflow's SQLite store needs SQLAlchemy and alembic.
 NEEDS = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aeff.logging.concat import load_metrics
-from aeff.logging.files import write_text_atomically
-from aeff.logging.run_dir import UNRECORDED, read_metadata
-from aeff.logging.secrets import redact
+from aeff.records.concat import load_metrics
+from aeff.records.files import write_text_atomically
+from aeff.records.run_dir import UNRECORDED, read_metadata
+from aeff.records.secrets import redact
 from aeff.results import NOT_STARTED, curves, pyplot, short
 
 HTML_REPORT = "report.html"

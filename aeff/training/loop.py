@@ -31,8 +31,8 @@ import numpy as np
 
 from aeff import interrupts
 from aeff.errors import TrialInterrupted
-from aeff.logging.speaker import speaking
 from aeff.progress import Progress
+from aeff.records.speaker import speaking
 from aeff.spec import Submission, Workload
 from aeff.training import programs, rules
 from aeff.training.checkpoints import TrialCheckpoints
@@ -73,7 +73,7 @@ class Member:
     on_end: Callable[[Outcome], None] | None = None
     checkpoints: TrialCheckpoints | None = None
     resume_from: int | None = None  # the step of the checkpoint to continue from
-    tag: Any = None  # what its log lines are marked with (aeff.logging.speaker)
+    tag: Any = None  # what its log lines are marked with (aeff.records.speaker)
 
 
 class _Trial:

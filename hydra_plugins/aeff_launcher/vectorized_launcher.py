@@ -138,7 +138,7 @@ class VectorizedLauncher(Launcher):
         """The jobs as one group: started as Hydra starts a job, trained together, ended."""
         from aeff import trial
         from aeff.errors import AeffError
-        from aeff.logging.speaker import speaking
+        from aeff.records.speaker import speaking
 
         jobs, returns = [], []
         for config in configs:
@@ -174,7 +174,7 @@ class VectorizedLauncher(Launcher):
 
 def _trial_job(config: DictConfig) -> Any:
     """The job's trial as the app's job function would hand it on."""
-    from aeff import hydra_job
+    from aeff.cli import hydra_job
 
     task_cfg = copy.deepcopy(config)
     with read_write(task_cfg), open_dict(task_cfg):
@@ -196,7 +196,7 @@ def _job_return(config: DictConfig, task_cfg: DictConfig) -> JobReturn:
 def trial_logs(configs: list[DictConfig]) -> Iterator[None]:
     """Each job's log file (Hydra's, `<output dir>/<job name>.log`) gets the lines about its
     trial and the group's own; on the console, a line about one trial names its job."""
-    from aeff.logging.speaker import SPEAKER
+    from aeff.records.speaker import SPEAKER
 
     root = logging.getLogger()
     shared = [h for h in root.handlers if isinstance(h, logging.FileHandler)]

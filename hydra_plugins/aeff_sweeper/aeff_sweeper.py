@@ -32,8 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config, errors, interrupts, user_files
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
-from aeff.logging.run_dir import FINISHED, Lock, read_metadata, status_of
-from aeff.logging.secrets import redact
+from aeff.records.run_dir import FINISHED, Lock, read_metadata, status_of
+from aeff.records.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ def remove_job_pickles(folder: str | None, sweep_dir: Path) -> None:
 
 def finish_hint(sweep_dir: Path) -> str:
     """The command that finishes a sweep that stopped, credentials redacted."""
-    from aeff.hydra_job import typed_command
+    from aeff.cli.hydra_job import typed_command
 
     finish = ("resume=true", f"hydra.sweep.dir={sweep_dir}")
     command = typed_command(*finish, without=("resume=", "hydra.sweep.dir="))

@@ -63,7 +63,7 @@ MOMENTS = {
 if __name__ == "__main__":
     moment, overrides = sys.argv[1], sys.argv[2:]
     kill_when(*MOMENTS[moment])
-    from aeff.app import main
+    from aeff.cli.app import main
 
     sys.argv = ["aeff", *overrides]
     main()

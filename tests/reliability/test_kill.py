@@ -14,7 +14,7 @@ import pytest
 from helpers import data_overrides, run_aeff, start_aeff
 from records import assert_records_parseable, status_in_summary
 
-from aeff.logging.concat import load_metrics
+from aeff.records.concat import load_metrics
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 MAX_STEPS = 300

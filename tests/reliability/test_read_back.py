@@ -15,10 +15,10 @@ from helpers import run_aeff
 
 from aeff import results
 from aeff.errors import ConfigError
-from aeff.logging import secrets
-from aeff.logging.concat import load_metrics
-from aeff.logging.files import append_csv_row, write_json_atomically
-from aeff.logging.run_dir import Attempt, RunDir, last_global_step
+from aeff.records import secrets
+from aeff.records.concat import load_metrics
+from aeff.records.files import append_csv_row, write_json_atomically
+from aeff.records.run_dir import Attempt, RunDir, last_global_step
 from aeff.workloads import mnist_data
 
 ROW = {"global_step": 0, "x": 0.5}

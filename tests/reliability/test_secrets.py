@@ -11,9 +11,9 @@ import pytest
 import yaml
 from helpers import data_overrides, run_aeff
 
-from aeff import app
-from aeff.logging import secrets
-from aeff.logging.secrets import redact_log_records
+from aeff.cli import app
+from aeff.records import secrets
+from aeff.records.secrets import redact_log_records
 
 VCS_TOKEN = "ghp_plantedVcsToken0123456789"
 REMOTE_TOKEN = "glpat-plantedRemoteToken0123"

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import psutil
 
 from aeff.errors import ConfigError, RecordsError, RunDirBusy
-from aeff.logging.files import (
+from aeff.records.files import (
     append_csv_row,
     complete_lines,
     csv_header,

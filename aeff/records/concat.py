@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from aeff.errors import ConfigError
-from aeff.logging.files import complete_lines, write_text_atomically
-from aeff.logging.run_dir import METRICS, parse_rows
+from aeff.records.files import complete_lines, write_text_atomically
+from aeff.records.run_dir import METRICS, parse_rows
 
 COMBINED = "all_metrics.csv"
 

@@ -21,11 +21,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, hydra_job, interrupts, user_files
+from aeff import config, errors, interrupts, user_files
+from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
-from aeff.logging.run_dir import RunDir
-from aeff.logging.secrets import redact, redact_log_records, redacting_console
+from aeff.records.run_dir import RunDir
+from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.trial import train_and_evaluate
 from hydra_plugins.aeff_launcher import vectorized_launcher
 from hydra_plugins.aeff_sweeper import aeff_sweeper

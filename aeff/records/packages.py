@@ -5,7 +5,7 @@ import json
 import shutil
 import subprocess
 
-from aeff.logging.secrets import redact
+from aeff.records.secrets import redact
 
 
 def name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:

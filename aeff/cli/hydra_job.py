@@ -12,7 +12,7 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff.logging.secrets import redact
+from aeff.records.secrets import redact
 from aeff.trial import TrialJob
 
 

@@ -6,9 +6,9 @@ __all__ = ["concatenate_csvs"]
 
 
 def __getattr__(name: str) -> Any:
-    """`aeff.logging.concatenate_csvs`, without importing pandas into every trial."""
+    """`aeff.records.concatenate_csvs`, without importing pandas into every trial."""
     if name == "concatenate_csvs":
-        from aeff.logging.concat import concatenate_csvs
+        from aeff.records.concat import concatenate_csvs
 
         return concatenate_csvs
     raise AttributeError(name)

@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 
-from aeff.logging import system
-from aeff.logging.secrets import redact
+from aeff.records import system
+from aeff.records.secrets import redact
 
 AEFF_SOURCE = Path(__file__).resolve().parents[1]  # the aeff package folder
 
