@@ -73,19 +73,17 @@ SHARED_SETTINGS = ("steps_per_dispatch", "checkpoint", "devices", "compilation_c
 def group_key(cfg: DictConfig, run_dir: Path) -> str | None:
     """What a trial must share with the others of its group: every recorded value but its
     hyperparameters and labels (the workload, the submission and its files' contents, the
-    batch size, the loop's settings), and how it runs. None for a trial that runs alone:
-    bad input (reported by its own run), or a checkpoint to continue from (a group's
-    trials are at one step)."""
+    batch size, the loop's settings), how it runs, and the checkpoint step it continues
+    from (a group's trials are at one step). None for bad input: its own run reports it."""
     try:
         checked = config.check_trial(cfg)
     except errors.AeffError:
         return None
     settings = checked.settings
-    if settings.resume and latest_checkpoint_step(RunDir(run_dir).checkpoints) is not None:
-        return None
+    resume_from = latest_checkpoint_step(RunDir(run_dir).checkpoints) if settings.resume else None
     record = {k: v for k, v in checked.record.items() if not k.startswith(("hparams.", "meta."))}
     shared = {key: getattr(settings, key) for key in SHARED_SETTINGS}
-    return repr((record, shared, checked.workload, checked.submission))
+    return repr((record, shared, checked.workload, checked.submission, resume_from))
 
 
 def train_and_evaluate_group(
@@ -107,8 +105,10 @@ def train_and_evaluate_group(
             if members:
                 devices.set_up(members[0].trial.settings)
                 members = _reaching(members, outcomes)
-            if members:
-                _train(members, group_id, outcomes)
+            for step in dict.fromkeys(m.attempt.checkpoint_step for m in members):
+                # trials that continue from different steps train one part after another
+                part = [m for m in members if m.attempt.checkpoint_step == step]
+                _train(part, group_id, outcomes)
     except BaseException as caught:
         error = errors.crash_of(caught)
         for member in members:

@@ -250,6 +250,39 @@ def test_a_signal_ends_every_trial_of_the_group_and_a_resume_trains_them_again(
         assert list(rows(tmp_path / str(job) / ".attempts" / "0")["global_step"]) == [4, 8]
 
 
+@pytest.mark.slow  # the signalled group, its resume and an uninterrupted group: 10 s
+def test_a_group_resumes_from_its_checkpoints_as_if_never_stopped(tmp_path, trial_config, spoken):
+    """SIGTERM at the group's evaluation of step 8 leaves a checkpoint of each trial there;
+    `resume=true` continues both in one program from step 8 (a third, new trial in the
+    same call trains from step 0 in a part of its own), and every row is the row of a
+    group that was never stopped."""
+    trials = [("hparams.lr=1e-3", "rng_seed=1"), ("hparams.lr=3e-3", "rng_seed=2")]
+    new = ("hparams.lr=2e-3", "rng_seed=3")
+    stopped = jobs(tmp_path / "stopped", trial_config, *[(SIGNALLED, *t) for t in trials])
+    SIGNAL.update(evals=0, at_eval=3)
+    try:
+        with pytest.raises(TrialInterrupted):
+            train_and_evaluate_group(stopped, "g1")
+    finally:
+        SIGNAL["at_eval"] = None
+    resume = [(SIGNALLED, *t, "resume=true") for t in (*trials, new)]
+    outcomes = train_and_evaluate_group(jobs(tmp_path / "stopped", trial_config, *resume), "g2")
+    assert [type(o) for o in outcomes] == [TrialResult] * 3
+    resumed = [line for line in spoken if line[1].startswith("Resumed")]
+    assert resumed == [(0, "Resumed from the checkpoint at step 8."), (1, resumed[0][1])]
+
+    never = jobs(tmp_path / "never", trial_config, *trials, new)
+    train_and_evaluate_group(never[:2], "g3")
+    train_and_evaluate_group(never[2:], "g4")
+    for job in ("0", "1", "2"):
+        record = metadata(tmp_path / "stopped" / job)
+        assert (record["status"], record["attempt"]) == ("completed", 0)
+        got, want = rows(tmp_path / "stopped" / job), rows(tmp_path / "never" / job)
+        assert list(got["global_step"]) == list(want["global_step"]) == [4, 8, 12]
+        for column in ("train.loss", "validation.loss", "validation.accuracy"):
+            assert got[column].to_numpy() == pytest.approx(want[column].to_numpy(), abs=1e-5)
+
+
 def test_a_signal_during_a_launch_waits_for_every_trial(tmp_path, trial_config, monkeypatch):
     """SIGTERM while the group's launch to step 12 runs: it is charged to each trial, and
     both end with a row at step 12."""

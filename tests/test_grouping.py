@@ -65,11 +65,16 @@ def test_what_shapes_the_programs_or_the_loop_keeps_trials_apart(composed, tmp_p
     assert other is not None and other != key(composed, tmp_path)
 
 
-def test_bad_input_and_a_checkpoint_to_continue_run_alone(composed, tmp_path):
+def test_bad_input_runs_alone_and_a_resume_groups_by_its_checkpoint_step(composed, tmp_path):
     assert key(composed, tmp_path, **{"hparams.lr": -1.0}) is None
-    (tmp_path / "checkpoints" / "40").mkdir(parents=True)
-    assert key(composed, tmp_path, resume=True) is None
-    assert key(composed, tmp_path) is not None  # a new trial there is refused later
+    fresh = key(composed, tmp_path / "new", resume=True)
+    (tmp_path / "a" / "checkpoints" / "40").mkdir(parents=True)
+    (tmp_path / "b" / "checkpoints" / "40").mkdir(parents=True)
+    at_40 = key(composed, tmp_path / "a", resume=True, **{"hparams.lr": 3e-3})
+    assert at_40 == key(composed, tmp_path / "b", resume=True) != fresh
+    (tmp_path / "b" / "checkpoints" / "48").mkdir()
+    assert key(composed, tmp_path / "b", resume=True) not in (at_40, fresh)
+    assert key(composed, tmp_path / "a") == key(composed, tmp_path / "new")  # refused later
 
 
 def sweep_configs(composed, tmp_path, jobs):
@@ -114,12 +119,13 @@ def test_jobs_that_change_their_process_run_alone(composed, tmp_path):
     assert launcher._groups(sweep_configs(composed, tmp_path, jobs)) == [[0, 3], [1], [2]]
 
 
-def test_a_resumed_job_with_a_checkpoint_runs_alone(composed, tmp_path):
-    jobs = [{"hparams.lr": lr, "resume": True} for lr in (1e-3, 2e-3, 3e-3)]
-    (tmp_path / "1" / "checkpoints" / "40").mkdir(parents=True)  # job 1's run dir
+def test_resumed_jobs_share_a_group_when_they_continue_from_one_step(composed, tmp_path):
+    jobs = [{"hparams.lr": lr, "resume": True} for lr in (1e-3, 2e-3, 3e-3, 4e-3, 5e-3)]
+    for job, step in ((1, 40), (2, 48), (3, 40)):
+        (tmp_path / str(job) / "checkpoints" / str(step)).mkdir(parents=True)
     launcher = VectorizedLauncher()
     launcher.task_function = vectorizable(lambda cfg: cfg)
-    assert launcher._groups(sweep_configs(composed, tmp_path, jobs)) == [[0, 2], [1]]
+    assert launcher._groups(sweep_configs(composed, tmp_path, jobs)) == [[0, 4], [1, 3], [2]]
 
 
 def test_another_apps_jobs_run_one_by_one(composed, tmp_path):

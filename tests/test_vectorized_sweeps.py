@@ -161,7 +161,9 @@ def test_trials_that_differ_in_their_programs_or_are_bad_run_apart(tmp_path, mni
 
 
 @pytest.mark.slow
-def test_a_signal_ends_every_trial_of_a_group_and_a_resume_finishes_them(tmp_path, mnist_data_dir):
+def test_a_signal_ends_every_trial_of_a_group_and_a_resume_finishes_them_together(
+    tmp_path, mnist_data_dir
+):
     args = [
         "-m",
         "hparams.lr=1e-3,2e-3",
@@ -191,6 +193,7 @@ def test_a_signal_ends_every_trial_of_a_group_and_a_resume_finishes_them(tmp_pat
 
     out = run_aeff([*args, "resume=true"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+    resumed_in = set()
     for job in ("0", "1"):
         record = metadata(sweep / job)
         assert record["status"] == "completed" and record["global_step"] == 300
@@ -198,5 +201,7 @@ def test_a_signal_ends_every_trial_of_a_group_and_a_resume_finishes_them(tmp_pat
         steps = list(rows["global_step"])
         assert steps == sorted(set(steps)) and steps[-1] == 300
         assert stopped[job] in steps  # continued from its checkpoint, not started again
-        grouped = rows["global_step"] <= stopped[job]  # the rows say which ran in the group
-        assert set(rows["group.size"][grouped]) == {2} and rows["group.size"][~grouped].isna().all()
+        resumed = rows[rows["global_step"] > stopped[job]]
+        assert set(resumed["group.size"]) == {2}
+        resumed_in |= set(resumed["group.id"])
+    assert len(resumed_in) == 1  # the two trials continued together, in one group

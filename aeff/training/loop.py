@@ -162,8 +162,8 @@ class Loop:
     def run(self) -> list[Outcome]:
         """Each member's result or the error that ended it, in order. A signal gives each
         running member a last row and a checkpoint, then raises TrialInterrupted."""
+        self._restore()
         for trial in self.trials:
-            self._restore(trial)
             trial.start = self.clock() - trial.counters.wall_time
         try:
             self._train()
@@ -179,18 +179,25 @@ class Loop:
             self.progress.clear()
         return [self.outcomes[t.index] for t in self.trials]
 
-    def _restore(self, trial: _Trial) -> None:
-        """Continue from the checkpoint of step `resume_from`, if one is given (a trial
-        alone: a group's trials are at one step)."""
-        step = trial.member.resume_from
-        if step is None:
+    def _restore(self) -> None:
+        """Continue each member from its checkpoint of step `resume_from`, if one is given
+        (a group's members resume from one step: `trial.group_key`)."""
+        steps = {t.member.resume_from for t in self.trials}
+        if steps == {None}:
             return
-        assert len(self.trials) == 1, "a resumed trial trains alone"
-        state, counters = trial.member.checkpoints.restore(self._own_state(trial), step)
-        self.state = programs.replicate(jax.tree.map(lambda x: x[None], state), self.p.mesh)
-        trial.counters = rules.Counters(**counters)
-        log.info("Resumed from the checkpoint at step %d.", trial.counters.global_step)
-        step = trial.counters.global_step
+        assert len(steps) == 1, f"a group's trials resume from one step, not {steps}"
+        states = []
+        for trial in self.trials:
+            state, counters = trial.member.checkpoints.restore(
+                self._own_state(trial), trial.member.resume_from
+            )
+            states.append(state)
+            trial.counters = rules.Counters(**counters)
+            with speaking(trial.member.tag):
+                log.info("Resumed from the checkpoint at step %d.", trial.counters.global_step)
+        stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *states)
+        self.state = programs.replicate(stacked, self.p.mesh)
+        step = self.trials[0].counters.global_step
         epoch_start = step - step % self.p.steps_per_epoch
         self.stream = self.p.shuffled(self.stream, self.p.rng_seeds, epoch_start)
 
@@ -296,11 +303,12 @@ class Loop:
 
     def _launch_size(self) -> int:
         lead = self.running[0].counters
+        spent = max(t.counters.submission_time for t in self.running)  # resumed: may differ
         return rules.launch_size(
             lead.global_step,
             self.limits,
             seconds_per_step=self.seconds_per_step,
-            seconds_left=self.limits.budget - lead.submission_time,
+            seconds_left=self.limits.budget - spent,
             seconds_to_check=rules.seconds_to_check(
                 self.limits,
                 self.clock() - self.last_eval_end,

@@ -1,11 +1,11 @@
 """`hydra/launcher=vectorized`: the jobs it is handed, as groups of trials in one program.
 
 aeff trials that share everything but hyperparameters, seed and labels (`aeff.trial.
-group_key`) train as one `vmap`-ed program of up to `trials_per_program`; each stays a
-Hydra job, with its run dir, its records, Hydra's `on_job_start`/`on_job_end` callbacks,
-its own log file and a JobReturn. Every other job (another app's task, an aeff trial
-with bad input, one continuing from a checkpoint, `hydra.job.chdir=true`, a group of
-one) runs as Hydra's basic launcher runs it.
+group_key`, which includes the checkpoint step a resume continues from) train as one
+`vmap`-ed program of up to `trials_per_program`; each stays a Hydra job, with its run dir,
+its records, Hydra's `on_job_start`/`on_job_end` callbacks, its own log file and a
+JobReturn. Every other job (another app's task, an aeff trial with bad input,
+`hydra.job.chdir=true`, a group of one) runs as Hydra's basic launcher runs it.
 """
 
 import contextlib
