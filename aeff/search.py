@@ -63,8 +63,8 @@ def parse_space(space: Mapping[str, Any], prefix: str = "") -> list[Dimension]:
     return dimensions
 
 
-def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
-    where = f"search_space.{key}"
+def _dimension(key: str, spec: Mapping[str, Any], where: str = "") -> Dimension:
+    where = where or f"search_space.{key}"
     if "values" in spec:
         values = spec["values"]
         if not isinstance(values, list | tuple) or not values or set(spec) != {"values"}:
@@ -88,6 +88,14 @@ def _dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
     if kind == "int" and (scale == "log" or low != int(low) or high != int(high)):
         raise ConfigError(f"{where}: an int range needs integer min and max on a linear scale.")
     return Dimension(key, low, high, log=scale == "log", integer=kind == "int")
+
+
+def interval(key: str, low: float, high: float, log_scale: bool) -> Dimension:
+    """A command line's `key=interval(low,high)` (`tag(log, interval(...))` on a log
+    scale): a float range sampled with the search space's dimensions."""
+    where = f"{key}={'tag(log, ' if log_scale else ''}interval({low!r}, {high!r})"
+    spec = {"min": low, "max": high, "scale": "log" if log_scale else "linear"}
+    return _dimension(key, spec, where + (")" if log_scale else ""))
 
 
 def _choices(where: str, values: list | tuple) -> tuple[Any, ...]:

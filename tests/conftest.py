@@ -7,22 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# Helpers live in helpers.py; named here too for the modules that still import them from
-# conftest.
-from helpers import (  # noqa: F401
-    GROUPING_SCRIPT,
-    MNIST_IDX_DIR,
-    REPO,
-    TRIAL_SCRIPT,
-    data_overrides,
-    owned_by_another_process,
-    run_aeff,
-    run_sweep,
-    run_trial_json,
-    shared_trial_scope,
-    start_aeff,
-)
+from helpers import MNIST_IDX_DIR, data_overrides
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig

@@ -73,3 +73,15 @@ def test_every_package_is_installed():
         if "__pycache__" not in init.parts
     }
     assert on_disk - listed == set(), "add them to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_no_test_module_imports_another():
+    """Shared code lives in tests/helpers; a test module or conftest imported elsewhere
+    would run its tests or fixtures twice."""
+    for path in (REPO / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in getattr(node, "names", [])]
+                tests = [n for n in names if n.split(".")[-1].startswith(("test_", "conftest"))]
+                assert not tests, f"{path.relative_to(REPO)} imports {tests}"

@@ -5,7 +5,7 @@ import json
 import math
 
 import pytest
-from helpers import REPO
+from helpers import HELPERS
 from hydra.errors import ConfigCompositionException
 
 from aeff.cli import app
@@ -228,7 +228,7 @@ class OtherMnist(MnistWorkload):
 def every_file_trial(tmp_path_factory) -> Trial:
     """A trial with labels, a data dir and all three user files."""
     folder = tmp_path_factory.mktemp("user_files")
-    (folder / "submission.py").write_text((REPO / "tests" / "plain_sgd.py").read_text())
+    (folder / "submission.py").write_text((HELPERS / "plain_sgd.py").read_text())
     (folder / "workload.py").write_text(WORKLOAD_FILE)
     (folder / "space.json").write_text('{"lr": {"min": 0.01, "max": 0.1, "scaling": "log"}}')
     return check_trial(

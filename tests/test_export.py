@@ -9,7 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
-from helpers import REPO, shared_trial_scope
+from helpers import HELPERS, shared_trial_scope
 
 from aeff import results
 from aeff.cli.app import compose_config
@@ -61,7 +61,7 @@ def short_trial(data_dir: Path, lr: str, user_file: bool = True):
             "compilation_cache_dir=null",
             f"hparams.lr={lr}",
             "+meta.study=export",
-            *([f"submission_path={REPO / 'tests' / 'wild_adam.py'}"] if user_file else []),
+            *([f"submission_path={HELPERS / 'wild_adam.py'}"] if user_file else []),
         ]
     )
 

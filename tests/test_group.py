@@ -5,12 +5,11 @@ import dataclasses
 import logging
 import os
 import signal
-from pathlib import Path
 
 import jax
 import pytest
-from conftest import data_overrides, owned_by_another_process
-from in_process import SIGNAL, metadata, rows
+from helpers import HELPERS, data_overrides, owned_by_another_process
+from helpers.in_process import SIGNAL, metadata, rows
 
 from aeff import trial
 from aeff.cli.app import compose_config
@@ -22,7 +21,7 @@ from aeff.training import loop, prepare
 from aeff.training.loop import TrialResult
 from aeff.trial import TrialJob, train_and_evaluate_group
 
-SIGNALLED = "workload._target_=in_process.SignalledMnist"
+SIGNALLED = "workload._target_=helpers.in_process.SignalledMnist"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +164,7 @@ def test_a_group_that_cannot_share_a_program_records_each_trial_failed(
 ):
     """Hyperparameters that change the optimizer state's structure: every trial of the
     group is recorded failed, with its values and the reason."""
-    target = "submission._target_=in_process.MomentumOrNot"
+    target = "submission._target_=helpers.in_process.MomentumOrNot"
     group = jobs(
         tmp_path,
         trial_config,
@@ -187,7 +186,7 @@ def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
     """Job 1's learning rate would leave the optimizer state as the default's (an optax
     optimizer without `inject_hyperparams`): it alone is refused and recorded failed,
     naming the key; the others train as a group of two."""
-    plain_sgd = f"submission_path={Path(__file__).with_name('plain_sgd.py')}"
+    plain_sgd = f"submission_path={HELPERS / 'plain_sgd.py'}"
 
     short = ["max_steps=12", "eval_every_steps=4", "batch_size=512", "logging.packages=false"]
 

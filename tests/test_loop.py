@@ -21,8 +21,8 @@ import types
 import jax
 import numpy as np
 import pytest
-from conftest import shared_trial_scope
-from scripted import (
+from helpers import shared_trial_scope
+from helpers.scripted import (
     BY_MEASUREMENT,
     CHECKPOINT_SECONDS,
     CLOCK,
@@ -43,7 +43,7 @@ from scripted import (
 )
 
 from aeff import interrupts
-from aeff.errors import ConfigError, RecordsError, TrialInterrupted
+from aeff.errors import RecordsError, TrialInterrupted
 from aeff.records import files
 from aeff.records.files import append_csv_row, complete_lines, cut_torn_line
 from aeff.spec import HostSplit, Splits
@@ -830,25 +830,6 @@ def test_each_row_is_logged_with_its_times_and_metrics(mnist, caplog):
         "validation.accuracy 0.5000 | validation loss 0.5000"
         for n, step in ((1, 4), (2, 8))
     ]
-
-
-def test_a_batch_that_does_not_divide_over_the_devices_is_refused(mnist, monkeypatch):
-    """As on 4 devices (the end-to-end test runs 4 fake ones in another process)."""
-    four = types.SimpleNamespace(devices=np.empty(4))
-    monkeypatch.setattr(programs, "device_mesh", lambda: four)
-    workload = mnist()
-    with pytest.raises(ConfigError) as refused:
-        prepare(
-            workload,
-            Adam(batch_size=1022),
-            [AdamHParams()],
-            [0],
-            limits_of(workload),
-            steps_per_dispatch=8,
-        )
-    assert str(refused.value) == (
-        "batch_size=1022 does not divide over the 4 local devices: use a multiple of 4."
-    )
 
 
 # Crash-safe CSV -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The compiled pieces: evaluation over padded splits, training steps, one compile per sweep."""
 
 import dataclasses
+import types
 
 import jax
 import numpy as np
@@ -98,17 +99,29 @@ def test_a_program_on_the_cpu_has_at_most_the_steps_that_compile_in_seconds(
     assert "steps_per_dispatch=1000000: 16 steps per program on the cpu" in caplog.text
 
 
-def test_a_batch_larger_than_the_training_split_is_refused(workload):
-    with pytest.raises(ConfigError) as error:
+@pytest.mark.parametrize(
+    ("batch_size", "devices", "message"),
+    [
+        (50_001, 1, "batch_size=50001 exceeds the 50000 training examples."),
+        (1022, 4, "batch_size=1022 does not divide over the 4 local devices: use a multiple of 4."),
+    ],
+)
+def test_a_batch_the_data_or_the_devices_cannot_take_is_refused(
+    workload, monkeypatch, batch_size, devices, message
+):
+    """As on `devices` devices (the end-to-end test runs 4 fake ones in another process)."""
+    mesh = types.SimpleNamespace(devices=np.empty(devices))
+    monkeypatch.setattr(programs, "device_mesh", lambda: mesh)
+    with pytest.raises(ConfigError) as refused:
         prepare(
             workload,
-            Adam(batch_size=50_001),
+            Adam(batch_size=batch_size),
             [AdamHParams()],
             [0],
             limits_of(workload),
             steps_per_dispatch=1,
         )
-    assert str(error.value) == "batch_size=50001 exceeds the 50000 training examples."
+    assert str(refused.value) == message
 
 
 def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workload):

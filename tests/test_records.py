@@ -185,3 +185,16 @@ def test_device_memory_columns_where_the_device_reports_it(monkeypatch):
     gpus = [Device({"bytes_in_use": 5, "peak_bytes_in_use": 9, "bytes_limit": 100}), Device(None)]
     monkeypatch.setattr(jax, "local_devices", lambda: gpus)
     assert system.device_memory() == {"device.0.bytes_in_use": 5, "device.0.peak_bytes_in_use": 9}
+
+
+def test_the_rerun_command_keeps_the_trials_own_settings_and_seed():
+    overrides = [
+        "+meta.note=a b",
+        "hydra.run.dir=/x",
+        "rng_seed=1",
+        "hparams.lr=0.002596866783593736",
+    ]
+    overrides += ["search_space=mnist_adam", "search.num_trials=8", "hydra/launcher=vectorized"]
+    assert environment.rerun_command(overrides, 5) == (
+        "python -m aeff '+meta.note=a b' hparams.lr=0.002596866783593736 rng_seed=5"
+    )

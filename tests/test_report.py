@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from aeff import results
+from aeff.records.environment import rerun_command
 from aeff.results import __main__ as cli
-from aeff.results.report import rerun_command, write_html_report
+from aeff.results.report import write_html_report
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,hparams.lr,workload.target_metric,workload.target_value\n"  # noqa: E501
 
@@ -25,8 +26,8 @@ def trial(run_dir: Path, status: str, rows: list[tuple], lr: float, **extra) -> 
         "hparams.lr": lr,
         "hydra.job.num": int(run_dir.name),
         "sweep_dir": str(run_dir.parent),
-        "hydra.overrides": [f"hparams.lr={lr}", "max_steps=40", "hydra.run.dir=x"],
         "rng_seed": 7,
+        "rerun_command": rerun_command([f"hparams.lr={lr}", "max_steps=40", "hydra.run.dir=x"], 7),
         **extra,
     }
     (run_dir / "metadata.json").write_text(json.dumps(metadata))
@@ -64,13 +65,6 @@ def test_the_command_writes_it_only_for_a_sweep(sweep, capsys):
     assert stopped.value.code == 2
     assert "no sweep_plan.json there: give a sweep dir" in capsys.readouterr().err
     assert not (sweep / "0" / "report.html").exists()
-
-
-def test_the_rerun_command_keeps_the_trials_own_settings_and_seed():
-    record = {"hydra.overrides": ["+meta.note=a b", "hydra.run.dir=/x", "rng_seed=1"]}
-    assert rerun_command({**record, "rng_seed": 5}) == (
-        "python -m aeff '+meta.note=a b' rng_seed=5"
-    )
 
 
 @pytest.mark.slow

@@ -70,6 +70,14 @@ def sweep(tmp_path) -> Path:
     return tmp_path
 
 
+def refusal(capsys, argv: list[str]) -> str:
+    """What `python -m aeff.results ARGV` says as it exits 2."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_the_report_lists_every_planned_trial_in_job_order(sweep):
     table, report = results.write_sweep_report(sweep)
     jobs = [Path(d).name for d in table["run_dir"]]
@@ -131,6 +139,22 @@ def test_a_trial_that_did_not_finish_never_sets_the_score_whatever_its_rows(tmp_
     assert report["score"] == 1.5 and report["best_trial"]["hparams.lr"] == 0.2
     assert report["num_reached_target"] == 1
     assert json.loads((tmp_path / "sweep.json").read_text())["score"] == 1.5
+
+
+def test_the_best_trial_is_recorded_with_its_seed_its_command_and_every_digit(tmp_path):
+    """sweep.json and summary.csv say exactly what to run again: pandas' own JSON would
+    round the learning rate to 10 digits, and two seeds would look alike without theirs."""
+    lr = 0.002596866783593736
+    results.write_plan(tmp_path, [[f"hparams.lr={lr}"]])
+    command = f"python -m aeff hparams.lr={lr} rng_seed=12345"
+    trial(tmp_path / "0", [(10, 1.5, True, 0.98)], lr=lr, rng_seed=12345, rerun_command=command)
+    _, report = results.write_sweep_report(tmp_path)
+    best = json.loads((tmp_path / "sweep.json").read_text())["best_trial"]
+    assert best["hparams.lr"] == lr and best["rng_seed"] == 12345
+    assert best["rerun_command"] == command and best == report["best_trial"]
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["rng_seed"][0] == 12345 and summary["rerun_command"][0] == command
+    assert "rerun_command" not in results.as_text(results.summary(tmp_path), tmp_path)
 
 
 def test_the_terminal_table_shows_missing_values_one_way(sweep):
@@ -305,7 +329,8 @@ def test_the_terminal_table_rounds_values_cuts_errors_and_dashes_the_rest(tmp_pa
     assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2"]
     assert "0.1235" in lines[1] and "0.123456" not in lines[1]
     assert long_error[:60] in lines[2] and long_error[:61] not in lines[2]
-    assert lines[3].split()[1:] == ["not", "started"] + ["-"] * (len(table.columns) - 2)
+    shown = table.columns.drop("rerun_command")  # in summary.csv, not on the console
+    assert lines[3].split()[1:] == ["not", "started"] + ["-"] * (len(shown) - 2)
 
 
 def test_axis_labels_carry_units_and_limits_frame_the_target():
@@ -408,28 +433,19 @@ def test_summary_on_the_command_line_reports_a_sweep_and_lists_a_folder(tmp_path
     assert not (root / "0" / results.REPORT).exists()
     cli.main(["concat", str(root)])
     assert capsys.readouterr().out.strip() == str(root / "all_metrics.csv")
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["concat", str(root / "1" / "metadata.json")])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err == (
+    assert refusal(capsys, ["concat", str(root / "1" / "metadata.json")]) == (
         f"aeff.results: {root / '1' / 'metadata.json'} holds no rows: give a run dir, a sweep "
         "dir or a CSV of rows.\n"
     )
     cli.main(["concat", str(root / "1" / "metrics.csv")])  # a file: into its folder
     assert capsys.readouterr().out.strip() == str(root / "1" / "all_metrics.csv")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["summary", str(tmp_path / "empty")])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err == (
+    assert refusal(capsys, ["summary", str(tmp_path / "empty")]) == (
         f"aeff.results: no trial records at or below {tmp_path / 'empty'}: give a sweep dir "
         "or a run dir.\n"
     )
     assert list((tmp_path / "empty").iterdir()) == []
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["concat", str(tmp_path / "empty")])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err == (
+    assert refusal(capsys, ["concat", str(tmp_path / "empty")]) == (
         f"aeff.results: no metrics.csv with complete rows at or below {tmp_path / 'empty'}: "
         "give a run dir, a sweep dir or a metrics.csv.\n"
     )
@@ -441,10 +457,7 @@ def test_summary_on_the_command_line_reports_a_sweep_and_lists_a_folder(tmp_path
     cli.main(["plot", str(root), "--x", "wall_time", "--out", str(tmp_path / "w.png")])
     assert capsys.readouterr().out.strip() == str(tmp_path / "w.png")
     assert figures[-1].get_xlabel() == "wall_time (s)"
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["plot", str(root), "--x", "wall", "--y", "validation.acc"])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err == (
+    assert refusal(capsys, ["plot", str(root), "--x", "wall", "--y", "validation.acc"]) == (
         f"aeff.results: plot --x wall --y validation.acc: no such column in the metrics at or "
         f"below {root}; the steps, times and metrics are global_step, "
         "accumulated_submission_time, validation.accuracy, validation.loss, wall_time.\n"
@@ -456,21 +469,14 @@ def test_summary_on_the_command_line_reports_a_sweep_and_lists_a_folder(tmp_path
         (tmp_path / "no" / "p.png", f"there is no folder {tmp_path / 'no'}; make it first."),
         (tmp_path / "folder.png", "cannot write it: Is a directory."),
     ]:
-        with pytest.raises(SystemExit) as stopped:
-            cli.main(["plot", str(root), "--out", str(out)])
-        assert stopped.value.code == 2
-        assert capsys.readouterr().err.startswith(f"aeff.results: plot --out {out}: {says}")
+        assert refusal(capsys, ["plot", str(root), "--out", str(out)]).startswith(
+            f"aeff.results: plot --out {out}: {says}"
+        )
     assert json.loads((root / "0" / "metadata.json").read_text())["status"] == "completed"
     cli.main(["plot", str(root), "--out", str(tmp_path / "p.SVG")])  # any case
     assert (tmp_path / "p.SVG").read_text().startswith("<?xml")
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["plot", str(tmp_path / "empty")])
-    assert stopped.value.code == 2
-    assert "no metrics.csv with complete rows" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["summary", str(tmp_path / "missing")])
-    assert stopped.value.code == 2
-    assert "missing does not exist" in capsys.readouterr().err
+    assert "no metrics.csv with complete rows" in refusal(capsys, ["plot", str(tmp_path / "empty")])
+    assert "missing does not exist" in refusal(capsys, ["summary", str(tmp_path / "missing")])
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -517,10 +523,7 @@ def test_the_command_line_explains_itself(capsys):
     with pytest.raises(SystemExit):
         cli.main(["plot", "--help"])
     assert "--out OUT default: PATH/<y>.png" in " ".join(capsys.readouterr().out.split())
-    with pytest.raises(SystemExit) as stopped:
-        cli.main([])
-    assert stopped.value.code == 2
-    assert "the following arguments are required: command" in capsys.readouterr().err
+    assert "the following arguments are required: command" in refusal(capsys, [])
 
 
 def test_command_line_warnings_name_the_tool(tmp_path, capsys, monkeypatch):
@@ -563,10 +566,8 @@ def test_the_plan_is_written_redacted_and_an_unreadable_one_is_one_line(tmp_path
         f"{plan} is unreadable (TypeError): restore it, or start the sweep again in "
         "another hydra.sweep.dir."
     )
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["summary", str(tmp_path)])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err == f"aeff.results: {refused.value}\n"  # one line
+    said = refusal(capsys, ["summary", str(tmp_path)])
+    assert said == f"aeff.results: {refused.value}\n"  # one line
 
 
 def test_a_sweep_config_is_written_as_given(tmp_path):

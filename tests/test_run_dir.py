@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import owned_by_another_process
-from in_process import SIGNAL, metadata, rows
+from helpers import owned_by_another_process
+from helpers.in_process import SIGNAL, metadata, rows
 
 from aeff.config import check_trial
 from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
@@ -112,7 +112,7 @@ def test_resume_refuses_a_changed_added_or_removed_label_naming_it(tmp_path, tri
     A, then B (or a label missing from the earlier rows)."""
     interrupted_trial(tmp_path, trial_config, "+meta.study=A", "+meta.note=x")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    same = ("resume=true", "workload._target_=in_process.SignalledMnist")
+    same = ("resume=true", "workload._target_=helpers.in_process.SignalledMnist")
     for labels, named in [
         (["+meta.study=B", "+meta.note=x"], "meta.study='A' (now 'B')"),
         (["+meta.study=A", "+meta.note=x", "+meta.new=1"], "meta.new=None (now 1)"),
@@ -133,7 +133,7 @@ def test_resume_refuses_a_changed_added_or_removed_label_naming_it(tmp_path, tri
 def interrupted_trial(run_dir, trial_config, *overrides):
     """A trial stopped by SIGTERM at its second evaluation (step 8)."""
     SIGNAL.update(evals=0, at_eval=2)
-    cfg = trial_config("workload._target_=in_process.SignalledMnist", *overrides)
+    cfg = trial_config("workload._target_=helpers.in_process.SignalledMnist", *overrides)
     try:
         with pytest.raises(TrialInterrupted) as stopped:
             train_and_evaluate(cfg, run_dir)
@@ -144,7 +144,7 @@ def interrupted_trial(run_dir, trial_config, *overrides):
 
 
 def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, trial_config):
-    target = "workload._target_=in_process.SignalledMnist"
+    target = "workload._target_=helpers.in_process.SignalledMnist"
     stopped = interrupted_trial(tmp_path / "resumed", trial_config, "rng_seed=7")
     assert stopped.checkpoint_step == 8
     assert list(rows(tmp_path / "resumed")["global_step"]) == [4, 8]
@@ -165,7 +165,7 @@ def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, tria
 
 
 def test_resume_without_a_checkpoint_starts_again_with_the_recorded_seed(tmp_path, trial_config):
-    target = "workload._target_=in_process.SignalledMnist"
+    target = "workload._target_=helpers.in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "checkpoint.enabled=false")  # seed drawn
     first = metadata(tmp_path)
     first_rows = rows(tmp_path)
@@ -313,16 +313,6 @@ def test_a_kill_between_moving_aside_and_the_new_record_keeps_the_seed(tmp_path)
     assert json.loads((tmp_path / ".attempts" / "2" / "metadata.json").read_text())["attempt"] == 1
 
 
-def test_a_failure_before_training_replaces_only_such_a_failure(tmp_path):
-    owner = RunDir(tmp_path)
-    owner.record_failure({"error_message": "first"})
-    owner.record_failure({"error_message": "second"})
-    assert metadata(tmp_path)["error_message"] == "second"
-    record(tmp_path, status="interrupted", identity=IDENTITY)
-    owner.record_failure({"error_message": "third"})
-    assert metadata(tmp_path)["status"] == "interrupted"
-
-
 def test_a_process_refused_a_live_owners_dir_writes_nothing_there(tmp_path, trial_config):
     with owned_by_another_process(tmp_path):
         before = sorted(p.name for p in tmp_path.iterdir())
@@ -361,7 +351,7 @@ def test_a_signal_while_the_records_begin_ends_them_interrupted(
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", ["no arrays", "bad json"])
 def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, trial_config, damage):
-    target = "workload._target_=in_process.SignalledMnist"
+    target = "workload._target_=helpers.in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "rng_seed=11")
     step = tmp_path / "checkpoints" / "8"
     if damage == "no arrays":
@@ -403,7 +393,7 @@ def test_a_signal_during_a_checkpoint_save_still_leaves_a_checkpoint(tmp_path, m
 
 
 def test_a_continued_trial_keeps_no_error_of_the_interrupted_one(tmp_path, trial_config):
-    target = "workload._target_=in_process.SignalledMnist"
+    target = "workload._target_=helpers.in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "rng_seed=13")
     first = metadata(tmp_path)
     assert first["error_message"] == "stopped by SIGTERM"

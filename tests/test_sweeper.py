@@ -491,33 +491,32 @@ def test_a_resume_with_an_edited_space_exits_2_naming_it_before_any_trial(
     assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
 
 
-def test_bad_input_exits_before_anything_is_written(sweeper, tmp_path, caplog):
-    sweep_dir = tmp_path / "sweep"
-    made = sweeper("search.num_trials=2", sweep_dir=sweep_dir)
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
-        made.sweep(["hparams.lr=0.1"])
-    assert stopped.value.code == 2
-    assert messages(caplog) == [
-        "search.num_trials is set but no search_space is chosen: "
-        "add search_space=<name> (see conf/search_space/)."
-    ]
-    assert not sweep_dir.exists() and made.launcher.launches == []
-
-
-def test_a_sweep_dir_of_another_layout_is_refused_before_anything_is_written(
-    sweeper, tmp_path, caplog
+@pytest.mark.parametrize(
+    "setting, grid, message",
+    [
+        (
+            "search.num_trials=2",
+            "hparams.lr=0.1",
+            "search.num_trials is set but nothing is sampled: add search_space=<name> "
+            "(see conf/search_space/) or a key=interval(low,high) sweep.",
+        ),
+        (
+            "hydra.sweep.subdir=${hydra.job.override_dirname}",
+            "hparams.lr=0.1,0.2",
+            "hydra.sweep.subdir=${hydra.job.override_dirname}: aeff keeps each trial in "
+            "<sweep dir>/<job number>, which its reports and resume rely on.",
+        ),
+    ],
+)
+def test_bad_sweep_input_exits_before_anything_is_written(
+    sweeper, tmp_path, caplog, setting, grid, message
 ):
     sweep_dir = tmp_path / "sweep"
-    made = sweeper(sweep_dir=sweep_dir)
-    with open_dict(made.config):
-        made.config.hydra.sweep.subdir = "${hydra.job.override_dirname}"
+    made = sweeper(setting, sweep_dir=sweep_dir)
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
-        made.sweep(["hparams.lr=0.1,0.2"])
+        made.sweep([grid])
     assert stopped.value.code == 2
-    assert messages(caplog) == [
-        "hydra.sweep.subdir=${hydra.job.override_dirname}: aeff keeps each trial in "
-        "<sweep dir>/<job number>, which its reports and resume rely on."
-    ]
+    assert messages(caplog) == [message]
     assert not sweep_dir.exists() and made.launcher.launches == []
 
 
@@ -647,10 +646,46 @@ def test_a_pinned_key_may_be_spelled_with_a_plus(sweeper, tmp_path):
         assert [o for o in job if "arm" in o] == ["+meta.arm=3"]
 
 
-def test_interval_sweeps_are_refused_naming_the_key(sweeper, tmp_path):
+def test_an_interval_is_sampled_with_the_space_and_pins_its_key(sweeper):
+    """`interval()` as Hydra's Optuna sweeper takes it: a float range, log-scaled under
+    `tag(log, ...)`; sampled with the space's other ranges, in place of its own."""
+    made = sweeper("search_space=mnist_adam", "search.num_trials=64")
+    lr, beta = (
+        "hparams.lr=tag(log, interval(1e-4, 1e-2))",
+        "hparams.one_minus_beta_1=interval(0.05,0.1)",
+    )
+    jobs = made.job_overrides(["batch_size=256,512", lr, beta])
+    assert len(jobs) == 2 * 64
+    values = [dict(o.split("=", 1) for o in job) for job in jobs]
+    lrs = [float(v["hparams.lr"]) for v in values]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    assert all(0.05 <= float(v["hparams.one_minus_beta_1"]) <= 0.1 for v in values)
+    below_1e3 = sum(lr < 1e-3 for lr in lrs)  # log scale: half the points below the middle
+    assert 0.4 * len(lrs) <= below_1e3 <= 0.6 * len(lrs)
+    assert len({v["hparams.lr"] for v in values}) == 64  # each point once per grid value
+    assert {v["hparams.epsilon"] for v in values} == {"1e-08", "1e-05", "0.001"}  # sampled
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["hparams.lr=interval(0.1,0.2)"], "hparams.lr is an interval: set search.num_trials=N."),
+        (
+            ["hparams.lr=interval(0.2,0.1)", "search.num_trials=2"],
+            "hparams.lr=interval(0.2, 0.1): need finite min <= max, got min=0.2, max=0.1.",
+        ),
+        (
+            ["hparams.lr=tag(log, interval(0.0,0.1))", "search.num_trials=2"],
+            "hparams.lr=tag(log, interval(0.0, 0.1)): a log range must lie above zero, "
+            "got min=0.0.",
+        ),
+    ],
+)
+def test_a_bad_interval_is_refused_naming_it(sweeper, overrides, message):
+    settings = [o for o in overrides if o.startswith("search.")]
     with pytest.raises(ConfigError) as refused:
-        sweeper().job_overrides(["hparams.lr=interval(0.1,0.2)"])
-    assert str(refused.value) == "hparams.lr: only comma lists and range() sweeps are supported."
+        sweeper(*settings).job_overrides([o for o in overrides if o not in settings])
+    assert str(refused.value) == message
 
 
 def test_a_space_without_a_number_of_trials_is_refused(sweeper, tmp_path):

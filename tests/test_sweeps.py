@@ -1,6 +1,7 @@
 """Sweeps as a user runs them: sampled search spaces, failure isolation, resume."""
 
 import json
+import shlex
 
 import pandas as pd
 import pytest
@@ -205,3 +206,29 @@ def test_a_logging_off_sweep_reports_its_trials_unrecorded_and_only_a_crash_fail
     assert list(summary["status"]) == ["unrecorded", "failed"]
     assert summary["error"][1] == "RuntimeError: no such optimizer"
     assert json.loads((sweep / "sweep.json").read_text())["failed"] == [str(sweep / "1")]
+
+
+@pytest.mark.slow  # two sampled trials, then one of them again: 15 s
+def test_a_trials_recorded_command_runs_it_again_with_the_same_rows(
+    aeff_in_process, tmp_path, mnist_data_dir
+):
+    """A sampled trial's `rerun_command`: its overrides at full precision and the seed it
+    drew (`rng_seed=null`), without the sweep's settings; from the record's cwd it trains
+    the same rows."""
+    args = ["-m", "search_space=mnist_adam", "search.num_trials=2", "max_steps=8"]
+    args += ["eval_every_steps=4", "hydra.sweep.dir=sweep", *data_overrides(mnist_data_dir)]
+    assert aeff_in_process(*args) == 0
+    record = json.loads((tmp_path / "sweep" / "1" / "metadata.json").read_text())
+    command = shlex.split(record["rerun_command"])
+    assert (
+        command[:3] == ["python", "-m", "aeff"] and command[-1] == f"rng_seed={record['rng_seed']}"
+    )
+    assert f"hparams.lr={record['hparams.lr']!r}" in command
+    assert not [a for a in command if a.startswith(("search", "hydra"))]
+    assert record["cwd"] == str(tmp_path)
+
+    assert aeff_in_process(*command[3:], "hydra.run.dir=again") == 0
+    rows, again = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("sweep/1", "again"))
+    assert list(again["global_step"]) == list(rows["global_step"]) == [4, 8]
+    for column in ("train.loss", "validation.loss", "validation.accuracy"):
+        assert again[column].to_numpy() == pytest.approx(rows[column].to_numpy(), abs=1e-6)

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import GROUPING_SCRIPT, data_overrides, run_trial_json
+from helpers import GROUPING_SCRIPT, data_overrides, run_trial_json
 
 # Each trial runs in a child process with its own device count.
 pytestmark = pytest.mark.slow

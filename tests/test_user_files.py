@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, data_overrides, run_aeff
+from helpers import HELPERS, REPO, data_overrides, run_aeff
 
 from aeff import results
 from aeff.cli.app import compose_config
@@ -240,7 +240,7 @@ def test_the_docs_commands_train_and_tune_from_an_empty_folder(doc_files, mnist_
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-PLAIN_SGD = Path(__file__).with_name("plain_sgd.py")
+PLAIN_SGD = HELPERS / "plain_sgd.py"
 
 
 @pytest.mark.parametrize("value", ["hparams.lr=0.5", "hparams.nesterov=true"])

@@ -13,9 +13,9 @@ import signal
 import jax
 import numpy as np
 import pytest
-from in_process import MomentumOrNot
-from scripted import CLOCK, STEP_SECONDS, TimedAdam
-from wild_adam import WildAdamHParams
+from helpers.in_process import MomentumOrNot
+from helpers.scripted import CLOCK, STEP_SECONDS, TimedAdam
+from helpers.wild_adam import WildAdamHParams
 
 from aeff.errors import ConfigError, TrialInterrupted
 from aeff.interrupts import interrupts_noted

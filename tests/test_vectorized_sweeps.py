@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import data_overrides, run_aeff, run_sweep, start_aeff
+from helpers import HELPERS, data_overrides, run_aeff, run_sweep, start_aeff
 
 from aeff import results
 from aeff.records.concat import concatenate_csvs
 
-WILD_ADAM = Path(__file__).with_name("wild_adam.py")
+WILD_ADAM = HELPERS / "wild_adam.py"
 GRID = [  # lr x epsilon x seed: the lr=1e37 trials diverge at their second step
     "hparams.lr=2e-3,1e37",
     "hparams.epsilon=1e-8,1e-4",
@@ -141,7 +141,7 @@ def test_trials_that_differ_in_their_programs_or_are_bad_run_apart(tmp_path, mni
         "max_steps=4",
         "hydra/launcher=vectorized",
         "hydra.sweep.dir=sweep",
-        "+hydra.callbacks.jobs._target_=job_callbacks.JobFiles",
+        "+hydra.callbacks.jobs._target_=helpers.job_callbacks.JobFiles",
         *data_overrides(mnist_data_dir),
     ]
     out = run_aeff(args, tmp_path, env={"PYTHONPATH": str(Path(__file__).parent)})

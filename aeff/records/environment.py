@@ -3,6 +3,7 @@
 import importlib.metadata
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -85,3 +86,14 @@ def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
     if record_hostname:
         record["hostname"] = socket.gethostname()
     return record
+
+
+# Overrides that shape a sweep or a run's place, not the trial: a re-run drops them.
+NOT_THE_TRIALS = ("hydra.", "hydra/", "rng_seed=", "resume=", "search.", "search_space=")
+
+
+def rerun_command(overrides: list[str], rng_seed: int) -> str:
+    """`python -m aeff` with the trial's own overrides (sampled values at full precision)
+    and its seed: one run of this trial alone, from the folder the record's `cwd` names."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(NOT_THE_TRIALS)]
+    return shlex.join(["python", "-m", "aeff", *kept, f"rng_seed={rng_seed}"])

@@ -7,6 +7,7 @@ written after the last. `python -m aeff.results` is its command line (`__main__.
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -188,12 +189,14 @@ def trial_row(
     row["workload"] = metadata.get("workload")
     row["submission"] = str(metadata.get("submission._target_", "")).rpartition(".")[2]
     row.update({k: v for k, v in metadata.items() if k.startswith(("hparams.", "meta."))})
+    row["rng_seed"] = metadata.get("rng_seed")
     target = metadata.get("workload.target_metric")
     row["target_metric"] = target
     row["best_target_metric"] = found.get(target) if target else None
     crossed = found.get("crossing", (None, None, None))
     row["time_to_target"], row["steps_to_target"], row["time_to_target_resolution"] = crossed
     row["global_step"] = found.get("global_step", 0)
+    row["rerun_command"] = metadata.get("rerun_command")  # summary.csv's; not on the console
     if metadata.get("error_message"):
         row["error"] = metadata["error_message"]
     if row["status"] == DAMAGED:
@@ -245,7 +248,7 @@ def as_text(table: pd.DataFrame, root: Path) -> str:
     """The summary for a terminal: run dirs relative to `root`, missing values as '-'."""
     if table.empty:
         return "(no trials)"
-    shown = table.copy()
+    shown = table.drop(columns=["rerun_command"], errors="ignore")
     shown["run_dir"] = [os.path.relpath(d, root) for d in shown["run_dir"]]
     if "error" in shown:
         shown["error"] = shown["error"].str.slice(0, 60)
@@ -310,10 +313,17 @@ def write_sweep_report(
         "num_unrecorded": int((table["status"] == UNRECORDED).sum()) if len(table) else 0,
         "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
         "score": None if best is None else float(best["time_to_target"]),
-        "best_trial": None if best is None else json.loads(best.to_json()),
+        "best_trial": None if best is None else plain(best),
     }
     write_json_atomically(sweep_dir / REPORT, report)
     return table, report
+
+
+def plain(row: pd.Series) -> dict[str, Any]:
+    """A table row as JSON takes it, every float whole (pandas' `to_json` keeps 10
+    digits: 0.0025968668 for the 0.002596866783593736 a trial ran with); NaN as null."""
+    values = {key: value.item() if hasattr(value, "item") else value for key, value in row.items()}
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 def plot(path: Path, x: str, y: str, out: Path) -> Path:

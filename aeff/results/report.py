@@ -10,7 +10,6 @@ import base64
 import html
 import io
 import os
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +109,8 @@ def best_trial(report: dict) -> str:
         f"<h2>Best trial</h2><p>{html.escape(best['run_dir'])}: time to target "
         f"{best['time_to_target']:.4g} s at step {best['steps_to_target']} "
         f"({html.escape(hparams)}). Run it again with:</p>"
-        f"<pre>{html.escape(rerun_command(metadata))}</pre>"
+        f"<pre>{html.escape(metadata.get('rerun_command', ''))}</pre>"
     )
-
-
-def rerun_command(metadata: dict[str, Any]) -> str:
-    """The trial's own overrides and its seed, as one run of `python -m aeff`."""
-    overrides = [
-        o
-        for o in metadata.get("hydra.overrides", [])
-        if not o.lstrip("+~").startswith(("hydra.", "hydra/", "rng_seed=", "resume="))
-    ]
-    overrides.append(f"rng_seed={metadata.get('rng_seed')}")
-    return shlex.join(["python", "-m", "aeff", *overrides])
 
 
 def figures(metrics: pd.DataFrame, table: pd.DataFrame, sweep_dir: Path) -> str:

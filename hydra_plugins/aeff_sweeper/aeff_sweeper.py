@@ -137,20 +137,24 @@ class AeffSweeper(Sweeper):
         return returns
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
-        """The grid of the command line, times the sampled points of the search space.
+        """The grid of the command line, times the sampled points of the search space and
+        of the command line's `interval()` sweeps.
 
         A key given on the command line is pinned: the space's range for it is not sampled.
         """
+        from hydra.core.override_parser.types import IntervalSweep
+
         from aeff import search  # scipy: imported only by sweeps
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        axes, swept, pinned = [], [], set()
+        axes, swept, pinned, intervals = [], [], set(), []
         for override in parser.parse_overrides(arguments):
             key = override.get_key_element()
             pinned.add(key.lstrip("+~"))
-            if override.is_sweep_override():
-                if not override.is_discrete_sweep():
-                    raise ConfigError(f"{key}: only comma lists and range() sweeps are supported.")
+            if isinstance(override.value(), IntervalSweep):
+                sweep = override.value()
+                intervals.append(search.interval(key, sweep.start, sweep.end, "log" in sweep.tags))
+            elif override.is_sweep_override():
                 axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
                 swept.append(axes[-1])
             else:
@@ -159,19 +163,21 @@ class AeffSweeper(Sweeper):
             self.check_composes(axis, [other[0] for other in axes if other is not axis])
         grid = [list(combination) for combination in itertools.product(*axes)]
         space = self.search_space()
+        dimensions = search.parse_space(space) if space else []
+        if dimensions or intervals:
+            self.check_hparams([d.key for d in dimensions + intervals])
+        dimensions = [d for d in dimensions if d.key not in pinned] + intervals
         settings = self.config.search
-        if not space:
+        if not space and not intervals:
             if settings.num_trials is not None:
                 raise ConfigError(
-                    "search.num_trials is set but no search_space is chosen: "
-                    "add search_space=<name> (see conf/search_space/)."
+                    "search.num_trials is set but nothing is sampled: add search_space=<name> "
+                    "(see conf/search_space/) or a key=interval(low,high) sweep."
                 )
             return grid
         if settings.num_trials is None:
-            raise ConfigError("search_space is chosen: set search.num_trials=N.")
-        dimensions = search.parse_space(space)
-        self.check_hparams([d.key for d in dimensions])
-        dimensions = [d for d in dimensions if d.key not in pinned]
+            sampled = "search_space is chosen" if space else f"{intervals[0].key} is an interval"
+            raise ConfigError(f"{sampled}: set search.num_trials=N.")
         points = search.sample(dimensions, settings.num_trials, settings.seed, settings.method)
         self.check_composes(search.as_overrides(points[0]), grid[0])  # a key the config lacks
         return [job + search.as_overrides(point) for job in grid for point in points]

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import data_overrides, run_aeff
+from helpers import HELPERS, data_overrides, run_aeff
 
 NOT_A_FOLDER = Path(__file__).resolve()  # a file where a folder is wanted, and no Python file
 NOT_PYTHON = NOT_A_FOLDER.parents[2] / "pyproject.toml"
-PLAIN_SGD = NOT_A_FOLDER.parents[1] / "plain_sgd.py"  # its hparams never reach its state
+PLAIN_SGD = HELPERS / "plain_sgd.py"  # its hparams never reach its state
 CASES = [
     # wrong types, one of each kind of field
     ("batch_size=abc", ["batch_size", "could not be converted to Integer"]),

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import data_overrides, run_aeff, start_aeff
-from records import assert_records_parseable, status_in_summary
+from helpers import HELPERS, data_overrides, run_aeff, start_aeff
+from helpers.records import assert_records_parseable, status_in_summary
 
 from aeff.records.concat import load_metrics
 
-KILL_AT = Path(__file__).with_name("kill_at.py")
+KILL_AT = HELPERS / "kill_at.py"
 MAX_STEPS = 300
 
 

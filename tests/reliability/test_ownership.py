@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 from helpers import data_overrides, run_aeff, start_aeff
-from records import fingerprint
+from helpers.records import fingerprint
 
 
 def wait_for(condition, timeout: float = 120) -> None:

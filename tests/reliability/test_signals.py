@@ -13,7 +13,7 @@ import pandas as pd
 import psutil
 import pytest
 from helpers import data_overrides, run_aeff, start_aeff
-from records import assert_records_parseable, fingerprint, status_in_summary
+from helpers.records import assert_records_parseable, fingerprint, status_in_summary
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import data_overrides, run_aeff
-from records import assert_records_parseable, fingerprint
+from helpers.records import assert_records_parseable, fingerprint
 
 
 def namespace_works() -> bool:

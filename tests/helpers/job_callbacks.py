@@ -1,5 +1,5 @@
 """A Hydra callback that leaves in each job's output dir what Hydra told it of the job:
-`+hydra.callbacks.jobs._target_=job_callbacks.JobFiles` (with tests/ on PYTHONPATH)."""
+`+hydra.callbacks.jobs._target_=helpers.job_callbacks.JobFiles` (with tests/ on PYTHONPATH)."""
 
 from pathlib import Path
 from typing import Any

@@ -1,6 +1,6 @@
 """Runs trials through aeff's Python API and prints what they recorded as JSON.
 
-Usage: python tests/trial_json.py REPEAT OVERRIDE... (a child process of the tests, so
+Usage: python tests/helpers/trial_json.py REPEAT OVERRIDE... (a child process of the tests, so
 each run can have its own XLA_FLAGS device count).
 """
 

@@ -1,7 +1,7 @@
 """Runs one trial alone, as a group of one, and as the first of a group of eight (with and
 without a neighbour that diverges), and prints each run's rows as JSON.
 
-Usage: python tests/grouping_json.py OVERRIDE... (a child process of the tests, so that
+Usage: python tests/helpers/grouping_json.py OVERRIDE... (a child process of the tests, so that
 each run can have its own XLA_FLAGS device count). The submission is WildAdam, so that
 a neighbour can diverge for real (lr=1e37).
 """

@@ -1,6 +1,8 @@
 """Helpers that test modules share (test modules never import one another): paths, running
-`python -m aeff` as a user would, and a run dir held by another process. Fixtures are in
-conftest.py."""
+`python -m aeff` as a user would, and a run dir held by another process. Its modules hold
+the rest: trials in-process (`in_process`, `scripted`), records read back (`records`), the
+child processes' scripts (`trial_json`, `grouping_json`, `kill_at`) and user files
+(`plain_sgd`, `wild_adam`, `job_callbacks`). Fixtures are in conftest.py."""
 
 import contextlib
 import json
@@ -14,14 +16,15 @@ import pytest
 
 from aeff.workloads import mnist_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+HELPERS = Path(__file__).resolve().parent  # scripts, and user files for submission_path=
 
 
 MNIST_IDX_DIR = mnist_data.bundled_idx_dir()  # the copy the package ships: nothing outside the repo
 
 
-TRIAL_SCRIPT = Path(__file__).with_name("trial_json.py")
-GROUPING_SCRIPT = Path(__file__).with_name("grouping_json.py")
+TRIAL_SCRIPT = HELPERS / "trial_json.py"
+GROUPING_SCRIPT = HELPERS / "grouping_json.py"
 
 
 def shared_trial_scope(fixture_name: str, config: pytest.Config) -> str:
