@@ -21,6 +21,17 @@ log = logging.getLogger(__name__)
 _claimed: tuple[list[int], IO] | None = None  # this process's slot and its lock
 
 
+def sharing(parallel: int, cpus: int, gpus: int, per_trial: int | None) -> str | None:
+    """How trials run `parallel` at a time on one host share it, or None where each has
+    its own: GPUs not split by `devices.per_trial`, or on a CPU more trials than cores.
+    Each trial's clock then counts the others' work."""
+    if parallel <= 1:
+        return None
+    if gpus:
+        return None if per_trial else f"{parallel} trials at once share {gpus} GPU(s)"
+    return f"{parallel} trials at once share {cpus} CPU cores" if parallel > cpus else None
+
+
 def default_lock_dir() -> Path:
     """One folder per user and host, so every aeff process there shares the GPUs fairly."""
     return Path(tempfile.gettempdir()) / f"aeff-device-slots-{os.getuid()}"

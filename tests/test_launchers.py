@@ -59,6 +59,7 @@ def test_two_parallel_joblib_workers_get_their_own_devices(tmp_path, mnist_data_
     )
     metadata = [json.loads((sweep / job / "metadata.json").read_text()) for job in ("0", "1")]
     assert sorted(m["cuda_visible_devices"] for m in metadata) == ["0", "1"]
+    assert [m["parallel_trials"] for m in metadata] == [2, 2]  # each knows it had company
 
 
 @pytest.mark.slow

@@ -768,6 +768,28 @@ def test_a_resumed_trial_says_so_and_carries_its_wall_time_on(mnist, caplog):
     assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + CLOCK.now - start
 
 
+class FinishedCheckpoints(RecordingCheckpoints):
+    """Restores step 8 of a trial killed as it recorded its end at max_steps=8."""
+
+    def restore(self, template, step):
+        counters = Counters(global_start_time=0.0, global_step=step, last_eval_step=step)
+        return template._replace(global_step=np.int32(step)), dataclasses.asdict(counters)
+
+
+def test_a_trial_resumed_at_its_last_step_ends_there_without_a_step_more(mnist):
+    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    workload, rows = mnist(), []
+    limits = limits_of(workload, max_steps=8, eval_every_steps=4)
+    prepared = prepare(
+        workload, TimedAdam(), [AdamHParams()], [0], limits, steps_per_dispatch=8, clock=CLOCK
+    )
+    member = Member(
+        AdamHParams(), 0, on_eval=rows.append, checkpoints=FinishedCheckpoints(), resume_from=8
+    )
+    [result] = Loop(prepared, [member], limits, CLOCK).run()
+    assert (result.status, result.global_step, rows) == ("completed", 8, [])
+
+
 def test_each_epoch_gets_its_own_order(mnist_data_dir, monkeypatch):
     """TinyMnist in batches of 16: an epoch is 4 steps, and 10 steps start three."""
     drawn = []

@@ -397,7 +397,7 @@ def test_a_sweep_launches_its_plan_in_batches_and_reports(sweeper, tmp_path, cap
     sweep_dir = tmp_path / "new" / "sweep"  # made, parents and all
     made = sweeper(sweep_dir=sweep_dir, max_batch_size=2)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        returns = made.sweep(["hparams.lr=0.1,0.2,0.3"])
+        returns = made.sweep(["hparams.lr=0.1,0.2,0.25"])
     jobs = [[f"hparams.lr={lr}"] for lr in ("0.1", "0.2", "0.3")]
     assert made.launcher.launches == [(0, jobs[:2]), (2, jobs[2:])]
     assert returns == [("returned", 0), ("returned", 1), ("returned", 2)]
@@ -528,6 +528,37 @@ def test_the_sweeps_config_is_saved_with_credentials_redacted(sweeper, tmp_path)
     assert "token" not in (tmp_path / results.SWEEP_CONFIG).read_text()
 
 
+@pytest.mark.parametrize(
+    "launcher, cpus, shared",
+    [
+        ({"n_jobs": 4}, 2, "3 trials at once share 2 CPU cores"),  # 3 jobs: 3 at once
+        ({"n_jobs": -1}, 2, None),  # joblib's one per core
+        ({"n_jobs": 2}, 2, None),
+        (
+            {"_target_": "x.LocalLauncher", "array_parallelism": 256},
+            2,
+            "3 trials at once share 2 CPU cores",
+        ),
+    ],
+)
+def test_trials_that_share_the_cores_are_said_and_mark_the_score(
+    sweeper, tmp_path, monkeypatch, caplog, launcher, cpus, shared
+):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    made = sweeper()
+    with open_dict(made.config):
+        made.config.hydra.launcher = launcher
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        made.sweep(["hparams.lr=0.1,0.2,0.25"])
+    warned = [m for m in messages(caplog) if "measured under sharing" in m]
+    assert [m.split(":")[0] for m in warned] == ([shared] if shared else [])
+    assert json.loads((tmp_path / results.REPORT).read_text())["measured_under_sharing"] == shared
+    with open_dict(made.config):  # a resume one at a time: its earlier trials were shared
+        made.config.hydra.launcher, made.config.resume = {}, True
+    made.sweep(["hparams.lr=0.1,0.2,0.25"])
+    assert json.loads((tmp_path / results.REPORT).read_text())["measured_under_sharing"] == shared
+
+
 def test_a_second_sweep_into_a_sweep_dir_exits_2(sweeper, tmp_path, caplog):
     sweeper().sweep(["hparams.lr=0.1"])
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
@@ -562,7 +593,7 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     monkeypatch.setattr(aeff_sweeper, "failed_trials", [])
     made = sweeper(max_batch_size=1, fail_at=1)
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
-        made.sweep(["hparams.lr=0.1,0.2,0.3"])
+        made.sweep(["hparams.lr=0.1,0.2,0.25"])
     assert stopped.value.code == 1 and len(made.launcher.launches) == 2  # none after it
     report = json.loads((tmp_path / results.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 3

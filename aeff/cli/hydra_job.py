@@ -4,6 +4,7 @@ Hydra's state is read here, once per job, by the app's job function and by the
 vectorized launcher; nothing below `aeff.trial` reads it.
 """
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -38,7 +39,22 @@ def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
         "hydra.overrides": [redact(o) for o in typed_overrides(hydra_cfg)],
         "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
         "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
+        "parallel_trials": parallel_trials(hydra_cfg.launcher) if in_sweep else 1,
     }
+
+
+def parallel_trials(launcher: DictConfig, num_jobs: int | None = None) -> int:
+    """How many trials the launcher runs at once on this host (at most `num_jobs`):
+    joblib's `n_jobs` (-1: one per core, -2: all cores but one...), submitit's local
+    `array_parallelism`; other launchers one at a time, or each on its own machine."""
+    n_jobs = launcher.get("n_jobs")
+    if str(launcher.get("_target_", "")).endswith("LocalLauncher"):
+        n_jobs = launcher.get("array_parallelism")
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    cpus = os.cpu_count() or 1
+    at_once = n_jobs if n_jobs > 0 else cpus + 1 + n_jobs
+    return max(1, min(at_once, num_jobs or at_once))
 
 
 def typed_overrides(hydra_cfg: DictConfig) -> list[str]:

@@ -55,6 +55,15 @@ def write_plan(
     write_json_atomically(sweep_dir / PLAN, plan)
 
 
+def record_sharing(sweep_dir: Path, note: str | None) -> None:
+    """How a run of the sweep shared the machine among its trials, in the plan, for
+    sweep.json's `measured_under_sharing`; once shared, a sweep stays marked (its
+    earlier trials' times were measured so)."""
+    plan = _plan(sweep_dir)
+    if note and plan is not None and not plan.get("sharing"):
+        write_json_atomically(sweep_dir / PLAN, {**plan, "sharing": note})
+
+
 def redacted(jobs: list[list[str]]) -> list[list[str]]:
     return [[redact(override) for override in job] for job in jobs]
 
@@ -314,6 +323,7 @@ def write_sweep_report(
         "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
         "score": None if best is None else float(best["time_to_target"]),
         "best_trial": None if best is None else plain(best),
+        "measured_under_sharing": (_plan(sweep_dir) or {}).get("sharing"),
     }
     write_json_atomically(sweep_dir / REPORT, report)
     return table, report

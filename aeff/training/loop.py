@@ -202,6 +202,7 @@ class Loop:
         self.stream = self.p.shuffled(self.stream, self.p.rng_seeds, epoch_start)
 
     def _train(self) -> None:
+        self._end_finished()  # a trial resumed from its last step trains no further
         while self.running:
             interrupts.check()
             self._launch()
@@ -210,13 +211,16 @@ class Loop:
                 self.last_eval_end = self.clock()
             else:
                 self._each([t for t in self.running if self._snapshot_due(t)], self._snapshot)
-            ended = [t for t in self.running if not rules.keep_going(t.counters, self.limits)]
-            self._each(ended, lambda t: self._end(t, "completed"))
+            self._end_finished()
             if 0 < len(self.running) <= len(self.slots) // 2:
                 self._repack()
             if self.running:
                 lead = self.running[0].counters
                 self.progress.update(lead.global_step, lead.submission_time)
+
+    def _end_finished(self) -> None:
+        ended = [t for t in self.running if not rules.keep_going(t.counters, self.limits)]
+        self._each(ended, lambda t: self._end(t, "completed"))
 
     def _each(self, trials: list[_Trial], action: Callable[[_Trial], None]) -> None:
         """`action` for each trial, its log lines marked as its; a trial whose action

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -104,6 +105,7 @@ class AeffSweeper(Sweeper):
             sys.exit(errors.exit_status(error))
         results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
         log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
+        self.warn_of_sharing(sweep_dir, len(todo))
         returns: list[JobReturn] = []
         ended: dict[int, str | None] = {}  # how each returned job ended: see results.summary
 
@@ -254,6 +256,28 @@ class AeffSweeper(Sweeper):
             if status_of(job_dir, record) not in FINISHED:
                 todo.append(index)
         return todo
+
+    def warn_of_sharing(self, sweep_dir: Path, num_jobs: int) -> None:
+        """Say, before the first trial, when trials running at once share the machine's
+        cores or GPUs, and record it in the plan: sweep.json then marks the score."""
+        from aeff import devices, results
+        from aeff.cli.hydra_job import parallel_trials
+        from aeff.records import system
+
+        cpus = os.cpu_count() or 1
+        parallel = parallel_trials(self.config.hydra.launcher, num_jobs)
+        per_trial = OmegaConf.select(self.config, "devices.per_trial", default=None)
+        note = devices.sharing(parallel, cpus, len(system.gpu_handles()), per_trial)
+        results.record_sharing(sweep_dir, note)
+        if note:
+            log.warning(
+                "%s: each trial's clock counts the others' work, so times to target and the "
+                "score are measured under sharing (sweep.json says so). For times that "
+                "compare, run at most %d at once (hydra.launcher.n_jobs) or give each trial "
+                "its own GPUs (devices.per_trial).",
+                note,
+                cpus,
+            )
 
     def user_files(self, jobs: list[list[str]]) -> dict[str, str]:
         """path -> sha256 of each user file the sweep's config or jobs name, as this
