@@ -37,17 +37,24 @@ def default_lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"aeff-device-slots-{os.getuid()}"
 
 
-def claim_devices(per_trial: int, ids: list[int], lock_dir: Path) -> list[int]:
-    """Claim `per_trial` of the GPUs `ids` for this process; sets CUDA_VISIBLE_DEVICES."""
-    global _claimed
-    if _claimed is not None:
-        return _claimed[0]
+def slots_of(per_trial: int, ids: list[int]) -> list[list[int]]:
+    """The GPUs `ids` in slots of `per_trial`; none is refused (a sweep checks it before
+    its first trial, so that not every trial fails alike)."""
     slots = [ids[i : i + per_trial] for i in range(0, len(ids) - per_trial + 1, per_trial)]
     if not slots:
         raise ConfigError(
             f"devices.per_trial={per_trial} but only {len(ids)} GPUs ({ids}) are available: "
             "lower devices.per_trial or list more in devices.ids."
         )
+    return slots
+
+
+def claim_devices(per_trial: int, ids: list[int], lock_dir: Path) -> list[int]:
+    """Claim `per_trial` of the GPUs `ids` for this process; sets CUDA_VISIBLE_DEVICES."""
+    global _claimed
+    if _claimed is not None:
+        return _claimed[0]
+    slots = slots_of(per_trial, ids)
     lock_dir.mkdir(parents=True, exist_ok=True)
     for slot in slots:
         lock = (lock_dir / f"gpus-{'-'.join(map(str, slot))}.lock").open("w")

@@ -134,7 +134,25 @@ def test_help_explains_aeff_its_groups_and_keys(tmp_path):
     assert out.stdout.startswith("aeff: algorithmic-efficiency trials")
     for line in ("submission: adam, nesterov", "workload.max_allowed_runtime_sec", "resume=true"):
         assert line in out.stdout
+    for key in ("submission_path=", "workload_path=", "tuning_search_space=", "interval("):
+        assert key in out.stdout
+    assert "parallel" in out.stdout and "vectorized" in out.stdout and "slurm" in out.stdout
     assert "Powered by Hydra" not in out.stdout
+
+
+def test_hydras_shell_completion_installs_from_the_script(tmp_path):
+    """Hydra prints `python <path>/aeff/__main__.py -sc install=bash`: run as a script, its
+    folder comes first on sys.path, where no module of aeff may shadow the standard one."""
+    script = REPO / "aeff" / "__main__.py"
+    out = subprocess.run(
+        [sys.executable, script, "-sc", "install=bash"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "hydra_bash_completion()" in out.stdout
 
 
 @pytest.mark.slow
@@ -165,7 +183,8 @@ def test_regular_install_ships_the_configs_and_data(tmp_path):
         timeout=300,
     )
     code = (
-        "import aeff, aeff.workloads.mnist_data as d; print(aeff.__file__);"
+        "import aeff, aeff.cli.app, aeff.training.loop, aeff.workloads.mnist_data as d;"
+        "print(aeff.__file__);"
         "print(d.read_idx_dir(d.bundled_idx_dir()).test_labels.shape)"
     )
     out = subprocess.run(

@@ -178,3 +178,15 @@ def test_damaged_tfds_data_is_named_with_the_way_out(tfds_data_dir, tmp_path):
     assert out.returncode != 0
     assert f"tfds's mnist in {damaged / 'mnist'} is unreadable" in out.stderr
     assert "delete that folder" in out.stderr
+
+
+def test_an_idx_dir_given_once_the_data_is_prepared_is_said_to_be_unread(
+    mnist_data_dir, mnist_idx_dir, caplog
+):
+    with caplog.at_level("WARNING", logger="aeff.workloads.mnist_data"):
+        load_mnist(mnist_data_dir, mnist_idx_dir)
+    assert caplog.messages == [
+        f"workload.idx_dir={mnist_idx_dir} is not read: MNIST is prepared in {mnist_data_dir} "
+        "already (remove that folder, or choose another workload.data_dir, to prepare it "
+        "from yours)."
+    ]

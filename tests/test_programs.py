@@ -97,6 +97,7 @@ def test_a_program_on_the_cpu_has_at_most_the_steps_that_compile_in_seconds(
         )
     assert compiled == [1, 16] and prepared.steps_per_dispatch == 16  # about 4 s to compile
     assert "steps_per_dispatch=1000000: 16 steps per program on the cpu" in caplog.text
+    assert caplog.messages[-1] == "Compiling the programs of 1 trial before the clock starts."
 
 
 @pytest.mark.parametrize(

@@ -293,6 +293,7 @@ def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
         "failed": [str(tmp_path / str(i)) for i in range(planned)],
         "score": None,
         "best_trial": None,
+        "measured_under_sharing": None,
     }
 
 

@@ -397,7 +397,7 @@ def test_a_sweep_launches_its_plan_in_batches_and_reports(sweeper, tmp_path, cap
     sweep_dir = tmp_path / "new" / "sweep"  # made, parents and all
     made = sweeper(sweep_dir=sweep_dir, max_batch_size=2)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        returns = made.sweep(["hparams.lr=0.1,0.2,0.25"])
+        returns = made.sweep(["hparams.lr=0.1,0.2,0.3"])
     jobs = [[f"hparams.lr={lr}"] for lr in ("0.1", "0.2", "0.3")]
     assert made.launcher.launches == [(0, jobs[:2]), (2, jobs[2:])]
     assert returns == [("returned", 0), ("returned", 1), ("returned", 2)]
@@ -506,13 +506,19 @@ def test_a_resume_with_an_edited_space_exits_2_naming_it_before_any_trial(
             "hydra.sweep.subdir=${hydra.job.override_dirname}: aeff keeps each trial in "
             "<sweep dir>/<job number>, which its reports and resume rely on.",
         ),
+        (
+            "devices.per_trial=2 devices.ids=[0]",  # every trial would fail alike
+            "hparams.lr=0.1,0.2",
+            "devices.per_trial=2 but only 1 GPUs ([0]) are available: lower "
+            "devices.per_trial or list more in devices.ids.",
+        ),
     ],
 )
 def test_bad_sweep_input_exits_before_anything_is_written(
     sweeper, tmp_path, caplog, setting, grid, message
 ):
     sweep_dir = tmp_path / "sweep"
-    made = sweeper(setting, sweep_dir=sweep_dir)
+    made = sweeper(*setting.split(), sweep_dir=sweep_dir)
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
         made.sweep([grid])
     assert stopped.value.code == 2
@@ -593,7 +599,7 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     monkeypatch.setattr(aeff_sweeper, "failed_trials", [])
     made = sweeper(max_batch_size=1, fail_at=1)
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
-        made.sweep(["hparams.lr=0.1,0.2,0.25"])
+        made.sweep(["hparams.lr=0.1,0.2,0.3"])
     assert stopped.value.code == 1 and len(made.launcher.launches) == 2  # none after it
     report = json.loads((tmp_path / results.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 3

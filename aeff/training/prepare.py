@@ -116,6 +116,11 @@ def prepare(
         steps_per_dispatch=_program_length(steps_per_dispatch, num_train // batch_size, limits),
         compile_time=0.0,
     )
+    log.info(  # on a CPU, 5-25 s without a warm compilation cache, and no other sign of life
+        "Compiling the programs of %d trial%s before the clock starts.",
+        len(rng_seeds),
+        "" if len(rng_seeds) == 1 else "s",
+    )
     start = clock()
     jax.block_until_ready(warm_up(prepared, prepared.state, prepared.stream, prepared.step_rng))
     prepared.compile_time = clock() - start

@@ -95,6 +95,8 @@ class MnistWorkload(Workload):
             value = getattr(self, key)
             require("://" not in (value or ""), key, "a local folder, not a URL", value)
             require_folder(key, value)
+        idx_dir = Path(self.idx_dir or ".").expanduser()  # read, never made
+        require(idx_dir.is_dir(), "idx_dir", "null or a folder of MNIST's IDX files", self.idx_dir)
 
     def load_splits(self) -> Splits:
         arrays = load_mnist(

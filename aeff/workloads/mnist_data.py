@@ -114,6 +114,13 @@ def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     cache = data_dir / TFDS_NAME / TFDS_VERSION / CACHE_NAME
     if (arrays := _read_cache(cache)) is not None:
+        if idx_dir is not None:
+            log.warning(
+                "workload.idx_dir=%s is not read: MNIST is prepared in %s already (remove "
+                "that folder, or choose another workload.data_dir, to prepare it from yours).",
+                idx_dir,
+                data_dir,
+            )
         return arrays
     # In the temporary folder: inside tfds's folders tfds took it for a half-made dataset,
     # and bad IDX files must be refused before anything is made in the data dir.

@@ -97,6 +97,7 @@ class AeffSweeper(Sweeper):
                     "<sweep dir>/<job number>, which its reports and resume rely on."
                 )
             jobs = self.job_overrides(arguments)
+            self.check_devices()
             sweep_dir.mkdir(parents=True, exist_ok=True)
             Lock.acquire(sweep_dir)
             todo = self.jobs_to_run(sweep_dir, jobs)
@@ -256,6 +257,15 @@ class AeffSweeper(Sweeper):
             if status_of(job_dir, record) not in FINISHED:
                 todo.append(index)
         return todo
+
+    def check_devices(self) -> None:
+        """`devices.per_trial` GPUs that this host cannot give a trial: refused once."""
+        from aeff import devices
+
+        per_trial = OmegaConf.select(self.config, "devices.per_trial", default=None)
+        if per_trial:
+            ids = OmegaConf.select(self.config, "devices.ids", default=None)
+            devices.slots_of(per_trial, list(ids) if ids is not None else devices.visible_gpu_ids())
 
     def warn_of_sharing(self, sweep_dir: Path, num_jobs: int) -> None:
         """Say, before the first trial, when trials running at once share the machine's

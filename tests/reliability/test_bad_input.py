@@ -54,6 +54,7 @@ CASES = [
     ("hparams.lr=${oc.env:AEFF_UNSET}", ["Environment variable 'AEFF_UNSET' not found"]),
     ("workload.idx_dir=gs://bucket/mnist", ["workload.idx_dir='gs://bucket/mnist'", "not a URL"]),
     (f"workload.idx_dir={NOT_A_FOLDER}", ["workload.idx_dir=", "a folder, not a file"]),
+    ("workload.idx_dir=/no/such/mnist", ["workload.idx_dir='/no/such/mnist'", "IDX files"]),
     (f"submission_path={NOT_PYTHON}", ["not a Python file: its name must end in .py"]),
     (
         f"submission_path={PLAIN_SGD} hparams.lr=0.5",
