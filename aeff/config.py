@@ -58,6 +58,11 @@ class SearchConfig:
         )
 
 
+# `objective=`: the one number a job returns to a sweeper that optimises (Optuna's):
+# time_to_target (the budget where the target was missed) or final.<metric>.
+OBJECTIVES = ("time_to_target",)
+
+
 @dataclass
 class DevicesConfig:
     """Which local devices a trial uses (aeff/devices.py)."""
@@ -110,9 +115,19 @@ class TrialConfig:
     submission_path: str | None = None  # a Python file defining the submission
     workload_path: str | None = None  # a Python file defining the workload
     tuning_search_space: str | None = None  # a JSON or YAML search space (sweeps)
+    hparams_search: Any = None  # a preset for another sweeper (conf/hparams_search/)
+    objective: str | None = None  # what a job returns to such a sweeper: see OBJECTIVES
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
+        require(
+            self.objective is None
+            or self.objective in OBJECTIVES
+            or self.objective.startswith("final."),
+            "objective",
+            f"null, {', '.join(OBJECTIVES)} or final.<metric>",
+            self.objective,
+        )
         require(
             self.rng_seed is None or 0 <= self.rng_seed < 2**32,
             "rng_seed",

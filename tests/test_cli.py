@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from helpers import REPO, data_overrides, run_aeff, run_sweep
 from omegaconf import OmegaConf
 
 from aeff.cli import hydra_job
-from aeff.cli.app import resume_hint
+from aeff.cli.app import objective_value, resume_hint
 from aeff.cli.hydra_job import typed_overrides
-from aeff.errors import TrialInterrupted
+from aeff.errors import ConfigError, TrialInterrupted
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
 
@@ -221,3 +222,19 @@ def test_compiled_programs_are_cached_for_the_next_process(tmp_path, mnist_data_
     assert len(entries) > 10  # the step, the evaluation and the small programs around them
     assert run_aeff(args, tmp_path).returncode == 0
     assert set(cache.iterdir()) == entries  # the second process compiled nothing new
+
+
+def test_a_jobs_objective_is_its_time_to_target_the_budget_if_missed_or_a_final_metric():
+    """What Optuna's sweeper gets (`objective=`): one number a trial."""
+    metrics = {"validation.accuracy": 0.97, "validation.loss": 0.1}
+    reached = types.SimpleNamespace(time_to_target=4.5, final_metrics=metrics)
+    missed = types.SimpleNamespace(time_to_target=None, final_metrics=metrics)
+    assert objective_value(reached, "time_to_target", 60.0) == 4.5
+    assert objective_value(missed, "time_to_target", 60.0) == 60.0
+    assert objective_value(missed, "final.validation.loss", 60.0) == 0.1
+    with pytest.raises(ConfigError) as refused:
+        objective_value(missed, "final.test.loss", 60.0)
+    assert str(refused.value) == (
+        "objective=final.test.loss: the trial has no final test.loss; it has "
+        "validation.accuracy, validation.loss."
+    )

@@ -55,6 +55,7 @@ def test_meta_labels_are_accepted(compose_config):
         ("+hparams.momentum=0.9", ["hparams.momentum", "lr, one_minus_beta_1"]),
         ("batch_size=0", ["batch_size", "positive"]),
         ("max_steps=0", ["max_steps", "positive"]),
+        ("objective=speed", ["objective='speed'", "time_to_target or final.<metric>"]),
         ("workload.max_allowed_runtime_sec=-1", ["workload.max_allowed_runtime_sec", "> 0"]),
         ("workload.eval_period_time_sec=0", ["workload.eval_period_time_sec", "> 0"]),
         ("workload.hidden_width=0", ["workload.hidden_width", "[1, 65536]"]),
@@ -239,7 +240,7 @@ def every_file_trial(tmp_path_factory) -> Trial:
                 f"tuning_search_space={folder / 'space.json'}",
                 "+meta.study=demo",
                 "workload.data_dir=/data",
-                "workload.idx_dir=/idx",
+                f"workload.idx_dir={folder}",
             ]
         )
     )

@@ -6,7 +6,7 @@ import shlex
 import pandas as pd
 import pytest
 import yaml
-from helpers import data_overrides, run_aeff
+from helpers import data_overrides, run_aeff, run_sweep
 
 from aeff import results
 from hydra_plugins.aeff_sweeper import aeff_sweeper
@@ -232,3 +232,25 @@ def test_a_trials_recorded_command_runs_it_again_with_the_same_rows(
     assert list(again["global_step"]) == list(rows["global_step"]) == [4, 8]
     for column in ("train.loss", "validation.loss", "validation.accuracy"):
         assert again[column].to_numpy() == pytest.approx(rows[column].to_numpy(), abs=1e-6)
+
+
+@pytest.mark.slow  # three Optuna trials of 20 steps in processes: 20 s
+def test_optunas_sweeper_gets_each_trials_objective_and_the_sweep_aeffs_report(
+    tmp_path, mnist_data_dir
+):
+    """lightning-hydra-template's habit: `hydra/sweeper=optuna` with a preset. Each job
+    returns its time to target (the budget where it missed), Optuna's results name the
+    best, and the sweep dir gets summary.csv, sweep.json and report.html as aeff's own."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra")
+    args = ["hydra/sweeper=optuna", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3"]
+    args += ["max_steps=20", "eval_every_steps=10", "workload.target_value=0.5"]
+    sweep = run_sweep([*args, *data_overrides(mnist_data_dir)], tmp_path)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert len(summary) == 3 and set(summary["status"]) == {"completed"}
+    times = summary["time_to_target"].fillna(60.0)  # the budget where missed
+    assert best["best_value"] == pytest.approx(times.min())
+    lr = best["best_params"]["hparams.lr"]
+    assert 1e-4 <= lr <= 1e-2 and summary["hparams.lr"][times.idxmin()] == pytest.approx(lr)
+    report = json.loads((sweep / "sweep.json").read_text())
+    assert report["num_trials"] == 3 and (sweep / "report.html").exists()

@@ -93,6 +93,19 @@ class RunDirCallback(Callback):
         with errors_end_the_process():
             writable_or_raise(records_dir(config, "sweep").absolute())
 
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Another sweeper's sweep (Optuna's) gets aeff's report too; aeff's writes its own."""
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("AeffSweeper"):
+            return
+        from aeff import results
+        from aeff.results.report import write_html_report
+
+        sweep_dir = records_dir(config, "sweep").absolute()
+        summary, sweep = results.write_sweep_report(sweep_dir)
+        page = write_html_report(sweep_dir, summary, sweep)
+        print(results.brief(summary, sweep_dir))
+        print(f"Report: {sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}")
+
 
 def records_dir(config: DictConfig, mode: str) -> Path:
     """The folder `hydra.<mode>.dir` names. An empty one (an unset variable, say) is
@@ -161,7 +174,23 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
         log.exception("The trial failed (its record: %s): %s", run_dir, error)
         sys.exit(errors.exit_status(error))
     log.info("Records of this trial: %s", run_dir)
+    if objective := job.cfg.get("objective"):
+        return objective_value(result, objective, job.cfg.workload.max_allowed_runtime_sec)
     return dataclasses.asdict(result)
+
+
+def objective_value(result: Any, objective: str, budget: float) -> float:
+    """The number an optimising sweeper gets for the trial: its time to target (the
+    budget if it missed the target, diverged included), or a final metric."""
+    if objective == "time_to_target":
+        return budget if result.time_to_target is None else float(result.time_to_target)
+    metric = objective.removeprefix("final.")
+    if metric not in result.final_metrics:
+        raise errors.ConfigError(
+            f"objective={objective}: the trial has no final {metric}; it has "
+            f"{', '.join(sorted(result.final_metrics))}."
+        )
+    return float(result.final_metrics[metric])
 
 
 def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:

@@ -90,6 +90,7 @@ def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
 
 # Overrides that shape a sweep or a run's place, not the trial: a re-run drops them.
 NOT_THE_TRIALS = ("hydra.", "hydra/", "rng_seed=", "resume=", "search.", "search_space=")
+NOT_THE_TRIALS += ("hparams_search=", "objective=")
 
 
 def rerun_command(overrides: list[str], rng_seed: int) -> str:
