@@ -20,6 +20,7 @@ from helpers.wild_adam import WildAdamHParams
 from aeff.errors import ConfigError, TrialInterrupted
 from aeff.interrupts import interrupts_noted
 from aeff.submissions.nesterov import NesterovHParams
+from aeff.training import loop as training_loop
 from aeff.training import programs
 from aeff.training.checkpoints import TrialCheckpoints
 from aeff.training.loop import Loop, Member, limits_of, run_trial
@@ -187,6 +188,17 @@ def test_max_steps_ends_each_trial_at_it_and_hands_over_each_result(workload):
     assert p.steps_per_epoch == 24
     second_epoch = [programs.epoch_order(seed, 24, p.num_train) for _, _, seed in THREE]
     np.testing.assert_array_equal(np.asarray(loop.stream.order)[0], np.stack(second_epoch))
+
+
+def test_a_large_groups_rows_stay_off_the_console(workload, monkeypatch, caplog):
+    """Above ROWS_ON_CONSOLE trials (here 2, for a group of 3), rows are DEBUG lines."""
+    monkeypatch.setattr(training_loop, "ROWS_ON_CONSOLE", 2)
+    members = members_of(THREE)
+    limits = limits_of(workload, max_steps=20, eval_every_steps=20)
+    with caplog.at_level(logging.DEBUG, logger="aeff.training.loop"):
+        Loop(prepared(workload, SUBMISSION, members, limits, 4), members, limits).run()
+    rows = [r for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(rows) >= 3 and {r.levelno for r in rows} == {logging.DEBUG}
 
 
 EVAL_COLUMNS = ("global_step", "epoch", *METRIC_NAMES)

@@ -40,6 +40,11 @@ from aeff.training.prepare import Clock, Prepared, prepare, warm_up
 
 log = logging.getLogger(__name__)
 
+# A group of more trials logs each one's rows at DEBUG, not on the console: 64 trials'
+# rows were 6,148 console lines. metrics.csv holds every row; the console, each trial's
+# start and end.
+ROWS_ON_CONSOLE = 8
+
 
 @dataclasses.dataclass
 class TrialResult:
@@ -397,7 +402,8 @@ class Loop:
         )
         trial.loss_mark = (at.train_loss_sum, at.train_loss_count)
         self.progress.clear()
-        log.info(
+        log.log(
+            logging.INFO if len(self.trials) <= ROWS_ON_CONSOLE else logging.DEBUG,
             "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
             at.global_step,
             at.submission_time,
