@@ -350,10 +350,8 @@ def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config,
         assert (tmp_path / str(job) / "config_resolved.yaml").exists()  # begun whole
 
 
-@pytest.mark.parametrize(
-    ("from_step", "its_rows"),
-    [(0, []), pytest.param(6, [4], marks=pytest.mark.slow)],  # mid-training: 3 compilations
-)
+@pytest.mark.slow  # each trial's program alone, then the rest's: 8-15 s each
+@pytest.mark.parametrize(("from_step", "its_rows"), [(0, []), (6, [4])])
 def test_a_trial_whose_own_code_crashes_fails_alone_and_the_others_train_on(
     tmp_path, trial_config, from_step, its_rows
 ):

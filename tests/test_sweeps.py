@@ -6,9 +6,9 @@ import shlex
 import pandas as pd
 import pytest
 import yaml
-from helpers import data_overrides, run_aeff, run_sweep
+from helpers import REPO, data_overrides, run_aeff, run_sweep
 
-from aeff import results
+from aeff import results, search
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 FLAKY_WORKLOAD = '''
@@ -73,7 +73,9 @@ def sampled_lrs(sweep_dir):
 
 
 @pytest.mark.slow
-def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, mnist_data_dir):
+def test_a_sampled_sweep_trains_and_records_the_points_its_seed_gives(tmp_path, mnist_data_dir):
+    """The trials run the space's points for `search.seed` (`aeff.search.sample`, whose
+    reproducibility test_search.py pins), each recorded with its sampled values."""
     args = [
         "-m",
         "search_space=mnist_adam",
@@ -82,13 +84,14 @@ def test_sampled_sweep_is_in_range_and_reproducible(tmp_path, mnist_data_dir):
         "debug=short",
         *data_overrides(mnist_data_dir),
     ]
-    for _ in range(2):
-        out = run_aeff(args, tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-    first, second = sweep_dirs(tmp_path)
+    out = run_aeff(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (first,) = sweep_dirs(tmp_path)
     lrs = sampled_lrs(first)
+    space = yaml.safe_load((REPO / "conf" / "search_space" / "mnist_adam.yaml").read_text())
+    points = search.sample(search.parse_space(space), 4, seed=0)
+    assert lrs == [point["hparams.lr"] for point in points]
     assert len(set(lrs)) == 4 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
-    assert sampled_lrs(second) == lrs
     summary = pd.read_csv(first / "summary.csv")
     assert len(summary) == 4 and set(summary["status"]) == {"completed"}
     assert sorted(summary["hparams.lr"]) == pytest.approx(sorted(lrs))

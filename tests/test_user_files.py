@@ -68,6 +68,7 @@ def test_the_docs_submission_trains_with_its_own_hparams_and_is_recorded(
     assert (tmp_path / "run" / "submission.py").read_bytes() == source.read_bytes()
 
 
+@pytest.mark.slow  # its own model's programs compile: 8 s
 def test_the_docs_workload_trains_with_its_own_model(doc_files, mnist_data_dir, tmp_path):
     source = doc_files / "deeper_mnist.py"
     cfg = short(mnist_data_dir, f"workload_path={source}", "workload.hidden_width=64")
