@@ -553,6 +553,7 @@ def test_the_plan_is_written_redacted_and_an_unreadable_one_is_one_line(tmp_path
     assert results.read_plan(tmp_path) == [["a=1"]] and results.planned_files(tmp_path) is None
     assert results.planned_files(tmp_path / "none") is None
     bad_files = ('{"jobs": [], "files": []}', '{"jobs": [], "files": {"a": 1}}')
+    bad_files += ('{"jobs": [], "sharing": {"x": 1}}',)  # sweep.json would repeat it
     for text in ("{", '{"num_trials": 1}', "[1]", '{"jobs": 5}', *bad_files):
         plan.write_text(text)
         with pytest.raises(ConfigError) as refused:

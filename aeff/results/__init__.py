@@ -96,6 +96,8 @@ def _plan(sweep_dir: Path) -> dict[str, Any] | None:
             raise TypeError
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise TypeError
+        if not isinstance(plan.get("sharing"), str | None):
+            raise TypeError
         return plan
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(

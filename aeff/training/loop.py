@@ -40,9 +40,9 @@ from aeff.training.prepare import Clock, Prepared, prepare, warm_up
 
 log = logging.getLogger(__name__)
 
-# A group of more trials logs each one's rows at DEBUG, not on the console: 64 trials'
-# rows were 6,148 console lines. metrics.csv holds every row; the console, each trial's
-# start and end.
+# A group of more trials logs each one's rows at DEBUG, off the console: 64 trials would
+# print 64 lines at every evaluation. metrics.csv holds every row; the console, each
+# trial's start and end.
 ROWS_ON_CONSOLE = 8
 
 
