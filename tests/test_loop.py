@@ -743,50 +743,46 @@ WALL_BEFORE = 5000.0
 
 
 class ResumedCheckpoints(RecordingCheckpoints):
-    """Restores step 4 of a trial that had run WALL_BEFORE seconds of wall time."""
+    """Restores a checkpoint of `step` with `counters` (Counters' fields) beside it."""
+
+    def __init__(self, **counters):
+        super().__init__()
+        self.counters = counters
 
     def restore(self, template, step):
-        counters = Counters(global_start_time=0.0, global_step=step, wall_time=WALL_BEFORE)
+        counters = Counters(global_start_time=0.0, global_step=step, **self.counters)
         return template._replace(global_step=np.int32(step)), dataclasses.asdict(counters)
 
 
-def test_a_resumed_trial_says_so_and_carries_its_wall_time_on(mnist, caplog):
+def resumed(mnist, step: int, **counters):
+    """A trial of max_steps=8 continued from step `step`: its result, its rows and the
+    fake clock when it began training."""
     CLOCK.now, SCRIPT[:] = 0.0, [0.5]
     workload, rows = mnist(), []
     limits = limits_of(workload, max_steps=8, eval_every_steps=4)
     prepared = prepare(
         workload, TimedAdam(), [AdamHParams()], [0], limits, steps_per_dispatch=8, clock=CLOCK
     )
+    checkpoints = ResumedCheckpoints(**counters)
     member = Member(
-        AdamHParams(), 0, on_eval=rows.append, checkpoints=ResumedCheckpoints(), resume_from=4
+        AdamHParams(), 0, on_eval=rows.append, checkpoints=checkpoints, resume_from=step
     )
     start = CLOCK.now
+    [result] = Loop(prepared, [member], limits, CLOCK).run()
+    return result, rows, start
+
+
+def test_a_resumed_trial_says_so_and_carries_its_wall_time_on(mnist, caplog):
     with caplog.at_level(logging.INFO, logger="aeff.training.loop"):
-        [result] = Loop(prepared, [member], limits, CLOCK).run()
+        result, rows, start = resumed(mnist, 4, wall_time=WALL_BEFORE)
     assert caplog.records[0].getMessage() == "Resumed from the checkpoint at step 4."
     assert [row["global_step"] for row in rows] == [8]
     assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + CLOCK.now - start
 
 
-class FinishedCheckpoints(RecordingCheckpoints):
-    """Restores step 8 of a trial killed as it recorded its end at max_steps=8."""
-
-    def restore(self, template, step):
-        counters = Counters(global_start_time=0.0, global_step=step, last_eval_step=step)
-        return template._replace(global_step=np.int32(step)), dataclasses.asdict(counters)
-
-
 def test_a_trial_resumed_at_its_last_step_ends_there_without_a_step_more(mnist):
-    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
-    workload, rows = mnist(), []
-    limits = limits_of(workload, max_steps=8, eval_every_steps=4)
-    prepared = prepare(
-        workload, TimedAdam(), [AdamHParams()], [0], limits, steps_per_dispatch=8, clock=CLOCK
-    )
-    member = Member(
-        AdamHParams(), 0, on_eval=rows.append, checkpoints=FinishedCheckpoints(), resume_from=8
-    )
-    [result] = Loop(prepared, [member], limits, CLOCK).run()
+    """Killed as it recorded its end at max_steps=8, after its last checkpoint."""
+    result, rows, _ = resumed(mnist, 8, last_eval_step=8)
     assert (result.status, result.global_step, rows) == ("completed", 8, [])
 
 
