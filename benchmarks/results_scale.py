@@ -20,6 +20,7 @@ from aeff.records.concat import concatenate_csvs
 from aeff.records.files import write_json_atomically
 from aeff.records.run_dir import METADATA, METRICS
 from aeff.results import plot, write_plan, write_sweep_report
+from aeff.results.report import write_html_report, write_reports
 
 GOALS = {"summary": 10.0, "plot": 20.0}  # seconds, N = 10,000
 
@@ -68,6 +69,11 @@ def main() -> None:
         shutil.rmtree(folder / "seed")
         seconds = {
             "summary": timed("summary", lambda: write_sweep_report(sweep)),
+            "reports": timed("summary with report.html", lambda: write_reports(sweep)),
+            "reports, rows read twice": timed(
+                "the same, rows read again for report.html",
+                lambda: write_html_report(sweep, *write_sweep_report(sweep)),
+            ),
             "concat": timed("concat", lambda: concatenate_csvs(sweep)),
             "plot": timed(
                 "plot", lambda: plot(sweep, "global_step", "validation.accuracy", sweep / "p.png")
@@ -77,7 +83,7 @@ def main() -> None:
     for what, spent in seconds.items():
         goal = GOALS.get(what)
         against = f" (goal at 10,000 trials: <= {goal:g} s)" if goal else ""
-        print(f"  {what:8s} {spent:6.2f} s, {1000 * spent / n:.2f} ms a trial{against}")
+        print(f"  {what:24s} {spent:6.2f} s, {1000 * spent / n:.2f} ms a trial{against}")
 
 
 if __name__ == "__main__":

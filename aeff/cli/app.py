@@ -98,11 +98,10 @@ class RunDirCallback(Callback):
         if str(config.hydra.sweeper.get("_target_", "")).endswith("AeffSweeper"):
             return
         from aeff import results
-        from aeff.results.report import write_html_report
+        from aeff.results.report import write_reports
 
         sweep_dir = records_dir(config, "sweep").absolute()
-        summary, sweep = results.write_sweep_report(sweep_dir)
-        page = write_html_report(sweep_dir, summary, sweep)
+        summary, _, page = write_reports(sweep_dir)
         print(results.brief(summary, sweep_dir))
         print(f"Report: {sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}")
 

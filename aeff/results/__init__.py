@@ -302,7 +302,9 @@ def as_value(value: object) -> str:
 
 
 def write_sweep_report(
-    sweep_dir: Path, ended: Mapping[int, str | None] | None = None
+    sweep_dir: Path,
+    ended: Mapping[int, str | None] | None = None,
+    metrics: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """`summary.csv` and `sweep.json`: every trial, the best one and AlgoPerf's score.
 
@@ -311,7 +313,7 @@ def write_sweep_report(
     planned trial that never started are not, whatever their rows say. A trial that ran
     unrecorded (logging=off) has no result and is no failure. `ended`: see `summary`.
     """
-    table = summary(sweep_dir, ended)
+    table = summary(sweep_dir, ended, metrics)
     write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
     finished = table[table["status"].isin(FINISHED)] if len(table) else table
     reached = finished.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]

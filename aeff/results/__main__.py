@@ -13,7 +13,7 @@ from aeff import errors
 from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of, load_metrics
 from aeff.results import PLAN, as_text, plot, summary, write_sweep_report
-from aeff.results.report import write_html_report
+from aeff.results.report import write_reports
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +60,7 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "report":
         if not (args.path / PLAN).is_file():
             raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
-        print(write_html_report(args.path, *write_sweep_report(args.path)))
+        print(write_reports(args.path)[2])
     elif (folder / PLAN).exists():  # a sweep dir: its report is written there
         frame, report = write_sweep_report(folder)
         print(as_text(frame, folder))

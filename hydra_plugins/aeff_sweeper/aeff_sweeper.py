@@ -316,10 +316,9 @@ class AeffSweeper(Sweeper):
 
     def report(self, sweep_dir: Path, ended: dict[int, str | None] | None = None) -> None:
         from aeff import results
-        from aeff.results.report import write_html_report
+        from aeff.results.report import write_reports
 
-        summary, sweep = results.write_sweep_report(sweep_dir, ended)
-        page = write_html_report(sweep_dir, summary, sweep)
+        summary, sweep, page = write_reports(sweep_dir, ended)
         print(results.brief(summary, sweep_dir))
         unrecorded = sweep["num_unrecorded"]
         print(
