@@ -115,7 +115,6 @@ class TrialConfig:
     submission_path: str | None = None  # a Python file defining the submission
     workload_path: str | None = None  # a Python file defining the workload
     tuning_search_space: str | None = None  # a JSON or YAML search space (sweeps)
-    hparams_search: Any = None  # a preset for another sweeper (conf/hparams_search/)
     objective: str | None = None  # what a job returns to such a sweeper: see OBJECTIVES
 
     def __post_init__(self) -> None:

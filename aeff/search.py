@@ -93,9 +93,9 @@ def _dimension(key: str, spec: Mapping[str, Any], where: str = "") -> Dimension:
 def interval(key: str, low: float, high: float, log_scale: bool) -> Dimension:
     """A command line's `key=interval(low,high)` (`tag(log, interval(...))` on a log
     scale): a float range sampled with the search space's dimensions."""
-    where = f"{key}={'tag(log, ' if log_scale else ''}interval({low!r}, {high!r})"
+    text = f"interval({low!r}, {high!r})"
     spec = {"min": low, "max": high, "scale": "log" if log_scale else "linear"}
-    return _dimension(key, spec, where + (")" if log_scale else ""))
+    return _dimension(key, spec, f"{key}={f'tag(log, {text})' if log_scale else text}")
 
 
 def _choices(where: str, values: list | tuple) -> tuple[Any, ...]:

@@ -1,2 +1,2 @@
-"""The Hydra adapters: the app (`python -m aeff`), a job's trial, aeff's sweeper and the
-vectorized launcher. Hydra finds the last two through `hydra_plugins/`."""
+"""The Hydra adapters: the app (`python -m aeff`) and what a job hands its trial. aeff's
+sweeper and the vectorized launcher are Hydra plugins, in `hydra_plugins/`."""

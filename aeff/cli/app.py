@@ -97,13 +97,7 @@ class RunDirCallback(Callback):
         """Another sweeper's sweep (Optuna's) gets aeff's report too; aeff's writes its own."""
         if str(config.hydra.sweeper.get("_target_", "")).endswith("AeffSweeper"):
             return
-        from aeff import results
-        from aeff.results.report import write_reports
-
-        sweep_dir = records_dir(config, "sweep").absolute()
-        summary, _, page = write_reports(sweep_dir)
-        print(results.brief(summary, sweep_dir))
-        print(f"Report: {sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}")
+        aeff_sweeper.write_and_print_report(records_dir(config, "sweep").absolute())
 
 
 def records_dir(config: DictConfig, mode: str) -> Path:

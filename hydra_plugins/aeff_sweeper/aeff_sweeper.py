@@ -63,6 +63,23 @@ ConfigStore.instance().store(
 failed_trials: list[str] = []
 
 
+def write_and_print_report(sweep_dir: Path, ended: dict[int, str | None] | None = None) -> dict:
+    """A sweep's report files, and its brief report on the console; its sweep.json."""
+    from aeff import results
+    from aeff.results.report import write_reports
+
+    summary, sweep, page = write_reports(sweep_dir, ended)
+    print(results.brief(summary, sweep_dir))
+    unrecorded = sweep["num_unrecorded"]
+    print(
+        f"{sweep['num_trials']} trials, {results.count_failed(summary)} failed"
+        + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
+        + f", score (least time to target) {sweep['score']}. Report: "
+        f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}"
+    )
+    return sweep
+
+
 class AeffSweeper(Sweeper):
     def __init__(self, max_batch_size: int | None = None, stop_wait_sec: float = 60.0) -> None:
         self.max_batch_size = max_batch_size
@@ -316,17 +333,8 @@ class AeffSweeper(Sweeper):
 
     def report(self, sweep_dir: Path, ended: dict[int, str | None] | None = None) -> None:
         from aeff import results
-        from aeff.results.report import write_reports
 
-        summary, sweep, page = write_reports(sweep_dir, ended)
-        print(results.brief(summary, sweep_dir))
-        unrecorded = sweep["num_unrecorded"]
-        print(
-            f"{sweep['num_trials']} trials, {results.count_failed(summary)} failed"
-            + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
-            + f", score (least time to target) {sweep['score']}. Report: "
-            f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}"
-        )
+        sweep = write_and_print_report(sweep_dir, ended)
         failed_trials[:] = sweep["failed"]
         if failed_trials:
             named = ", ".join(failed_trials[:NAMED_FAILURES])
