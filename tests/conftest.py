@@ -1,5 +1,6 @@
-"""Shared fixtures: the real MNIST files, a tfds data folder prepared once, composed configs."""
+"""Shared fixtures: the real MNIST files, data dirs prepared once, composed configs."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import MNIST_IDX_DIR, data_overrides
+from helpers import HELPERS, MNIST_IDX_DIR, data_overrides
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
@@ -31,26 +32,22 @@ def mnist_idx_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mnist_data_dir(tmp_path_factory, mnist_idx_dir) -> Path:
-    """A data dir holding aeff's numpy cache of the bundled MNIST, written with numpy alone
-    (a second, not tfds's 30-50 s preparation): trials load it as they would after their
-    first run. The tfds path itself is tested in test_data.py."""
+def mnist_data_dir(tmp_path_factory) -> Path:
+    """A data dir where MNIST is prepared from the bundled IDX files, as a first run
+    does (a second): later trials load its numpy cache."""
     data_dir = tmp_path_factory.mktemp("mnist_cache")
-    cache = data_dir / mnist_data.TFDS_NAME / mnist_data.TFDS_VERSION / mnist_data.CACHE_NAME
-    mnist_data._save_atomically(cache, mnist_data.read_idx_dir(mnist_idx_dir))
+    mnist_data.load_mnist(data_dir, None)
     return data_dir
 
 
 @pytest.fixture(scope="session")
-def tfds_data_dir(tmp_path_factory, mnist_idx_dir) -> Path:
-    """tfds `mnist` prepared from the bundled IDX files, once per test session (in a child
-    process, so TensorFlow never enters the test process)."""
+def tfds_data_dir(tmp_path_factory) -> Path:
+    """tfds `mnist` prepared by tfds itself from the bundled IDX files, once per test
+    session (in a child process, so TensorFlow never enters the test process)."""
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        pytest.skip("the tfds extra is not installed: pip install -e '.[dev,tfds]'")
     data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
-    code = (
-        "import sys; from pathlib import Path; from aeff.workloads.mnist_data import load_mnist;"
-        "load_mnist(Path(sys.argv[1]), Path(sys.argv[2]))"
-    )
-    subprocess.run([sys.executable, "-c", code, data_dir, mnist_idx_dir], check=True)
+    subprocess.run([sys.executable, HELPERS / "tfds_mnist.py", data_dir], check=True)
     return data_dir
 
 

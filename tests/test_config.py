@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import jax
 import pytest
 from helpers import HELPERS
 from hydra.errors import ConfigCompositionException
@@ -26,6 +27,25 @@ def test_default_config_builds_typed_objects(compose_config):
     assert trial.submission == Adam(batch_size=1024)
     assert isinstance(trial.hparams, AdamHParams)
     assert trial.settings.rng_seed is None
+
+
+@pytest.mark.parametrize(
+    ("variant", "differs"),
+    [
+        ("mnist_relu", {"activation": "relu"}),
+        ("mnist_deep", {"num_hidden_layers": 3}),
+        ("mnist_loss", {"target_metric": "validation.loss"}),
+    ],
+)
+def test_a_workload_variant_is_its_own_workload_with_its_own_name(compose_config, variant, differs):
+    trial = check_trial(compose_config(f"workload={variant}"))
+    assert trial.workload.name == trial.record["workload"] == variant
+    base = MnistWorkload()
+    assert {k: v for k, v in differs.items() if getattr(base, k) != v} == differs
+    for key, value in differs.items():
+        assert getattr(trial.workload, key) == value
+    num_layers = len(trial.workload.init_params(jax.random.key(0)))
+    assert num_layers == trial.workload.num_hidden_layers + 1
 
 
 def test_overrides_are_typed(compose_config):
@@ -60,6 +80,8 @@ def test_meta_labels_are_accepted(compose_config):
         ("workload.eval_period_time_sec=0", ["workload.eval_period_time_sec", "> 0"]),
         ("workload.hidden_width=0", ["workload.hidden_width", "[1, 65536]"]),
         ("workload.hidden_width=1000000000", ["workload.hidden_width", "[1, 65536]"]),
+        ("workload.num_hidden_layers=0", ["workload.num_hidden_layers", "[1, 64]"]),
+        ("workload.activation=swish", ["workload.activation", "'sigmoid', 'relu', 'tanh'"]),
         ("workload.eval_batch_size=100000000000", ["workload.eval_batch_size", "[1, 60000]"]),
         (
             "workload.target_metric=train.accuracy",
@@ -194,6 +216,8 @@ IDENTITY_KEYS = [
     "workload.pixel_mean",
     "workload.pixel_std",
     "workload.hidden_width",
+    "workload.num_hidden_layers",
+    "workload.activation",
     "workload.eval_batch_size",
     "workload.target_metric",
     "workload.target_value",

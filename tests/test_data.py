@@ -69,70 +69,84 @@ def test_wrong_file_is_refused(idx_copy):
         read_idx_dir(idx_copy)
 
 
-def test_no_data_and_no_network_says_what_to_do(tmp_path, monkeypatch):
-    """Nothing prepared, no IDX files bundled and a failing download: a clear error."""
+def test_no_idx_files_and_nothing_prepared_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist_data, "bundled_idx_dir", lambda: tmp_path / "none")
-
-    class OfflineBuilder:
-        def download_and_prepare(self):
-            raise ConnectionError("no network")
-
     with pytest.raises(DataError) as error:
-        mnist_data._prepare(None, OfflineBuilder(), tmp_path, None)
-    assert "download failed (ConnectionError)" in str(error.value)
-    assert "workload.idx_dir=" in str(error.value)
+        load_mnist(tmp_path / "data", None)
+    assert "is missing from" in str(error.value) and "workload.idx_dir=" in str(error.value)
 
 
 def test_a_data_dir_that_cannot_be_made_is_named_with_the_way_out(tmp_path, monkeypatch):
     """An OSError while preparing (a folder it cannot make, a full disk) is one line."""
     (tmp_path / "file").write_text("")
     data_dir = tmp_path / "file" / "data"  # below a file: no folder can be made there
-
-    def make_folders(data_dir, idx_dir):  # what tfds's download manager does first
-        (data_dir / "downloads").mkdir(parents=True)
-
-    monkeypatch.setattr(mnist_data, "_read_through_tfds", make_folders)
     with pytest.raises(DataError) as error:
         mnist_data.load_mnist(data_dir, None)
     assert str(error.value) == (
-        f"cannot prepare MNIST in {data_dir}: Not a directory ({data_dir / 'downloads'}). "
+        f"cannot prepare MNIST in {data_dir}: Not a directory ({data_dir / 'mnist' / '3.0.1'}). "
         "Choose a folder you can write as workload.data_dir, or free space."
     )
 
-    def full_disk(data_dir, idx_dir):  # a write's error names no file
+    def full_disk(path, data):  # a write's error names no file
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(mnist_data, "_read_through_tfds", full_disk)
+    monkeypatch.setattr(mnist_data, "_write_atomically", full_disk)
     with pytest.raises(DataError, match=r"in \S+/data: No space left on device\. Choose"):
-        mnist_data.load_mnist(data_dir, None)
+        mnist_data.load_mnist(tmp_path / "data", None)
 
 
-def test_bad_files_are_refused_before_tfds_writes_anything(tmp_path, idx_copy):
+def test_bad_files_are_refused_before_anything_is_written(tmp_path, idx_copy):
     (idx_copy / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz"):
-        mnist_data._prepare(None, None, tmp_path / "tfds", idx_copy)
-    assert not (tmp_path / "tfds").exists()
+        load_mnist(tmp_path / "data", idx_copy)
+    assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.slow
-def test_prepared_data_loads_without_tensorflow(tfds_data_dir, mnist_idx_dir):
+def test_a_first_run_prepares_mnist_without_tensorflow(tmp_path):
     code = (
-        "import sys; from pathlib import Path; from aeff.workloads.mnist import MnistWorkload;"
+        "import sys; from aeff.workloads.mnist import MnistWorkload;"
         "s = MnistWorkload(data_dir=sys.argv[1]).load_splits();"
         "print(len(s.train.labels), len(s.validation.labels), len(s.test.labels),"
         " 'tensorflow' in sys.modules)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, tfds_data_dir], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, tmp_path], capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["50000", "10000", "10000", "False"]
+    assert (tmp_path / "mnist" / "3.0.1" / mnist_data.CACHE_NAME).exists()
+
+
+def test_tfds_data_without_tensorflow_installed_is_one_line_with_the_way_out(tmp_path, monkeypatch):
+    prepared = tmp_path / "mnist" / "3.0.1"
+    prepared.mkdir(parents=True)
+    (prepared / "dataset_info.json").write_text("{}")
+
+    def no_tensorflow():
+        raise ImportError("No module named 'tensorflow'")
+
+    monkeypatch.setattr(mnist_data, "_import_tfds", no_tensorflow)
+    with pytest.raises(DataError) as error:
+        load_mnist(tmp_path, None)
+    assert str(error.value) == (
+        f"tfds's mnist is prepared in {tmp_path}; reading it needs TensorFlow: pip install "
+        "'aeff[tfds]', or choose another workload.data_dir and aeff prepares MNIST from its "
+        "IDX files without it."
+    )
 
 
 @pytest.mark.slow
-def test_splits_are_fixed_disjoint_and_normalised(tfds_data_dir, mnist_idx_dir):
-    arrays = load_mnist(tfds_data_dir, mnist_idx_dir)
+def test_data_prepared_by_tfds_reads_back_as_aeff_prepares_it(tfds_data_dir, mnist_idx_dir):
+    """The same examples in the same order: trials train alike on either."""
+    through_tfds = load_mnist(tfds_data_dir, None)
+    by_aeff = mnist_data.in_tfds_order(read_idx_dir(mnist_idx_dir))
+    for name in mnist_data.MnistArrays._fields:
+        np.testing.assert_array_equal(getattr(through_tfds, name), getattr(by_aeff, name))
+
+
+def test_splits_are_fixed_disjoint_and_normalised(mnist_data_dir, mnist_idx_dir):
+    arrays = load_mnist(mnist_data_dir, None)
     raw = read_idx_dir(mnist_idx_dir)
-    for split in ("train", "test"):  # tfds holds the verified files' examples, reordered
+    for split in ("train", "test"):  # the verified files' examples, reordered
 
         def examples(a, split=split):
             return sorted(
@@ -145,9 +159,9 @@ def test_splits_are_fixed_disjoint_and_normalised(tfds_data_dir, mnist_idx_dir):
 
         assert examples(arrays) == examples(raw)
 
-    workload = MnistWorkload(data_dir=str(tfds_data_dir))
+    workload = MnistWorkload(data_dir=str(mnist_data_dir))
     splits = workload.load_splits()
-    again = MnistWorkload(data_dir=str(tfds_data_dir)).load_splits()
+    again = MnistWorkload(data_dir=str(mnist_data_dir)).load_splits()
     np.testing.assert_array_equal(splits.validation.inputs, again.validation.inputs)
     np.testing.assert_array_equal(splits.test.inputs[..., 0], arrays.test_images)
     np.testing.assert_allclose(

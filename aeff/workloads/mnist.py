@@ -1,4 +1,10 @@
-"""MNIST classification with AlgoPerf's MLP (784-128 sigmoid-10)."""
+"""MNIST classification with AlgoPerf's MLP (784-128 sigmoid-10), and variants of it.
+
+The variants change what AlgoPerf's workload variants change (the activation, the
+depth, the target metric), each with its own name and a target measured with the
+reference algorithm (docs/comparing-algorithms.md), so that a comparison over
+workloads has more than one workload to go on.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +30,20 @@ METRIC_NAMES = (
 )
 
 
+ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu}
+
+
 class Mlp(nn.Module):
     hidden_width: int
+    num_hidden_layers: int = 1
+    activation: str = "sigmoid"
     num_classes: int = 10
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
-        x = nn.sigmoid(nn.Dense(self.hidden_width)(x))
+        for _ in range(self.num_hidden_layers):
+            x = ACTIVATIONS[self.activation](nn.Dense(self.hidden_width)(x))
         return nn.Dense(self.num_classes)(x)
 
 
@@ -53,6 +65,8 @@ class MnistWorkload(Workload):
     pixel_mean: float = 0.1307  # of pixels / 255
     pixel_std: float = 0.3081
     hidden_width: int = 128
+    num_hidden_layers: int = 1
+    activation: str = "sigmoid"
     eval_batch_size: int = 10_000
     target_metric: str = "validation.accuracy"
     target_value: float = 0.97
@@ -68,7 +82,11 @@ class MnistWorkload(Workload):
         )
         # Bounded by what the data and a machine allow: a typo such as 1e11 would
         # otherwise ask numpy for hundreds of GiB before anything says why.
-        for key, most in (("hidden_width", 1 << 16), ("eval_batch_size", 60_000)):
+        for key, most in (
+            ("hidden_width", 1 << 16),
+            ("num_hidden_layers", 64),
+            ("eval_batch_size", 60_000),
+        ):
             value = getattr(self, key)
             require(0 < value <= most, key, f"an integer in [1, {most}]", value)
         for key in ("max_allowed_runtime_sec", "eval_period_time_sec", "pixel_std"):
@@ -76,6 +94,12 @@ class MnistWorkload(Workload):
         # A mean of pixels / 255 lies in [0, 1]: inf or nan made every input nan, a trial
         # that "diverged" at its first step, and 127 (pixels, not / 255) is a typo.
         require_unit_interval("pixel_mean", self.pixel_mean)
+        require(
+            self.activation in ACTIVATIONS,
+            "activation",
+            f"one of {tuple(ACTIVATIONS)}",
+            self.activation,
+        )
         require(
             self.target_metric in METRIC_NAMES,
             "target_metric",
@@ -122,14 +146,17 @@ class MnistWorkload(Workload):
         return HostSplit(images[..., None], labels.astype(np.int32))
 
     def init_params(self, rng: jax.Array) -> Params:
-        return Mlp(self.hidden_width).init(rng, jnp.zeros((1, 28, 28, 1)))["params"]
+        return self._model().init(rng, jnp.zeros((1, 28, 28, 1)))["params"]
 
     def preprocess(self, inputs: jax.Array) -> jax.Array:
         """Bytes / 255, standardised."""
         return (inputs.astype(jnp.float32) / 255.0 - self.pixel_mean) / self.pixel_std
 
     def apply_model(self, params: Params, inputs: jax.Array) -> jax.Array:
-        return Mlp(self.hidden_width).apply({"params": params}, inputs)
+        return self._model().apply({"params": params}, inputs)
+
+    def _model(self) -> Mlp:
+        return Mlp(self.hidden_width, self.num_hidden_layers, self.activation)
 
     def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -141,3 +168,26 @@ class MnistWorkload(Workload):
             "loss": jnp.sum(self.loss(logits, batch.labels) * mask),
             "accuracy": jnp.sum(correct * mask),
         }
+
+
+# Variants, after AlgoPerf's: the model or the target changes, and so does the name, so
+# that records and comparisons never take one for another. Their targets are what the
+# reference (Adam, conf/submission/adam.yaml) reached: docs/comparing-algorithms.md.
+@dataclass(frozen=True)
+class MnistReluWorkload(MnistWorkload):
+    name: ClassVar[str] = "mnist_relu"
+    activation: str = "relu"
+    target_value: float = 0.975
+
+
+@dataclass(frozen=True)
+class MnistDeepWorkload(MnistWorkload):
+    name: ClassVar[str] = "mnist_deep"
+    num_hidden_layers: int = 3
+
+
+@dataclass(frozen=True)
+class MnistLossWorkload(MnistWorkload):
+    name: ClassVar[str] = "mnist_loss"
+    target_metric: str = "validation.loss"
+    target_value: float = 0.112

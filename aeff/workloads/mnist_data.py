@@ -1,11 +1,12 @@
-"""MNIST on disk: tfds `mnist`, prepared offline from IDX files, cached as numpy arrays.
+"""MNIST on disk: the four IDX files, checked, in tfds `mnist`'s order, cached as numpy.
 
-The first use imports TensorFlow to prepare (or read) tfds's `mnist`; it then
-saves the decoded arrays beside the tfds data, and every later trial loads those
-with numpy alone, in milliseconds.
+The first use reads the IDX files (bundled, or `workload.idx_dir`), checks each
+against its known sha256, puts the examples in the order tfds `mnist` 3.0.1 reads
+them back, and saves the arrays under `<data_dir>/mnist/3.0.1/`; every later trial
+loads those in a second. Only where tfds's `mnist` is already prepared in the data
+dir does aeff read it through tfds, once (the `tfds` extra, which brings TensorFlow).
 """
 
-import contextlib
 import fcntl
 import gzip
 import hashlib
@@ -55,7 +56,7 @@ IDX_FILES = {
 HOW_TO_FIX = (
     "Give aeff the four standard MNIST IDX files (.gz or raw), e.g. "
     "`workload.idx_dir=/path/to/mnist`, or point `workload.data_dir` at a folder where "
-    "tfds's `mnist` is prepared."
+    "aeff or tfds prepared `mnist`."
 )
 
 
@@ -67,7 +68,7 @@ class MnistArrays(NamedTuple):
 
 
 def default_data_dir() -> Path:
-    """tfds's own default, computed without importing tfds."""
+    """tfds's own default, so data tfds prepared is found; computed without tfds."""
     return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
 
 
@@ -105,32 +106,32 @@ def read_idx_dir(idx_dir: Path) -> MnistArrays:
 
 
 def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
-    """The MNIST arrays: from the cache, else from tfds (prepared from `idx_dir` if need be).
+    """The MNIST arrays: from the cache, else from tfds's `mnist` where it is prepared in
+    `data_dir`, else from the IDX files in `idx_dir` (default: the bundled copy).
 
     One process of a host prepares at a time (parallel trials on an empty data dir
     wait for the first); a cache that does not match the digest written beside it is
     rebuilt.
     """
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    cache = data_dir / TFDS_NAME / TFDS_VERSION / CACHE_NAME
+    tfds_dir = data_dir / TFDS_NAME / TFDS_VERSION
+    cache = tfds_dir / CACHE_NAME
     if (arrays := _read_cache(cache)) is not None:
-        if idx_dir is not None:
-            log.warning(
-                "workload.idx_dir=%s is not read: MNIST is prepared in %s already (remove "
-                "that folder, or choose another workload.data_dir, to prepare it from yours).",
-                idx_dir,
-                data_dir,
-            )
+        _say_unread(idx_dir, f"MNIST is prepared in {data_dir} already")
         return arrays
-    # In the temporary folder: inside tfds's folders tfds took it for a half-made dataset,
-    # and bad IDX files must be refused before anything is made in the data dir.
     key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"aeff-mnist-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if (arrays := _read_cache(cache)) is not None:
             return arrays  # another process prepared it meanwhile
+        if (tfds_dir / "dataset_info.json").exists():
+            _say_unread(idx_dir, f"tfds's mnist is prepared in {data_dir}")
+            arrays = _read_through_tfds(data_dir)
+        else:
+            source = Path(idx_dir).expanduser() if idx_dir else bundled_idx_dir()
+            log.info("Preparing MNIST once from the IDX files in %s", source)
+            arrays = in_tfds_order(read_idx_dir(source))
         try:
-            arrays = _read_through_tfds(data_dir, idx_dir)
             _save_atomically(cache, arrays)
         except OSError as error:  # a folder it cannot make or write, a full disk
             where = f" ({error.filename})" if error.filename else ""
@@ -138,8 +139,46 @@ def load_mnist(data_dir: Path | None, idx_dir: Path | None) -> MnistArrays:
                 f"cannot prepare MNIST in {data_dir}: {error.strerror or error}{where}. "
                 "Choose a folder you can write as workload.data_dir, or free space."
             ) from None
-    log.info("MNIST is ready in %s; later trials load it without TensorFlow.", cache)
+    log.info("MNIST is ready in %s; later trials load it in a second.", cache)
     return arrays
+
+
+def in_tfds_order(arrays: MnistArrays) -> MnistArrays:
+    """The examples in the order tfds `mnist` 3.0.1 stores and reads them back.
+
+    tfds keys example i by i and writes examples sorted by the md5 of the split's
+    name followed by str(i) (tensorflow_datasets/core/hashing.py, salt = split name),
+    so data prepared here and data prepared by tfds train alike, example for example.
+    """
+
+    def order(split: str, count: int) -> np.ndarray:
+        salted = hashlib.md5(split.encode())
+
+        def digest(i: int) -> bytes:
+            md5 = salted.copy()
+            md5.update(str(i).encode())
+            return md5.digest()
+
+        return np.array(sorted(range(count), key=digest))
+
+    train = order("train", len(arrays.train_labels))
+    test = order("test", len(arrays.test_labels))
+    return MnistArrays(
+        arrays.train_images[train],
+        arrays.train_labels[train],
+        arrays.test_images[test],
+        arrays.test_labels[test],
+    )
+
+
+def _say_unread(idx_dir: Path | None, because: str) -> None:
+    if idx_dir is not None:
+        log.warning(
+            "workload.idx_dir=%s is not read: %s (remove that folder, or choose another "
+            "workload.data_dir, to prepare it from yours).",
+            idx_dir,
+            because,
+        )
 
 
 def _read_cache(cache: Path) -> MnistArrays | None:
@@ -160,12 +199,17 @@ def _read_cache(cache: Path) -> MnistArrays | None:
         return None
 
 
-def _read_through_tfds(data_dir: Path, idx_dir: Path | None) -> MnistArrays:
-    tfds = _import_tfds()
+def _read_through_tfds(data_dir: Path) -> MnistArrays:
+    """tfds's prepared `mnist`, read once with TensorFlow (the `tfds` extra)."""
+    try:
+        tfds = _import_tfds()
+    except ImportError:
+        raise DataError(
+            f"tfds's mnist is prepared in {data_dir}; reading it needs TensorFlow: "
+            "pip install 'aeff[tfds]', or choose another workload.data_dir and aeff prepares "
+            "MNIST from its IDX files without it."
+        ) from None
     builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))
-    if not builder.is_prepared():
-        _prepare(tfds, builder, data_dir, idx_dir)
-        builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))  # reads the new split info
     try:
         splits = {
             split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
@@ -182,59 +226,6 @@ def _read_through_tfds(data_dir: Path, idx_dir: Path | None) -> MnistArrays:
         test_images=splits["test"]["image"][..., 0],
         test_labels=splits["test"]["label"].astype(np.uint8),
     )
-
-
-def _prepare(tfds, builder, data_dir: Path, idx_dir: Path | None) -> None:
-    """Prepare tfds `mnist` from verified IDX files, or download it when there are none.
-
-    tfds checks the gzip bytes of the original mirrors, which re-compressed copies
-    don't match, so the offline builder feeds tfds the verified, decompressed files.
-    """
-    source = Path(idx_dir).expanduser() if idx_dir else bundled_idx_dir()
-    if idx_dir or (source / f"{next(iter(IDX_FILES))}.gz").exists():
-        arrays = read_idx_dir(source)  # refuses bad files before tfds writes anything
-        log.info("Preparing MNIST once (about 30 s): 1/2 writing tfds mnist in %s", data_dir)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, array in zip(IDX_FILES, arrays, strict=True):
-                _, magic, shape = IDX_FILES[name]
-                header = b"".join(n.to_bytes(4, "big") for n in (magic, *shape))
-                (Path(tmp) / name).write_bytes(header + array.tobytes())
-            # tfds prints "Downloading and preparing dataset Unknown size..." to stdout.
-            with contextlib.redirect_stdout(io.StringIO()):
-                _offline_builder(tfds, data_dir, Path(tmp)).download_and_prepare()
-        log.info("Preparing MNIST once: 2/2 reading it back and caching it for later trials")
-        return
-    log.info("Downloading and preparing tfds mnist in %s", data_dir)
-    try:
-        builder.download_and_prepare()
-    except Exception as error:
-        raise DataError(
-            f"tfds mnist is not prepared in {data_dir}, no IDX files were found and the "
-            f"download failed ({type(error).__name__}). {HOW_TO_FIX}"
-        ) from error
-
-
-def _offline_builder(tfds, data_dir: Path, raw_dir: Path):
-    mnist_builder = type(tfds.builder(TFDS_NAME, data_dir=str(data_dir)))
-
-    class OfflineMnist(mnist_builder, skip_registration=True):
-        name = TFDS_NAME
-
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            return [
-                tfds.core.SplitGenerator(
-                    name=split,
-                    gen_kwargs=dict(
-                        num_examples=IDX_FILES[f"{prefix}-labels-idx1-ubyte"][2][0],
-                        data_path=str(raw_dir / f"{prefix}-images-idx3-ubyte"),
-                        label_path=str(raw_dir / f"{prefix}-labels-idx1-ubyte"),
-                    ),
-                )
-                for split, prefix in (("train", "train"), ("test", "t10k"))
-            ]
-
-    return OfflineMnist(data_dir=str(data_dir))
 
 
 def _import_tfds():

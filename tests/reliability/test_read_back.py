@@ -50,12 +50,12 @@ def test_parallel_trials_on_an_empty_data_dir_prepare_mnist_once(tmp_path, monke
     prepared = []
     arrays = mnist_data.MnistArrays(*(np.zeros((2, 3), np.uint8) for _ in range(4)))
 
-    def slow_preparation(data_dir, idx_dir):
-        prepared.append(data_dir)
+    def slow_preparation(idx_dir):
+        prepared.append(idx_dir)
         time.sleep(0.5)
         return arrays
 
-    monkeypatch.setattr(mnist_data, "_read_through_tfds", slow_preparation)
+    monkeypatch.setattr(mnist_data, "read_idx_dir", slow_preparation)
     loaded = []
     threads = [
         threading.Thread(target=lambda: loaded.append(mnist_data.load_mnist(tmp_path, None)))
