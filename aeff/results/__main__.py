@@ -97,9 +97,13 @@ def run_compare(args: argparse.Namespace) -> None:
     compare.check_out(args.out)  # before any reading
     trials, evals = compare.read_trials(args.dirs, {old: new for old, _, new in pairs})
     result = compare.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
+    log = logging.getLogger(__name__)
+    if note := compare.unfinished(trials):
+        log.warning("compare: %s", note)
     for cell in compare.missing_cells(result["table"]):
-        logging.getLogger(__name__).warning("compare: %s has no trial: not trained.", cell)
-    print(compare.as_text(result))
+        log.warning("compare: %s has no trial: it counts as missing the target.", cell)
+    tau_range = f"{compare.MIN_TAU:g}, {args.max_tau:g}"
+    print(compare.as_text(result, tau_range))
     for path in compare.write_comparison(result, args.out, args.clock, args.scale):
         print(path)
 

@@ -231,7 +231,8 @@ def read_trials(
         )
     check_comparable(records)
     trials = pd.DataFrame([trial_of(run_dir, m) for run_dir, m in records.items()])
-    trials["order"] = range(len(trials))
+    trials = trials.sort_values(["origin", "job", "run_dir"], kind="stable", ignore_index=True)
+    trials["order"] = range(len(trials))  # on a tie, the trial its sweep ran first
     trials["submission"] = display_names(trials["submission_key"], names or {})
     metrics = pd.concat(evals, ignore_index=True) if evals else pd.DataFrame()
     return trials, target_values(trials, metrics)
@@ -242,8 +243,11 @@ def trial_of(run_dir: Path, metadata: Mapping[str, Any]) -> dict[str, Any]:
     origin = metadata.get("sweep_dir") or str(run_dir)
     study = metadata.get("study")
     status = status_of(run_dir, metadata)
+    job = metadata.get("hydra.job.num")
     return {
         "run_dir": str(run_dir),
+        "origin": origin,
+        "job": job if isinstance(job, int) else -1,
         "workload": metadata["workload"],
         "submission_key": submission_key(metadata),
         "study": origin if study is None else f"{origin}#{study}",
@@ -336,6 +340,8 @@ def compare(
     `clock`, and `speedups`."""
     if clock not in CLOCKS:
         raise ConfigError(f"compare --clock {clock}: give {' or '.join(CLOCKS)}.")
+    if max_tau is not None and not max_tau > MIN_TAU:
+        raise ConfigError(f"compare --max-tau {max_tau:g}: give more than {MIN_TAU:g}.")
     studies = best_trials(crossings(trials, evals))
     table = workload_times(studies)
     times = time_matrix(table, CLOCKS[clock])
@@ -366,6 +372,15 @@ def ceilings(trials: pd.DataFrame, clock: str) -> pd.Series:
     return pd.to_numeric(first["max_steps"], errors="coerce").add(1).fillna(np.inf)
 
 
+def unfinished(trials: pd.DataFrame) -> str | None:
+    """A line on the trials that did not finish, which count as missing the target."""
+    left = trials[~trials["finished"]]
+    if left.empty:
+        return None
+    statuses = ", ".join(f"{n} {status}" for status, n in left["status"].value_counts().items())
+    return f"{statuses} trials (e.g. {left['run_dir'].iloc[0]}) count as missing the target."
+
+
 def missing_cells(table: pd.DataFrame) -> list[str]:
     """`submission/workload` pairs with no trial: counted as never reaching the target."""
     have = set(zip(table["submission"], table["workload"], strict=True))
@@ -391,9 +406,10 @@ def write_comparison(
 ) -> list[Path]:
     """The report files in `out` (made if missing): the tables and the profiles' plot."""
     check_out(out)
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        TABLE: result["table"],
+        TABLE: result["table"].rename(columns=SHOWN),
         STUDIES: result["studies"],
         SPEEDUPS: result["speedups"],
         SCORES: result["scores"],
@@ -423,16 +439,25 @@ def plot_profiles(profiles: pd.DataFrame, clock: str, scale: str, path: Path) ->
         plt.close(figure)
 
 
-def as_text(result: Mapping[str, pd.DataFrame]) -> str:
+SHOWN = {TIME: "time_to_target", STEPS: "steps_to_target"}  # the table's clocks, as summary's
+
+
+def as_text(result: Mapping[str, pd.DataFrame], tau_range: str) -> str:
     """The comparison for a terminal: time to target per submission and workload, and each
     submission's score and mean speedup."""
-    table = result["table"].rename(columns={TIME: "time_to_target", STEPS: "steps_to_target"})
-    shown = [
-        table.to_string(index=False, formatters=dict.fromkeys(table, short)),
-        "",
-        result["scores"].to_string(index=False, formatters=dict.fromkeys(result["scores"], short)),
-    ]
-    return "\n".join(shown)
+    table, scores = result["table"].rename(columns=SHOWN), result["scores"]
+    speedup = scores.columns[-1]
+    return "\n".join(
+        [
+            table.to_string(index=False, formatters=dict.fromkeys(table, short)),
+            "",
+            scores.to_string(index=False, formatters=dict.fromkeys(scores, short)),
+            f"score: the area under the performance profile over tau in [{tau_range}] "
+            "(AlgoPerf's leaderboard score; 1: fastest on every workload)",
+            f"{speedup}: the geometric mean over the workloads of the ratio to "
+            f"{speedup.removeprefix('speedup_over_')}'s time to target (below 1: faster)",
+        ]
+    )
 
 
 def as_number(text: str) -> float:
