@@ -196,6 +196,9 @@ def random_trials(seed: int) -> list[Trial]:
     return trials
 
 
+# max_tau None is AlgoPerf's largest finite ratio: 1 when no ratio is larger, which gives
+# both an empty range of tau (NaN scores, numpy's warning).
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("seed", range(6))
 def test_aeff_scores_random_trials_as_algoperf_does(tmp_path, seed):
     root = tmp_path / "runs"
@@ -217,6 +220,14 @@ def test_without_a_study_number_a_sweep_is_a_study_and_a_lone_trial_its_own(tmp_
     result = compare.compare(*compare.read_trials([tmp_path]))
     assert sorted(result["studies"]["accumulated_submission_time"]) == [2.0, 5.0, 7.0, INF]
     assert cell(result["table"], "Adam", "mnist")["accumulated_submission_time"] == 6.0
+
+
+def test_the_default_baseline_is_the_first_dirs_submission(known):
+    root, _ = known
+    for first, other in (("nag", "adam"), ("adam", "nag")):
+        scores = compare.compare(*compare.read_trials([root / first, root / other]))["scores"]
+        baseline = {"nag": "Nesterov", "adam": "Adam"}[first]
+        assert scores.columns[-1] == f"speedup_over_{baseline}"
 
 
 def test_a_trial_found_twice_counts_once(known):

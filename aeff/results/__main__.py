@@ -1,9 +1,11 @@
 """`python -m aeff.results concat|plot|summary|report|export PATH`: combine, draw, summarise,
-report and export trials; `compare DIR [DIR ...]`: score training algorithms against each
-other as AlgoPerf does.
+report and export trials.
 
 PATH is a run dir, a sweep dir (or any folder above them) or, for `concat` and `plot`, a
 CSV of rows (a `metrics.csv`, an `all_metrics.csv`).
+
+`compare DIR [DIR ...]`: training algorithms scored against each other as AlgoPerf scores
+them (docs/comparing-algorithms.md).
 """
 
 import argparse
@@ -61,9 +63,20 @@ def add_compare(commands: Any) -> None:
         "matched by their records (workload, submission, study).",
     )
     scoring.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
-    scoring.add_argument("--baseline", metavar="NAME", help="default: the first submission")
-    scoring.add_argument("--clock", choices=list(compare.CLOCKS), default="time")
-    scoring.add_argument("--scale", choices=["linear", "log"], default="linear")
+    scoring.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="the submission the speedups are over (default: the first DIR's)",
+    )
+    scoring.add_argument(
+        "--clock",
+        choices=list(compare.CLOCKS),
+        default="time",
+        help="the clock of the profiles, scores and speedups (the table shows both)",
+    )
+    scoring.add_argument(
+        "--scale", choices=["linear", "log"], default="linear", help="the spacing of tau"
+    )
     scoring.add_argument(
         "--max-tau",
         type=compare.as_number,

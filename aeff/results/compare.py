@@ -210,13 +210,14 @@ def read_trials(
     """
     dirs = [Path(folder) for folder in dirs]
     records: dict[Path, Mapping[str, Any]] = {}
+    found_in: dict[Path, int] = {}  # which of `dirs` each trial was found in first
     evals = []
-    for folder in dirs:
+    for number, folder in enumerate(dirs):
         found = [(d.resolve(), record_of(d)[0]) for d in trial_dirs(folder)]
         new = {d: m for d, m in found if m is not None and d not in records}
         for run_dir, metadata in new.items():
             if all(metadata.get(key) is not None for key in REQUIRED):
-                records[run_dir] = metadata
+                records[run_dir], found_in[run_dir] = metadata, number
             else:
                 log.warning(
                     "compare: left out %s: its record names no workload or target.", run_dir
@@ -230,7 +231,7 @@ def read_trials(
             "dirs or run dirs."
         )
     check_comparable(records)
-    trials = pd.DataFrame([trial_of(run_dir, m) for run_dir, m in records.items()])
+    trials = pd.DataFrame([{**trial_of(d, m), "found_in": found_in[d]} for d, m in records.items()])
     trials = trials.sort_values(["origin", "job", "run_dir"], kind="stable", ignore_index=True)
     trials["order"] = range(len(trials))  # on a tie, the trial its sweep ran first
     trials["submission"] = display_names(trials["submission_key"], names or {})
@@ -336,7 +337,7 @@ def compare(
     max_tau: float | None = MAX_TAU,
 ) -> dict[str, pd.DataFrame]:
     """Every table of the comparison: `studies`, `table` (both clocks), `profiles` and
-    `scores` (with the mean speedup over `baseline`; default: the first submission) on
+    `scores` (with the mean speedup over `baseline`; default: the first DIR's) on
     `clock`, and `speedups`."""
     if clock not in CLOCKS:
         raise ConfigError(f"compare --clock {clock}: give {' or '.join(CLOCKS)}.")
@@ -345,7 +346,8 @@ def compare(
     studies = best_trials(crossings(trials, evals))
     table = workload_times(studies)
     times = time_matrix(table, CLOCKS[clock])
-    baseline = trials["submission"].iloc[0] if baseline is None else baseline
+    if baseline is None:  # the first DIR's
+        baseline = trials.sort_values(["found_in", "order"])["submission"].iloc[0]
     if baseline not in times.index:
         raise ConfigError(
             f"compare --baseline {baseline}: no such submission; they are {', '.join(times.index)}."
