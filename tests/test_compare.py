@@ -359,6 +359,11 @@ def test_compare_refuses_in_one_line(known, tmp_path, capsys):
     into_trial = ["compare", str(root), "--out", str(root / "adam" / "0" / "report")]
     assert "is a trial's run dir" in refusal(capsys, into_trial)
     assert not (root / "adam" / "0" / "report").exists()
+    (tmp_path / "a_file").write_text("")
+    onto_a_file = ["compare", str(root), "--out", str(tmp_path / "a_file")]
+    assert "that is a file; give a folder" in refusal(capsys, onto_a_file)
+    below_a_file = ["compare", str(root), "--out", str(tmp_path / "a_file" / "o")]
+    assert "cannot write there" in refusal(capsys, below_a_file)
     assert "no such submission" in refusal(capsys, ["compare", str(root), "--baseline", "SGD"])
     empty = tmp_path / "empty"
     empty.mkdir()

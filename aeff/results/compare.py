@@ -395,7 +395,10 @@ def missing_cells(table: pd.DataFrame) -> list[str]:
 
 
 def check_out(out: Path) -> None:
-    """Refuse to write the report into a trial's run dir (or a folder inside one)."""
+    """Refuse to write the report into a trial's run dir (or a folder inside one), or
+    onto a file."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"compare --out {out}: that is a file; give a folder.")
     for folder in (out.resolve(), *out.resolve().parents):
         if (folder / METADATA).exists():
             raise ConfigError(
@@ -409,6 +412,15 @@ def write_comparison(
     """The report files in `out` (made if missing): the tables and the profiles' plot."""
     check_out(out)
     out = out.resolve()
+    try:
+        return write_files(result, out, clock, scale)
+    except OSError as error:
+        raise ConfigError(f"compare --out {out}: cannot write there: {error}.") from None
+
+
+def write_files(
+    result: Mapping[str, pd.DataFrame], out: Path, clock: str, scale: str
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
         TABLE: result["table"].rename(columns=SHOWN),
