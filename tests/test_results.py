@@ -511,16 +511,18 @@ def test_the_command_line_explains_itself(capsys):
         cli.main(["--help"])
     assert stopped.value.code == 0
     usage = capsys.readouterr().out
-    assert usage.startswith(
-        "usage: python -m aeff.results [-h] {concat,plot,summary,report,export}"
-    )
     words = " ".join(usage.split())
+    assert words.startswith(
+        "usage: python -m aeff.results [-h] {concat,plot,summary,report,export,compare}"
+    )
     assert "PATH`: combine, draw, summarise, report and export trials. PATH is a run dir" in words
     assert "report a sweep's report, report.html included" in words
     assert "concat every metrics.csv below PATH into one CSV" in words
     assert "plot a metric against another, one line per trial" in words
     assert "summary one row per trial" in words
     assert "export every trial into MLflow or TensorBoard" in words
+    assert "compare time to target, speedups, performance profiles and scores, as" in words
+    assert "`compare DIR [DIR ...]`: training algorithms scored against each other" in words
     with pytest.raises(SystemExit):
         cli.main(["plot", "--help"])
     assert "--out OUT default: PATH/<y>.png" in " ".join(capsys.readouterr().out.split())

@@ -3,16 +3,20 @@ report and export trials.
 
 PATH is a run dir, a sweep dir (or any folder above them) or, for `concat` and `plot`, a
 CSV of rows (a `metrics.csv`, an `all_metrics.csv`).
+
+`compare DIR [DIR ...]`: training algorithms scored against each other as AlgoPerf scores
+them (docs/comparing-algorithms.md).
 """
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of, load_metrics
-from aeff.results import PLAN, as_text, plot, summary, write_sweep_report
+from aeff.results import PLAN, as_text, compare, plot, summary, write_sweep_report
 from aeff.results.report import write_reports
 
 
@@ -39,17 +43,88 @@ def main(argv: list[str] | None = None) -> None:
     exporting.add_argument(
         "--logdir", type=Path, metavar="DIR", help="tensorboard: default PATH/tensorboard"
     )
+    add_compare(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(format="aeff.results: %(message)s")
-    if not args.path.exists():
-        parser.error(f"{args.path} does not exist")
+    for path in args.dirs if args.command == "compare" else [args.path]:
+        if not path.exists():
+            parser.error(f"{path} does not exist")
     try:
         run_command(args)
     except AeffError as error:  # a record it cannot read or write, no rows
         parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
 
 
+def add_compare(commands: Any) -> None:
+    scoring = commands.add_parser(
+        "compare",
+        help="time to target, speedups, performance profiles and scores, as AlgoPerf's",
+        description="Each DIR is a sweep dir, a run dir or a folder of them; trials are "
+        "matched by their records (workload, submission, study).",
+    )
+    scoring.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    scoring.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="the submission the speedups are over (default: the first DIR's)",
+    )
+    scoring.add_argument(
+        "--clock",
+        choices=list(compare.CLOCKS),
+        default="time",
+        help="the clock of the profiles, scores and speedups (the table shows both)",
+    )
+    scoring.add_argument(
+        "--scale", choices=["linear", "log"], default="linear", help="the spacing of tau"
+    )
+    scoring.add_argument(
+        "--max-tau",
+        type=compare.as_number,
+        default=compare.MAX_TAU,
+        metavar="X",
+        help=f"the profiles' largest tau (default {compare.MAX_TAU:g}, AlgoPerf's)",
+    )
+    scoring.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="SHORT=NAME",
+        help="show submission SHORT as NAME (repeat for several)",
+    )
+    scoring.add_argument(
+        "--out",
+        type=Path,
+        default=Path("compare"),
+        metavar="DIR",
+        help="where the report goes (default ./compare; never a trial's run dir)",
+    )
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    """`compare DIR ...`: the comparison printed and written to --out."""
+    if any(path.is_file() for path in args.dirs):
+        raise ConfigError("compare: give sweep dirs or run dirs, not files.")
+    pairs = [name.partition("=") for name in args.name]
+    if any(not sep or not new for _, sep, new in pairs):
+        raise ConfigError(f"compare --name {args.name}: write each as SHORT=NAME.")
+    compare.check_out(args.out)  # before any reading
+    trials, evals = compare.read_trials(args.dirs, {old: new for old, _, new in pairs})
+    result = compare.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
+    log = logging.getLogger(__name__)
+    if note := compare.unfinished(trials):
+        log.warning("compare: %s", note)
+    for cell in compare.missing_cells(result["table"]):
+        log.warning("compare: %s has no trial: it counts as missing the target.", cell)
+    tau_range = f"{compare.MIN_TAU:g}, {args.max_tau:g}"
+    print(compare.as_text(result, tau_range))
+    for path in compare.write_comparison(result, args.out, args.clock, args.scale):
+        print(path)
+
+
 def run_command(args: argparse.Namespace) -> None:
+    if args.command == "compare":
+        run_compare(args)
+        return
     folder = folder_of(args.path)
     if args.command == "concat":
         print(concatenate_csvs(args.path))

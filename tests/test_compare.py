@@ -1,0 +1,371 @@
+"""`python -m aeff.results compare`: AlgoPerf's scoring over aeff's records, checked on
+trials written by hand against known answers and against AlgoPerf's own code."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import algoperf_scoring as algoperf
+from helpers.compare_trials import (
+    ADAM,
+    NESTEROV,
+    WORKLOADS,
+    Trial,
+    algoperf_frames,
+    algoperf_setup,
+    write_trials,
+)
+
+from aeff.errors import ConfigError
+from aeff.results import __main__ as cli
+from aeff.results import compare
+
+INF = math.inf
+
+
+def known_trials() -> list[Trial]:
+    """2 submissions x 2 workloads x 3 studies, with a tie, a study that misses the target,
+    a target reached only past the budget and a failed study. mnist: accuracy >= 0.97 in
+    60 s; mnist_loss: loss <= 0.3 in 30 s."""
+    adam, nesterov = {"submission": ADAM, "sweep": "adam"}, {"submission": NESTEROV, "sweep": "nag"}
+    mnist, loss = {"workload": "mnist"}, {"workload": "mnist_loss"}
+    return [
+        # Study 0: both on target at their second evaluation; the first trial wins the tie
+        # although the second got there sooner (AlgoPerf picks by evaluation index).
+        Trial(**adam, **mnist, study=0, rows=[(100, 10.0, 0.9), (200, 20.0, 0.97)]),
+        Trial(**adam, **mnist, study=0, rows=[(100, 8.0, 0.9), (200, 16.0, 0.975)]),
+        # Study 1: the fewest evaluations win, not the least time.
+        Trial(**adam, **mnist, study=1, rows=[(100, 10.0, 0.9), (300, 24.0, 0.971)]),
+        Trial(**adam, **mnist, study=1, rows=[(150, 25.0, 0.98)]),
+        # Study 2: one trial never reaches it, the other only past the budget: inf.
+        Trial(**adam, **mnist, study=2, rows=[(100, 12.0, 0.5), (200, 24.0, 0.6)]),
+        Trial(**adam, **mnist, study=2, rows=[(100, 12.0, 0.5), (500, 61.0, 0.99)]),
+        Trial(**nesterov, **mnist, study=0, rows=[(100, 5.0, 0.97)]),
+        Trial(**nesterov, **mnist, study=1, rows=[(100, 6.0, 0.9), (200, 12.0, 0.98)]),
+        # A failed study: its trial failed, so its rows are no result.
+        Trial(**nesterov, **mnist, study=2, rows=[(100, 4.0, 0.99)], status="failed"),
+        Trial(**adam, **loss, study=0, rows=[(50, 3.0, 0.5), (100, 6.0, 0.3)]),
+        Trial(**adam, **loss, study=1, rows=[(50, 3.0, 0.29)]),
+        Trial(**adam, **loss, study=2, rows=[(50, 3.0, 0.5), (100, 6.0, 0.4)]),
+        Trial(**nesterov, **loss, study=0, rows=[(50, 2.0, 0.31), (100, 4.0, 0.35)]),
+        Trial(**nesterov, **loss, study=1, rows=[(50, 10.0, 0.4)]),
+        Trial(**nesterov, **loss, study=2, rows=[(50, 2.0, 0.2)]),
+    ]
+
+
+@pytest.fixture
+def known(tmp_path) -> tuple[Path, dict[str, Trial]]:
+    return tmp_path / "runs", write_trials(tmp_path / "runs", known_trials())
+
+
+def cell(table: pd.DataFrame, submission: str, workload: str) -> pd.Series:
+    (row,) = table[(table["submission"] == submission) & (table["workload"] == workload)].index
+    return table.loc[row]
+
+
+def test_each_study_takes_its_best_trial_by_evaluation_index_and_workloads_the_median(known):
+    root, written = known
+    trials, evals = compare.read_trials([root])
+    result = compare.compare(trials, evals)
+    studies = result["studies"].set_index(["submission", "workload", "study"]).sort_index()
+    adam_mnist = studies.loc["Adam", "mnist"]
+    assert list(adam_mnist["accumulated_submission_time"]) == [20.0, 25.0, INF]
+    assert list(adam_mnist["global_step"]) == [200, 150, INF]
+    tie_winner = adam_mnist["run_dir"].iloc[0]
+    assert written[tie_winner].rows[-1] == (200, 20.0, 0.97)  # the first, not the faster
+    assert list(adam_mnist["trials"]) == [2, 2, 2]
+    assert adam_mnist["run_dir"].isna().tolist() == [False, False, True]
+    failed_study = studies.loc["Nesterov", "mnist"].iloc[2]
+    assert failed_study["accumulated_submission_time"] == INF  # its rows reach the target
+    table = result["table"]
+    expected = {  # (time, steps, studies reaching the target)
+        ("Adam", "mnist"): (25.0, 200.0, 2),
+        ("Nesterov", "mnist"): (12.0, 200.0, 2),
+        ("Adam", "mnist_loss"): (6.0, 100.0, 2),
+        ("Nesterov", "mnist_loss"): (INF, INF, 1),  # median of [inf, inf, 2]
+    }
+    for (submission, workload), (time, steps, reached) in expected.items():
+        row = cell(table, submission, workload)
+        assert (row["accumulated_submission_time"], row["global_step"]) == (time, steps)
+        assert (row["studies"], row["studies_reached"]) == (3, reached)
+
+
+def test_profiles_scores_and_speedups_of_the_known_trials(known):
+    trials, evals = compare.read_trials([known[0]])
+    result = compare.compare(trials, evals, baseline="Adam")
+    profiles = result["profiles"]
+    assert profiles.columns[0] == 1.0 and profiles.columns[-1] == 4.0 and profiles.shape[1] == 100
+    # Adam: mnist_loss at once, mnist from tau = 25 / 12; Nesterov: mnist only.
+    tau = profiles.columns.to_numpy()
+    assert (profiles.loc["Adam"].to_numpy() == np.where(tau >= 25 / 12, 1.0, 0.5)).all()
+    assert (profiles.loc["Nesterov"] == 0.5).all()
+    scores = result["scores"].set_index("submission")
+    area = (0.5 * (25 / 12 - 1) + (4 - 25 / 12)) / 3
+    assert scores.loc["Adam", "score"] == pytest.approx(area, abs=0.5 * 3 / 99 / 3)
+    assert scores.loc["Nesterov", "score"] == pytest.approx(0.5)
+    gains = result["speedups"].set_index(["submission", "workload"])
+    # inf becomes the budget + 1 s: 31 s for mnist_loss.
+    assert gains.loc[("Nesterov", "mnist"), "speedup"] == pytest.approx(12 / 25)
+    assert gains.loc[("Nesterov", "mnist_loss"), "speedup"] == pytest.approx(31 / 6)
+    assert gains.loc[("Nesterov", "mnist_loss"), "baseline_time"] == 6.0
+    mean = math.sqrt(12 / 25 * 31 / 6)
+    assert scores.loc["Nesterov", "speedup_over_Adam"] == pytest.approx(mean)
+    assert scores.loc["Adam", "speedup_over_Adam"] == 1.0
+
+
+def test_on_the_steps_clock_the_same_trials_are_timed_by_steps(known):
+    trials, evals = compare.read_trials([known[0]])
+    result = compare.compare(trials, evals, clock="steps", baseline="Nesterov")
+    scores = result["scores"].set_index("submission")["score"]
+    assert scores["Adam"] == 1.0 and scores["Nesterov"] == 0.5  # 200 = 200 steps on mnist
+    gains = result["speedups"].set_index(["submission", "workload"])["speedup"]
+    assert gains[("Adam", "mnist_loss")] == 0.0  # no max_steps: no ceiling for Nesterov's inf
+
+
+def algoperf_results(trials, evals, written, clock, scale, max_tau, tmp_path):
+    """AlgoPerf's time matrix, profiles and scores of the same trials."""
+    algoperf_setup(algoperf)
+    frames = algoperf_frames(trials, written)
+    column = {"time": "score", "steps": "global_step"}[clock]
+    times = pd.concat(
+        [algoperf.get_workloads_time_to_target(f, name, column) for name, f in frames.items()]
+    )
+    profiles = algoperf.compute_performance_profiles(
+        frames, column, max_tau=max_tau, scale=scale, output_dir=str(tmp_path)
+    )
+    return frames, times, profiles, algoperf.compute_leaderboard_score(profiles, normalize=True)
+
+
+@pytest.mark.parametrize(
+    ("clock", "scale", "max_tau"),
+    [
+        ("time", "linear", 4.0),
+        ("steps", "linear", 4.0),
+        ("time", "log", 4.0),
+        ("time", "log", None),
+    ],
+)
+def test_aeff_scores_the_known_trials_as_algoperf_does(known, clock, scale, max_tau, tmp_path):
+    root, written = known
+    assert_agreement(root, written, clock, scale, max_tau, tmp_path)
+
+
+def assert_agreement(root, written, clock, scale, max_tau, tmp_path) -> None:
+    trials, evals = compare.read_trials([root])
+    base = sorted(trials["submission"].unique())[0]
+    result = compare.compare(trials, evals, base, clock=clock, scale=scale, max_tau=max_tau)
+    frames, times, profiles, scores = algoperf_results(
+        trials, evals, written, clock, scale, max_tau, tmp_path
+    )
+    ours = compare.time_matrix(result["table"], compare.CLOCKS[clock])
+    pd.testing.assert_frame_equal(ours, times.sort_index(), check_names=False, check_dtype=False)
+    pd.testing.assert_frame_equal(result["profiles"], profiles.sort_index(), check_names=False)
+    ours_scores = result["scores"].set_index("submission")["score"]
+    pd.testing.assert_series_equal(ours_scores, scores["score"].sort_index(), check_names=False)
+    if clock == "time":
+        for other in sorted(frames)[1:]:
+            merged, mean = algoperf.compute_speedup(frames, base, other)
+            gains = result["speedups"].set_index(["submission", "workload"])["speedup"]
+            assert gains[other].to_dict() == merged["speedup"].to_dict()
+            means = compare.mean_speedups(
+                compare.speedups(ours, base, compare.ceilings(trials, "time"))
+            )
+            assert means[other] == pytest.approx(mean, rel=1e-12)
+
+
+def random_trials(seed: int) -> list[Trial]:
+    """Trials of 2-3 submissions on both workloads, 1-3 studies of 1-4 trials each, with
+    coarse times and values so that ties, misses and evaluations past the budget occur."""
+    rng = np.random.default_rng(seed)
+    trials = []
+    for submission in [ADAM, NESTEROV, "aeff.submissions.sgd.SGD"][: rng.integers(2, 4)]:
+        for workload, (metric, target, budget) in WORKLOADS.items():
+            sign = -1 if metric.endswith("loss") else 1
+            for study in range(rng.integers(1, 4)):
+                for _ in range(rng.integers(1, 5)):
+                    steps = np.cumsum(rng.integers(1, 4, size=rng.integers(1, 6))) * 100
+                    times = steps / 100 * rng.choice([budget / 8, budget / 4, budget / 2])
+                    values = target + sign * rng.choice([-0.02, -0.01, 0.0, 0.01], size=len(steps))
+                    rows = list(zip(steps.tolist(), times.tolist(), values.tolist(), strict=True))
+                    status = "failed" if rng.random() < 0.1 else "completed"
+                    sweep = submission.rpartition(".")[2]
+                    trials.append(Trial(submission, workload, study, rows, status, sweep))
+    return trials
+
+
+# max_tau None is AlgoPerf's largest finite ratio: 1 when no ratio is larger, which gives
+# both an empty range of tau (NaN scores, numpy's warning).
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("seed", range(6))
+def test_aeff_scores_random_trials_as_algoperf_does(tmp_path, seed):
+    root = tmp_path / "runs"
+    written = write_trials(root, random_trials(seed))
+    assert_agreement(root, written, "time", "linear", 4.0, tmp_path)
+    assert_agreement(root, written, "steps", "log", None, tmp_path)
+
+
+def test_without_a_study_number_a_sweep_is_a_study_and_a_lone_trial_its_own(tmp_path):
+    rows = [(100, 5.0, 0.98)]
+    trials = [
+        Trial(ADAM, "mnist", None, [(100, 5.0, 0.9), (200, 9.0, 0.98)], sweep="a"),
+        Trial(ADAM, "mnist", None, [(100, 7.0, 0.98)], sweep="a"),  # study a's best: 7 s
+        Trial(ADAM, "mnist", None, [(100, 3.0, 0.9)], sweep="b"),  # study b: inf
+        Trial(ADAM, "mnist", None, rows, sweep=None),  # a study of its own: 5 s
+        Trial(ADAM, "mnist", None, [(100, 2.0, 0.98)], sweep=None),  # another: 2 s
+    ]
+    write_trials(tmp_path, trials)
+    result = compare.compare(*compare.read_trials([tmp_path]))
+    assert sorted(result["studies"]["accumulated_submission_time"]) == [2.0, 5.0, 7.0, INF]
+    assert cell(result["table"], "Adam", "mnist")["accumulated_submission_time"] == 6.0
+
+
+def test_the_default_baseline_is_the_first_dirs_submission(known):
+    root, _ = known
+    for first, other in (("nag", "adam"), ("adam", "nag")):
+        scores = compare.compare(*compare.read_trials([root / first, root / other]))["scores"]
+        baseline = {"nag": "Nesterov", "adam": "Adam"}[first]
+        assert scores.columns[-1] == f"speedup_over_{baseline}"
+
+
+def test_a_trial_found_twice_counts_once(known):
+    root, _ = known
+    once = compare.compare(*compare.read_trials([root]))["studies"]
+    twice = compare.compare(*compare.read_trials([root, root / "adam"]))["studies"]
+    pd.testing.assert_frame_equal(once, twice)
+
+
+def test_an_even_number_of_studies_takes_numpys_median_inf_included():
+    studies = pd.DataFrame(
+        {
+            "submission": ["A"] * 4,
+            "workload": ["w", "w", "v", "v"],
+            "study": [0, 1, 0, 1],
+            "index": [0, -1, 1, 2],
+            "accumulated_submission_time": [10.0, INF, 10.0, 20.0],
+            "global_step": [1.0, INF, 2.0, 4.0],
+        }
+    )
+    table = compare.workload_times(studies).set_index("workload")
+    assert table.loc["w", "accumulated_submission_time"] == INF
+    assert table.loc["v", "accumulated_submission_time"] == 15.0
+    assert table.loc["v", "global_step"] == 3.0
+
+
+def test_a_time_over_four_times_the_fastest_counts_as_a_miss():
+    times = pd.DataFrame({"w": [10.0, 40.0, 41.0, INF]}, index=list("abcd"))
+    assert compare.ratios_to_fastest(times)["w"].tolist() == [1.0, 4.0, INF, INF]
+    nobody = pd.DataFrame({"w": [INF, INF]}, index=list("ab"))  # inf over inf: stays inf
+    assert compare.ratios_to_fastest(nobody)["w"].tolist() == [INF, INF]
+
+
+def test_the_score_is_the_normalized_area_under_the_profile():
+    profiles = pd.DataFrame([[0.0, 1.0, 1.0]], index=["a"], columns=[1.0, 2.0, 3.0])
+    assert compare.leaderboard_scores(profiles)["a"] == 0.75
+    assert compare.leaderboard_scores(profiles, normalize=False)["a"] == 1.5
+
+
+def submission_file(sha: str, name: str = "my_adam.py") -> dict:
+    return {"submission_path": f"/home/me/{sha}/{name}", "submission_path_sha256": sha * 8}
+
+
+def test_submissions_are_named_by_class_or_file_and_told_apart(tmp_path):
+    rows = [(100, 5.0, 0.98)]
+    trials = [
+        Trial(ADAM, "mnist", 0, rows, sweep="a"),
+        Trial("my_adam.Adam", "mnist", 0, rows, sweep="b", record=submission_file("aaaa")),
+        Trial("my_adam.Adam", "mnist", 0, rows, sweep="c", record=submission_file("bbbb")),
+        Trial("other.Adam", "mnist", 0, rows, sweep="d"),
+    ]
+    write_trials(tmp_path, trials)
+    names = compare.read_trials([tmp_path])[0].set_index("origin")["submission"]
+    names.index = [Path(origin).name for origin in names.index]
+    assert names.to_dict() == {
+        "a": "aeff.submissions.adam.Adam",
+        "b": "my_adam.py@aaaaaaaa",
+        "c": "my_adam.py@bbbbbbbb",
+        "d": "other.Adam",
+    }
+    renamed = compare.read_trials([tmp_path], {"other.Adam": "theirs"})[0]["submission"]
+    assert set(renamed) == {*names[["a", "b", "c"]], "theirs"}
+    write_trials(tmp_path / "more", [Trial(NESTEROV, "mnist", 0, rows)])
+    alone = compare.read_trials([tmp_path / "more", tmp_path / "b"])[0]["submission"]
+    assert set(alone) == {"Nesterov", "my_adam.py"}  # short where no other shares the name
+    with pytest.raises(ConfigError, match="no submission is called Adam; they are"):
+        compare.read_trials([tmp_path], {"Adam": "x"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("workload.target_value", 0.98),
+        ("workload.target_metric", "validation.loss"),
+        ("workload.max_allowed_runtime_sec", 120.0),
+        ("max_steps", 1000),
+    ],
+)
+def test_trials_of_one_workload_with_other_targets_or_budgets_are_refused(tmp_path, key, value):
+    rows = [(100, 5.0, 0.98)]
+    write_trials(tmp_path, [Trial(ADAM, "mnist", 0, rows), Trial(NESTEROV, "mnist", 0, rows)])
+    other = tmp_path / "sweep" / "1" / "metadata.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), key: value}))
+    with pytest.raises(ConfigError) as refused:
+        compare.read_trials([tmp_path])
+    message = str(refused.value)
+    assert f"workload mnist differ in {key}" in message and "\n" not in message
+    assert str(other.parent) in message
+
+
+def refusal(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_compare_prints_the_table_and_writes_the_report(known, tmp_path, capsys, monkeypatch):
+    root, _ = known
+    monkeypatch.chdir(tmp_path)
+    cli.main(["compare", str(root / "adam"), str(root / "nag"), "--baseline", "Nesterov"])
+    printed = capsys.readouterr().out
+    out = tmp_path / "compare"  # the default: ./compare
+    for name in ("compare.csv", "studies.csv", "speedups.csv", "scores.csv"):
+        assert str(out / name) in printed
+    assert "time_to_target" in printed and "speedup_over_Nesterov" in printed
+    table = pd.read_csv(out / "compare.csv")
+    assert cell(table, "Adam", "mnist")["time_to_target"] == 25.0
+    assert cell(table, "Nesterov", "mnist_loss")["steps_to_target"] == INF
+    assert (out / "performance_profiles.png").read_bytes().startswith(b"\x89PNG")
+    profiles = pd.read_csv(out / "performance_profiles.csv", index_col="submission")
+    assert profiles.shape == (2, 100)
+    log_out = tmp_path / "log"
+    argv = ["compare", str(root), "--scale", "log", "--clock", "steps", "--out", str(log_out)]
+    cli.main([*argv, "--name", "Adam=mine"])
+    scores = pd.read_csv(log_out / "scores.csv").set_index("submission")
+    assert scores.loc["mine", "score"] == 1.0 and "speedup_over_mine" in scores
+
+
+def test_compare_refuses_in_one_line(known, tmp_path, capsys):
+    root, _ = known
+    mixed = tmp_path / "mixed"
+    write_trials(mixed, [Trial(ADAM, "mnist", 0, [(100, 5.0, 0.98)])])
+    record = mixed / "sweep" / "0" / "metadata.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "workload.target_value": 0.9}))
+    said = refusal(capsys, ["compare", str(root), str(mixed), "--out", str(tmp_path / "o")])
+    assert said.count("\n") == 1 and "differ in workload.target_value: 0.97" in said
+    assert "0.9 (" in said and said.startswith("aeff.results: compare: ")
+    into_trial = ["compare", str(root), "--out", str(root / "adam" / "0" / "report")]
+    assert "is a trial's run dir" in refusal(capsys, into_trial)
+    assert not (root / "adam" / "0" / "report").exists()
+    (tmp_path / "a_file").write_text("")
+    onto_a_file = ["compare", str(root), "--out", str(tmp_path / "a_file")]
+    assert "that is a file; give a folder" in refusal(capsys, onto_a_file)
+    below_a_file = ["compare", str(root), "--out", str(tmp_path / "a_file" / "o")]
+    assert "cannot write there" in refusal(capsys, below_a_file)
+    assert "no such submission" in refusal(capsys, ["compare", str(root), "--baseline", "SGD"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no trial records" in refusal(capsys, ["compare", str(empty)])
+    assert "write each as SHORT=NAME" in refusal(capsys, ["compare", str(root), "--name", "Adam"])
