@@ -318,6 +318,20 @@ def test_trials_of_one_workload_with_other_targets_or_budgets_are_refused(tmp_pa
     assert str(other.parent) in message
 
 
+def test_trials_of_one_workload_with_another_model_are_refused(tmp_path):
+    rows = [(100, 5.0, 0.98)]
+    width = [{"identity": {"workload.hidden_width": w}} for w in (128, 256)]
+    write_trials(
+        tmp_path,
+        [
+            Trial(ADAM, "mnist", 0, rows, record=width[0]),
+            Trial(NESTEROV, "mnist", 0, rows, record=width[1]),
+        ],
+    )
+    with pytest.raises(ConfigError, match=r"workload mnist differ in workload\.hidden_width: 128"):
+        compare.read_trials([tmp_path])
+
+
 def refusal(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)

@@ -294,17 +294,19 @@ def display_names(keys: pd.Series, names: Mapping[str, str]) -> list[str]:
 
 
 def check_comparable(records: Mapping[Path, Mapping[str, Any]]) -> None:
-    """Refuse trials of one workload with different targets or budgets, in one line."""
+    """Refuse trials of one workload with different targets, budgets or models, in one line."""
     first: dict[tuple[str, str], tuple[Any, Path]] = {}
     for run_dir, metadata in records.items():
-        for key in SAME_FOR_A_WORKLOAD:
-            value = metadata.get(key)
+        # The model and data too (width, depth, splits, ...): the identity's workload keys.
+        model = sorted(k for k in metadata.get("identity", {}) if k.startswith("workload."))
+        for key in dict.fromkeys([*SAME_FOR_A_WORKLOAD, *model]):
+            value = metadata.get("identity", {}).get(key, metadata.get(key))
             seen, where = first.setdefault((metadata["workload"], key), (value, run_dir))
             if value != seen:
                 raise ConfigError(
                     f"compare: the trials of workload {metadata['workload']} differ in {key}: "
                     f"{seen!r} ({where}) and {value!r} ({run_dir}); compare trials of one "
-                    "target and budget."
+                    "workload config, target and budget."
                 )
 
 
