@@ -72,6 +72,20 @@ def with_user_files(overrides: list[str]) -> list[str]:
     return overrides
 
 
+def check_sweeper_of_preset(overrides: list[str]) -> None:
+    """An `hparams_search` preset configures Optuna's sweeper, which it cannot choose itself
+    (config.yaml chooses aeff's, and Hydra takes one override of a group): without
+    `hydra/sweeper=optuna` Hydra's refusal would be a paragraph about a key of aeff's."""
+    presets = [
+        o for o in overrides if o.startswith("hparams_search=") and o != "hparams_search=null"
+    ]
+    if presets and not any(o.startswith("hydra/sweeper=") for o in overrides):
+        raise errors.ConfigError(
+            f"{presets[-1]} configures Optuna's sweeper: add hydra/sweeper=optuna "
+            '(pip install -e ".[optuna]").'
+        )
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The config `python -m aeff OVERRIDES` would run, for scripts and benchmarks."""
     from hydra import compose, initialize_config_module
@@ -205,6 +219,7 @@ def main() -> None:
     hydra_job.TYPED[:] = sys.argv[1:]
     aeff_sweeper.failed_trials.clear()  # this command's sweep's, not an earlier one's
     with errors_end_the_process():
+        check_sweeper_of_preset(sys.argv[1:])
         sys.argv[1:] = with_user_files(sys.argv[1:])
     try:
         # What Hydra prints itself (its refusal of an override, --cfg, --help) is no log

@@ -89,6 +89,8 @@ CASES = [
         "-m hparams.lr=1e-3,2e-3 hydra/launcher=vectorized hydra.launcher.trials_per_program=0",
         ["hydra.launcher.trials_per_program=0: use 1 or more"],
     ),
+    ("-m hparams_search=mnist_optuna", ["configures Optuna's sweeper: add hydra/sweeper=optuna"]),
+    ("workload.activation=swish", ["workload.activation", "'sigmoid', 'relu'"]),
 ]
 
 
