@@ -45,6 +45,8 @@ class SearchConfig:
     num_trials: int | None = None
     seed: int = 0
     method: str = "halton"  # or sobol
+    num_studies: int = 1  # independent studies of the trials, each with its own search seed
+    study: int = 0  # set by the sweeper: the trial's study (0-based)
 
     def __post_init__(self) -> None:
         require(
@@ -53,6 +55,8 @@ class SearchConfig:
             "null or a positive integer",
             self.num_trials,
         )
+        require(self.num_studies > 0, "search.num_studies", "a positive integer", self.num_studies)
+        require(self.study >= 0, "search.study", "a non-negative integer", self.study)
         require(
             self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS}", self.method
         )
