@@ -217,7 +217,7 @@ class AeffSweeper(Sweeper):
 
         settings = self.config.search
         num_studies = settings.get("num_studies", 1)
-        if not isinstance(num_studies, int) or isinstance(num_studies, bool) or num_studies < 1:
+        if not config.is_count(num_studies):
             raise ConfigError(f"search.num_studies={num_studies!r}: expected an integer >= 1.")
         if settings.get("study", 0) != 0:
             raise ConfigError(
