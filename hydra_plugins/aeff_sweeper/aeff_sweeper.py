@@ -183,11 +183,7 @@ class AeffSweeper(Sweeper):
         interrupts.forget_received()
         try:
             with exit_note(stopped), signals_end_the_sweep():
-                for study in studies:
-                    for batch in self.batches(study.todo):
-                        launched = self.launcher.launch([study.jobs[i] for i in batch], batch[0])
-                        returns.extend(launched)
-                        study.ended.update(endings(batch, launched))
+                returns = self.launch(studies)
         except TrialInterrupted as interrupt:  # a trial's, here or in a worker
             stop_workers(interrupt.signum, self.stop_wait_sec)
             self.report(sweep_dir, studies)
@@ -416,6 +412,34 @@ class AeffSweeper(Sweeper):
             redact(str(Path(path).expanduser().resolve())): user_files.sha256(path, key)
             for key, path in sorted(named)
         }
+
+    def launch(self, studies: list[Study]) -> list[JobReturn]:
+        """Every study's jobs to run, in batches of consecutive job numbers. A launcher
+        that takes several batches at once (the vectorized one's `launch_batches`) gets
+        them together, up to max_batch_size jobs a call, so that it may group trials of
+        different studies (or either side of a finished one)."""
+        pairs = [(study, batch) for study in studies for batch in self.batches(study.todo)]
+        returns: list[JobReturn] = []
+        if len(pairs) < 2 or not hasattr(self.launcher, "launch_batches"):
+            for study, batch in pairs:
+                launched = self.launcher.launch([study.jobs[i] for i in batch], batch[0])
+                returns.extend(launched)
+                study.ended.update(endings(batch, launched))
+            return returns
+        limit, calls = self.max_batch_size or 1 << 30, []
+        for pair in pairs:
+            if calls and sum(len(b) for _, b in calls[-1]) + len(pair[1]) <= limit:
+                calls[-1].append(pair)
+            else:
+                calls.append([pair])
+        for call in calls:
+            handed = [([study.jobs[i] for i in batch], batch[0]) for study, batch in call]
+            for (study, batch), launched in zip(
+                call, self.launcher.launch_batches(handed), strict=True
+            ):
+                returns.extend(launched)
+                study.ended.update(endings(batch, launched))
+        return returns
 
     def batches(self, indices: list[int]) -> list[list[int]]:
         """Runs of consecutive job numbers, at most max_batch_size long."""
