@@ -67,6 +67,16 @@ def values_of(job: list[str], key: str) -> list[str]:
     return [o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key]
 
 
+def test_a_studys_seed_is_the_sweeps_for_study_0_and_a_spawned_one_for_the_others():
+    seeds = [search.study_seed(5, k) for k in range(50)]
+    assert seeds[0] == 5 and len(set(seeds)) == 50
+    assert seeds == [search.study_seed(5, k) for k in range(50)]  # the same every time
+    assert all(0 <= s < 2**32 for s in seeds) and search.study_seed(6, 1) != seeds[1]
+    assert search.study_seed(-1, 0) == -1  # one study samples as a sweep always did
+    with pytest.raises(ConfigError, match=r"search.seed=-1: studies need a non-negative"):
+        search.study_seed(-1, 1)
+
+
 def test_each_study_samples_with_its_own_seed_in_its_own_folder(tmp_path):
     launcher = StudyLauncher()
     made = sweeper_on(tmp_path, [*SPACE, "search.num_studies=2"], launcher)
