@@ -193,6 +193,7 @@ def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study
         sweeper_on(tmp_path, args, StudyLauncher(stop_at)).sweep(args)
     report = json.loads((tmp_path / results.REPORT).read_text())  # written as it stopped
     assert report["num_trials"] == 3 and report["failed"] == [str(tmp_path / "study_1" / "1")]
+    assert aeff_sweeper.failed_trials == report["failed"]  # the app exits non-zero
     (tmp_path / "study_0" / "1" / "metadata.json").write_text(
         json.dumps({"status": "failed", "sweep_dir": "x", "hydra.job.num": 1})
     )
@@ -368,3 +369,34 @@ def test_the_vectorized_launcher_groups_trials_of_different_studies(
         str(sweep / f"study_{k}" / str(job)) for k in range(2) for job in range(2)
     ]
     assert json.loads((sweep / results.REPORT).read_text())["num_trials"] == 4
+
+
+CRASHING_SUBMISSION = """
+import dataclasses
+from aeff.submissions.adam import Adam
+
+@dataclasses.dataclass(frozen=True)
+class CrashingAdam(Adam):
+    @staticmethod
+    def optimizer(hparams):
+        if hparams.lr > 0.1:
+            raise RuntimeError("no such optimizer")
+        return Adam.optimizer(hparams)
+"""
+
+
+@pytest.mark.slow  # 4 trials of 3 steps, 2 of them crashing: 3 s (the fast tier is full)
+def test_a_failed_trial_fails_neither_its_study_nor_the_others_and_the_sweep_exits_1(
+    aeff_in_process, tmp_path, mnist_data_dir
+):
+    (tmp_path / "crashing.py").write_text(CRASHING_SUBMISSION)
+    args = ["-m", "submission_path=crashing.py", "hparams.lr=0.5,1e-3", "search.num_studies=2"]
+    args += ["debug=short", "hydra.sweep.dir=sweep", "logging.packages=false"]
+    assert aeff_in_process(*args, *data_overrides(mnist_data_dir)) == 1
+    sweep = tmp_path / "sweep"
+    for k in range(2):
+        summary = pd.read_csv(sweep / f"study_{k}" / results.SUMMARY)
+        assert list(summary["status"]) == ["failed", "completed"]
+    report = json.loads((sweep / results.REPORT).read_text())
+    assert report["failed"] == [str(sweep / f"study_{k}" / "0") for k in range(2)]
+    assert aeff_sweeper.failed_trials == report["failed"]

@@ -69,10 +69,9 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "export":
         print(export(args))
     elif args.command == "report" and (args.path / STUDIES_PLAN).is_file():
-        reports = [write_reports(folder) for folder in study_dirs(args.path)]
-        folders = study_dirs(args.path)
-        write_studies_report(args.path, [(f, r[1]) for f, r in zip(folders, reports, strict=True)])
-        print("\n".join(str(page) for _, _, page in reports))
+        reports = {folder: write_reports(folder) for folder in study_dirs(args.path)}
+        write_studies_report(args.path, [(folder, r[1]) for folder, r in reports.items()])
+        print("\n".join(str(page) for _, _, page in reports.values()))
         print(args.path / STUDIES)
     elif args.command == "report":
         if not (args.path / PLAN).is_file():
