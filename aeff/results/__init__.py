@@ -424,6 +424,7 @@ def write_studies_report(
         "studies": [plain(row) for _, row in table.iterrows()],
         "num_trials": sum(r["num_trials"] for _, r in studies),
         "num_planned": sum(r["num_planned"] for _, r in studies),
+        "num_reached_target": sum(r["num_reached_target"] for _, r in studies),
         "num_unrecorded": sum(r["num_unrecorded"] for _, r in studies),
         "failed": [run_dir for _, r in studies for run_dir in r["failed"]],
         "measured_under_sharing": sharing[0] if sharing else None,
