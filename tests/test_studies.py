@@ -24,6 +24,8 @@ from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 LOGGER = "hydra_plugins.aeff_sweeper.aeff_sweeper"
 SPACE = ["search_space=mnist_adam", "search.num_trials=2"]
+# Sampled too, and cheaper for the sweeper to check (one key to compose, not three).
+LR_RANGE = ["hparams.lr=tag(log, interval(0.0001, 0.01))", "search.num_trials=2"]
 
 
 class StudyLauncher:
@@ -79,12 +81,11 @@ def test_a_studys_seed_is_the_sweeps_for_study_0_and_a_spawned_one_for_the_other
 
 def test_each_study_samples_with_its_own_seed_in_its_own_folder(tmp_path):
     launcher = StudyLauncher()
-    made = sweeper_on(tmp_path, [*SPACE, "search.num_studies=2"], launcher)
-    made.sweep([*SPACE, "search.num_studies=2"])
+    made = sweeper_on(tmp_path, ["search.num_trials=2", "search.num_studies=2"], launcher)
+    made.sweep([*LR_RANGE, "search.num_studies=2"])
     seeds = [search.study_seed(0, k) for k in range(2)]
     assert seeds[0] == 0 and len(set(seeds)) == 2  # study 0 samples as a sweep of one does
-    space = OmegaConf.to_container(made.config.search_space, resolve=True)
-    dimensions = search.parse_space(space)
+    dimensions = [search.interval("hparams.lr", 0.0001, 0.01, log_scale=True)]
     assert len(launcher.launches) == 2  # a launch a study, its job numbers from 0
     for k, (first, jobs) in enumerate(launcher.launches):
         folder = results.study_dir(tmp_path, k)
@@ -109,7 +110,7 @@ def test_each_study_samples_with_its_own_seed_in_its_own_folder(tmp_path):
 
 def test_a_sweep_of_one_study_keeps_its_layout_and_its_jobs(tmp_path):
     launcher = StudyLauncher(sweep_dir=tmp_path)
-    sweeper_on(tmp_path, SPACE, launcher).sweep(SPACE)
+    sweeper_on(tmp_path, ["search.num_trials=2"], launcher).sweep(LR_RANGE)
     ((first, jobs),) = launcher.launches
     assert first == 0 and not [o for job in jobs for o in job if o.startswith(("search.s", "hyd"))]
     assert not (tmp_path / results.STUDIES_PLAN).exists() and not (tmp_path / "study_0").exists()
@@ -188,9 +189,9 @@ def test_a_sweeps_report_across_studies_names_each_best_trial(tmp_path, capsys):
 
 def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study(tmp_path, caplog):
     stop_at = (str(tmp_path / "study_1"), 1)
-    args = [*SPACE, "search.num_studies=2"]
+    settings = ["search.num_trials=2", "search.num_studies=2"]
     with pytest.raises(TrialInterrupted):
-        sweeper_on(tmp_path, args, StudyLauncher(stop_at)).sweep(args)
+        sweeper_on(tmp_path, settings, StudyLauncher(stop_at)).sweep([*LR_RANGE, *settings])
     report = json.loads((tmp_path / results.REPORT).read_text())  # written as it stopped
     assert report["num_trials"] == 3 and report["failed"] == [str(tmp_path / "study_1" / "1")]
     assert aeff_sweeper.failed_trials == report["failed"]  # the app exits non-zero
@@ -198,9 +199,9 @@ def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study
         json.dumps({"status": "failed", "sweep_dir": "x", "hydra.job.num": 1})
     )
     launcher = StudyLauncher()
-    args = [*SPACE, "search.num_studies=2", "resume=true"]
+    settings.append("resume=true")
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        sweeper_on(tmp_path, args, launcher).sweep(args)
+        sweeper_on(tmp_path, settings, launcher).sweep([*LR_RANGE, *settings])
     assert [(first, len(jobs)) for first, jobs in launcher.launches] == [(1, 1), (1, 1)]
     assert f"Sweep of 4 trials in 2 studies in {tmp_path}: 2 to run" in caplog.messages
     assert json.loads((tmp_path / results.REPORT).read_text())["failed"] == []
@@ -400,3 +401,12 @@ def test_a_failed_trial_fails_neither_its_study_nor_the_others_and_the_sweep_exi
     report = json.loads((sweep / results.REPORT).read_text())
     assert report["failed"] == [str(sweep / f"study_{k}" / "0") for k in range(2)]
     assert aeff_sweeper.failed_trials == report["failed"]
+
+
+@pytest.mark.parametrize(
+    "text", ["{", '{"num_studies": 2, "studies": []}', '{"num_studies": 1, "studies": [{}]}']
+)
+def test_a_damaged_studies_plan_is_one_line_naming_it(tmp_path, text):
+    (tmp_path / results.STUDIES_PLAN).write_text(text)
+    with pytest.raises(ConfigError, match=r"studies_plan.json is unreadable \(\w+\): restore"):
+        results.read_studies_plan(tmp_path)
