@@ -45,6 +45,11 @@ class SearchConfig:
     num_trials: int | None = None
     seed: int = 0
     method: str = "halton"  # or sobol
+    # Independent studies of the trials, each with its own search seed. Any, not int: the
+    # sweeper refuses a value that is not a positive integer in one line (Hydra's own
+    # conversion error is a block of lines).
+    num_studies: Any = 1
+    study: int = 0  # set by the sweeper: the trial's study (0-based)
 
     def __post_init__(self) -> None:
         require(
@@ -53,6 +58,10 @@ class SearchConfig:
             "null or a positive integer",
             self.num_trials,
         )
+        require(
+            is_count(self.num_studies), "search.num_studies", "a positive integer", self.num_studies
+        )
+        require(self.study >= 0, "search.study", "a non-negative integer", self.study)
         require(
             self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS}", self.method
         )
@@ -155,6 +164,11 @@ def require(ok: bool, key: str, allowed: str, value: Any) -> None:
     """Raise a ConfigError naming `key` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}.")
+
+
+def is_count(value: Any) -> bool:
+    """A positive integer (not a boolean, which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def require_folder(key: str, value: str | None) -> None:

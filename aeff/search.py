@@ -177,6 +177,17 @@ def sample(
     return [{d.key: d.value(u) for d, u in zip(dimensions, row, strict=True)} for row in points]
 
 
+def study_seed(seed: int, study: int) -> int:
+    """Study `study`'s seed from a sweep's `seed`: `seed` itself for study 0 (a sweep of one
+    study samples as it always did), else numpy's SeedSequence spawned from `seed` with the
+    study as its key: distinct streams, a number in [0, 2**32) (an `rng_seed` too)."""
+    if study == 0:
+        return seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"search.seed={seed!r}: studies need a non-negative integer seed.")
+    return int(np.random.SeedSequence(seed, spawn_key=(study,)).generate_state(1)[0])
+
+
 def as_overrides(point: Mapping[str, Any]) -> list[str]:
     """Hydra overrides that reproduce `point` exactly (floats keep every digit; a null
     choice is Hydra's `null`, not the string `None`)."""

@@ -294,6 +294,8 @@ def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
         "score": None,
         "best_trial": None,
         "measured_under_sharing": None,
+        "study": 0,
+        "search_seed": None,
     }
 
 
@@ -546,6 +548,8 @@ def test_the_plan_is_written_redacted_and_an_unreadable_one_is_one_line(tmp_path
         "num_trials": 2,
         "jobs": [["a=1"], ["+url=https://***@host/x?sig=***&b=2"]],  # credentials redacted
         "files": {},
+        "study": 0,
+        "search_seed": None,
     }
     assert results.planned_files(tmp_path) == {}
     results.write_plan(tmp_path, [["a=1"]], {"/f/mine.py": "ab12"})

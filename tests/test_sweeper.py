@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 from helpers import owned_by_another_process
-from hydra import compose, initialize_config_module
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.utils import create_config_search_path
+from helpers.sweeper import sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
 from aeff import results
 from aeff.cli import hydra_job
-from aeff.cli.app import register, with_user_files
+from aeff.cli.app import with_user_files
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper, plan_changes
@@ -80,22 +78,14 @@ def messages(caplog) -> list[str]:
 def sweeper(tmp_path):
     """An AeffSweeper set up on the composed config, sweeping into `sweep_dir` (tmp_path),
     with a `Launcher` that writes records by hand."""
-    register()
 
     def make(
         *overrides: str, sweep_dir: Path | None = None, max_batch_size=None, **launcher
     ) -> AeffSweeper:
         sweep_dir = tmp_path if sweep_dir is None else sweep_dir
-        with initialize_config_module(config_module="aeff.conf", version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.sweep.dir = str(sweep_dir)
-        made = AeffSweeper(max_batch_size=max_batch_size)
-        made.config = cfg
-        search_path = create_config_search_path("pkg://aeff.conf")
-        made.hydra_context = types.SimpleNamespace(config_loader=ConfigLoaderImpl(search_path))
-        made.launcher = Launcher(sweep_dir, **launcher)
-        return made
+        return sweeper_on(
+            sweep_dir, list(overrides), Launcher(sweep_dir, **launcher), max_batch_size
+        )
 
     return make
 

@@ -105,6 +105,7 @@ class RunDirCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with errors_end_the_process():
+            refuse_studies_of_another_sweeper(config)
             writable_or_raise(records_dir(config, "sweep").absolute())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -112,6 +113,19 @@ class RunDirCallback(Callback):
         if str(config.hydra.sweeper.get("_target_", "")).endswith("AeffSweeper"):
             return
         aeff_sweeper.write_and_print_report(records_dir(config, "sweep").absolute())
+
+
+def refuse_studies_of_another_sweeper(config: DictConfig) -> None:
+    """Studies (`search.num_studies` > 1) are aeff's sweeper's: another (Optuna's) would
+    run one study and report it as several."""
+    sweeper = str(config.hydra.sweeper.get("_target_", ""))
+    num_studies = OmegaConf.select(config, "search.num_studies", default=1)
+    if num_studies != 1 and not sweeper.endswith("AeffSweeper"):
+        raise errors.ConfigError(
+            f"search.num_studies={num_studies}: studies are unsupported with "
+            f"{sweeper.rpartition('.')[2] or 'this sweeper'}; only aeff's sweeper "
+            "(hydra/sweeper=aeff, the default) runs them."
+        )
 
 
 def records_dir(config: DictConfig, mode: str) -> Path:

@@ -24,7 +24,7 @@ def trial_job_of(cfg: DictConfig, hydra_cfg: DictConfig) -> TrialJob:
     return TrialJob(
         cfg,
         Path(hydra_cfg.runtime.output_dir),
-        job_labels(hydra_cfg),
+        {**job_labels(hydra_cfg), **study_labels(cfg, hydra_cfg)},
         cwd,
         hydra_files(cfg, hydra_cfg),
     )
@@ -40,6 +40,19 @@ def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
         "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
         "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
         "parallel_trials": parallel_trials(hydra_cfg.launcher) if in_sweep else 1,
+    }
+
+
+def study_labels(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """The trial's study of an aeff sweep (0-based; the sweeper sets `search.study` for each
+    job) and the seed that study sampled with (`search.seed`, set by the sweeper per study);
+    outside aeff's sweeps study 0 and no search seed."""
+    sweeper = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
+    if hydra_cfg.mode != RunMode.MULTIRUN or not sweeper.endswith("AeffSweeper"):
+        return {"study": 0, "search_seed": None}
+    return {
+        "study": OmegaConf.select(cfg, "search.study", default=0),
+        "search_seed": OmegaConf.select(cfg, "search.seed", default=None),
     }
 
 

@@ -34,6 +34,11 @@ from aeff.records.secrets import redact
 log = logging.getLogger(__name__)
 
 PLAN = "sweep_plan.json"
+# A sweep of several studies (search.num_studies > 1): each study is a sweep dir of its own,
+# <sweep dir>/study_<k>; the sweep dir holds their plan and the report across them.
+STUDIES_PLAN = "studies_plan.json"
+STUDIES = "studies.csv"
+STUDY_PREFIX = "study_"
 SWEEP_CONFIG = "multirun.yaml"  # the sweep's composed config, credentials redacted
 SUMMARY = "summary.csv"
 REPORT = "sweep.json"
@@ -47,12 +52,59 @@ NOT_FAILED = (*FINISHED, UNRECORDED)
 
 
 def write_plan(
-    sweep_dir: Path, jobs: list[list[str]], files: Mapping[str, str] | None = None
+    sweep_dir: Path,
+    jobs: list[list[str]],
+    files: Mapping[str, str] | None = None,
+    study: int = 0,
+    search_seed: int | None = None,
 ) -> None:
-    """Every trial the sweep will run, as its overrides (credentials redacted), and the
-    sha256 of each user file it runs (path -> sha256), before the first one starts."""
+    """Every trial the sweep (or study) will run, as its overrides (credentials redacted),
+    the sha256 of each user file it runs (path -> sha256), the study and the seed it samples
+    with, before the first one starts."""
     plan = {"num_trials": len(jobs), "jobs": redacted(jobs), "files": dict(files or {})}
+    plan.update(study=study, search_seed=search_seed)
     write_json_atomically(sweep_dir / PLAN, plan)
+
+
+def study_dir(sweep_dir: Path, study: int) -> Path:
+    return Path(sweep_dir) / f"{STUDY_PREFIX}{study}"
+
+
+def write_studies_plan(sweep_dir: Path, seed: int, seeds: list[int]) -> None:
+    """The studies of a sweep: how many, and each one's folder and search seed (derived
+    from the sweep's `search.seed`), before the first trial starts."""
+    studies = [
+        {"study": k, "dir": study_dir(sweep_dir, k).name, "search_seed": s}
+        for k, s in enumerate(seeds)
+    ]
+    plan = {"num_studies": len(seeds), "search.seed": seed, "studies": studies}
+    write_json_atomically(sweep_dir / STUDIES_PLAN, plan)
+
+
+def read_studies_plan(sweep_dir: Path) -> dict[str, Any] | None:
+    """The studies' plan, or None when the sweep dir holds none (a sweep of one study)."""
+    path = Path(sweep_dir) / STUDIES_PLAN
+    if not path.exists():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+        studies = plan["studies"]
+        if not isinstance(plan["num_studies"], int) or len(studies) != plan["num_studies"]:
+            raise ValueError
+        if not all(isinstance(s["search_seed"], int) for s in studies):
+            raise TypeError
+        return plan
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "
+            "again in another hydra.sweep.dir."
+        ) from None
+
+
+def study_dirs(sweep_dir: Path) -> list[Path] | None:
+    """The folders of a sweep's studies, in order; None for a sweep of one study."""
+    plan = read_studies_plan(sweep_dir)
+    return None if plan is None else [study_dir(sweep_dir, k) for k in range(plan["num_studies"])]
 
 
 def record_sharing(sweep_dir: Path, note: str | None) -> None:
@@ -121,8 +173,9 @@ def trial_dirs(path: Path) -> list[Path]:
 
 
 def numeric_order(run_dir: str | Path) -> tuple[int, ...]:
-    """A sort key putting job 2 before job 10."""
-    return tuple(int(p) if p.isdigit() else -1 for p in Path(run_dir).parts)
+    """A sort key putting job 2 before job 10, and study_2 before study_10."""
+    numbers = (p.removeprefix(STUDY_PREFIX) for p in Path(run_dir).parts)
+    return tuple(int(p) if p.isdigit() else -1 for p in numbers)
 
 
 def foreign(job_dir: Path, job: int, metadata: Mapping[str, Any]) -> str | None:
@@ -314,6 +367,7 @@ def write_sweep_report(
     unrecorded (logging=off) has no result and is no failure. `ended`: see `summary`.
     """
     table = summary(sweep_dir, ended, metrics)
+    plan = _plan(sweep_dir) or {}
     write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
     finished = table[table["status"].isin(FINISHED)] if len(table) else table
     reached = finished.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
@@ -327,10 +381,70 @@ def write_sweep_report(
         "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
         "score": None if best is None else float(best["time_to_target"]),
         "best_trial": None if best is None else plain(best),
-        "measured_under_sharing": (_plan(sweep_dir) or {}).get("sharing"),
+        "measured_under_sharing": plan.get("sharing"),
+        "study": plan.get("study", 0),
+        "search_seed": plan.get("search_seed"),
     }
     write_json_atomically(sweep_dir / REPORT, report)
     return table, report
+
+
+def write_studies_report(
+    sweep_dir: Path, studies: list[tuple[Path, dict]]
+) -> tuple[pd.DataFrame, dict]:
+    """`studies.csv` and the sweep dir's `sweep.json` from each study's (folder, sweep.json):
+    AlgoPerf's score of a workload tuned in studies: each study's time is its best trial's
+    time to target (inf when no trial of it reached the target), the score is the median
+    over the studies (inf, written null in JSON, when the median study missed it)."""
+    rows = []
+    for folder, report in studies:
+        best = report["best_trial"] or {}
+        rows.append(
+            {
+                "study": report["study"],
+                "search_seed": report["search_seed"],
+                "time_to_target": math.inf if report["score"] is None else report["score"],
+                "steps_to_target": best.get("steps_to_target"),
+                "best_run_dir": best.get("run_dir"),
+                "num_planned": report["num_planned"],
+                "num_trials": report["num_trials"],
+                "num_reached_target": report["num_reached_target"],
+                "num_failed": len(report["failed"]),
+                "study_dir": str(Path(folder).resolve()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    write_text_atomically(sweep_dir / STUDIES, table.map(inert).to_csv(index=False))
+    median = float(np.median(table["time_to_target"])) if len(table) else math.inf
+    sharing = [r["measured_under_sharing"] for _, r in studies if r["measured_under_sharing"]]
+    report = {
+        "num_studies": len(rows),
+        "score": median,  # null when infinite (write_json_atomically)
+        "score_rule": "median over studies of each study's least time to target",
+        "studies": [plain(row) for _, row in table.iterrows()],
+        "num_trials": sum(r["num_trials"] for _, r in studies),
+        "num_planned": sum(r["num_planned"] for _, r in studies),
+        "num_reached_target": sum(r["num_reached_target"] for _, r in studies),
+        "num_unrecorded": sum(r["num_unrecorded"] for _, r in studies),
+        "failed": [run_dir for _, r in studies for run_dir in r["failed"]],
+        "measured_under_sharing": sharing[0] if sharing else None,
+    }
+    write_json_atomically(sweep_dir / REPORT, report)
+    return table, report
+
+
+def studies_text(table: pd.DataFrame, report: dict, root: Path) -> str:
+    """The studies for a terminal: each one's best trial, and the median over them."""
+    shown = table[["study", "search_seed", "time_to_target", "steps_to_target", "best_run_dir"]]
+    relative = [os.path.relpath(d, root) if isinstance(d, str) else d for d in shown.best_run_dir]
+    shown = shown.assign(best_run_dir=relative)
+    shown = shown.astype(object).where(shown.notna(), "-")
+    median = report["score"]
+    return (
+        shown.to_string(index=False, formatters=dict.fromkeys(shown, short))
+        + f"\nscore (median over {report['num_studies']} studies of each one's least time to "
+        f"target; inf: the median study missed the target): {short(float(median))}"
+    )
 
 
 def plain(row: pd.Series) -> dict[str, Any]:

@@ -16,7 +16,19 @@ from typing import Any
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of, load_metrics
-from aeff.results import PLAN, as_text, compare, plot, summary, write_sweep_report
+from aeff.results import (
+    PLAN,
+    STUDIES,
+    STUDIES_PLAN,
+    as_text,
+    compare,
+    plot,
+    studies_text,
+    study_dirs,
+    summary,
+    write_studies_report,
+    write_sweep_report,
+)
 from aeff.results.report import write_reports
 
 
@@ -132,10 +144,20 @@ def run_command(args: argparse.Namespace) -> None:
         print(plot(args.path, args.x, args.y, args.out or folder / f"{args.y}.png"))
     elif args.command == "export":
         print(export(args))
+    elif args.command == "report" and (args.path / STUDIES_PLAN).is_file():
+        reports = {folder: write_reports(folder) for folder in study_dirs(args.path)}
+        write_studies_report(args.path, [(folder, r[1]) for folder, r in reports.items()])
+        print("\n".join(str(page) for _, _, page in reports.values()))
+        print(args.path / STUDIES)
     elif args.command == "report":
         if not (args.path / PLAN).is_file():
             raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
         print(write_reports(args.path)[2])
+    elif (folder / STUDIES_PLAN).exists():  # a sweep of studies: each one's, and across them
+        reports = [(study, write_sweep_report(study)[1]) for study in study_dirs(folder)]
+        table, report = write_studies_report(folder, reports)
+        print(studies_text(table, report, folder))
+        print(f"{report['num_trials']} trials of {report['num_planned']} planned")
     elif (folder / PLAN).exists():  # a sweep dir: its report is written there
         frame, report = write_sweep_report(folder)
         print(as_text(frame, folder))

@@ -72,11 +72,21 @@ class VectorizedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        return self.launch_batches([(job_overrides, initial_job_idx)])[0]
+
+    def launch_batches(
+        self, batches: Sequence[tuple[Sequence[Sequence[str]], int]]
+    ) -> list[list[JobReturn]]:
+        """Several launches' jobs (each batch: its overrides and first job number) grouped
+        together: the aeff sweeper hands over its studies' jobs at once, whose numbers
+        restart in each study's folder, so that trials of different studies share a
+        program where their `group_key` allows. The returns, by batch."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [
             self._job_config(initial_job_idx + i, overrides)
+            for job_overrides, initial_job_idx in batches
             for i, overrides in enumerate(job_overrides)
         ]
         returns: list[JobReturn | None] = [None] * len(configs)
@@ -88,7 +98,11 @@ class VectorizedLauncher(Launcher):
                 for index, job_return in zip(group, outcomes, strict=True):
                     returns[index] = job_return
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return returns
+        by_batch, start = [], 0
+        for job_overrides, _ in batches:
+            by_batch.append(returns[start : start + len(job_overrides)])
+            start += len(job_overrides)
+        return by_batch
 
     def _job_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:
         """The job's config, as the basic launcher makes it, with its output dir set."""
@@ -101,6 +115,15 @@ class VectorizedLauncher(Launcher):
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         return config
+
+    def _job_name(self, config: DictConfig) -> str:
+        """The job's number; `study_<k>/<number>` for a job of a study of the sweep (its
+        output dir, from the sweep dir)."""
+        top = Path(os.path.abspath(str(self.config.hydra.sweep.dir)))
+        output = Path(config.hydra.runtime.output_dir)
+        if output.is_relative_to(top) and output != top:
+            return str(output.relative_to(top))
+        return str(config.hydra.job.num)
 
     def _run_alone(self, config: DictConfig) -> JobReturn:
         return run_job(
@@ -152,8 +175,8 @@ class VectorizedLauncher(Launcher):
             self.hydra_context.callbacks.on_job_start(
                 config=config, task_function=self.task_function
             )
-        numbers = [str(c.hydra.job.num) for c in configs]
-        with trial_logs(configs):
+        numbers = [self._job_name(c) for c in configs]
+        with trial_logs(configs, numbers):
             log.info("%d trials in one program: jobs %s", len(jobs), ", ".join(numbers))
             outcomes = trial.train_and_evaluate_group(jobs, f"{numbers[0]}-{numbers[-1]}")
             for index, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
@@ -193,7 +216,7 @@ def _job_return(config: DictConfig, task_cfg: DictConfig) -> JobReturn:
 
 
 @contextlib.contextmanager
-def trial_logs(configs: list[DictConfig]) -> Iterator[None]:
+def trial_logs(configs: list[DictConfig], names: list[str] | None = None) -> Iterator[None]:
     """Each job's log file (Hydra's, `<output dir>/<job name>.log`) gets the lines about its
     trial and the group's own; on the console, a line about one trial names its job."""
     from aeff.records.speaker import SPEAKER
@@ -213,7 +236,7 @@ def trial_logs(configs: list[DictConfig]) -> Iterator[None]:
         handler.addFilter(lambda record, index=index: SPEAKER.get() in (None, index))
         root.addHandler(handler)
         handlers.append(handler)
-    naming = _JobNaming([c.hydra.job.num for c in configs], SPEAKER)
+    naming = _JobNaming(names or [str(c.hydra.job.num) for c in configs], SPEAKER)
     for handler in root.handlers:
         handler.addFilter(naming)
     try:
@@ -229,7 +252,7 @@ def trial_logs(configs: list[DictConfig]) -> Iterator[None]:
 class _JobNaming(logging.Filter):
     """Starts a line about one trial of the group with its job number, once."""
 
-    def __init__(self, numbers: list[int], speaker: Any) -> None:
+    def __init__(self, numbers: list[str], speaker: Any) -> None:
         super().__init__()
         self.numbers, self.speaker = numbers, speaker
 

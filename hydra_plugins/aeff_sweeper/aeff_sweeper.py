@@ -13,11 +13,12 @@ import dataclasses
 import itertools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,43 @@ def write_and_print_report(sweep_dir: Path, ended: dict[int, str | None] | None 
     return sweep
 
 
+def write_and_print_studies_report(
+    sweep_dir: Path, ended: dict[Path, dict[int, str | None]] | None = None
+) -> dict:
+    """Each study's report files (a line each on the console), and the report across the
+    studies (`studies.csv`, the sweep dir's `sweep.json`), its table on the console;
+    the sweep dir's sweep.json. `ended`: by study folder, see `results.summary`."""
+    from aeff import results
+    from aeff.results.report import write_reports
+
+    folders = results.study_dirs(sweep_dir) or []
+    reports = []
+    for folder in folders:
+        summary, sweep, page = write_reports(folder, (ended or {}).get(folder))
+        reports.append((folder, sweep))
+        print(
+            f"{folder.name}: {sweep['num_trials']} trials, {results.count_failed(summary)} "
+            f"failed, least time to target {sweep['score']}. Report: {page}"
+        )
+    table, report = results.write_studies_report(sweep_dir, reports)
+    print(results.studies_text(table, report, sweep_dir))
+    print(f"Report across studies: {sweep_dir / results.STUDIES}, {sweep_dir / results.REPORT}")
+    return report
+
+
+@dataclass
+class Study:
+    """One study of a sweep: its number, search seed, folder (the sweep dir itself when the
+    sweep is one study), jobs, the jobs left to run, and how the launched ones ended."""
+
+    index: int
+    seed: int
+    folder: Path
+    jobs: list[list[str]]
+    todo: list[int] = dataclasses.field(default_factory=list)
+    ended: dict[int, str | None] = dataclasses.field(default_factory=dict)
+
+
 class AeffSweeper(Sweeper):
     def __init__(self, max_batch_size: int | None = None, stop_wait_sec: float = 60.0) -> None:
         self.max_batch_size = max_batch_size
@@ -113,54 +151,96 @@ class AeffSweeper(Sweeper):
                     f"hydra.sweep.subdir={subdir}: aeff keeps each trial in "
                     "<sweep dir>/<job number>, which its reports and resume rely on."
                 )
-            jobs = self.job_overrides(arguments)
+            studies = self.studies(arguments, sweep_dir)
             self.check_devices()
             sweep_dir.mkdir(parents=True, exist_ok=True)
             Lock.acquire(sweep_dir)
-            todo = self.jobs_to_run(sweep_dir, jobs)
+            check_layout(sweep_dir, len(studies), bool(self.config.get("resume")))
+            for study in studies:
+                study.folder.mkdir(exist_ok=True)
+                Lock.acquire(study.folder)
+                study.todo = self.jobs_to_run(study.folder, study.jobs, study)
+            if len(studies) > 1:
+                seeds = [study.seed for study in studies]
+                results.write_studies_plan(sweep_dir, self.config.search.seed, seeds)
         except AeffError as error:
             log.error("%s", error)
             sys.exit(errors.exit_status(error))
-        results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
-        log.info("Sweep of %d trials in %s: %d to run", len(jobs), sweep_dir, len(todo))
-        self.warn_of_sharing(sweep_dir, len(todo))
+        config_yaml = redact(OmegaConf.to_yaml(self.config))
+        for folder in {sweep_dir, *(study.folder for study in studies)}:
+            results.write_sweep_config(folder, config_yaml)
+        num_jobs, todo = sum(len(s.jobs) for s in studies), sum(len(s.todo) for s in studies)
+        in_studies = f" in {len(studies)} studies" if len(studies) > 1 else ""
+        log.info("Sweep of %d trials%s in %s: %d to run", num_jobs, in_studies, sweep_dir, todo)
+        self.warn_of_sharing(studies, max(len(s.todo) for s in studies))
         returns: list[JobReturn] = []
-        ended: dict[int, str | None] = {}  # how each returned job ended: see results.summary
 
         def stopped(signum: int) -> str:  # a signal while no trial of this process trains
             stop_workers(signum, self.stop_wait_sec)
-            self.report(sweep_dir, ended)
+            self.report(sweep_dir, studies)
             return f"the sweep's report is written. {finish_hint(sweep_dir)}"
 
         interrupts.forget_received()
         try:
             with exit_note(stopped), signals_end_the_sweep():
-                for batch in self.batches(todo):
-                    launched = self.launcher.launch([jobs[i] for i in batch], batch[0])
-                    returns.extend(launched)
-                    ended.update(endings(batch, launched))
+                returns = self.launch(studies)
         except TrialInterrupted as interrupt:  # a trial's, here or in a worker
             stop_workers(interrupt.signum, self.stop_wait_sec)
-            self.report(sweep_dir, ended)
+            self.report(sweep_dir, studies)
             log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
             raise
         except Exception as error:  # the launcher's own: a worker killed (out of memory)...
-            self.report(sweep_dir, ended)
+            self.report(sweep_dir, studies)
             lines = str(error).strip().splitlines()
             what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
             log.debug("The launcher's error:", exc_info=True)  # shown with hydra.verbose
             log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
             sys.exit(errors.exit_status(error))
-        self.report(sweep_dir, ended)
+        self.report(sweep_dir, studies)
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder")
         remove_job_pickles(folder, sweep_dir)
         return returns
 
+    def studies(self, arguments: list[str], sweep_dir: Path) -> list["Study"]:
+        """The sweep's studies (`search.num_studies`), each with its own search seed and jobs.
+
+        One study is the sweep dir itself, as a sweep always was. Several are folders
+        `study_<k>` of it: each job sets `hydra.sweep.dir` to its study's folder (a job's
+        overrides win over the command line's), `search.study` and `search.seed` (which
+        its records keep), and an `rng_seed` given as a number becomes the study's own.
+        """
+        from aeff import results, search
+
+        settings = self.config.search
+        num_studies = settings.get("num_studies", 1)
+        if not config.is_count(num_studies):
+            raise ConfigError(f"search.num_studies={num_studies!r}: expected an integer >= 1.")
+        if settings.get("study", 0) != 0:
+            raise ConfigError(
+                f"search.study={settings.study}: the sweeper sets each trial's study; give "
+                "search.num_studies=S for S studies."
+            )
+        seeds = [search.study_seed(settings.seed, k) for k in range(num_studies)]
+        plan = self.job_plan(arguments)
+        if num_studies == 1:
+            return [Study(0, settings.seed, sweep_dir, plan(settings.seed))]
+        studies = []
+        for k, seed in enumerate(seeds):
+            folder = results.study_dir(sweep_dir, k)
+            jobs = [in_study(job, k, seed, folder) for job in plan(seed)]
+            studies.append(Study(k, seed, folder, jobs))
+        return studies
+
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
-        """The grid of the command line, times the sampled points of the search space and
-        of the command line's `interval()` sweeps.
+        """The jobs of one study with `search.seed` (`job_plan`)."""
+        return self.job_plan(arguments)(self.config.search.seed)
+
+    def job_plan(self, arguments: list[str]) -> Callable[[int], list[list[str]]]:
+        """The jobs for a search seed: the grid of the command line, times the sampled
+        points of the search space and of the command line's `interval()` sweeps.
 
         A key given on the command line is pinned: the space's range for it is not sampled.
+        The command line is parsed and checked once, whatever the number of seeds.
         """
         from hydra.core.override_parser.types import IntervalSweep
 
@@ -194,13 +274,21 @@ class AeffSweeper(Sweeper):
                     "search.num_trials is set but nothing is sampled: add search_space=<name> "
                     "(see conf/search_space/) or a key=interval(low,high) sweep."
                 )
-            return grid
+            return lambda seed: [list(job) for job in grid]
         if settings.num_trials is None:
             sampled = "search_space is chosen" if space else f"{intervals[0].key} is an interval"
             raise ConfigError(f"{sampled}: set search.num_trials=N.")
-        points = search.sample(dimensions, settings.num_trials, settings.seed, settings.method)
-        self.check_composes(search.as_overrides(points[0]), grid[0])  # a key the config lacks
-        return [job + search.as_overrides(point) for job in grid for point in points]
+        checked = []
+
+        def jobs(seed: int) -> list[list[str]]:
+            points = search.sample(dimensions, settings.num_trials, seed, settings.method)
+            if not checked:  # a key the config lacks: the same keys for every seed
+                self.check_composes(search.as_overrides(points[0]), grid[0])
+                checked.append(True)
+            return [job + search.as_overrides(point) for job in grid for point in points]
+
+        jobs(settings.seed)  # bad settings refused now, before any study is planned
+        return jobs
 
     def check_composes(self, values: list[str], company: list[str]) -> None:
         """Each value (of a grid axis, or a sampled point) composes with the overrides
@@ -238,23 +326,27 @@ class AeffSweeper(Sweeper):
                     f"hyperparameters are {', '.join(known)}."
                 )
 
-    def jobs_to_run(self, sweep_dir: Path, jobs: list[list[str]]) -> list[int]:
-        """All jobs of a new sweep; with resume=true, those not finished, after checking
-        that the plan is the one recorded and that no job still runs."""
+    def jobs_to_run(
+        self, sweep_dir: Path, jobs: list[list[str]], study: "Study | None" = None
+    ) -> list[int]:
+        """All jobs of a new sweep (or study, in its folder); with resume=true, those not
+        finished, after checking that the plan is the one recorded and that no job still
+        runs."""
         from aeff import results
 
         planned = results.read_plan(sweep_dir)
         files = self.user_files(jobs)
+        number, seed = (study.index, study.seed) if study else (0, self.config.search.seed)
         if not self.config.get("resume"):
             if planned is not None:
                 raise ConfigError(
                     f"{sweep_dir} holds a sweep already: add resume=true to finish it, or "
                     "choose another hydra.sweep.dir."
                 )
-            results.write_plan(sweep_dir, jobs, files)
+            results.write_plan(sweep_dir, jobs, files, number, seed)
             return list(range(len(jobs)))
         if planned is None:
-            results.write_plan(sweep_dir, jobs, files)
+            results.write_plan(sweep_dir, jobs, files, number, seed)
             planned = jobs
         # An edited space samples other values: name the file, not the values it changed.
         refuse_edited_files(sweep_dir, results.planned_files(sweep_dir), files)
@@ -284,7 +376,7 @@ class AeffSweeper(Sweeper):
             ids = OmegaConf.select(self.config, "devices.ids", default=None)
             devices.slots_of(per_trial, list(ids) if ids is not None else devices.visible_gpu_ids())
 
-    def warn_of_sharing(self, sweep_dir: Path, num_jobs: int) -> None:
+    def warn_of_sharing(self, studies: list["Study"], num_jobs: int) -> None:
         """Say, before the first trial, when trials running at once share the machine's
         cores or GPUs, and record it in the plan: sweep.json then marks the score."""
         from aeff import devices, results
@@ -295,7 +387,8 @@ class AeffSweeper(Sweeper):
         parallel = parallel_trials(self.config.hydra.launcher, num_jobs)
         per_trial = OmegaConf.select(self.config, "devices.per_trial", default=None)
         note = devices.sharing(parallel, cpus, len(system.gpu_handles()), per_trial)
-        results.record_sharing(sweep_dir, note)
+        for study in studies:
+            results.record_sharing(study.folder, note)
         if note:
             log.warning(
                 "%s: each trial's clock counts the others' work, so times to target and the "
@@ -320,6 +413,34 @@ class AeffSweeper(Sweeper):
             for key, path in sorted(named)
         }
 
+    def launch(self, studies: list[Study]) -> list[JobReturn]:
+        """Every study's jobs to run, in batches of consecutive job numbers. A launcher
+        that takes several batches at once (the vectorized one's `launch_batches`) gets
+        them together, up to max_batch_size jobs a call, so that it may group trials of
+        different studies (or either side of a finished one)."""
+        pairs = [(study, batch) for study in studies for batch in self.batches(study.todo)]
+        returns: list[JobReturn] = []
+        if len(pairs) < 2 or not hasattr(self.launcher, "launch_batches"):
+            for study, batch in pairs:
+                launched = self.launcher.launch([study.jobs[i] for i in batch], batch[0])
+                returns.extend(launched)
+                study.ended.update(endings(batch, launched))
+            return returns
+        limit, calls = self.max_batch_size or 1 << 30, []
+        for pair in pairs:
+            if calls and sum(len(b) for _, b in calls[-1]) + len(pair[1]) <= limit:
+                calls[-1].append(pair)
+            else:
+                calls.append([pair])
+        for call in calls:
+            handed = [([study.jobs[i] for i in batch], batch[0]) for study, batch in call]
+            for (study, batch), launched in zip(
+                call, self.launcher.launch_batches(handed), strict=True
+            ):
+                returns.extend(launched)
+                study.ended.update(endings(batch, launched))
+        return returns
+
     def batches(self, indices: list[int]) -> list[list[int]]:
         """Runs of consecutive job numbers, at most max_batch_size long."""
         batches: list[list[int]] = []
@@ -331,10 +452,13 @@ class AeffSweeper(Sweeper):
                 batches.append([index])
         return batches
 
-    def report(self, sweep_dir: Path, ended: dict[int, str | None] | None = None) -> None:
+    def report(self, sweep_dir: Path, studies: list["Study"]) -> None:
         from aeff import results
 
-        sweep = write_and_print_report(sweep_dir, ended)
+        if len(studies) == 1:
+            sweep = write_and_print_report(sweep_dir, studies[0].ended)
+        else:
+            sweep = write_and_print_studies_report(sweep_dir, {s.folder: s.ended for s in studies})
         failed_trials[:] = sweep["failed"]
         if failed_trials:
             named = ", ".join(failed_trials[:NAMED_FAILURES])
@@ -478,6 +602,50 @@ def refuse_edited_files(
                 "restore the planned file, or start the sweep again in another "
                 "hydra.sweep.dir."
             )
+
+
+def check_layout(sweep_dir: Path, num_studies: int, resume: bool) -> None:
+    """Refuse a sweep dir planned for another number of studies (a resume must keep it),
+    and, without resume=true, one that holds a sweep of studies already."""
+    from aeff import results
+
+    planned = results.read_studies_plan(sweep_dir)
+    one = (sweep_dir / results.PLAN).exists()
+    before = planned["num_studies"] if planned else int(one)
+    if before and not resume:
+        raise ConfigError(
+            f"{sweep_dir} holds a sweep already: add resume=true to finish it, or choose "
+            "another hydra.sweep.dir."
+        )
+    if before and before != num_studies:
+        raise ConfigError(
+            f"resume=true finishes only the same sweep, but {sweep_dir} planned "
+            f"search.num_studies={before} (now {num_studies}): resume with the sweep's own "
+            "command line."
+        )
+
+
+def in_study(job: list[str], study: int, seed: int, folder: Path) -> list[str]:
+    """A job of study `study` (of several): in the study's folder, with the study's number
+    and search seed, and an `rng_seed` given as a number made the study's own (study 0
+    keeps it), so that trials of different studies train from different seeds."""
+    from aeff import search
+
+    values = {"search.seed": str(seed), "search.study": str(study)}
+    for override in job:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "rng_seed" and value.isdigit():
+            values["rng_seed"] = str(search.study_seed(int(value), study))
+    kept = [o for o in job if o.lstrip("+~").partition("=")[0] not in values]
+    return [*kept, *(f"{k}={v}" for k, v in values.items()), f"hydra.sweep.dir={quoted(folder)}"]
+
+
+def quoted(path: Path) -> str:
+    """A path as a Hydra override's value: as it is when plain, else single-quoted."""
+    text = str(path)
+    if re.fullmatch(r"[\w./-]+", text):
+        return text
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def plan_values(job: list[str]) -> dict[str, str]:
