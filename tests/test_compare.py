@@ -332,6 +332,21 @@ def test_trials_of_one_workload_with_another_model_are_refused(tmp_path):
         compare.read_trials([tmp_path])
 
 
+def test_times_of_trials_that_shared_their_clock_unequally_are_said_not_comparable(tmp_path):
+    rows = [(100, 5.0, 0.98)]
+    grouped = {"group.size": 4, "parallel_trials": 1}
+    write_trials(
+        tmp_path, [Trial(ADAM, "mnist", 0, rows), Trial(NESTEROV, "mnist", 0, rows, record=grouped)]
+    )
+    trials, _ = compare.read_trials([tmp_path])
+    assert compare.unequal_clocks(trials, "time") == (
+        "the trials' clocks were shared unequally (1 trials per program, 1 at once; 4 trials "
+        "per program, 1 at once): their times are not comparable; --clock steps is."
+    )
+    assert compare.unequal_clocks(trials, "steps") is None
+    assert compare.unequal_clocks(trials[trials["submission"] == "Adam"], "time") is None
+
+
 def refusal(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)

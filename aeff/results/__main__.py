@@ -123,8 +123,9 @@ def run_compare(args: argparse.Namespace) -> None:
     trials, evals = compare.read_trials(args.dirs, {old: new for old, _, new in pairs})
     result = compare.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
     log = logging.getLogger(__name__)
-    if note := compare.unfinished(trials):
-        log.warning("compare: %s", note)
+    for note in (compare.unfinished(trials), compare.unequal_clocks(trials, args.clock)):
+        if note:
+            log.warning("compare: %s", note)
     for cell in compare.missing_cells(result["table"]):
         log.warning("compare: %s has no trial: it counts as missing the target.", cell)
     tau_range = f"{compare.MIN_TAU:g}, {args.max_tau:g}"

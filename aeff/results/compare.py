@@ -259,6 +259,8 @@ def trial_of(run_dir: Path, metadata: Mapping[str, Any]) -> dict[str, Any]:
         "higher_is_better": higher_is_better(metadata["workload.target_metric"]),
         "budget": float(metadata["workload.max_allowed_runtime_sec"]),
         "max_steps": metadata.get("max_steps"),
+        # What shared the trial's clock: its vectorized group, parallel trials.
+        "shared_by": (metadata.get("group.size") or 1, metadata.get("parallel_trials") or 1),
     }
 
 
@@ -383,6 +385,19 @@ def unfinished(trials: pd.DataFrame) -> str | None:
         return None
     statuses = ", ".join(f"{n} {status}" for status, n in left["status"].value_counts().items())
     return f"{statuses} trials (e.g. {left['run_dir'].iloc[0]}) count as missing the target."
+
+
+def unequal_clocks(trials: pd.DataFrame, clock: str) -> str | None:
+    """A line when, on the time clock, trials ran in groups of different sizes or beside
+    different numbers of parallel trials: each was charged what it shared."""
+    shared = sorted(set(trials["shared_by"]))
+    if clock != "time" or len(shared) < 2:
+        return None
+    sizes = "; ".join(f"{g} trials per program, {p} at once" for g, p in shared)
+    return (
+        f"the trials' clocks were shared unequally ({sizes}): their times are not "
+        "comparable; --clock steps is."
+    )
 
 
 def missing_cells(table: pd.DataFrame) -> list[str]:
