@@ -288,3 +288,101 @@ def test_a_single_run_dir_exports_as_one_run_and_stays_one_trial(exported, sweep
     assert "1 trial in MLflow (1 exported)" in out and "1 trial in MLflow (1 unchanged)" in out
     assert [p.name for p in (run_dir / "tensorboard").iterdir() if p.is_dir()] == ["run"]
     assert list(results.summary(run_dir)["run_dir"]) == [str(run_dir.resolve())]
+
+
+def big_trial(run_dir: Path, rows: int = 60, columns: int = 20, params: int = 150):
+    """A trial of `rows` x `columns` metric values (over MLflow's 1,000 a batch) and
+    `params` hyperparameters (over its 100), its record in `run_dir`."""
+    import numpy as np
+
+    from aeff.results.export import Trial
+
+    run_dir.mkdir(parents=True)
+    metadata = {"status": "completed", "identity": {f"hparams.h{i}": i for i in range(params)}}
+    (run_dir / "metadata.json").write_text(json.dumps(metadata))
+    steps = np.arange(1, rows + 1) * 10
+    values = np.arange(rows * columns, dtype=float).reshape(rows, columns)
+    return Trial(
+        run_dir=run_dir,
+        name=run_dir.name,
+        status="completed",
+        metadata=metadata,
+        columns=[f"m{j}" for j in range(columns)],
+        steps=steps,
+        times=1.8e9 + steps.astype(float),
+        values=values,
+        result={"best_target_metric": 0.5},
+    )
+
+
+def test_a_trial_over_mlflows_batch_limits_is_written_whole(tmp_path):
+    from aeff.results.export import EXPORTED_TAG, to_mlflow
+
+    trial = big_trial(tmp_path / "sweep" / "0")
+    uri = f"sqlite:///{tmp_path / 'own.db'}"
+    to_mlflow([trial], tmp_path / "sweep", uri)
+    client = mlflow.MlflowClient(uri)
+    (run,) = runs_of(client, tmp_path / "sweep").values()
+    assert len(run.data.params) == 150 and len(run.data.metrics) == 21
+    assert run.data.tags[EXPORTED_TAG] == trial.fingerprint()
+    history = client.get_metric_history(run.info.run_id, "m19")
+    expected = [(10 * (i + 1), 20.0 * i + 19) for i in range(60)]
+    assert [(m.step, m.value) for m in history] == expected
+
+
+def test_batches_keep_to_mlflows_limits_and_end_with_the_fingerprint():
+    from mlflow.entities import Metric, Param, RunTag
+
+    from aeff.results.export import batches
+
+    metrics = [Metric(f"m{i % 7}", float(i), 0, i) for i in range(2_500)]
+    params = [Param(f"p{i}", "1") for i in range(250)]
+    calls = batches(metrics, params, RunTag("last", "x"))
+    assert [m for call in calls for m in call[0]] == metrics
+    assert [p for call in calls for p in call[1]] == params
+    assert [t.key for call in calls for t in call[2]] == ["last"] and calls[-1][2]
+    for m, p, t in calls:
+        assert len(m) <= 1000 and len(p) <= 100 and len(m) + len(p) + len(t) <= 1000
+    assert batches([], [], RunTag("last", "x")) == [([], [], [RunTag("last", "x")])]
+
+
+def test_a_run_cut_off_before_its_last_batch_is_exported_again(tmp_path, monkeypatch):
+    """The fingerprint comes last: a run stopped before its last batch is replaced."""
+    from aeff.results.export import EXPORTED_TAG, to_mlflow
+
+    trial, sweep_dir = big_trial(tmp_path / "sweep" / "0"), tmp_path / "sweep"
+    uri = f"sqlite:///{tmp_path / 'own.db'}"
+    real, calls = mlflow.MlflowClient.log_batch, []
+
+    def cut(self, run_id, **kwargs):
+        calls.append(run_id)
+        if len(calls) == 2:  # its last: 1,221 metrics and 150 params take two
+            raise OSError("the machine stopped")
+        return real(self, run_id, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", cut)
+    with pytest.raises(ConfigError, match="after 0 of 1 trials"):
+        to_mlflow([trial], sweep_dir, uri)
+    monkeypatch.undo()
+    assert "(1 replaced)" in to_mlflow([trial], sweep_dir, uri)
+    (run,) = runs_of(mlflow.MlflowClient(uri), sweep_dir).values()
+    assert run.data.tags[EXPORTED_TAG] == trial.fingerprint() and len(run.data.params) == 150
+
+
+def test_only_aeffs_own_store_is_written_without_fsync(tmp_path):
+    import sqlalchemy
+
+    from aeff.results.export import unsynced
+
+    def synchronous(name: str) -> int:
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / name}")
+        with engine.connect() as connection:
+            value = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+        engine.dispose()
+        return value
+
+    with unsynced(own=True):
+        assert synchronous("a.db") == 0  # OFF
+    with unsynced(own=False):
+        assert synchronous("b.db") == 2  # FULL, SQLite's default
+    assert synchronous("c.db") == 2  # the listener is gone

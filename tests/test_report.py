@@ -1,12 +1,16 @@
 """report.html: a sweep on one page, with no network, as a browser shows it."""
 
+import base64
+import io
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib import image
 
 from aeff import results
 from aeff.records.environment import rerun_command
@@ -68,30 +72,78 @@ def test_the_command_writes_it_only_for_a_sweep(sweep, capsys):
 
 
 @pytest.mark.slow
-def test_a_browser_opens_it_without_errors_and_runs_its_sorting_script(sweep, tmp_path_factory):
+def test_a_browser_opens_it_without_errors_and_shows_the_table_and_the_figures(
+    sweep, tmp_path_factory
+):
+    """Chromium loads the page without a console message, runs its script, and draws each
+    figure pixel for pixel as its PNG holds it, and the table with its sortable header."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium on this machine: `apt-get install chromium` (.ci/run does)")
     page = write_html_report(sweep, *results.write_sweep_report(sweep))
-    profile = tmp_path_factory.mktemp("chromium")
+    folder = tmp_path_factory.mktemp("chromium")
+    dom = chromium(browser, folder, "--enable-logging=stderr", "--v=0", "--dump-dom", page)
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console  # no script error, no failed load
+    assert dom.stdout.count('class="sortable"') == 7  # the script ran over every header
+    figures = pngs(page.read_text())
+    assert [f.shape for f in figures] == [(450, 700, 3), (320, 500, 3)]  # curves; lr
+    assert all((f.min(axis=2) < 128).sum() > 1000 for f in figures)  # axes, labels, lines
+    shot = folder / "report.png"
+    chromium(browser, folder, "--window-size=1200,2400", f"--screenshot={shot}", page)
+    pixels = rgb(image.imread(shot))
+    for figure in figures:
+        assert drawn_at(figure, pixels) is not None, f"a figure is not drawn whole: {shot}"
+    # The trials table: its header grey (the script's class `sortable`), a border line
+    # above and below the header and below each of the 4 trials.
+    header = np.flatnonzero((pixels == 240).all(axis=2).sum(axis=1) > 200)
+    assert len(header) > 10, f"no sortable header drawn: {shot}"
+    lines = np.flatnonzero((pixels[header[0] - 1 :] == 204).all(axis=2).sum(axis=1) > 200)
+    assert len(lines) == 6, f"{len(lines)} table lines, not 6: {shot}"
+
+
+def chromium(browser: str, folder: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    """Headless Chromium on `args` (the page last), at one pixel a CSS pixel."""
     done = subprocess.run(
         [
             browser,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
-            f"--user-data-dir={profile}",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            page.as_uri(),
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            f"--user-data-dir={folder / 'profile'}",
+            *[a.as_uri() if isinstance(a, Path) else a for a in args],
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
-    assert not console, console  # no script error, no failed load
-    assert done.stdout.count('class="sortable"') == 7  # the script ran over every header
-    assert done.stdout.count("data:image/png;base64,") == 2
+    return done
+
+
+def pngs(page: str) -> list[np.ndarray]:
+    """The page's figures, decoded from their data URIs (RGB, 0-255)."""
+    found = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    return [rgb(image.imread(io.BytesIO(base64.b64decode(data)), format="png")) for data in found]
+
+
+def rgb(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., :3] * 255).round().astype(np.uint8)
+
+
+def drawn_at(figure: np.ndarray, shot: np.ndarray) -> tuple[int, int] | None:
+    """Where `shot` holds `figure` exactly: found by its busiest row, then compared whole."""
+    row = int((figure.min(axis=2) < 250).sum(axis=1).argmax())
+    key = figure[row].tobytes()
+    for y in range(row, shot.shape[0] - figure.shape[0] + row + 1):
+        line = shot[y].tobytes()
+        at = line.find(key)
+        while at >= 0:
+            top, left = y - row, at // 3
+            block = shot[top : top + figure.shape[0], left : left + figure.shape[1]]
+            if at % 3 == 0 and np.array_equal(block, figure):
+                return top, left
+            at = line.find(key, at + 1)
+    return None

@@ -18,7 +18,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,11 +221,12 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
     quiet("mlflow", "alembic", "urllib3")  # MLflow sets its own level as it is imported
     counts = {"exported": 0, "replaced": 0, "unchanged": 0}
     try:
-        client = MlflowClient(tracking_uri=uri)
-        experiment_id = mlflow_experiment(client, folder, uri)
-        existing = runs_by_dir(client, experiment_id)
-        for trial in trials:
-            counts[mlflow_trial(client, experiment_id, trial, existing)] += 1
+        with unsynced(uri == default_tracking_uri(folder)):
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = mlflow_experiment(client, folder, uri)
+            existing = runs_by_dir(client, experiment_id)
+            for trial in trials:
+                counts[mlflow_trial(client, experiment_id, trial, existing)] += 1
     except (MlflowException, SQLAlchemyError, OSError) as error:
         done = sum(counts.values())
         raise ConfigError(
@@ -233,6 +236,30 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
         ) from None
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     return f"{trials_text(trials)} in MLflow ({summary}): experiment {folder.resolve()} at {uri}"
+
+
+@contextmanager
+def unsynced(own: bool) -> Iterator[None]:
+    """SQLite without an fsync at each commit (`PRAGMA synchronous=OFF`), in aeff's own
+    store alone (`SWEEP/mlflow.db`, made again by exporting again): MLflow commits several
+    times a run, and each fsync waited on a shared disk. A crash of this process loses
+    nothing; one of the machine mid-export may damage that file (remove it, export again).
+    A store the user named is left as SQLite keeps it."""
+    if not own:
+        yield
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def off(connection: Any, _: Any) -> None:
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute("PRAGMA synchronous=OFF")
+
+    event.listen(Engine, "connect", off)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "connect", off)
 
 
 def mlflow_experiment(client: Any, folder: Path, uri: str) -> str:
@@ -282,8 +309,11 @@ def runs_by_dir(client: Any, experiment_id: str) -> dict[str, list[Any]]:
 
 
 def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) -> None:
-    """One trial as one run: everything in a log_batch, then the files, then its end."""
-    from mlflow.entities import Param
+    """One trial as one run: made with its tags, its files, its end, then its params and
+    metrics in as few `log_batch` calls as MLflow's limits allow, the last one carrying the
+    fingerprint (a run without it is exported again). A store spends its time on the
+    metrics: one SQL row each, through SQLAlchemy's ORM, and the run's latest values."""
+    from mlflow.entities import Param, RunTag
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
     start = trial.metadata.get("start_time") or seconds(trial.metadata.get("datetime"))
@@ -294,8 +324,6 @@ def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) 
         run_name=trial.name,
     )
     run_id = run.info.run_id
-    params = [Param(k, as_text(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in trial.hparams().items()]
-    client.log_batch(run_id, metrics=mlflow_metrics(trial), params=params)
     for path in trial.artifacts():
         client.log_artifact(run_id, str(path))
     if trial.status != "running":  # a running trial's run stays RUNNING
@@ -305,7 +333,30 @@ def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) 
             status=RUN_STATUS.get(trial.status, "FAILED"),
             end_time=None if end is None else int(end * 1000),
         )
-    client.set_tag(run_id, EXPORTED_TAG, fingerprint)
+    params = [Param(k, as_text(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in trial.hparams().items()]
+    last = RunTag(EXPORTED_TAG, fingerprint)
+    for metrics, some, tags in batches(mlflow_metrics(trial), params, last):
+        client.log_batch(run_id, metrics=metrics, params=some, tags=tags)
+
+
+def batches(metrics: list[Any], params: list[Any], last: Any) -> list[tuple[list, list, list]]:
+    """Metrics and params in `log_batch` calls within MLflow's limits (1,000 entities, of
+    them at most 100 params and 100 tags), and the tag `last` in the last call alone:
+    MLflow's client would chunk them too, but log the tags first."""
+    from mlflow.utils.validation import (
+        MAX_ENTITIES_PER_BATCH,
+        MAX_METRICS_PER_BATCH,
+        MAX_PARAMS_TAGS_PER_BATCH,
+    )
+
+    calls = []
+    while params or metrics or not calls:
+        some, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = min(MAX_ENTITIES_PER_BATCH - len(some) - 1, MAX_METRICS_PER_BATCH)
+        calls.append((metrics[:room], some, []))
+        metrics = metrics[room:]
+    calls[-1][2].append(last)  # each call kept room for it
+    return calls
 
 
 def mlflow_metrics(trial: Trial) -> list[Any]:
