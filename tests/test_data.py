@@ -102,6 +102,7 @@ def test_bad_files_are_refused_before_anything_is_written(tmp_path, idx_copy):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow  # a process of its own
 def test_a_first_run_prepares_mnist_without_tensorflow(tmp_path):
     code = (
         "import sys; from aeff.workloads.mnist import MnistWorkload;"

@@ -83,6 +83,7 @@ def spoken(caplog):
     logging.getLogger("aeff").removeHandler(handler)
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_each_job_is_a_trial_of_its_own_and_a_bad_or_busy_one_leaves_the_others(
     tmp_path, trial_config, spoken, monkeypatch
 ):
@@ -180,6 +181,7 @@ def test_a_group_that_cannot_share_a_program_records_each_trial_failed(
     assert {tag for tag, line in spoken if line == str(outcomes[0])} == {0, 1}  # each trial
 
 
+@pytest.mark.slow  # compiles programs of its own; the full suite runs it
 def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
     tmp_path, mnist_data_dir, spoken
 ):
@@ -282,6 +284,7 @@ def test_a_group_resumes_from_its_checkpoints_as_if_never_stopped(tmp_path, tria
             assert got[column].to_numpy() == pytest.approx(want[column].to_numpy(), abs=1e-5)
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_a_signal_during_a_launch_waits_for_every_trial(tmp_path, trial_config, monkeypatch):
     """SIGTERM while the group's launch to step 12 runs: it is charged to each trial, and
     both end with a row at step 12."""

@@ -55,6 +55,7 @@ def test_evaluation_is_exact_when_the_split_does_not_fill_the_batches(
     assert float(means["accuracy"][0, 0]) == pytest.approx(expected_accuracy, abs=1e-7)
 
 
+@pytest.mark.slow  # compiles programs of its own; the full suite runs it
 def test_trials_differing_in_hyperparameters_share_one_compilation(mnist_data_dir):
     workload = TracedMnist(data_dir=str(mnist_data_dir))
     first = run_trial(
@@ -125,6 +126,7 @@ def test_a_batch_the_data_or_the_devices_cannot_take_is_refused(
     assert str(refused.value) == message
 
 
+@pytest.mark.slow  # compiles programs of its own; the full suite runs it
 def test_fused_steps_evaluate_and_stop_at_the_same_steps_as_single_steps(workload):
     rows: dict[int, list[dict]] = {1: [], 4: []}
     results = {

@@ -38,6 +38,7 @@ def test_a_second_process_is_refused_naming_the_owner_until_the_owner_dies(tmp_p
     RunDir(tmp_path).claim()  # a dead owner's dir can be taken over
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_a_dir_with_an_earlier_trial_is_refused_without_resume(tmp_path, trial_config):
     train_and_evaluate(trial_config("rng_seed=3"), tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}

@@ -134,6 +134,7 @@ def test_a_sweep_over_a_config_groups_options_lists_them(sweeper):
     ]
 
 
+@pytest.mark.slow  # test_search.py pins the sampling itself
 def test_both_sampling_methods_are_used_and_reproducible(sweeper):
     def lrs(method: str) -> list[float]:
         config = ["search_space=mnist_adam", "search.num_trials=4", f"search.method={method}"]
@@ -784,6 +785,7 @@ def test_joblibs_workers_are_taken_out_of_its_pools_hands(monkeypatch):
     assert processes == {}
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_a_large_sweeps_console_report_is_short_and_names_a_few_failures(
     sweeper, tmp_path, capsys, caplog
 ):

@@ -185,6 +185,7 @@ def test_sweep_with_bad_space_fails_before_any_trial(tmp_path):
     assert not list(tmp_path.glob("outputs/multirun/*/*/0"))
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_a_logging_off_sweep_reports_its_trials_unrecorded_and_only_a_crash_fails_it(
     aeff_in_process, tmp_path, mnist_data_dir
 ):

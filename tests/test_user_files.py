@@ -51,6 +51,7 @@ def short(mnist_data_dir, *overrides):
     )
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_the_docs_submission_trains_with_its_own_hparams_and_is_recorded(
     doc_files, mnist_data_dir, tmp_path
 ):
@@ -144,6 +145,7 @@ def test_a_submission_that_calls_sys_exit_is_a_failed_trial_not_the_end(tmp_path
     assert 'exiting.py", line 8, in optimizer' in record["traceback"]
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_a_sys_exit_after_the_records_began_is_recorded_as_the_trial_s_crash(
     tmp_path, mnist_data_dir, monkeypatch
 ):
@@ -158,6 +160,7 @@ def test_a_sys_exit_after_the_records_began_is_recorded_as_the_trial_s_crash(
     assert "start_time" in record  # its records had begun
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_a_file_edited_after_it_was_read_is_recorded_and_copied_as_it_ran(
     doc_files, mnist_data_dir, tmp_path
 ):

@@ -107,6 +107,7 @@ THREE = [(4e-3, 1e-4, 6), (2e-3, 1e-8, 6), (1e37, 1e-8, 5)]
 SUBMISSION = TimedWildAdam(batch_size=2048)
 
 
+@pytest.mark.slow  # compiles programs of its own; the full suite runs it
 def test_an_inactive_trial_and_a_diverged_one_stop_changing(workload):
     """The group program leaves an inactive trial as it is and stops a trial at the step of
     its first non-finite loss, that step taken."""

@@ -97,6 +97,7 @@ def log_of(job_dir: Path) -> list[str]:
     return (job_dir / "aeff.log").read_text().splitlines()
 
 
+@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
 def test_each_job_of_a_group_is_a_hydra_job_with_its_own_log(sweep, tmp_path):
     """Jobs 0-2 form a group, in which job 2's run dir is held by another process; job 3
     runs alone (the group's limit), job 4 (a bad lr) too. Hydra's callbacks and JobReturns
