@@ -399,6 +399,16 @@ def test_a_plot_names_trials_by_what_differs_and_shows_the_target(tmp_path, figu
     assert [t.get_text() for t in axes.get_legend().get_texts()] == labels
 
 
+def test_a_trial_of_one_row_is_a_visible_point_and_longer_ones_plain_lines(tmp_path, figures):
+    root = plotted_sweep(tmp_path)
+    path = root / "1" / "metrics.csv"
+    pd.read_csv(path).iloc[:1].to_csv(path, index=False)
+    results.plot(root, "global_step", "validation.accuracy", tmp_path / "a.png")
+    one, two = figures[-1].get_lines()[1], figures[-1].get_lines()[0]
+    assert list(one.get_xdata()) == [10] and one.get_marker() == "o"
+    assert two.get_marker() in (None, "None", "")
+
+
 def test_a_plot_of_non_finite_values_draws_its_limits_from_the_finite_ones(tmp_path, figures):
     root = plotted_sweep(tmp_path)
     path = root / "1" / "metrics.csv"

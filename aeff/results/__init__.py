@@ -533,6 +533,7 @@ def draw_trials(figure: Any, axes: Any, frame: pd.DataFrame, x: str, y: str) -> 
             axes.plot(
                 trial[x],
                 trial[y],
+                marker="o" if len(trial) == 1 else None,  # a line of one point draws nothing
                 label=f"{Path(run_dir).name} ({values})" if named else Path(run_dir).name,
             )
         return
