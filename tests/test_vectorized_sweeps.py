@@ -23,7 +23,7 @@ GRID = [  # lr x epsilon x seed: the lr=1e37 trials diverge at their second step
     "batch_size=256",
     "max_steps=24",
     "eval_every_steps=8",
-    "workload.target_value=0.796",  # validation accuracy: the seed-6 trials reach it first
+    "workload.target_value=0.8155",  # validation accuracy: the seed-5 trials reach it first
 ]
 JOBS = [str(job) for job in range(8)]
 EVAL_COLUMNS = [
@@ -74,7 +74,7 @@ def test_each_trial_records_what_it_records_with_the_default_launcher(both_launc
         ("completed", 24, 24),
         ("diverged", 2, None),
     )
-    assert ended == [trained_on, reached, trained_on, reached, *[diverged] * 4]
+    assert ended == [reached, trained_on, reached, trained_on, *[diverged] * 4]
     summary = [pd.read_csv(s / "summary.csv") for s in (basic, vectorized)]
     assert list(summary[1]["status"]) == list(summary[0]["status"])
     log = (vectorized / "0" / "aeff.log").read_text()
