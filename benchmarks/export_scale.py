@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from results_scale import copies, real_trial, timed
+from results_scale import copied_sweep, timed
 
 from aeff.records.run_dir import CONFIG
 from aeff.results import __main__ as cli
@@ -24,10 +24,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        trial = real_trial(folder / "seed", sys.argv[2:])
-        sweep = folder / "sweep"
-        sweep.mkdir()
-        timed(f"copying {n} trials", lambda: copies(trial, sweep, n))
+        trial, sweep = copied_sweep(folder, n, sys.argv[2:])
         for job in range(n):
             shutil.copyfile(trial / CONFIG, sweep / str(job) / CONFIG)
         seconds = {

@@ -58,14 +58,20 @@ def timed(what: str, call) -> float:
     return seconds
 
 
+def copied_sweep(folder: Path, n: int, overrides: list[str]) -> tuple[Path, Path]:
+    """A real trial trained in `folder/seed` and a sweep dir of `n` copies of it."""
+    trial = real_trial(folder / "seed", overrides)
+    sweep = folder / "sweep"
+    sweep.mkdir()
+    timed(f"copying {n} trials", lambda: copies(trial, sweep, n))
+    return trial, sweep
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        trial = real_trial(folder / "seed", sys.argv[2:])
-        sweep = folder / "sweep"
-        sweep.mkdir()
-        timed(f"copying {n} trials", lambda: copies(trial, sweep, n))
+        _, sweep = copied_sweep(folder, n, sys.argv[2:])
         shutil.rmtree(folder / "seed")
         seconds = {
             "summary": timed("summary", lambda: write_sweep_report(sweep)),
