@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import algoperf_scoring as algoperf
+from helpers import algoperf_oracle as oracle
 from helpers.compare_trials import (
     ADAM,
     NESTEROV,
-    WORKLOADS,
     Trial,
     algoperf_frames,
-    algoperf_setup,
+    known_trials,
+    scoring_cases,
     write_trials,
 )
 
@@ -24,36 +24,6 @@ from aeff.results import __main__ as cli
 from aeff.results import compare
 
 INF = math.inf
-
-
-def known_trials() -> list[Trial]:
-    """2 submissions x 2 workloads x 3 studies, with a tie, a study that misses the target,
-    a target reached only past the budget and a failed study. mnist: accuracy >= 0.97 in
-    60 s; mnist_loss: loss <= 0.3 in 30 s."""
-    adam, nesterov = {"submission": ADAM, "sweep": "adam"}, {"submission": NESTEROV, "sweep": "nag"}
-    mnist, loss = {"workload": "mnist"}, {"workload": "mnist_loss"}
-    return [
-        # Study 0: both on target at their second evaluation; the first trial wins the tie
-        # although the second got there sooner (AlgoPerf picks by evaluation index).
-        Trial(**adam, **mnist, study=0, rows=[(100, 10.0, 0.9), (200, 20.0, 0.97)]),
-        Trial(**adam, **mnist, study=0, rows=[(100, 8.0, 0.9), (200, 16.0, 0.975)]),
-        # Study 1: the fewest evaluations win, not the least time.
-        Trial(**adam, **mnist, study=1, rows=[(100, 10.0, 0.9), (300, 24.0, 0.971)]),
-        Trial(**adam, **mnist, study=1, rows=[(150, 25.0, 0.98)]),
-        # Study 2: one trial never reaches it, the other only past the budget: inf.
-        Trial(**adam, **mnist, study=2, rows=[(100, 12.0, 0.5), (200, 24.0, 0.6)]),
-        Trial(**adam, **mnist, study=2, rows=[(100, 12.0, 0.5), (500, 61.0, 0.99)]),
-        Trial(**nesterov, **mnist, study=0, rows=[(100, 5.0, 0.97)]),
-        Trial(**nesterov, **mnist, study=1, rows=[(100, 6.0, 0.9), (200, 12.0, 0.98)]),
-        # A failed study: its trial failed, so its rows are no result.
-        Trial(**nesterov, **mnist, study=2, rows=[(100, 4.0, 0.99)], status="failed"),
-        Trial(**adam, **loss, study=0, rows=[(50, 3.0, 0.5), (100, 6.0, 0.3)]),
-        Trial(**adam, **loss, study=1, rows=[(50, 3.0, 0.29)]),
-        Trial(**adam, **loss, study=2, rows=[(50, 3.0, 0.5), (100, 6.0, 0.4)]),
-        Trial(**nesterov, **loss, study=0, rows=[(50, 2.0, 0.31), (100, 4.0, 0.35)]),
-        Trial(**nesterov, **loss, study=1, rows=[(50, 10.0, 0.4)]),
-        Trial(**nesterov, **loss, study=2, rows=[(50, 2.0, 0.2)]),
-    ]
 
 
 @pytest.fixture
@@ -125,86 +95,80 @@ def test_on_the_steps_clock_the_same_trials_are_timed_by_steps(known):
     assert gains[("Adam", "mnist_loss")] == 0.0  # no max_steps: no ceiling for Nesterov's inf
 
 
-def algoperf_results(trials, evals, written, clock, scale, max_tau, tmp_path):
-    """AlgoPerf's time matrix, profiles and scores of the same trials."""
-    algoperf_setup(algoperf)
-    frames = algoperf_frames(trials, written)
-    column = {"time": "score", "steps": "global_step"}[clock]
-    times = pd.concat(
-        [algoperf.get_workloads_time_to_target(f, name, column) for name, f in frames.items()]
-    )
-    profiles = algoperf.compute_performance_profiles(
-        frames, column, max_tau=max_tau, scale=scale, output_dir=str(tmp_path)
-    )
-    return frames, times, profiles, algoperf.compute_leaderboard_score(profiles, normalize=True)
+CASES = scoring_cases()
 
 
-@pytest.mark.parametrize(
-    ("clock", "scale", "max_tau"),
-    [
-        ("time", "linear", 4.0),
-        ("steps", "linear", 4.0),
-        ("time", "log", 4.0),
-        ("time", "log", None),
-    ],
-)
-def test_aeff_scores_the_known_trials_as_algoperf_does(known, clock, scale, max_tau, tmp_path):
-    root, written = known
-    assert_agreement(root, written, clock, scale, max_tau, tmp_path)
+@pytest.fixture(scope="module")
+def answers() -> dict:
+    return oracle.stored_answers()
 
 
-def assert_agreement(root, written, clock, scale, max_tau, tmp_path) -> None:
-    trials, evals = compare.read_trials([root])
-    base = sorted(trials["submission"].unique())[0]
-    result = compare.compare(trials, evals, base, clock=clock, scale=scale, max_tau=max_tau)
-    frames, times, profiles, scores = algoperf_results(
-        trials, evals, written, clock, scale, max_tau, tmp_path
-    )
-    ours = compare.time_matrix(result["table"], compare.CLOCKS[clock])
-    pd.testing.assert_frame_equal(ours, times.sort_index(), check_names=False, check_dtype=False)
-    pd.testing.assert_frame_equal(result["profiles"], profiles.sort_index(), check_names=False)
-    ours_scores = result["scores"].set_index("submission")["score"]
-    pd.testing.assert_series_equal(ours_scores, scores["score"].sort_index(), check_names=False)
-    if clock == "time":
-        for other in sorted(frames)[1:]:
-            merged, mean = algoperf.compute_speedup(frames, base, other)
-            gains = result["speedups"].set_index(["submission", "workload"])["speedup"]
-            assert gains[other].to_dict() == merged["speedup"].to_dict()
-            means = compare.mean_speedups(
-                compare.speedups(ours, base, compare.ceilings(trials, "time"))
-            )
-            assert means[other] == pytest.approx(mean, rel=1e-12)
-
-
-def random_trials(seed: int) -> list[Trial]:
-    """Trials of 2-3 submissions on both workloads, 1-3 studies of 1-4 trials each, with
-    coarse times and values so that ties, misses and evaluations past the budget occur."""
-    rng = np.random.default_rng(seed)
-    trials = []
-    for submission in [ADAM, NESTEROV, "aeff.submissions.sgd.SGD"][: rng.integers(2, 4)]:
-        for workload, (metric, target, budget) in WORKLOADS.items():
-            sign = -1 if metric.endswith("loss") else 1
-            for study in range(rng.integers(1, 4)):
-                for _ in range(rng.integers(1, 5)):
-                    steps = np.cumsum(rng.integers(1, 4, size=rng.integers(1, 6))) * 100
-                    times = steps / 100 * rng.choice([budget / 8, budget / 4, budget / 2])
-                    values = target + sign * rng.choice([-0.02, -0.01, 0.0, 0.01], size=len(steps))
-                    rows = list(zip(steps.tolist(), times.tolist(), values.tolist(), strict=True))
-                    status = "failed" if rng.random() < 0.1 else "completed"
-                    sweep = submission.rpartition(".")[2]
-                    trials.append(Trial(submission, workload, study, rows, status, sweep))
-    return trials
-
-
-# max_tau None is AlgoPerf's largest finite ratio: 1 when no ratio is larger, which gives
-# both an empty range of tau (NaN scores, numpy's warning).
+# The known answers: AlgoPerf's scoring, run once on the same trials
+# (tests/helpers/make_algoperf_scoring.py).
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("seed", range(6))
-def test_aeff_scores_random_trials_as_algoperf_does(tmp_path, seed):
-    root = tmp_path / "runs"
-    written = write_trials(root, random_trials(seed))
-    assert_agreement(root, written, "time", "linear", 4.0, tmp_path)
-    assert_agreement(root, written, "steps", "log", None, tmp_path)
+@pytest.mark.parametrize("case", CASES)
+def test_aeff_scores_the_trials_as_algoperfs_scoring_did(tmp_path, answers, case):
+    trials, clock, scale, max_tau = CASES[case]
+    write_trials(tmp_path, trials)
+    expected = answers["cases"][case]
+    assert ("speedups" in expected) == (clock == "time")
+    assert_agreement(tmp_path, expected, clock, scale, max_tau)
+
+
+def test_the_known_answers_say_where_they_came_from(answers):
+    assert answers["source"]["commit"] == oracle.SOURCE["commit"]
+    assert sorted(answers["cases"]) == sorted(CASES)
+
+
+@pytest.fixture(scope="module")
+def algoperf() -> oracle.Scoring:
+    folder = oracle.ALGOPERF.resolve()
+    if not (folder / "scoring" / "performance_profile.py").is_file():
+        pytest.skip(f"no AlgoPerf scoring/ in {folder}: only the stored answers are checked")
+    return oracle.load(folder)
+
+
+# AlgoPerf's scoring itself, run now where ../shared/algoperf holds it: its answers are
+# aeff's and the stored ones (../shared/algoperf has no compute_speedups.py: the speedups
+# are the stored answers' alone).
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("case", CASES)
+def test_aeff_scores_the_trials_as_algoperfs_scoring_does(tmp_path, algoperf, answers, case):
+    trials, clock, scale, max_tau = CASES[case]
+    written = write_trials(tmp_path, trials)
+    frames = algoperf_frames(compare.read_trials([tmp_path])[0], written)
+    live = oracle.answers(algoperf, frames, clock, scale, max_tau)
+    assert_agreement(tmp_path, live, clock, scale, max_tau)
+    stored = answers["cases"][case]
+    for part in ("times", "profiles", "scores"):
+        expected, found = oracle.unsplit(stored[part]), oracle.unsplit(live[part])
+        pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    if algoperf.speedups is not None and clock == "time":
+        assert live["speedups"] == stored["speedups"]
+
+
+def assert_agreement(root, expected, clock, scale, max_tau) -> None:
+    """aeff's compare of the trials under `root` gives AlgoPerf's answers `expected`
+    (oracle.answers): its time matrix, profiles, scores and speedups over the first."""
+    trials, evals = compare.read_trials([root])
+    base, *others = sorted(trials["submission"].unique())
+    result = compare.compare(trials, evals, base, clock=clock, scale=scale, max_tau=max_tau)
+    ours = compare.time_matrix(result["table"], compare.CLOCKS[clock])
+    times = oracle.unsplit(expected["times"])
+    pd.testing.assert_frame_equal(ours, times, check_names=False, check_dtype=False)
+    profiles = oracle.unsplit(expected["profiles"])
+    pd.testing.assert_frame_equal(result["profiles"], profiles, check_names=False)
+    ours_scores = result["scores"].set_index("submission")["score"]
+    scores = oracle.unsplit(expected["scores"])["score"]
+    pd.testing.assert_series_equal(ours_scores, scores, check_names=False)
+    if "speedups" not in expected:
+        return
+    assert sorted(expected["speedups"]) == others
+    gains = result["speedups"].set_index(["submission", "workload"])["speedup"]
+    means = compare.mean_speedups(compare.speedups(ours, base, compare.ceilings(trials, "time")))
+    for other, algoperf in expected["speedups"].items():
+        assert gains[other].to_dict() == algoperf["speedup"]
+        assert means[other] == pytest.approx(algoperf["mean"], rel=1e-12)
 
 
 def test_without_a_study_number_a_sweep_is_a_study_and_a_lone_trial_its_own(tmp_path):
