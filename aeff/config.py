@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from aeff import user_files
+from aeff.algoperf import submission as algoperf_submission
 from aeff.errors import ConfigError
 from aeff.records.flatten import flatten
 from aeff.records.secrets import redact_record
@@ -108,7 +109,7 @@ class TrialConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     meta: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 0
+    batch_size: int | None = 0  # null: an AlgoPerf submission's own get_batch_size
     rng_seed: int | None = None
     stop_at_target: bool = True
     max_steps: int | None = None
@@ -127,7 +128,12 @@ class TrialConfig:
     objective: str | None = None  # what a job returns to such a sweeper: see OBJECTIVES
 
     def __post_init__(self) -> None:
-        require(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
+        require(
+            self.batch_size is None or self.batch_size > 0,
+            "batch_size",
+            "a positive integer",
+            self.batch_size,
+        )
         require(
             self.objective is None
             or self.objective in OBJECTIVES
@@ -326,14 +332,19 @@ def check_trial(cfg: DictConfig) -> Trial:
             check_file_node(Path(path), key, node, getattr(settings, node).get("_target_"))
     workload = build(settings.workload, "workload")
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
-    hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
+    if algoperf_submission.is_target(settings.submission.get("_target_")):
+        submission, hparams, settings = algoperf_trial(submission, workload, settings)
+    else:
+        require(settings.batch_size is not None, "batch_size", "a positive integer", None)
+        hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
     files = {k: Path(v).expanduser().resolve() for k in USER_FILES if (v := getattr(settings, k))}
     record = {
         "workload": workload.name,
         **{key: getattr(settings, key) for key in RECORDED_KEYS},
         **flatten(settings.workload, "workload"),
         **flatten(settings.submission, "submission"),
-        **flatten(hparams, "hparams"),  # as checked: the schema's defaults included
+        # as checked: the schema's defaults included; an AlgoPerf submission's by its names
+        **flatten(getattr(hparams, "_asdict", lambda: hparams)(), "hparams"),
         **flatten(settings.meta, "meta"),
         **{k: str(path) for k, path in files.items()},
         **{f"{k}_sha256": user_files.sha256(path, k) for k, path in files.items()},
@@ -341,12 +352,40 @@ def check_trial(cfg: DictConfig) -> Trial:
     return Trial(workload, submission, hparams, settings, redact_record(record))
 
 
-def class_in_file(path: Path, key: str, node: str) -> type:
-    """The Submission or Workload class that the file `key` names defines."""
-    from aeff import spec  # JAX: imported only when a file brings code
+def algoperf_trial(submission: Any, workload: Any, settings: TrialConfig) -> tuple:
+    """An AlgoPerf submission with its module, its hyperparameters as AlgoPerf gives them,
+    and the settings it trains with: its own batch size unless `batch_size=` is given, and
+    no snapshots (its `prepare_for_eval` precedes every evaluation: time to target is the
+    first evaluation on target, as AlgoPerf's)."""
+    require(
+        bool(settings.submission_path),
+        "submission",
+        "an AlgoPerf submission given as submission_path=<its file>",
+        settings.submission.get("_target_"),
+    )
+    path = Path(settings.submission_path).expanduser()
+    submission = submission.of_file(path, user_files.load_module(path, "submission_path"))
+    hparams = algoperf_submission.hyperparameters(settings.hparams)
+    batch_size = submission.get_batch_size(workload.algoperf_name or workload.name)
+    settings = dataclasses.replace(settings, batch_size=batch_size, target_resolution=None)
+    return dataclasses.replace(submission, batch_size=batch_size), hparams, settings
 
-    base = spec.Submission if node == "submission" else spec.Workload
-    return user_files.load_class(path, base, key)
+
+def class_in_file(path: Path, key: str, node: str) -> type:
+    """The Submission or Workload class that the file `key` names defines; for an AlgoPerf
+    submission file (its functions, no class), `AlgoPerfSubmission`."""
+    from aeff import algoperf, spec  # JAX: imported only when a file brings code
+
+    if node == "workload":
+        return user_files.load_class(path, spec.Workload, key)
+    algoperf.provide()  # `from algoperf import spec` in the file
+    module = user_files.load_module(path, key)
+    if algoperf_submission.is_algoperf(module) and not user_files.classes_in(
+        module, spec.Submission
+    ):
+        algoperf_submission.check_module(module, f"{key}={path}")
+        return algoperf_submission.AlgoPerfSubmission
+    return user_files.load_class(path, spec.Submission, key)
 
 
 def check_file_node(path: Path, key: str, node: str, target: str | None) -> None:

@@ -5,6 +5,7 @@ float|int}` or a choice `{values: [...]}`; its nesting spells the key:
 `{"hparams": {"lr": {"min": 1e-4, "max": 1e-2, "scale": "log"}}}`.
 """
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 # 2 GB of memory and a 271 MB sweep_plan.json, a typo more likely than a study.
 MAX_TRIALS = 100_000
 
-SPEC_KEYS = {"min", "max", "scale", "type", "values"}
+SPEC_KEYS = {"min", "max", "scale", "type", "values", "points"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,17 @@ class Dimension:
     log: bool = False
     integer: bool = False
     values: tuple[Any, ...] = ()
+    # A list of whole points (AlgoPerf's external tuning): trial i takes point i, each a
+    # mapping of the names under `key` to values.
+    points: tuple[dict[str, Any], ...] = ()
+
+    def without(self, pinned: set[str]) -> "Dimension":
+        """This dimension less the keys the command line pins."""
+        points = tuple(
+            {k: v for k, v in point.items() if f"{self.key}.{k}" not in pinned}
+            for point in self.points
+        )
+        return dataclasses.replace(self, points=points)
 
     def value(self, u: float) -> Any:
         """The point of this dimension at `u` in [0, 1)."""
@@ -65,6 +77,13 @@ def parse_space(space: Mapping[str, Any], prefix: str = "") -> list[Dimension]:
 
 def _dimension(key: str, spec: Mapping[str, Any], where: str = "") -> Dimension:
     where = where or f"search_space.{key}"
+    if "points" in spec:
+        points = spec["points"]
+        if not isinstance(points, list | tuple) or not points or set(spec) != {"points"}:
+            raise ConfigError(f"{where}: `points` must be a non-empty list, alone.")
+        for name in points[0]:
+            _choices(f"{where}.{name}", [point.get(name) for point in points])
+        return Dimension(key, points=tuple(dict(point) for point in points))
     if "values" in spec:
         values = spec["values"]
         if not isinstance(values, list | tuple) or not values or set(spec) != {"values"}:
@@ -162,6 +181,8 @@ def sample(
         raise ConfigError(f"search.method={method!r}: expected halton or sobol.")
     if not dimensions:  # every key pinned on the command line: trials differ by seed alone
         return [{} for _ in range(num_trials)]
+    if listed := [d for d in dimensions if d.points]:
+        return _listed(listed[0], len(dimensions), num_trials)
     engine = (qmc.Halton if method == "halton" else qmc.Sobol)(
         d=len(dimensions), scramble=True, seed=np.random.default_rng(seed)
     )
@@ -175,6 +196,21 @@ def sample(
             num_trials,
         )
     return [{d.key: d.value(u) for d, u in zip(dimensions, row, strict=True)} for row in points]
+
+
+def _listed(dimension: Dimension, num_dimensions: int, num_trials: int) -> list[dict[str, Any]]:
+    """Trial i at point i of a list space, as AlgoPerf's runner takes them."""
+    if num_dimensions > 1:
+        raise ConfigError(
+            "a list of points names every trial's values: it cannot be sampled together with "
+            "ranges (an interval() on the command line, say); pin a value instead."
+        )
+    if num_trials > len(dimension.points):
+        raise ConfigError(
+            f"search.num_trials={num_trials}: the search space lists {len(dimension.points)} "
+            f"points; use at most {len(dimension.points)} trials."
+        )
+    return [{dimension.key: point} for point in dimension.points[:num_trials]]
 
 
 def study_seed(seed: int, study: int) -> int:
@@ -191,4 +227,8 @@ def study_seed(seed: int, study: int) -> int:
 def as_overrides(point: Mapping[str, Any]) -> list[str]:
     """Hydra overrides that reproduce `point` exactly (floats keep every digit; a null
     choice is Hydra's `null`, not the string `None`)."""
-    return [f"{key}={'null' if value is None else repr(value)}" for key, value in point.items()]
+    flat = {}
+    for key, value in point.items():  # a listed point's values are under its key
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        flat.update({f"{key}.{name}" if name else key: v for name, v in items})
+    return [f"{key}={'null' if value is None else repr(value)}" for key, value in flat.items()]

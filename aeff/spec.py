@@ -9,7 +9,9 @@ traced inside ``jax.pmap`` over the axis ``DEVICE_AXIS``.
 
 import abc
 import dataclasses
+import enum
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -23,6 +25,67 @@ DEVICE_AXIS = "devices"
 Params = Any  # a pytree of arrays
 OptimizerState = Any  # a pytree of arrays, hyperparameters included
 Metrics = dict[str, float]
+
+
+# AlgoPerf's enums and shape type, by its names and values (its `spec.py` at
+# mlcommons/algorithmic-efficiency 2c90454f): AlgoPerf's submissions receive these, or the
+# real package's where it is installed (`algoperf_type`).
+class LossType(enum.Enum):
+    SOFTMAX_CROSS_ENTROPY = 0
+    SIGMOID_CROSS_ENTROPY = 1
+    MEAN_SQUARED_ERROR = 2
+    CTC_LOSS = 3
+    MEAN_ABSOLUTE_ERROR = 4
+
+
+class ForwardPassMode(enum.Enum):
+    TRAIN = 0
+    EVAL = 1
+
+
+class ParameterType(enum.Enum):
+    WEIGHT = 0
+    BIAS = 1
+    CONV_WEIGHT = 2
+    BATCH_NORM_SCALE = 3
+    BATCH_NORM_BIAS = 4
+    LAYER_NORM_SCALE = 5
+    LAYER_NORM_BIAS = 6
+    EMBEDDING = 7
+    ATTENTION_Q = 8
+    ATTENTION_K = 9
+    ATTENTION_V = 10
+    ATTENTION_OUT = 11
+    ATTENTION_QKV = 12
+    ATTENTION_KV = 13
+    ATTENTION_BIAS = 14
+
+
+class ShapeTuple:
+    """A parameter's shape as one pytree leaf (`.shape_tuple`), as AlgoPerf's."""
+
+    def __init__(self, shape_tuple: tuple[int, ...]) -> None:
+        self.shape_tuple = tuple(shape_tuple)
+
+    def __repr__(self) -> str:
+        return f"ShapeTuple({self.shape_tuple})"
+
+    def __eq__(self, other: object) -> bool:
+        return self.shape_tuple == getattr(other, "shape_tuple", None)
+
+    def __hash__(self) -> int:
+        return hash(self.shape_tuple)
+
+
+def algoperf_type(name: str) -> Any:
+    """AlgoPerf's `spec.<name>` as the submissions of this process see it: the installed
+    package's where a submission imported it, else aeff's own (above)."""
+    return getattr(sys.modules.get("algoperf.spec"), name, globals()[name])
+
+
+def is_training(mode: Any) -> bool:
+    """`ForwardPassMode.TRAIN`, aeff's or the real package's (compared by name)."""
+    return getattr(mode, "name", mode) == "TRAIN"
 
 
 class Batch(NamedTuple):
@@ -120,6 +183,103 @@ class Workload(abc.ABC):
     def target_higher_is_better(self) -> bool:
         return not self.target_metric.endswith("loss")
 
+    # AlgoPerf's workload API, for AlgoPerf's submissions (aeff.algoperf): derived from
+    # the methods above, so that both contracts meet one workload.
+    step_hint: ClassVar[int] = 0  # AlgoPerf's: the steps its baseline takes in the budget
+    loss_type_name: ClassVar[str] = "SOFTMAX_CROSS_ENTROPY"
+    metrics_logger: ClassVar[Any] = None
+    # The name AlgoPerf's `get_batch_size(workload_name)` is given: a variant of aeff's own
+    # (AlgoPerf's submissions know none) answers to its base workload's.
+    algoperf_name: ClassVar[str] = ""
+
+    def init_model_fn(self, rng: jax.Array) -> tuple[Params, Any]:
+        """The initial parameters and model state (none here: a workload with running
+        statistics overrides this)."""
+        return self.init_params(rng), {}
+
+    def model_fn(
+        self,
+        params: Params,
+        augmented_and_preprocessed_input_batch: Mapping[str, jax.Array],
+        model_state: Any,
+        mode: Any,
+        rng: jax.Array,
+        update_batch_norm: bool,
+        dropout_rate: Any = None,
+    ) -> tuple[jax.Array, Any]:
+        """AlgoPerf's `model_fn`: logits of preprocessed inputs, and the model state."""
+        del mode, rng, update_batch_norm, dropout_rate  # a model without dropout or state
+        return self.apply_model(params, augmented_and_preprocessed_input_batch["inputs"]), (
+            model_state
+        )
+
+    def loss_fn(
+        self,
+        label_batch: jax.Array,
+        logits_batch: jax.Array,
+        mask_batch: jax.Array | None = None,
+        label_smoothing: Any = 0.0,
+    ) -> dict[str, jax.Array]:
+        """AlgoPerf's `loss_fn`: the summed, counted and per-example (masked) losses."""
+        per_example = self.smoothed_loss(logits_batch, label_batch, label_smoothing)
+        if mask_batch is None:
+            mask_batch = jnp.ones_like(per_example)
+        per_example = per_example * mask_batch
+        return {
+            "summed": jnp.sum(per_example),
+            "n_valid_examples": jnp.sum(mask_batch),
+            "per_example": per_example,
+        }
+
+    def smoothed_loss(self, logits: jax.Array, labels: jax.Array, smoothing: Any) -> jax.Array:
+        """Per-example losses with label smoothing; a workload whose `loss` admits none
+        says so when asked for it."""
+        if not (isinstance(smoothing, int | float) and smoothing == 0):
+            raise NotImplementedError(
+                f"workload {self.name} has no label smoothing: its loss_fn takes "
+                "label_smoothing=0 only"
+            )
+        return self.loss(logits, labels)
+
+    @property
+    def param_shapes(self) -> Any:
+        """The parameters' shapes, each a `ShapeTuple` leaf."""
+        shape_tuple = algoperf_type("ShapeTuple")
+        return jax.tree.map(lambda s: shape_tuple(s.shape), self._param_shapes())
+
+    @property
+    def model_params_types(self) -> Any:
+        """Each parameter's `ParameterType`, from its layer's and its own name and rank."""
+        kinds = algoperf_type("ParameterType")
+        return jax.tree_util.tree_map_with_path(
+            lambda path, s: kinds[parameter_type(path, len(s.shape))], self._param_shapes()
+        )
+
+    def is_output_params(self, param_key: str) -> bool:
+        """Whether `param_key` (a top-level key of the parameters) is the output layer's:
+        the last dense layer that Flax numbered."""
+        layers = list(self._param_shapes())
+        dense = [k for k in layers if k.startswith("Dense")] or layers
+        return param_key == max(dense, key=_layer_order)
+
+    def _param_shapes(self) -> Any:
+        return jax.eval_shape(lambda: self.init_model_fn(jax.random.key(0))[0])
+
+    @property
+    def target_metric_name(self) -> str:
+        return self.target_metric.split(".")[-1]
+
+    @property
+    def validation_target_value(self) -> float:
+        return self.target_value
+
+    @property
+    def loss_type(self) -> Any:
+        return algoperf_type("LossType")[self.loss_type_name]
+
+    def has_reached_validation_target(self, eval_result: Mapping[str, float]) -> bool:
+        return self.has_reached_goal({k.replace("/", "."): v for k, v in eval_result.items()})
+
     def has_reached_goal(self, metrics: Mapping[str, float]) -> bool:
         """The target metric at or past the target; a non-finite value (a workload's
         broken metric) never is, or an infinite accuracy would win a sweep's score."""
@@ -129,6 +289,27 @@ class Workload(abc.ABC):
         if self.target_higher_is_better:
             return value >= self.target_value
         return value <= self.target_value
+
+
+def parameter_type(path: tuple[Any, ...], rank: int) -> str:
+    """The `ParameterType` name of the parameter at `path` of rank `rank`."""
+    names = [str(getattr(k, "key", k)) for k in path]
+    leaf, layer = names[-1], " ".join(names[:-1])
+    if "BatchNorm" in layer:
+        return "BATCH_NORM_SCALE" if leaf == "scale" else "BATCH_NORM_BIAS"
+    if "LayerNorm" in layer:
+        return "LAYER_NORM_SCALE" if leaf == "scale" else "LAYER_NORM_BIAS"
+    if leaf == "embedding":
+        return "EMBEDDING"
+    if leaf == "bias":
+        return "BIAS"
+    return "CONV_WEIGHT" if rank > 2 else "WEIGHT"
+
+
+def _layer_order(key: str) -> tuple[int, str]:
+    """Flax's `Dense_2` after `Dense_1`: by the number its name ends in."""
+    number = key.rsplit("_", 1)[-1]
+    return (int(number) if number.isdigit() else -1, key)
 
 
 class Submission(abc.ABC):
@@ -151,7 +332,7 @@ class Submission(abc.ABC):
         Keeping them as traced values lets trials that differ only in
         hyperparameters share one compiled step. The steps see them nowhere else, so a
         value that leaves this state as the default leaves it is refused before the data
-        loads (`runner.refuse_unused_hparams`).
+        loads (`prepare.refuse_unused_hparams`).
         """
 
     @abc.abstractmethod

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, devices, errors, interrupts
+from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.config import Trial
 from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.records import environment, system
@@ -83,7 +84,13 @@ def group_key(cfg: DictConfig, run_dir: Path) -> str | None:
     resume_from = latest_checkpoint_step(RunDir(run_dir).checkpoints) if settings.resume else None
     record = {k: v for k, v in checked.record.items() if not k.startswith(("hparams.", "meta."))}
     shared = {key: getattr(settings, key) for key in SHARED_SETTINGS}
+    if is_algoperf(checked.submission):  # its own jitted step, one trial's: never grouped
+        shared["run_dir"] = str(Path(run_dir).absolute())
     return repr((record, shared, checked.workload, checked.submission, resume_from))
+
+
+def is_algoperf(submission: Any) -> bool:
+    return isinstance(submission, AlgoPerfSubmission)
 
 
 def train_and_evaluate_group(
@@ -175,6 +182,9 @@ def _reaching(members: list[_Member], outcomes: list[Any]) -> list[_Member]:
     reaching = []
     for member in members:
         checked = member.trial
+        if is_algoperf(checked.submission):  # handed its hyperparameters at every call
+            reaching.append(member)
+            continue
         with speaking(member.index):
             try:
                 refuse_unused_hparams(checked.workload, checked.submission, checked.hparams)
@@ -235,7 +245,7 @@ def _train(members: list[_Member], group_id: str | None, outcomes: list[Any]) ->
     labels = {"group.id": group_id, "group.size": len(members)} if group_id else {}
     loop_members = [_begin(m, seeds[m.index], prepared, labels, outcomes) for m in members]
     interrupts.check()  # the records have begun whole: a signal now is recorded
-    ended = loop.Loop(prepared, loop_members, limits).run()
+    ended = _contract(members[0].trial.submission)[1](prepared, loop_members, limits).run()
     for member, outcome in zip(members, ended, strict=True):
         outcomes[member.index] = outcome  # an ending that could not be recorded: its error
 
@@ -246,12 +256,10 @@ def _prepared(
     """The members' trials prepared as one. Their programs' first run may crash in one
     trial's own code: then each is prepared alone, one that crashes alone is recorded
     failed with its own error, and the others are prepared again without it."""
-    from aeff.training import prepare as preparation
-
     first = members[0].trial
 
     def prepared(some: list[_Member]) -> Any:
-        return preparation.prepare(
+        return _contract(first.submission)[0](
             first.workload,
             first.submission,
             [m.trial.hparams for m in some],
@@ -279,6 +287,18 @@ def _prepared(
         if len(healthy) == len(members):
             raise  # no one trial's: the group's
     return _prepared(healthy, seeds, limits, outcomes) if healthy else ([], None)
+
+
+def _contract(submission: Any) -> tuple[Callable, type]:
+    """How trials of the submission's contract are prepared, and the loop that trains them:
+    aeff's own programs, or an AlgoPerf submission's own step called once per step."""
+    if is_algoperf(submission):
+        from aeff.algoperf import runner
+
+        return runner.prepare, runner.HostLoop
+    from aeff.training import loop, prepare
+
+    return prepare.prepare, loop.Loop
 
 
 def _begin(

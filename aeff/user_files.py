@@ -86,21 +86,32 @@ def load_module(path: Path, key: str) -> ModuleType:
     except (Exception, SystemExit) as error:  # a script's sys.exit too: not the process's end
         del sys.modules[name]
         raise ConfigError(
-            f"{key}={path} does not import: {type(error).__name__}: {error}"
+            f"{key}={path} does not import: {type(error).__name__}: {error}{_hint(error)}"
         ) from None
     return module
+
+
+def classes_in(module: ModuleType, base: type) -> list[type]:
+    """The subclasses of `base` that the module itself defines."""
+    return [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if c.__module__ == module.__name__ and issubclass(c, base) and c is not base
+    ]
 
 
 def load_class(path: Path, base: type, key: str) -> type:
     """The one concrete dataclass subclass of `base` that the file defines."""
     module = load_module(path, key)
-    defined = [
-        c
-        for _, c in inspect.getmembers(module, inspect.isclass)
-        if c.__module__ == module.__name__ and issubclass(c, base) and c is not base
-    ]
+    defined = classes_in(module, base)
     concrete = [c for c in defined if not inspect.isabstract(c)]
     what = f"{key}={path}"
+    if not defined and base.__name__ == "Submission":
+        raise ConfigError(
+            f"{what} defines no submission: neither a subclass of aeff's Submission nor "
+            "AlgoPerf's functions (get_batch_size, init_optimizer_state, update_params, "
+            "data_selection); see docs/writing-a-submission.md."
+        )
     if not defined:
         raise ConfigError(f"{what} defines no subclass of aeff's {base.__name__}.")
     if not concrete:
@@ -118,6 +129,27 @@ def load_class(path: Path, base: type, key: str) -> type:
     return cls
 
 
+# Modules that published submissions import besides AlgoPerf's, and what brings them.
+MISSING_MODULE_HINTS = {
+    "chex": ' (AlgoPerf\'s NAdamW imports it): pip install -e ".[algoperf]"',
+    "torch": ": aeff runs AlgoPerf's JAX submissions; give the file of its jax/ folder",
+    "tensorflow_datasets": ': pip install -e ".[tfds]"',
+}
+
+
+def _hint(error: BaseException) -> str:
+    """What brings a module the file imports and this environment lacks."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return ""
+    top = error.name.split(".")[0]
+    if top == "algoperf":
+        return (
+            ": aeff provides algoperf.spec and algoperf.jax_sharding_utils only; install "
+            "AlgoPerf itself for the rest"
+        )
+    return MISSING_MODULE_HINTS.get(top, f": install the package that provides {top}")
+
+
 def node_of(cls: type) -> dict[str, Any]:
     """`_target_` and the dataclass's field defaults: a config node for `cls`."""
     defaults = {
@@ -128,10 +160,12 @@ def node_of(cls: type) -> dict[str, Any]:
     return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **defaults}
 
 
-def read_search_space(path: Path) -> dict[str, Any]:
+def read_search_space(path: Path, keep_names: bool = False) -> dict[str, Any]:
     """A space from JSON or YAML, as aeff's dotted keys: AlgoPerf's `{"name": {"min",
     "max", "scaling"}}` and `{"name": {"feasible_points": [...]}}` are read as is, a bare
-    name is a hyperparameter (`learning_rate` -> `hparams.lr`)."""
+    name is a hyperparameter (`learning_rate` -> `hparams.lr`; `hparams.learning_rate`
+    with `keep_names`, for AlgoPerf's own submissions). AlgoPerf's list of points (its
+    external tuning's) is `{"hparams": {"points": [...]}}`: trial i takes point i."""
     path = Path(path).expanduser()
     data = contents(path, "tuning_search_space")
     try:
@@ -139,18 +173,37 @@ def read_search_space(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise ConfigError(f"tuning_search_space={path} is not text: {error.reason}.") from None
     space = _parsed(path, text)
+    if isinstance(space, list) and space and all(isinstance(p, dict) and p for p in space):
+        points = [_renamed(point, path, keep_names, _point) for point in space]
+        return {"hparams": {"points": [_unprefixed(point) for point in points]}}
     if not isinstance(space, dict) or not space:
         raise ConfigError(
             f"tuning_search_space={path}: expected a mapping of names to "
-            "{min, max, scaling} or {feasible_points}."
+            "{min, max, scaling} or {feasible_points}, or a list of points."
         )
+    return _renamed(space, path, keep_names, _spec)
+
+
+def _renamed(space: dict, path: Path, keep_names: bool, value: Any) -> dict[str, Any]:
     dotted: dict[str, Any] = {}
     for name, spec in space.items():
-        key = _dotted(name)
+        key = _dotted(name, keep_names)
         if key in dotted:  # `learning_rate` and `lr`: one would silently replace the other
             raise ConfigError(f"tuning_search_space={path} names {key} twice (as {name}).")
-        dotted[key] = _spec(spec)
+        dotted[key] = value(spec)
     return dotted
+
+
+def _point(value: Any) -> Any:
+    return value
+
+
+def _unprefixed(point: dict[str, Any]) -> dict[str, Any]:
+    """A point's hyperparameters by name (its keys are all `hparams.*`)."""
+    for key in point:
+        if not key.startswith("hparams."):
+            raise ConfigError(f"a point of a list search space sets {key}: only hyperparameters.")
+    return {key.removeprefix("hparams."): value for key, value in point.items()}
 
 
 def _parsed(path: Path, text: str) -> Any:
@@ -190,10 +243,10 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _dotted(name: str) -> str:
+def _dotted(name: str, keep_names: bool = False) -> str:
     if "." in name:
         return name
-    return f"hparams.{ALGOPERF_NAMES.get(name, name)}"
+    return f"hparams.{name if keep_names else ALGOPERF_NAMES.get(name, name)}"
 
 
 def _spec(spec: Any) -> Any:

@@ -22,9 +22,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, errors, interrupts, user_files
+from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, TrialInterrupted
+from aeff.records.flatten import flatten
 from aeff.records.run_dir import RunDir
 from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.trial import train_and_evaluate
@@ -60,7 +62,15 @@ def with_user_files(overrides: list[str]) -> list[str]:
             raise errors.ConfigError(f"give {key}= or {group}=, not both.")
         cls = config.class_in_file(Path(overrides[where[-1]].split("=", 1)[1]), key, group)
         node = user_files.node_of(cls)
-        if group == "submission":
+        if cls is AlgoPerfSubmission:
+            # its batch size is its get_batch_size's; its hyperparameters, its space's names
+            hparams = first_point(overrides)
+            node = {
+                "submission": {"_target_": node["_target_"]},
+                "batch_size": None,
+                "hparams": hparams,
+            }
+        elif group == "submission":
             schema_defaults = user_files.node_of(cls.hparams_schema)
             del schema_defaults["_target_"]
             # batch_size: the built-in options' (conf/submission/*.yaml); batch_size= overrides
@@ -70,6 +80,24 @@ def with_user_files(overrides: list[str]) -> list[str]:
         # Beside its path, not last: after `-p KEY` an override would be an argument.
         overrides = [*overrides[: where[-1] + 1], f"{group}=from_file", *overrides[where[-1] + 1 :]]
     return overrides
+
+
+def first_point(overrides: list[str]) -> dict[str, Any]:
+    """The hyperparameters of the first point of `tuning_search_space=`'s quasi-random
+    sequence (search.seed 0), by their own names: an AlgoPerf submission's defaults, which
+    a sweep's trials and `hparams.<name>=` override."""
+    from aeff import search
+
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("tuning_search_space=")]
+    if not given:
+        return {}
+    space = user_files.read_search_space(Path(given[-1]), keep_names=True)
+    [point] = search.sample(search.parse_space(space), 1, seed=0)
+    return {
+        key.removeprefix("hparams."): value
+        for key, value in flatten(point).items()
+        if key.startswith("hparams.")
+    }
 
 
 def check_sweeper_of_preset(overrides: list[str]) -> None:

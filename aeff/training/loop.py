@@ -353,7 +353,7 @@ class Loop:
         checkpoint if one is due."""
         c, now = trial.counters, rules.point(trial.counters)
         metrics = self._measure(trial, self.state.params, trial.slot)
-        reached = {"train.loss": rules.train_loss(now, trial.loss_mark), **metrics}
+        reached = {**self._train_metrics(trial, now), **metrics}
         if trial.snapshots and self.workload.has_reached_goal(reached):
             while trial.snapshots and not c.goal_reached:
                 at, params, slot = trial.snapshots.pop(0)
@@ -394,7 +394,7 @@ class Loop:
     def _record(self, trial: _Trial, at: rules.Point, metrics: dict[str, float]) -> None:
         """The evaluation at `at`: the target checked, its row logged and handed out."""
         c = trial.counters
-        metrics = {"train.loss": rules.train_loss(at, trial.loss_mark), **metrics}
+        metrics = {**self._train_metrics(trial, at), **metrics}
         rules.evaluated(c, at, self.workload.has_reached_goal(metrics))
         c.wall_time = self.clock() - trial.start
         c.last_row = rules.row(
@@ -414,6 +414,10 @@ class Loop:
         )
         if trial.member.on_eval is not None:
             trial.member.on_eval(c.last_row)
+
+    def _train_metrics(self, trial: _Trial, at: rules.Point) -> dict[str, float]:
+        """What a row says of training: the mean loss of the steps since the last row."""
+        return {"train.loss": rules.train_loss(at, trial.loss_mark)}
 
     def _save(self, trial: _Trial) -> None:
         trial.counters.wall_time = self.clock() - trial.start

@@ -97,6 +97,15 @@ def charge(c: Counters, seconds: float, losses: Sequence[float], budget: float) 
     return first
 
 
+def charge_steps(c: Counters, seconds: float, num_steps: int, budget: float) -> None:
+    """`num_steps` steps (or none: a submission's preparation for an evaluation) that
+    took `seconds`, charged to the submission; their losses unknown (AlgoPerf's
+    `update_params` reports none)."""
+    c.submission_time += seconds
+    c.global_step += num_steps
+    c.is_time_remaining = c.submission_time < budget
+
+
 def launch_size(
     global_step: int,
     limits: Limits,

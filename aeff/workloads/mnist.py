@@ -8,7 +8,7 @@ workloads has more than one workload to go on.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -30,6 +30,8 @@ METRIC_NAMES = (
 )
 
 
+NUM_TRAIN_IMAGES, NUM_TEST_IMAGES = 60_000, 10_000
+
 ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu}
 
 
@@ -50,6 +52,8 @@ class Mlp(nn.Module):
 @dataclass(frozen=True)
 class MnistWorkload(Workload):
     name: ClassVar[str] = "mnist"
+    algoperf_name: ClassVar[str] = "mnist"
+    step_hint: ClassVar[int] = 7813  # AlgoPerf's MNIST workload's
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (
         *Workload.RUN_FIELDS,
         "data_dir",
@@ -75,7 +79,7 @@ class MnistWorkload(Workload):
 
     def __post_init__(self) -> None:
         require(
-            0 < self.num_validation < 60_000,
+            0 < self.num_validation < NUM_TRAIN_IMAGES,
             "num_validation",
             "an integer in (0, 60000)",
             self.num_validation,
@@ -160,6 +164,32 @@ class MnistWorkload(Workload):
 
     def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+    def smoothed_loss(self, logits: jax.Array, labels: jax.Array, smoothing: Any) -> jax.Array:
+        """Cross-entropy against one-hot labels smoothed towards uniform by `smoothing`."""
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
+
+    # The sizes and statistics AlgoPerf's workload API names.
+    @property
+    def num_train_examples(self) -> int:
+        return NUM_TRAIN_IMAGES - self.num_validation
+
+    @property
+    def num_validation_examples(self) -> int:
+        return self.num_validation
+
+    @property
+    def num_test_examples(self) -> int:
+        return NUM_TEST_IMAGES
+
+    @property
+    def train_mean(self) -> float:
+        return self.pixel_mean
+
+    @property
+    def train_stddev(self) -> float:
+        return self.pixel_std
 
     def eval_sums(self, params: Params, batch: Batch, mask: jax.Array) -> dict[str, jax.Array]:
         logits = self.apply_model(params, batch.inputs)

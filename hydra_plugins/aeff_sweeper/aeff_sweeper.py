@@ -32,6 +32,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, errors, interrupts, user_files
+from aeff.algoperf import submission as algoperf_submission
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
 from aeff.records.run_dir import FINISHED, Lock, read_metadata, status_of
@@ -266,7 +267,7 @@ class AeffSweeper(Sweeper):
         dimensions = search.parse_space(space) if space else []
         if dimensions or intervals:
             self.check_hparams([d.key for d in dimensions + intervals])
-        dimensions = [d for d in dimensions if d.key not in pinned] + intervals
+        dimensions = [d.without(pinned) for d in dimensions if d.key not in pinned] + intervals
         settings = self.config.search
         if not space and not intervals:
             if settings.num_trials is not None:
@@ -307,8 +308,9 @@ class AeffSweeper(Sweeper):
         chosen, path = self.config.get("search_space"), self.config.get("tuning_search_space")
         if chosen and path:
             raise ConfigError("choose search_space=<name> or tuning_search_space=<file>, not both.")
-        if path:
-            return user_files.read_search_space(Path(path))
+        if path:  # an AlgoPerf submission's hyperparameters keep the space's names
+            algoperf = algoperf_submission.is_target(self.config.submission.get("_target_"))
+            return user_files.read_search_space(Path(path), keep_names=algoperf)
         return OmegaConf.to_container(chosen, resolve=True) if chosen else {}
 
     def check_hparams(self, keys: list[str]) -> None:
@@ -318,6 +320,8 @@ class AeffSweeper(Sweeper):
             trial = config.check_trial(task)
         except AeffError:
             return  # the trials report what is wrong with the config itself
+        if not dataclasses.is_dataclass(trial.hparams):
+            return  # an AlgoPerf submission's: the space names them
         known = [f.name for f in dataclasses.fields(trial.hparams)]
         for key in keys:
             if key.startswith("hparams.") and key.removeprefix("hparams.") not in known:
