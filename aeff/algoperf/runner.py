@@ -300,7 +300,7 @@ class HostLoop(Loop):
             "optimizer_state": [
                 x for x in jax.tree.leaves(self.state.optimizer_state) if _is_array(x)
             ],
-            "queue_position": np.int64(self.calls.queue_position),
+            "queue_position": np.asarray(self.calls.queue_position, np.int64),
         }
 
     def _launch(self) -> None:
