@@ -167,8 +167,11 @@ class Workload(abc.ABC):
         """Per-example losses."""
 
     @abc.abstractmethod
-    def eval_sums(self, params: Params, batch: Batch, mask: jax.Array) -> dict[str, jax.Array]:
-        """Masked sums of per-example metrics over one eval batch (mask 0 = padding)."""
+    def eval_sums(
+        self, params: Params, model_state: Any, batch: Batch, mask: jax.Array
+    ) -> dict[str, jax.Array]:
+        """Masked sums of per-example metrics over one eval batch (mask 0 = padding), the
+        model in evaluation mode (`model_fn` with `ForwardPassMode.EVAL`)."""
 
     def program_key(self) -> "Workload":
         """This workload with its run fields at their defaults: the compile-cache key."""
@@ -341,10 +344,13 @@ class Submission(abc.ABC):
         workload: Workload,
         params: Params,
         optimizer_state: OptimizerState,
+        model_state: Any,
         batch: Batch,
         rng: jax.Array,
-    ) -> tuple[Params, OptimizerState, jax.Array]:
-        """One training step on this device's shard; returns the mean loss over all devices."""
+    ) -> tuple[Params, OptimizerState, Any, jax.Array]:
+        """One training step on this device's shard: the new parameters, optimizer state
+        and model state (`workload.model_fn` in `ForwardPassMode.TRAIN` returns it), and
+        the mean loss over all devices."""
 
     def data_selection(
         self,

@@ -126,7 +126,21 @@ def load_class(path: Path, base: type, key: str) -> type:
     schema = getattr(cls, "hparams_schema", None)
     if base.__name__ == "Submission" and not dataclasses.is_dataclass(schema):
         raise ConfigError(f"{what}: {cls.__name__}.hparams_schema must name a dataclass.")
+    if base.__name__ == "Submission" and _without_model_state(cls.update_params):
+        raise ConfigError(
+            f"{what}: {cls.__name__}.update_params(workload, params, optimizer_state, batch, "
+            "rng) is the contract before model states: it takes the model state after the "
+            "optimizer state and returns it after it too, (params, optimizer_state, "
+            "model_state, loss); see docs/writing-a-submission.md."
+        )
     return cls
+
+
+def _without_model_state(update_params: Any) -> bool:
+    """An `update_params` written to the contract before model states (five named
+    arguments besides `self`, none of them `model_state`)."""
+    names = list(inspect.signature(update_params).parameters)
+    return len(names) == 6 and "model_state" not in names
 
 
 # Modules that published submissions import besides AlgoPerf's, and what brings them.

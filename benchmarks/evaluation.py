@@ -23,7 +23,7 @@ def main() -> None:
     workload = trial.workload
     splits = workload.load_splits()
     mesh = programs.device_mesh()
-    stacked = jax.tree.map(lambda x: x[None], workload.init_params(jax.random.key(0)))
+    stacked = jax.tree.map(lambda x: x[None], workload.init_model_fn(jax.random.key(0)))
     params = programs.replicate(stacked, mesh)  # a trial alone: a stack of one
     evaluate = programs.evaluate(workload, 1)
     eval_splits = [

@@ -39,14 +39,14 @@ class OneBad(Adam):
 
     from_step: int = 0
 
-    def update_params(self, workload, params, optimizer_state, batch, rng):
+    def update_params(self, workload, params, optimizer_state, model_state, batch, rng):
         def refuse(lr, step):
             if lr > 5e-3 and step >= self.from_step:
                 raise RuntimeError(f"lr={float(lr)} is too high for OneBad")
 
         hyperparams = optimizer_state.hyperparams
         jax.debug.callback(refuse, hyperparams["learning_rate"], optimizer_state.count)
-        return super().update_params(workload, params, optimizer_state, batch, rng)
+        return super().update_params(workload, params, optimizer_state, model_state, batch, rng)
 
 
 def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:

@@ -315,9 +315,9 @@ class TimedMnist(MnistWorkload):
 
     eval_batch_size: int = EVAL_BATCH_SIZE
 
-    def eval_sums(self, params, batch, mask):
+    def eval_sums(self, params, model_state, batch, mask):
         jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
-        return super().eval_sums(params, batch, mask)
+        return super().eval_sums(params, model_state, batch, mask)
 
 
 @pytest.fixture(scope="module")
@@ -660,7 +660,7 @@ def test_a_checkpoint_holds_one_copy_of_the_state_at_its_step(mnist):
     workload = mnist(target_value=0.75)
     result, _ = trial(workload, max_steps=8, checkpoints=checkpoints)
     assert result.rng_seed == 0
-    initial = programs.init_params(workload.program_key())(jax.random.key(0))  # compiled
+    initial, _ = programs.init_model(workload.program_key())(jax.random.key(0))  # compiled
     shapes = jax.tree.map(np.shape, initial)
     for (progress, _), state in zip(checkpoints.saved, checkpoints.states, strict=True):
         assert int(state.global_step) == progress["global_step"]  # a scalar: no device axis

@@ -44,7 +44,7 @@ def test_evaluation_is_exact_when_the_split_does_not_fill_the_batches(
     params = workload.init_params(jax.random.key(1))
     mesh = programs.device_mesh()
     batched = dataclasses.replace(workload, eval_batch_size=eval_batch_size)
-    stacked = jax.tree.map(lambda x: x[None], params)  # a trial alone: a stack of one
+    stacked = jax.tree.map(lambda x: x[None], (params, {}))  # a trial alone: a stack of one
     means = programs.evaluate(workload, 1)(
         programs.replicate(stacked, mesh), programs.shard_for_eval(split, batched, mesh)
     )

@@ -100,7 +100,10 @@ COMPLETE = "    hparams_schema = dict\n    def optimizer(self, hparams): ...\n"
         (None, r"no such file"),
         ("import no_such_module\n", r"does not import: ModuleNotFoundError: .*no_such_module"),
         ("import sys\nsys.exit(0)\n", r"does not import: SystemExit: 0"),  # not a silent exit 0
-        ("x = 1\n", r"defines no submission: neither a subclass of aeff's Submission nor AlgoPerf's"),
+        (
+            "x = 1\n",
+            r"defines no submission: neither a subclass of aeff's Submission nor AlgoPerf's",
+        ),
         (SGD.format(name="Half", body="    pass"), r"Half lacks optimizer"),
         (
             SGD.format(name="One", body=COMPLETE) + SGD.format(name="Two", body=COMPLETE),

@@ -97,9 +97,9 @@ class TimedWildAdam(TimedAdam):
 
     hparams_schema = WildAdamHParams
 
-    def update_params(self, workload, params, optimizer_state, batch, rng):
+    def update_params(self, workload, params, optimizer_state, model_state, batch, rng):
         CLOCK.advance(COMPILE_SECONDS)  # Python: runs when traced, not when the step runs
-        return super().update_params(workload, params, optimizer_state, batch, rng)
+        return super().update_params(workload, params, optimizer_state, model_state, batch, rng)
 
 
 # These tests share one program: three trials, the third of which diverges at step 2.
@@ -134,7 +134,7 @@ def test_vmap_and_one_trial_after_another_compute_the_same(workload):
         train = programs.train_steps(program_key, SUBMISSION, 4, 3, vectorized)
         state, losses, _ = train(p.state, p.stream, p.step_rng, active)
         evaluate = programs.evaluate(program_key, 3, vectorized)
-        outputs.append((state, losses, evaluate(state.params, p.eval_splits["validation"])))
+        outputs.append((state, losses, evaluate(state.variables, p.eval_splits["validation"])))
     for a, b in zip(*(jax.tree.leaves(o) for o in outputs), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
     assert not np.isfinite(np.asarray(outputs[0][1])[0, 2]).all()  # the diverging trial

@@ -43,6 +43,10 @@ class HostState(NamedTuple):
     model_state: Any
     optimizer_state: Any  # the submission's own: arrays, and functions of its choosing
 
+    @property
+    def variables(self) -> tuple[Any, Any]:
+        return self.params, self.model_state
+
 
 class Calls:
     """A trial's calls of its submission's functions, with aeff's data and keys."""
@@ -250,7 +254,8 @@ def prepare(
 
 def evaluate(p: Prepared, state: HostState) -> dict[str, Any]:
     """Metrics of both splits, by aeff's evaluation program (the same as aeff's own trials')."""
-    stacked = programs.replicate(jax.tree.map(lambda x: np.asarray(x)[None], state.params), p.mesh)
+    host = jax.tree.map(lambda x: np.asarray(x)[None], state.variables)
+    stacked = programs.replicate(host, p.mesh)
     _, _, program = p.programs()
     return {name: program(stacked, split) for name, split in p.eval_splits.items()}
 

@@ -8,7 +8,15 @@ import jax
 import optax
 from jax import lax
 
-from aeff.spec import DEVICE_AXIS, Batch, OptimizerState, Params, Submission, Workload
+from aeff.spec import (
+    DEVICE_AXIS,
+    Batch,
+    ForwardPassMode,
+    OptimizerState,
+    Params,
+    Submission,
+    Workload,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,18 +39,21 @@ class OptaxSubmission(Submission):
         workload: Workload,
         params: Params,
         optimizer_state: OptimizerState,
+        model_state: Any,
         batch: Batch,
         rng: jax.Array,
-    ) -> tuple[Params, OptimizerState, jax.Array]:
-        del rng
+    ) -> tuple[Params, OptimizerState, Any, jax.Array]:
+        def mean_loss(p: Params) -> tuple[jax.Array, Any]:
+            inputs = {"inputs": batch.inputs}
+            logits, new_state = workload.model_fn(
+                p, inputs, model_state, ForwardPassMode.TRAIN, rng, update_batch_norm=True
+            )
+            return workload.loss(logits, batch.labels).mean(), new_state
 
-        def mean_loss(p: Params) -> jax.Array:
-            return workload.loss(workload.apply_model(p, batch.inputs), batch.labels).mean()
-
-        loss, grads = jax.value_and_grad(mean_loss)(params)
+        (loss, model_state), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
         loss, grads = lax.pmean((loss, grads), DEVICE_AXIS)
         # `inject_hyperparams` reads the traced values in the state, so the schema's
         # defaults serve as placeholders here.
         optimizer = self.optimizer(self.hparams_schema())
         updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
-        return optax.apply_updates(params, updates), optimizer_state, loss
+        return optax.apply_updates(params, updates), optimizer_state, model_state, loss

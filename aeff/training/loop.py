@@ -342,7 +342,7 @@ class Loop:
 
     def _snapshot(self, trial: _Trial) -> None:
         """The parameters now, evaluated only if the next evaluation finds the target."""
-        trial.snapshots.append((rules.point(trial.counters), self.state.params, trial.slot))
+        trial.snapshots.append((rules.point(trial.counters), self.state.variables, trial.slot))
         trial.next_snapshot_time = rules.next_snapshot_time(
             trial.counters.submission_time, self.limits
         )
@@ -352,12 +352,12 @@ class Loop:
         its snapshots before them up to the first on target; a row each. Then a
         checkpoint if one is due."""
         c, now = trial.counters, rules.point(trial.counters)
-        metrics = self._measure(trial, self.state.params, trial.slot)
+        metrics = self._measure(trial, self.state.variables, trial.slot)
         reached = {**self._train_metrics(trial, now), **metrics}
         if trial.snapshots and self.workload.has_reached_goal(reached):
             while trial.snapshots and not c.goal_reached:
-                at, params, slot = trial.snapshots.pop(0)
-                self._record(trial, at, self._measure(trial, params, slot))
+                at, variables, slot = trial.snapshots.pop(0)
+                self._record(trial, at, self._measure(trial, variables, slot))
         self._record(trial, now, metrics)
         trial.snapshots.clear()
         c.train_loss_sum, c.train_loss_count, trial.loss_mark = 0.0, 0, (0.0, 0)
@@ -366,27 +366,29 @@ class Loop:
             self._save(trial)
         trial.next_snapshot_time = rules.next_snapshot_time(c.submission_time, self.limits)
 
-    def _measure(self, trial: _Trial, params: Any, slot: int) -> dict[str, float]:
-        """The metrics of the trial at `slot` of `params`, its evaluation time charged: the
-        current parameters of every slot in one program, shared by the trials that ask
-        after a launch; other parameters (a snapshot's), that trial's alone."""
+    def _measure(self, trial: _Trial, variables: Any, slot: int) -> dict[str, float]:
+        """The metrics of the trial at `slot` of `variables` (parameters and model state),
+        its evaluation time charged: the current ones of every slot in one program, shared
+        by the trials that ask after a launch; others (a snapshot's), that trial's alone."""
+        params = variables[0]
         if params is not self.state.params:
-            metrics, seconds = self._measured(self.p.programs(1)[2], programs.unstack(params, slot))
+            alone = programs.unstack(variables, slot)
+            metrics, seconds = self._measured(self.p.programs(1)[2], alone)
             metrics = metrics[0]
         else:
             if self.evaluated is None or self.evaluated[0] is not params:
-                self.evaluated = (params, *self._measured(self.programs[2], params))
+                self.evaluated = (params, *self._measured(self.programs[2], variables))
             metrics, seconds = self.evaluated[1][slot], self.evaluated[2]
         trial.counters.eval_time += seconds
         return metrics
 
-    def _measured(self, evaluate: Callable, params: Any) -> tuple[list[dict[str, float]], float]:
+    def _measured(self, evaluate: Callable, variables: Any) -> tuple[list[dict[str, float]], float]:
         """Each stacked trial's metrics on both splits, and the seconds they took."""
         start = self.clock()
-        size = jax.tree.leaves(params)[0].shape[1]
+        size = jax.tree.leaves(variables[0])[0].shape[1]
         metrics: list[dict[str, float]] = [{} for _ in range(size)]
         for name, split in self.p.eval_splits.items():
-            for metric, values in jax.device_get(evaluate(params, split)).items():
+            for metric, values in jax.device_get(evaluate(variables, split)).items():
                 for index, value in enumerate(values[0]):
                     metrics[index][f"{name}.{metric}"] = float(value)
         return metrics, self.clock() - start

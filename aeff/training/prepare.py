@@ -158,7 +158,7 @@ def warm_up(p: Prepared, state: Any, stream: InputStream, step_rng: Any) -> Any:
     return (
         single(state, stream, step_rng, masked),
         fused(state, stream, step_rng, masked),
-        evaluate(state.params, p.eval_splits["validation"]),
+        evaluate(state.variables, p.eval_splits["validation"]),
     )
 
 
@@ -185,9 +185,9 @@ def initial_state(
 ) -> tuple[programs.TrainState, jax.Array]:
     """The train state at step 0 and the key of the steps, drawn from `rng_seed`."""
     init_rng, optimizer_rng, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
-    params = programs.init_params(workload.program_key())(init_rng)
+    params, model_state = programs.init_model(workload.program_key())(init_rng)
     optimizer_state = submission.init_optimizer_state(workload, params, hparams, optimizer_rng)
-    return programs.TrainState(jnp.int32(0), params, optimizer_state), step_rng
+    return programs.TrainState(jnp.int32(0), params, optimizer_state, model_state), step_rng
 
 
 def refuse_unused_hparams(workload: Workload, submission: Submission, hparams: Any) -> None:

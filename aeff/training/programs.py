@@ -30,6 +30,12 @@ class TrainState(NamedTuple):
     global_step: jax.Array
     params: Params
     optimizer_state: OptimizerState
+    model_state: Any  # the model's own (BatchNorm's running statistics); {} for most
+
+    @property
+    def variables(self) -> tuple[Params, Any]:
+        """What an evaluation reads: the parameters and the model state."""
+        return self.params, self.model_state
 
 
 class EvalSplit(NamedTuple):
@@ -93,9 +99,10 @@ def preprocess(workload: Workload) -> Callable[[jax.Array], jax.Array]:
 
 
 @functools.cache
-def init_params(workload: Workload) -> Callable[[jax.Array], Params]:
-    """Compiled as one program: run eagerly, each initializer op compiled on its own."""
-    return jax.jit(workload.init_params)
+def init_model(workload: Workload) -> Callable[[jax.Array], tuple[Params, Any]]:
+    """The initial parameters and model state, compiled as one program: run eagerly, each
+    initializer op compiled on its own."""
+    return jax.jit(workload.init_model_fn)
 
 
 def _step(workload: Workload, submission: Submission) -> Callable:
@@ -113,10 +120,10 @@ def _step(workload: Workload, submission: Submission) -> Callable:
             selection_rng,
         )
         batch = batch._replace(inputs=workload.preprocess(batch.inputs))
-        params, optimizer_state, loss = submission.update_params(
-            workload, state.params, state.optimizer_state, batch, update_rng
+        params, optimizer_state, model_state, loss = submission.update_params(
+            workload, state.params, state.optimizer_state, state.model_state, batch, update_rng
         )
-        return TrainState(state.global_step + 1, params, optimizer_state), loss
+        return TrainState(state.global_step + 1, params, optimizer_state, model_state), loss
 
     return step
 
@@ -224,10 +231,15 @@ def epoch_order(rng_seed: int, global_step: int, num_examples: int) -> np.ndarra
     return rng.permutation(num_examples).astype(np.int32)
 
 
-def _split_means(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
-    def split_means(params: Params, split: EvalSplit) -> dict[str, jax.Array]:
+Variables = tuple[Params, Any]  # the parameters and the model state
+
+
+def _split_means(workload: Workload) -> Callable[[Variables, EvalSplit], dict[str, jax.Array]]:
+    def split_means(variables: Variables, split: EvalSplit) -> dict[str, jax.Array]:
+        params, model_state = variables
         per_batch = lax.map(
-            lambda xs: workload.eval_sums(params, xs[0], xs[1]), (split.batches, split.mask)
+            lambda xs: workload.eval_sums(params, model_state, xs[0], xs[1]),
+            (split.batches, split.mask),
         )
         sums = jax.tree.map(jnp.sum, per_batch)
         sums, count = lax.psum((sums, jnp.sum(split.mask)), DEVICE_AXIS)
@@ -239,15 +251,16 @@ def _split_means(workload: Workload) -> Callable[[Params, EvalSplit], dict[str, 
 @functools.cache
 def evaluate(
     workload: Workload, size: int, vectorized: bool | None = None
-) -> Callable[[Params, EvalSplit], dict[str, jax.Array]]:
-    """Mean metrics over a whole split of `size` trials' stacked parameters [devices,
-    trials, ...], each device taking its share of the batches; metrics [devices, trials].
+) -> Callable[[Variables, EvalSplit], dict[str, jax.Array]]:
+    """Mean metrics over a whole split of `size` trials' stacked parameters and model
+    states [devices, trials, ...], each device taking its share of the batches; metrics
+    [devices, trials].
     Several trials are `vmap`-ed in one program (`vectorized`), or one trial's at a time
     (None: `vmap` except on a CPU)."""
     means = _split_means(workload)
     if size == 1:
-        one = lambda params, split: jax.tree.map(  # noqa: E731
-            lambda x: x[None], means(jax.tree.map(lambda x: x[0], params), split)
+        one = lambda variables, split: jax.tree.map(  # noqa: E731
+            lambda x: x[None], means(jax.tree.map(lambda x: x[0], variables), split)
         )
         return jax.pmap(one, axis_name=DEVICE_AXIS)
     if vectorized is None:
@@ -256,8 +269,8 @@ def evaluate(
         return jax.pmap(jax.vmap(means, in_axes=(0, None)), axis_name=DEVICE_AXIS)
     alone = evaluate(workload, 1)
 
-    def each(params: Params, split: EvalSplit) -> dict[str, jax.Array]:
-        stacked = [alone(unstack(params, i), split) for i in range(size)]
+    def each(variables: Variables, split: EvalSplit) -> dict[str, jax.Array]:
+        stacked = [alone(unstack(variables, i), split) for i in range(size)]
         return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *stacked)
 
     return each

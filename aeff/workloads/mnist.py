@@ -15,9 +15,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 from aeff.config import require, require_folder, require_positive_finite, require_unit_interval
-from aeff.spec import Batch, HostSplit, Params, Splits, Workload
+from aeff.spec import (
+    DEVICE_AXIS,
+    Batch,
+    ForwardPassMode,
+    HostSplit,
+    Params,
+    Splits,
+    Workload,
+    is_training,
+)
 from aeff.workloads.mnist_data import load_mnist
 
 # What an evaluation reports; train.loss is the mean training loss since the last one.
@@ -191,8 +201,11 @@ class MnistWorkload(Workload):
     def train_stddev(self) -> float:
         return self.pixel_std
 
-    def eval_sums(self, params: Params, batch: Batch, mask: jax.Array) -> dict[str, jax.Array]:
-        logits = self.apply_model(params, batch.inputs)
+    def eval_sums(
+        self, params: Params, model_state: Any, batch: Batch, mask: jax.Array
+    ) -> dict[str, jax.Array]:
+        inputs = {"inputs": batch.inputs}
+        logits, _ = self.model_fn(params, inputs, model_state, ForwardPassMode.EVAL, None, False)
         correct = jnp.argmax(logits, axis=-1) == batch.labels
         return {
             "loss": jnp.sum(self.loss(logits, batch.labels) * mask),
@@ -221,3 +234,104 @@ class MnistLossWorkload(MnistWorkload):
     name: ClassVar[str] = "mnist_loss"
     target_metric: str = "validation.loss"
     target_value: float = 0.112
+
+
+def _bound(axis_name: str) -> bool:
+    """Whether `axis_name` is an axis of the program being traced (aeff's pmap), not of a
+    program that has none (an AlgoPerf submission's jit)."""
+    try:
+        lax.axis_size(axis_name)
+    except NameError:
+        return False
+    return True
+
+
+def dropout(x: jax.Array, rate: Any, rng: jax.Array) -> jax.Array:
+    """Inverted dropout whose rate may be traced (AlgoPerf's submissions pass it into their
+    jitted step); flax's takes a Python number only."""
+    keep = 1.0 - rate
+    kept = jax.random.bernoulli(rng, keep, x.shape)
+    return jnp.where(kept, x / jnp.maximum(keep, 1e-6), 0.0)
+
+
+class ConvNet(nn.Module):
+    """Two 3x3 convolutions with BatchNorm, ReLU and 2x2 max-pooling, dropout, a dense head."""
+
+    width: int
+    momentum: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, axis_name: str | None) -> jax.Array:
+        for features in (self.width, 2 * self.width):
+            x = nn.Conv(features, (3, 3), use_bias=False)(x)
+            x = nn.BatchNorm(
+                use_running_average=not train, momentum=self.momentum, axis_name=axis_name
+            )(x)
+            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        return x.reshape((x.shape[0], -1))
+
+
+@dataclass(frozen=True)
+class MnistConvWorkload(MnistWorkload):
+    """A small convolutional net with model state (BatchNorm's running statistics, updated
+    in training mode, used in evaluation) and randomness (dropout, from the step's key):
+    AlgoPerf's workload API exercised for real. BatchNorm's batch statistics are the
+    global batch's on any number of devices; dropout's masks are drawn per device."""
+
+    name: ClassVar[str] = "mnist_conv"
+    conv_width: int = 8
+    batch_norm_momentum: float = 0.9
+    dropout_rate: float = 0.1  # aeff's own submissions'; AlgoPerf's pass their own
+    target_value: float = 0.985
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            0 < self.conv_width <= 1024, "conv_width", "an integer in [1, 1024]", self.conv_width
+        )
+        require_unit_interval("batch_norm_momentum", self.batch_norm_momentum)
+        require(0 <= self.dropout_rate < 1, "dropout_rate", "a number in [0, 1)", self.dropout_rate)
+
+    def _features(self) -> ConvNet:
+        return ConvNet(self.conv_width, self.batch_norm_momentum)
+
+    def init_model_fn(self, rng: jax.Array) -> tuple[Params, Any]:
+        features_rng, head_rng = jax.random.split(rng)
+        x = jnp.zeros((1, 28, 28, 1))
+        variables = self._features().init(features_rng, x, train=False, axis_name=None)
+        head = nn.Dense(10).init(head_rng, jnp.zeros((1, 7 * 7 * 2 * self.conv_width)))
+        params = {**variables["params"], "Dense_0": head["params"]}
+        return params, {"batch_stats": variables["batch_stats"]}
+
+    def init_params(self, rng: jax.Array) -> Params:
+        return self.init_model_fn(rng)[0]
+
+    def apply_model(self, params: Params, inputs: jax.Array) -> jax.Array:
+        raise NotImplementedError("mnist_conv has a model state: call model_fn")
+
+    def model_fn(
+        self,
+        params: Params,
+        augmented_and_preprocessed_input_batch: Any,
+        model_state: Any,
+        mode: Any,
+        rng: jax.Array,
+        update_batch_norm: bool,
+        dropout_rate: Any = None,
+    ) -> tuple[jax.Array, Any]:
+        inputs = augmented_and_preprocessed_input_batch["inputs"]
+        train = is_training(mode)
+        axis_name = DEVICE_AXIS if _bound(DEVICE_AXIS) else None
+        variables = {"params": {k: v for k, v in params.items() if k != "Dense_0"}, **model_state}
+        if train:
+            x, updates = self._features().apply(
+                variables, inputs, train=True, axis_name=axis_name, mutable=["batch_stats"]
+            )
+            model_state = {**model_state, **updates} if update_batch_norm else model_state
+            if axis_name is not None:  # each device its own mask
+                rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+            rate = self.dropout_rate if dropout_rate is None else dropout_rate
+            x = dropout(x, rate, rng)
+        else:
+            x = self._features().apply(variables, inputs, train=False, axis_name=axis_name)
+        return nn.Dense(10).apply({"params": params["Dense_0"]}, x), model_state

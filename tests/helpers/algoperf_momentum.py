@@ -5,10 +5,9 @@ AlgoPerf's published files are absent. Written for aeff's tests, after the API a
 import jax
 import jax.numpy as jnp
 import optax
+from algoperf import jax_sharding_utils, spec
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from algoperf import jax_sharding_utils, spec
 
 
 def get_batch_size(workload_name):

@@ -10,18 +10,28 @@ import optax
 import pandas as pd
 
 from aeff.submissions.nesterov import Nesterov
-from aeff.workloads.mnist import MnistWorkload
+from aeff.workloads.mnist import MnistConvWorkload, MnistWorkload
 
 
-@dataclasses.dataclass(frozen=True)
-class SignalledMnist(MnistWorkload):
-    """MNIST that sends this process SIGTERM once, at evaluation number `SIGNAL["at_eval"]`."""
+class Signalled:
+    """A workload that sends this process SIGTERM once, at evaluation number
+    `SIGNAL["at_eval"]`."""
 
     def has_reached_goal(self, metrics):
         SIGNAL["evals"] += 1
         if SIGNAL["evals"] == SIGNAL["at_eval"]:
             signal.raise_signal(signal.SIGTERM)
         return super().has_reached_goal(metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalledMnist(Signalled, MnistWorkload):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalledConv(Signalled, MnistConvWorkload):
+    pass
 
 
 SIGNAL = {"evals": 0, "at_eval": None}

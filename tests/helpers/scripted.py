@@ -63,7 +63,7 @@ class ScriptedMnist(MnistWorkload):
 
     eval_batch_size: int = EVAL_BATCH_SIZE
 
-    def eval_sums(self, params, batch, mask):
+    def eval_sums(self, params, model_state, batch, mask):
         jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
         # io_callback: called for every batch (a pure one may be hoisted out of the loop)
         value = io_callback(_scripted_value, jax.ShapeDtypeStruct((), jnp.float32))
@@ -88,9 +88,9 @@ class TimedAdam(Adam):
         poison = jnp.where(global_step + 1 == self.nan_step, jnp.nan, 1.0)
         return batch._replace(inputs=batch.inputs * poison)
 
-    def update_params(self, workload, params, optimizer_state, batch, rng):
+    def update_params(self, workload, params, optimizer_state, model_state, batch, rng):
         jax.debug.callback(functools.partial(CLOCK.advance, STEP_SECONDS))
-        return super().update_params(workload, params, optimizer_state, batch, rng)
+        return super().update_params(workload, params, optimizer_state, model_state, batch, rng)
 
 
 class SlowCheckpoints:
@@ -145,9 +145,9 @@ class PacedAdam(Adam):
 
     batch_size: int = 512
 
-    def update_params(self, workload, params, optimizer_state, batch, rng):
+    def update_params(self, workload, params, optimizer_state, model_state, batch, rng):
         def advance(step):
             CLOCK.advance(PACE[0](int(step)))
 
         jax.debug.callback(advance, optimizer_state.count)
-        return super().update_params(workload, params, optimizer_state, batch, rng)
+        return super().update_params(workload, params, optimizer_state, model_state, batch, rng)
