@@ -5,20 +5,25 @@ resumed under aeff's rules. AlgoPerf's published files: tests/test_algoperf_publ
 
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import HELPERS, data_overrides
+from helpers import HELPERS, data_overrides, run_aeff
 from helpers.in_process import SIGNAL, metadata, rows
+from helpers.scripted import CLOCK, EVAL_SECONDS, MEASURED, SCRIPT, ScriptedMnist
 from jax.sharding import PartitionSpec
 
 from aeff import algoperf, config, search, spec, user_files
-from aeff.algoperf.submission import AlgoPerfSubmission
+from aeff.algoperf import runner
+from aeff.algoperf.submission import AlgoPerfSubmission, hyperparameters
 from aeff.cli.app import compose_config
 from aeff.errors import ConfigError, TrialInterrupted
+from aeff.training import rules
+from aeff.training.loop import Member
 from aeff.trial import train_and_evaluate
 from aeff.workloads.mnist import MnistWorkload
 
@@ -299,3 +304,78 @@ def test_aeffs_optax_losses_match_algoperfs_on_one_batch():
         optax.softmax_cross_entropy_with_integer_labels(logits, labels),
         rtol=1e-6,
     )
+
+
+STEP, PREPARE = 0.25, 1.0  # seconds of the fake clock an AlgoPerf call takes
+
+
+def timed_submission(workload_name: str = "mnist") -> AlgoPerfSubmission:
+    """The tests' AlgoPerf submission, whose `update_params` takes STEP seconds and whose
+    `prepare_for_eval` takes PREPARE on the fake clock."""
+    algoperf.provide()
+    base = user_files.load_module(MOMENTUM, "submission_path")
+    timed = types.ModuleType("timed_momentum")
+    timed.__dict__.update(vars(base))
+
+    def update_params(**arguments):
+        CLOCK.advance(STEP)
+        return base.update_params(**arguments)
+
+    def prepare_for_eval(**arguments):
+        CLOCK.advance(PREPARE)
+        return base.prepare_for_eval(**arguments)
+
+    timed.update_params, timed.prepare_for_eval = update_params, prepare_for_eval
+    return AlgoPerfSubmission(path=str(MOMENTUM), module=timed)
+
+
+def test_an_algoperf_trial_is_charged_its_calls_and_ends_within_one_step_of_its_budget(
+    mnist_data_dir,
+):
+    """Its steps and its preparations for evaluation are submission time, evaluations are
+    not; it ends at the first evaluation at or past its budget, which its last step's
+    launch (a step at a time near the end) reaches within a step and a preparation."""
+    budget = 10.0
+    workload = ScriptedMnist(data_dir=str(mnist_data_dir), max_allowed_runtime_sec=budget)
+    limits = rules.Limits(budget, workload.eval_period_time_sec, eval_every_steps=4)
+    hparams = hyperparameters({"learning_rate": 0.05, "momentum": 0.9, "label_smoothing": 0.0})
+    CLOCK.now, SCRIPT[:], MEASURED[0] = 0.0, [0.5], 0  # never on target
+    prepared = runner.prepare(
+        workload, timed_submission(), [hparams], [0], limits, steps_per_dispatch=1, clock=CLOCK
+    )
+    table = []
+    member = Member(hparams, 0, on_eval=table.append)
+    [result] = runner.HostLoop(prepared, [member], limits, CLOCK).run()
+    steps = [row["global_step"] for row in table]
+    assert steps == [4, 8, 12, 16, 20] and result.global_step == 20
+    for row in table:  # four steps and a preparation per evaluation
+        assert row["accumulated_submission_time"] == row["global_step"] / 4 * (4 * STEP + PREPARE)
+        assert row["accumulated_eval_time"] == row["global_step"] / 4 * EVAL_SECONDS
+    assert budget <= result.accumulated_submission_time < budget + STEP + PREPARE
+    assert not table[-1]["is_time_remaining"] and "train.loss" not in table[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["vectorized", "parallel"])
+def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnist_data_dir):
+    """The vectorized launcher runs AlgoPerf's trials one by one (each has its own jitted
+    step), the parallel one in its workers; each trial a complete record."""
+    out = run_aeff(
+        [
+            "-m",
+            f"hydra/launcher={launcher}",
+            f"submission_path={MOMENTUM}",
+            f"tuning_search_space={MOMENTUM_SPACE}",
+            "search.num_trials=2",
+            "max_steps=20",
+            "eval_every_steps=10",
+            *data_overrides(mnist_data_dir),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    records = [metadata(sweep_dir / str(job)) for job in (0, 1)]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert all("group.size" not in r for r in records)  # never grouped
+    assert records[0]["hparams.learning_rate"] != records[1]["hparams.learning_rate"]
