@@ -266,7 +266,12 @@ class Workload(abc.ABC):
         return param_key == max(dense, key=_layer_order)
 
     def _param_shapes(self) -> Any:
-        return jax.eval_shape(lambda: self.init_model_fn(jax.random.key(0))[0])
+        """The parameters' shapes and dtypes, traced once per workload (5 ms each time:
+        a submission may read `param_shapes` at every step)."""
+        if "_shapes" not in self.__dict__:  # a frozen dataclass's cache, as cached_property's
+            shapes = jax.eval_shape(lambda: self.init_model_fn(jax.random.key(0))[0])
+            self.__dict__["_shapes"] = shapes
+        return self.__dict__["_shapes"]
 
     @property
     def target_metric_name(self) -> str:

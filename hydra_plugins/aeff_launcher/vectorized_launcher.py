@@ -31,6 +31,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from aeff.algoperf import submission as algoperf_submission
+
 log = logging.getLogger(__name__)
 
 
@@ -142,17 +144,25 @@ class VectorizedLauncher(Launcher):
         from aeff import trial
 
         by_key: dict[str, list[int]] = {}
-        alone = []
+        alone, algoperf = [], []
         for index, config in enumerate(configs):
             key = None
             if not config.hydra.job.chdir and not config.hydra.job.env_set:
                 HydraConfig.instance().set_config(config)
                 job = _trial_job(config)
                 key = trial.group_key(job.cfg, job.run_dir)
+                if algoperf_submission.is_target(OmegaConf.select(job.cfg, "submission._target_")):
+                    algoperf.append(self._job_name(config))
             if key is None:
                 alone.append([index])
             else:
                 by_key.setdefault(key, []).append(index)
+        if algoperf:
+            log.info(
+                "AlgoPerf's submissions run one trial at a time, each calling its own jitted "
+                "step: jobs %s",
+                ", ".join(algoperf),
+            )
         size = self.trials_per_program
         groups = [jobs[i : i + size] for jobs in by_key.values() for i in range(0, len(jobs), size)]
         return sorted(groups + alone)
