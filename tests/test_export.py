@@ -2,6 +2,7 @@
 store and into TensorBoard event files, read back with each tool's own reader."""
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -386,3 +387,36 @@ def test_only_aeffs_own_store_is_written_without_fsync(tmp_path):
     with unsynced(own=False):
         assert synchronous("b.db") == 2  # FULL, SQLite's default
     assert synchronous("c.db") == 2  # the listener is gone
+
+
+def edit_cell(run_dir: Path, column: str, row: int, value: str) -> None:
+    """One cell of a trial's metrics.csv changed by hand, as a spreadsheet would."""
+    path = run_dir / "metrics.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    cells = lines[row + 1].rstrip("\n").split(",")
+    cells[lines[0].rstrip("\n").split(",").index(column)] = value
+    lines[row + 1] = ",".join(cells) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("column", ["validation.accuracy", "wall_time"])
+def test_a_cell_edited_to_text_exports_its_trial_as_damaged_in_one_line(
+    sweep, tmp_path, capsys, monkeypatch, column
+):
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    edit_cell(copy / "0", column, 1, "abc")
+    export("mlflow", copy)
+    export("tensorboard", copy)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(f"({column}: 'abc')" in line for line in lines), err
+    assert "3 trials in MLflow (3 exported)" in out and "3 trials for TensorBoard" in out
+    client = mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    runs = runs_of(client, copy)
+    damaged = runs[str((copy / "0").resolve())]
+    assert damaged.data.tags["status"] == "damaged" and damaged.info.status == "FAILED"
+    history = client.get_metric_history(damaged.info.run_id, "validation.accuracy")
+    steps = sorted(m.step for m in history)  # a row without its time: at the trial's start
+    assert steps == ([4, 12] if column == "validation.accuracy" else [4, 8, 12])

@@ -670,3 +670,31 @@ def test_the_combined_csv_reads_back_as_the_trials_it_holds(tmp_path, figures):
     results.plot(combined, "global_step", "validation.accuracy", tmp_path / "a.png")
     labels = [line.get_label() for line in figures[0].get_lines()]
     assert labels == ["0 (lr=0.1)", "1 (lr=0.3)", "target 0.97"]
+
+
+@pytest.mark.parametrize("column", ["validation.accuracy", "accumulated_submission_time"])
+def test_a_cell_edited_to_text_leaves_its_trial_damaged_in_every_tool(
+    sweep, capsys, monkeypatch, figures, column
+):
+    """summary, report and plot read one trial's edited cell alike: the trial is
+    damaged, the cell is left out, one line names it, and nothing is a traceback."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
+    path = sweep / "0" / "metrics.csv"
+    frame = pd.read_csv(path)
+    frame[column] = frame[column].astype(str)
+    frame.loc[1, column] = "abc"
+    frame.to_csv(path, index=False)
+    record = json.loads((sweep / "0" / "metadata.json").read_text())
+    (sweep / "0" / "metadata.json").write_text(json.dumps({**record, "metrics_sha256": "0"}))
+    for argv in (
+        ["summary", sweep],
+        ["report", sweep],
+        ["plot", sweep, "--y", "validation.accuracy", "--x", "accumulated_submission_time"],
+    ):
+        cli.main([str(a) for a in argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        named = [line for line in err if f"({column}: 'abc')" in line]
+        assert len(named) == 1 and f"{sweep}/0/metrics.csv" in named[0], (argv, err)
+        assert "sha256" not in " ".join(err)  # the same trial not named twice
+    table = pd.read_csv(sweep / results.SUMMARY)
+    assert by_job(table).loc["0", "status"] == "damaged"

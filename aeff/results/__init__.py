@@ -23,6 +23,7 @@ from aeff.records.run_dir import (
     DAMAGED,
     FINISHED,
     METADATA,
+    METRICS,
     UNRECORDED,
     began_unrecorded,
     damage,
@@ -158,6 +159,49 @@ def _plan(sweep_dir: Path) -> dict[str, Any] | None:
         ) from None
 
 
+# Row columns that hold the user's own values or the config's texts: any text is theirs.
+TEXT_COLUMNS = ("run_dir", "framework", "workload", "hparams.", "meta.", "workload.", "submission.")
+
+
+NAMED = "damaged_named"  # the rows' attrs: the trials `numbers_only` named in a warning
+
+
+def read_rows(path: Path, required: bool = False) -> pd.DataFrame:
+    """The rows at or below `path` as every results tool reads them (`load_metrics`, or
+    `nonempty_metrics` when `required`), with `numbers_only`'s cells left out."""
+    return numbers_only(nonempty_metrics(path) if required else load_metrics(path))
+
+
+def numbers_only(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with each cell that should hold a number and does not (a value edited to
+    `abc`) as NaN, its trial named in one warning line: a trial whose rows were edited is
+    damaged (`status_of` finds it so once it finished), and each tool reads what is left.
+    A column should hold numbers when any of its cells does and it is none of TEXT_COLUMNS."""
+    damaged: dict[str, tuple[int, str, str]] = {}
+    for column in rows.columns:
+        if str(column).startswith(TEXT_COLUMNS) or pd.api.types.is_numeric_dtype(rows[column]):
+            continue
+        numbers = pd.to_numeric(rows[column], errors="coerce")
+        bad = rows[column].notna() & numbers.isna()
+        if not bad.any() or not numbers.notna().any():
+            continue
+        for run_dir, cells in rows.loc[bad, ["run_dir", column]].groupby("run_dir", sort=False):
+            count, _, _ = damaged.get(run_dir, (0, column, ""))
+            damaged[run_dir] = (count + len(cells), column, str(cells[column].iloc[0]))
+        rows[column] = numbers
+    rows.attrs[NAMED] = set(damaged)  # summary names them no second time
+    for run_dir, (count, column, value) in damaged.items():
+        log.warning(
+            "%s: %d cell(s) that should hold a number do not (%s: %r): the trial's rows were "
+            "edited or corrupted; read without them (resume=true trains it again).",
+            Path(run_dir) / METRICS,
+            count,
+            column,
+            redact(value)[:40],
+        )
+    return rows
+
+
 def trial_dirs(path: Path) -> list[Path]:
     """The run dirs at or below `path`: a sweep's planned jobs in order, else every dir
     with a record (earlier attempts, under dot folders, left out)."""
@@ -204,11 +248,13 @@ def summary(
     Linear in rows: every metrics.csv is parsed once, and each figure is found for all
     trials at once (a filter per trial took 96-118 s for 2,000 trials).
     """
-    metrics = load_metrics(path) if metrics is None else metrics  # rows a caller has read
+    metrics = read_rows(path) if metrics is None else metrics  # rows a caller has read
     planned = (Path(path) / PLAN).exists()  # trial_dirs reads and checks it
     records = [(run_dir, *record_of(run_dir)) for run_dir in trial_dirs(Path(path))]
     targets = {m.get("workload.target_metric") for _, m, _ in records if m} - {None}
     found = progress(metrics, targets)
+    for run_dir in metrics.attrs.get(NAMED, ()):
+        found.setdefault(run_dir, {})["named"] = True
     rows = []
     for run_dir, metadata, error in records:
         row = {"run_dir": str(run_dir.resolve())}
@@ -265,7 +311,8 @@ def trial_row(
         row["error"] = metadata["error_message"]
     if row["status"] == DAMAGED:
         row["error"] = damage(run_dir, metadata)
-        log.warning("%s", row["error"])
+        if not found.get("named"):  # else numbers_only named it, and the cell
+            log.warning("%s", row["error"])
     if planned and (why := foreign(run_dir, int(run_dir.name), metadata)):
         row["status"], row["error"] = FOREIGN, why
         log.warning("%s", why)
@@ -462,7 +509,7 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
         raise ConfigError(f"plot --out {out}: name a file ending in .{', .'.join(formats)}.")
     if not out.parent.is_dir():
         raise ConfigError(f"plot --out {out}: there is no folder {out.parent}; make it first.")
-    figure = curves(nonempty_metrics(path), x, y, path)
+    figure = curves(read_rows(path, required=True), x, y, path)
     try:
         figure.savefig(out, dpi=120)
     except OSError as error:

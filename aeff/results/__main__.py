@@ -15,7 +15,7 @@ from typing import Any
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
-from aeff.records.concat import concatenate_csvs, folder_of, load_metrics
+from aeff.records.concat import concatenate_csvs, folder_of
 from aeff.results import (
     PLAN,
     STUDIES,
@@ -23,6 +23,7 @@ from aeff.results import (
     as_text,
     compare,
     plot,
+    read_rows,
     studies_text,
     study_dirs,
     summary,
@@ -186,7 +187,7 @@ def export(args: argparse.Namespace) -> str:
     if not args.path.is_dir():
         raise ConfigError(f"export {args.path}: give a sweep dir or a run dir, not a file.")
     exporters.require(args.tool)  # before any reading
-    metrics = load_metrics(args.path)
+    metrics = read_rows(args.path)
     trials = exporters.trials(args.path, summary(args.path, metrics=metrics), metrics)
     if args.tool == "mlflow":
         uri = args.tracking_uri or exporters.default_tracking_uri(args.path)

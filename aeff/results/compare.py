@@ -31,10 +31,9 @@ import pandas as pd
 from scipy import stats
 
 from aeff.errors import ConfigError
-from aeff.records.concat import load_metrics
 from aeff.records.files import inert, write_text_atomically
 from aeff.records.run_dir import FINISHED, METADATA, status_of
-from aeff.results import pyplot, record_of, short, trial_dirs
+from aeff.results import pyplot, read_rows, record_of, short, trial_dirs
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +221,7 @@ def read_trials(
                 log.warning(
                     "compare: left out %s: its record names no workload or target.", run_dir
                 )
-        metrics = load_metrics(folder)
+        metrics = read_rows(folder)
         if not metrics.empty:
             evals.append(metrics[metrics["run_dir"].isin({str(d) for d in new})])
     if not records:

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aeff.records.concat import load_metrics
 from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
 from aeff.records.secrets import redact
-from aeff.results import NOT_STARTED, curves, pyplot, short, write_sweep_report
+from aeff.results import NOT_STARTED, curves, pyplot, read_rows, short, write_sweep_report
 
 HTML_REPORT = "report.html"
 TABLE_COLUMNS = (  # the table's first columns; every hyperparameter and label follows
@@ -71,7 +70,7 @@ def write_reports(
 ) -> tuple[pd.DataFrame, dict, Path]:
     """`summary.csv`, `sweep.json` and `report.html`, from the sweep's rows read once (a
     second reading of 10,000 trials' rows took seconds); `ended`: see `results.summary`."""
-    metrics = load_metrics(sweep_dir)
+    metrics = read_rows(sweep_dir)
     table, report = write_sweep_report(sweep_dir, ended, metrics)
     return table, report, write_html_report(sweep_dir, table, report, metrics)
 
@@ -81,7 +80,7 @@ def write_html_report(
 ) -> Path:
     """`report.html` in the sweep dir, from the sweep's summary `table` and `report`, and
     its rows (read here unless given)."""
-    metrics = load_metrics(sweep_dir) if metrics is None else metrics
+    metrics = read_rows(sweep_dir) if metrics is None else metrics
     sections = [
         f"<h1>Sweep {html.escape(str(sweep_dir))}</h1>",
         counts(table, report),
