@@ -241,6 +241,10 @@ def hparams_table(logdir: Path) -> dict[str, dict[str, float]]:
             "MLflow refused it after 0 of",
         ),
         (["mlflow", "{sweep}", "--logdir", "x"], "--logdir is for export tensorboard"),
+        (  # a server that does not answer; its password never printed
+            ["mlflow", "{sweep}", "--tracking-uri", "http://me:pass/Planted0123@127.0.0.1:9/"],
+            "--tracking-uri http://***@127.0.0.1:9/: MLflow refused it",
+        ),
         (["tensorboard", "{sweep}", "--logdir", "{sweep}/sweep_plan.json"], "cannot write there"),
     ],
 )
@@ -251,7 +255,7 @@ def test_bad_input_is_one_line_and_exit_2(sweep, tmp_path, capsys, args, says):
         export(*args)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
-    assert not (sweep / "mlflow.db").exists()
+    assert not (sweep / "mlflow.db").exists() and "Planted0123" not in err
 
 
 @pytest.mark.parametrize("tool", ["mlflow", "tensorboard"])
@@ -420,3 +424,24 @@ def test_a_cell_edited_to_text_exports_its_trial_as_damaged_in_one_line(
     history = client.get_metric_history(damaged.info.run_id, "validation.accuracy")
     steps = sorted(m.step for m in history)  # a row without its time: at the trial's start
     assert steps == ([4, 12] if column == "validation.accuracy" else [4, 8, 12])
+
+
+def test_a_secret_written_into_a_record_by_hand_is_exported_masked(sweep, tmp_path):
+    """Records are written redacted; one edited afterwards is masked as it is exported:
+    its labels (MLflow tags), its config (params, TensorBoard's HPARAMS table)."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    path = copy / "0" / "metadata.json"
+    record = json.loads(path.read_text())
+    record["meta.study"] = "curl -u me:plantedLabel0123 https://h"
+    record["identity"]["hparams.source"] = "X-Api-Key: plantedParam0123"
+    path.write_text(json.dumps(record))
+    export("mlflow", copy)
+    export("tensorboard", copy)
+    run = runs_of(mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}"), copy)
+    tags, params = (lambda d: (d.tags, d.params))(run[str((copy / "0").resolve())].data)
+    assert tags["meta.study"] == "curl -u me:*** https://h"
+    assert params["hparams.source"] == "X-Api-Key: '***'"
+    written = [copy / "mlflow.db", *(copy / "tensorboard").rglob("*.aeff")]
+    for text in (p.read_bytes() for p in written):
+        assert b"plantedLabel0123" not in text and b"plantedParam0123" not in text

@@ -16,6 +16,7 @@ from typing import Any
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of
+from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.results import (
     PLAN,
     STUDIES,
@@ -62,10 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.dirs if args.command == "compare" else [args.path]:
         if not path.exists():
             parser.error(f"{path} does not exist")
+    redact_log_records()  # credentials (a --tracking-uri's password) masked on the console
     try:
-        run_command(args)
+        redacting_console(lambda: run_command(args))
     except AeffError as error:  # a record it cannot read or write, no rows
-        parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
+        parser.exit(errors.exit_status(error), f"aeff.results: {redact(str(error))}\n")
 
 
 def add_compare(commands: Any) -> None:
@@ -120,15 +122,16 @@ def run_compare(args: argparse.Namespace) -> None:
     pairs = [name.partition("=") for name in args.name]
     if any(not sep or not new for _, sep, new in pairs):
         raise ConfigError(f"compare --name {args.name}: write each as SHORT=NAME.")
-    compare.check_out(args.out)  # before any reading
+    compare.check_out(args.out, args.dirs)  # before any reading
     trials, evals = compare.read_trials(args.dirs, {old: new for old, _, new in pairs})
     result = compare.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
     log = logging.getLogger(__name__)
-    for note in (compare.unfinished(trials), compare.unequal_clocks(trials, args.clock)):
+    notes = [compare.unfinished(trials), compare.unequal_clocks(trials, args.clock)]
+    for note in [*notes, compare.nothing_reached(result, args.clock)]:
         if note:
             log.warning("compare: %s", note)
     for cell in compare.missing_cells(result["table"]):
-        log.warning("compare: %s has no trial: it counts as missing the target.", cell)
+        log.warning("compare: %s has no trial: it counts as missing the target (inf).", cell)
     tau_range = f"{compare.MIN_TAU:g}, {args.max_tau:g}"
     print(compare.as_text(result, tau_range))
     for path in compare.write_comparison(result, args.out, args.clock, args.scale):

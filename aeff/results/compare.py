@@ -33,7 +33,7 @@ from scipy import stats
 from aeff.errors import ConfigError
 from aeff.records.files import inert, write_text_atomically
 from aeff.records.run_dir import FINISHED, METADATA, status_of
-from aeff.results import pyplot, read_rows, record_of, short, trial_dirs
+from aeff.results import PLAN, STUDIES_PLAN, pyplot, read_rows, record_of, short, trial_dirs
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,8 @@ def compare(
         raise ConfigError(f"compare --max-tau {max_tau:g}: give more than {MIN_TAU:g}.")
     studies = best_trials(crossings(trials, evals))
     table = workload_times(studies)
-    times = time_matrix(table, CLOCKS[clock])
+    # A workload a submission never ran counts as missed, as a study that missed it: inf.
+    times = time_matrix(table, CLOCKS[clock]).fillna(np.inf)
     if baseline is None:  # the first DIR's
         baseline = trials.sort_values(["found_in", "order"])["submission"].iloc[0]
     if baseline not in times.index:
@@ -399,6 +400,24 @@ def unequal_clocks(trials: pd.DataFrame, clock: str) -> str | None:
     )
 
 
+def nothing_reached(result: Mapping[str, pd.DataFrame], clock: str) -> str | None:
+    """A line when no submission reached the target on any workload: every profile is 0,
+    and the line says what is missing (the studies that reached it, per cell)."""
+    table = result["table"]
+    if not len(table) or np.isfinite(table[CLOCKS[clock]]).any():
+        return None
+    reached = "; ".join(
+        f"{row.submission}/{row.workload}: {row.studies_reached} of {row.studies}"
+        for row in table.itertuples()
+    )
+    return (
+        "no submission reached the target on any workload, so every profile and score is 0 "
+        f"(studies that reached it: {reached}); a workload's time is the median over its "
+        "studies, so more than half of them must reach the target within the budget "
+        "(docs/comparing-algorithms.md: the smallest useful comparison)."
+    )
+
+
 def missing_cells(table: pd.DataFrame) -> list[str]:
     """`submission/workload` pairs with no trial: counted as never reaching the target."""
     have = set(zip(table["submission"], table["workload"], strict=True))
@@ -410,11 +429,22 @@ def missing_cells(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def check_out(out: Path) -> None:
-    """Refuse to write the report into a trial's run dir (or a folder inside one), or
-    onto a file."""
+def check_out(out: Path, dirs: Iterable[Path] = ()) -> None:
+    """Refuse to write the report into a trial's run dir (or a folder inside one), onto a
+    file, into one of the compared `dirs` or into a sweep dir: its own `studies.csv`,
+    `summary.csv`... are not the comparison's to replace."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"compare --out {out}: that is a file; give a folder.")
+    if out.resolve() in {Path(folder).resolve() for folder in dirs}:
+        raise ConfigError(
+            f"compare --out {out}: that is one of the folders compared; give a folder of "
+            "its own, e.g. the default ./compare."
+        )
+    if any((out / name).exists() for name in (PLAN, STUDIES_PLAN)):
+        raise ConfigError(
+            f"compare --out {out}: that is a sweep dir, whose own files the report would "
+            "replace; give a folder of its own, e.g. the default ./compare."
+        )
     for folder in (out.resolve(), *out.resolve().parents):
         if (folder / METADATA).exists():
             raise ConfigError(

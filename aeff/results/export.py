@@ -30,6 +30,7 @@ import pandas as pd
 
 from aeff.errors import ConfigError
 from aeff.records.run_dir import CONFIG, COPIES, METADATA, read_metadata
+from aeff.records.secrets import redact, redact_record
 
 # The packages each exporter needs: MLflow's SQLite store needs SQLAlchemy and alembic.
 NEEDS = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}
@@ -68,8 +69,9 @@ class Trial:
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
     def hparams(self) -> dict[str, Any]:
-        """The config that tells trials apart (metadata.json's `identity`)."""
-        return dict(self.metadata.get("identity") or {})
+        """The config that tells trials apart (metadata.json's `identity`), credentials
+        masked (a record edited by hand is exported as it is read)."""
+        return redact_record(self.metadata.get("identity") or {})
 
     def labels(self) -> dict[str, str]:
         """Status, seed, workload, submission, every meta.* label, the run dir, an error."""
@@ -83,7 +85,7 @@ class Trial:
             **{k: v for k, v in m.items() if k.startswith("meta.")},
             "error": m.get("error_message"),  # redacted when recorded
         }
-        return {k: as_text(v) for k, v in labels.items() if v is not None}
+        return {k: redact(as_text(v)) for k, v in redact_record(labels).items() if v is not None}
 
     def artifacts(self) -> list[Path]:
         """Its record, its resolved config and the copies of the user's files it holds."""
