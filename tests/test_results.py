@@ -698,3 +698,16 @@ def test_a_cell_edited_to_text_leaves_its_trial_damaged_in_every_tool(
         assert "sha256" not in " ".join(err)  # the same trial not named twice
     table = pd.read_csv(sweep / results.SUMMARY)
     assert by_job(table).loc["0", "status"] == "damaged"
+
+
+def test_a_run_dir_named_with_dollars_is_drawn_as_text_not_mathtext(tmp_path, figures):
+    """`$\\frac{1}{$` in a run dir's name and a hyperparameter's string: matplotlib's
+    mathtext parser would refuse it as the figure is saved."""
+    rows = [(10, 1.0, False, 0.5), (20, 2.0, True, 0.98)]
+    trial(tmp_path / "run$\\frac{1}{$", rows, **{"hparams.schedule": "$x^{"})
+    trial(tmp_path / "plain", rows, **{"hparams.schedule": "cosine"})
+    out = results.plot(tmp_path, "global_step", "validation.accuracy", tmp_path / "a.png")
+    assert out.stat().st_size > 0
+    (axes,) = figures
+    texts = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert texts == ["plain", "run\\$\\frac{1}{\\$"]

@@ -547,7 +547,9 @@ def curves(frame: pd.DataFrame, x: str, y: str, where: Path) -> Any:
     draw_trials(figure, axes, frame, x, y)
     if "workload.target_metric" in frame and (frame["workload.target_metric"] == y).any():
         target = frame.loc[frame["workload.target_metric"] == y, "workload.target_value"].iloc[0]
-        axes.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target}")
+        axes.axhline(
+            target, color="black", linestyle="--", linewidth=1, label=plain_text(f"target {target}")
+        )
         values = frame[y][np.isfinite(frame[y])]  # a diverged trial's NaN or inf: not a limit
         if len(values):
             axes.set_ylim(*around_target(values, target, higher_is_better=not y.endswith("loss")))
@@ -581,7 +583,9 @@ def draw_trials(figure: Any, axes: Any, frame: pd.DataFrame, x: str, y: str) -> 
                 trial[x],
                 trial[y],
                 marker="o" if len(trial) == 1 else None,  # a line of one point draws nothing
-                label=f"{Path(run_dir).name} ({values})" if named else Path(run_dir).name,
+                label=plain_text(
+                    f"{Path(run_dir).name} ({values})" if named else Path(run_dir).name
+                ),
             )
         return
     lines = LineCollection(
@@ -593,7 +597,7 @@ def draw_trials(figure: Any, axes: Any, frame: pd.DataFrame, x: str, y: str) -> 
         if (values > 0).all() and values.max() > 10 * values.min():  # a log-scaled range
             lines.set_norm(LogNorm())
         lines.set_array(values)
-        figure.colorbar(lines, ax=axes, label=numeric[0])
+        figure.colorbar(lines, ax=axes, label=plain_text(numeric[0]))
     axes.add_collection(lines)
     axes.autoscale_view()
     axes.set_title(f"{len(trials)} trials", fontsize=9)
@@ -608,15 +612,21 @@ UNITS = {
 }
 
 
+def plain_text(text: str) -> str:
+    """`text` as matplotlib draws it literally: a `$...$` in a run dir's name, a label or
+    a hyperparameter is text, not mathtext (whose parser would refuse `$\\frac{1}{$`)."""
+    return str(text).replace("$", r"\$")
+
+
 def axis_label(column: str) -> str:
     """The column with its unit: `wall_time (s)`, `validation.loss (nats)`."""
     if column in UNITS:
         return f"{column} ({UNITS[column]})"
     if column.endswith(".loss"):
-        return f"{column} (nats)"
+        return plain_text(f"{column} (nats)")
     if column.endswith(".accuracy"):
-        return f"{column} (fraction)"
-    return column
+        return plain_text(f"{column} (fraction)")
+    return plain_text(column)
 
 
 def around_target(values: pd.Series, target: float, higher_is_better: bool) -> tuple:

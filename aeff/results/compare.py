@@ -33,7 +33,16 @@ from scipy import stats
 from aeff.errors import ConfigError
 from aeff.records.files import inert, write_text_atomically
 from aeff.records.run_dir import FINISHED, METADATA, status_of
-from aeff.results import PLAN, STUDIES_PLAN, pyplot, read_rows, record_of, short, trial_dirs
+from aeff.results import (
+    PLAN,
+    STUDIES_PLAN,
+    plain_text,
+    pyplot,
+    read_rows,
+    record_of,
+    short,
+    trial_dirs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +495,7 @@ def plot_profiles(profiles: pd.DataFrame, clock: str, scale: str, path: Path) ->
     figure, axes = plt.subplots(figsize=(7, 4.5))
     try:
         for submission, rho in profiles.iterrows():
-            axes.plot(profiles.columns, rho.to_numpy(), label=str(submission))
+            axes.plot(profiles.columns, rho.to_numpy(), label=plain_text(submission))
         tau = "log10(tau)" if scale == "log" else "tau"
         axes.set_xlabel(f"{tau}: {CLOCKS[clock]} to target over the fastest submission's")
         axes.set_ylabel("fraction of workloads")

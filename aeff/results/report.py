@@ -20,7 +20,15 @@ import pandas as pd
 from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
 from aeff.records.secrets import redact
-from aeff.results import NOT_STARTED, curves, pyplot, read_rows, short, write_sweep_report
+from aeff.results import (
+    NOT_STARTED,
+    curves,
+    plain_text,
+    pyplot,
+    read_rows,
+    short,
+    write_sweep_report,
+)
 
 HTML_REPORT = "report.html"
 TABLE_COLUMNS = (  # the table's first columns; every hyperparameter and label follows
@@ -151,9 +159,9 @@ def scatter(reached: pd.DataFrame, hparam: str) -> Any:
         if (values > 0).all() and values.max() > 10 * values.min():
             axes.set_xscale("log")
     else:  # strings, booleans, nulls: one column of points per value
-        labels = reached[hparam].astype(str)
+        labels = reached[hparam].astype(str).map(plain_text)
         axes.scatter(labels, reached["time_to_target"], s=12)
-    axes.set_xlabel(hparam)
+    axes.set_xlabel(plain_text(hparam))
     axes.set_ylabel("time to target (s)")
     axes.grid(alpha=0.3)
     figure.tight_layout()
