@@ -445,3 +445,30 @@ def test_a_secret_written_into_a_record_by_hand_is_exported_masked(sweep, tmp_pa
     written = [copy / "mlflow.db", *(copy / "tensorboard").rglob("*.aeff")]
     for text in (p.read_bytes() for p in written):
         assert b"plantedLabel0123" not in text and b"plantedParam0123" not in text
+
+
+def test_two_exports_at_once_into_one_new_store_make_each_trial_once(sweep, tmp_path):
+    """Each waits for the store's lock (held here until both say so), then one exports
+    the trials and the other finds them exported: 3 runs for 3 trials, both exit 0."""
+    from aeff.results.export import store_lock
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    uri = f"sqlite:///{copy / 'mlflow.db'}"
+    command = [sys.executable, "-m", "aeff.results", "export", "mlflow", str(copy)]
+    with store_lock(uri, copy):
+        exports = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for process in exports:
+            assert "waiting for another export into" in process.stderr.readline()
+    said = []
+    for process in exports:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        said.append(out)
+    assert sorted("(3 unchanged)" in out for out in said) == [False, True], said
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(str(copy.resolve()))
+    assert len(client.search_runs([experiment.experiment_id])) == 3  # not one per export

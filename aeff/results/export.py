@@ -12,6 +12,7 @@ Exporting again replaces what changed and keeps what did not: never a duplicate.
 """
 
 import datetime
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -40,6 +41,8 @@ STEP = "global_step"
 NOT_METRICS = {STEP, "global_start_time", "wall_time", "run_idx", "steps_per_epoch", "run_dir"}
 TIMES = ("accumulated_submission_time", "accumulated_eval_time")  # in metadata.json too
 RESULTS = ("best_target_metric", "time_to_target", "steps_to_target")  # summary's figures
+
+log = logging.getLogger(__name__)
 
 RUN_DIR_TAG = "run_dir"  # finds a trial's run again on the next export
 EXPORTED_TAG = "aeff.exported"  # what was exported: set last, so a half-exported run is redone
@@ -223,7 +226,7 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
     quiet("mlflow", "alembic", "urllib3")  # MLflow sets its own level as it is imported
     counts = {"exported": 0, "replaced": 0, "unchanged": 0}
     try:
-        with unsynced(uri == default_tracking_uri(folder)):
+        with store_lock(uri, folder), unsynced(uri == default_tracking_uri(folder)):
             client = MlflowClient(tracking_uri=uri)
             experiment_id = mlflow_experiment(client, folder, uri)
             existing = runs_by_dir(client, experiment_id)
@@ -238,6 +241,32 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
         ) from None
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     return f"{trials_text(trials)} in MLflow ({summary}): experiment {folder.resolve()} at {uri}"
+
+
+def lock_path(uri: str, folder: Path) -> Path:
+    """The file whose lock an export into `uri` holds: beside a SQLite store's file (two
+    exports making one new store raced on its tables), else in the exported folder (a
+    server's store: two exports of one folder would each add its trials)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///").split("?")[0]).with_suffix(".db.aeff-lock")
+    return folder / ".aeff-export.lock"
+
+
+@contextmanager
+def store_lock(uri: str, folder: Path) -> Iterator[None]:
+    """One export at a time into a store (the next one waits, then finds the trials
+    exported: `unchanged`). An flock: the kernel drops it if the exporter dies."""
+    path = lock_path(uri, folder)
+    with path.open("a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("export mlflow: waiting for another export into %s to end.", uri)
+            fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 @contextmanager
