@@ -472,3 +472,17 @@ def test_two_exports_at_once_into_one_new_store_make_each_trial_once(sweep, tmp_
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(str(copy.resolve()))
     assert len(client.search_runs([experiment.experiment_id])) == 3  # not one per export
+
+
+def test_mlflow_runs_are_named_by_the_overrides_that_tell_them_apart(sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    for job, lr in enumerate((*LRS, BAD_LR)):
+        path = copy / str(job) / "metadata.json"
+        record = json.loads(path.read_text())
+        record["hydra.overrides"] = [f"hparams.lr={lr}", "max_steps=12"]
+        path.write_text(json.dumps(record))
+    export("mlflow", copy)
+    runs = runs_of(mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}"), copy)
+    names = {Path(d).name: run.info.run_name for d, run in runs.items()}
+    assert names == {"0": "hparams.lr=1e-3", "1": "hparams.lr=3e-3", "2": "hparams.lr=-1"}

@@ -230,8 +230,9 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
             client = MlflowClient(tracking_uri=uri)
             experiment_id = mlflow_experiment(client, folder, uri)
             existing = runs_by_dir(client, experiment_id)
-            for trial in trials:
-                counts[mlflow_trial(client, experiment_id, trial, existing)] += 1
+            names = run_names(trials)
+            for trial, name in zip(trials, names, strict=True):
+                counts[mlflow_trial(client, experiment_id, trial, existing, name)] += 1
     except (MlflowException, SQLAlchemyError, OSError) as error:
         done = sum(counts.values())
         raise ConfigError(
@@ -307,17 +308,35 @@ def mlflow_experiment(client: Any, folder: Path, uri: str) -> str:
     return client.create_experiment(name, artifact_location=where)
 
 
+def run_names(trials: list[Trial]) -> list[str]:
+    """Each trial's run name: the overrides that tell it from the other trials exported
+    (`hparams.lr=0.003`), all of a lone trial's, else its path below PATH (`0`)."""
+    overrides = [[str(o) for o in t.metadata.get("hydra.overrides") or []] for t in trials]
+    common = set.intersection(*map(set, overrides)) if len(trials) > 1 else set()
+    names = [" ".join(o for o in mine if o not in common) for mine in overrides]
+    return [redact(name)[:MAX_NAME] or t.name for name, t in zip(names, trials, strict=True)]
+
+
+MAX_NAME = 250  # characters of a run name shown in MLflow's table
+
+
 def mlflow_trial(
-    client: Any, experiment_id: str, trial: Trial, existing: Mapping[str, list[Any]]
+    client: Any,
+    experiment_id: str,
+    trial: Trial,
+    existing: Mapping[str, list[Any]],
+    name: str,
 ) -> str:
     """The trial's run made, or replaced (its trial moved on), or kept: which, in a word."""
     earlier = existing.get(str(trial.run_dir), [])
     fingerprint = trial.fingerprint()
     if len(earlier) == 1 and earlier[0].data.tags.get(EXPORTED_TAG) == fingerprint:
+        if earlier[0].info.run_name != name:  # exported by an aeff that named it `0`
+            client.update_run(earlier[0].info.run_id, name=name)
         return "unchanged"
     for run in earlier:  # MLflow keeps a deleted run in its trash until `mlflow gc`
         client.delete_run(run.info.run_id)
-    mlflow_run(client, experiment_id, trial, fingerprint)
+    mlflow_run(client, experiment_id, trial, fingerprint, name)
     return "replaced" if earlier else "exported"
 
 
@@ -339,7 +358,7 @@ def runs_by_dir(client: Any, experiment_id: str) -> dict[str, list[Any]]:
             return found
 
 
-def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) -> None:
+def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str, name: str) -> None:
     """One trial as one run: made with its tags, its files, its end, then its params and
     metrics in as few `log_batch` calls as MLflow's limits allow, the last one carrying the
     fingerprint (a run without it is exported again). A store spends its time on the
@@ -352,7 +371,7 @@ def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) 
         experiment_id,
         start_time=None if start is None else int(start * 1000),
         tags={k: v[:MAX_TAG_VAL_LENGTH] for k, v in trial.labels().items()},
-        run_name=trial.name,
+        run_name=name,
     )
     run_id = run.info.run_id
     for path in trial.artifacts():
