@@ -104,8 +104,8 @@ def test_profiles_scores_and_speedups_of_the_known_trials(known):
     assert (profiles.loc["Nesterov"] == 0.5).all()
     scores = result["scores"].set_index("submission")
     area = (0.5 * (25 / 12 - 1) + (4 - 25 / 12)) / 3
-    assert scores.loc["Adam", "score"] == pytest.approx(area, abs=0.5 * 3 / 99 / 3)
-    assert scores.loc["Nesterov", "score"] == pytest.approx(0.5)
+    assert scores.loc["Adam", "leaderboard_score"] == pytest.approx(area, abs=0.5 * 3 / 99 / 3)
+    assert scores.loc["Nesterov", "leaderboard_score"] == pytest.approx(0.5)
     gains = result["speedups"].set_index(["submission", "workload"])
     # inf becomes the budget + 1 s: 31 s for mnist_loss.
     assert gains.loc[("Nesterov", "mnist"), "speedup"] == pytest.approx(12 / 25)
@@ -119,7 +119,7 @@ def test_profiles_scores_and_speedups_of_the_known_trials(known):
 def test_on_the_steps_clock_the_same_trials_are_timed_by_steps(known):
     trials, evals = compare.read_trials([known[0]])
     result = compare.compare(trials, evals, clock="steps", baseline="Nesterov")
-    scores = result["scores"].set_index("submission")["score"]
+    scores = result["scores"].set_index("submission")["leaderboard_score"]
     assert scores["Adam"] == 1.0 and scores["Nesterov"] == 0.5  # 200 = 200 steps on mnist
     gains = result["speedups"].set_index(["submission", "workload"])["speedup"]
     assert gains[("Adam", "mnist_loss")] == 0.0  # no max_steps: no ceiling for Nesterov's inf
@@ -163,7 +163,7 @@ def assert_agreement(root, written, clock, scale, max_tau, tmp_path) -> None:
     ours = compare.time_matrix(result["table"], compare.CLOCKS[clock])
     pd.testing.assert_frame_equal(ours, times.sort_index(), check_names=False, check_dtype=False)
     pd.testing.assert_frame_equal(result["profiles"], profiles.sort_index(), check_names=False)
-    ours_scores = result["scores"].set_index("submission")["score"]
+    ours_scores = result["scores"].set_index("submission")["leaderboard_score"]
     pd.testing.assert_series_equal(ours_scores, scores["score"].sort_index(), check_names=False)
     if clock == "time":
         for other in sorted(frames)[1:]:
@@ -373,7 +373,7 @@ def test_compare_prints_the_table_and_writes_the_report(known, tmp_path, capsys,
     argv = ["compare", str(root), "--scale", "log", "--clock", "steps", "--out", str(log_out)]
     cli.main([*argv, "--name", "Adam=mine"])
     scores = pd.read_csv(log_out / "scores.csv").set_index("submission")
-    assert scores.loc["mine", "score"] == 1.0 and "speedup_over_mine" in scores
+    assert scores.loc["mine", "leaderboard_score"] == 1.0 and "speedup_over_mine" in scores
 
 
 def test_compare_refuses_in_one_line(known, tmp_path, capsys):
@@ -436,7 +436,7 @@ def test_a_workload_a_submission_never_ran_counts_as_missed_in_every_figure(tmp_
     assert gains.loc[("Nesterov", "mnist_loss"), "speedup"] == pytest.approx(31.0 / 3.0)
     scores = pd.read_csv(out / "scores.csv").set_index("submission")
     assert scores.loc["Nesterov", "speedup_over_Adam"] == pytest.approx(math.sqrt(31.0 / 3.0))
-    assert scores.loc["Nesterov", "score"] == pytest.approx(0.5)  # fastest on 1 of 2
+    assert scores.loc["Nesterov", "leaderboard_score"] == pytest.approx(0.5)  # fastest on 1 of 2
 
 
 def test_a_comparison_where_nothing_reached_the_target_says_what_is_missing(tmp_path, caplog):
@@ -453,4 +453,4 @@ def test_a_comparison_where_nothing_reached_the_target_says_what_is_missing(tmp_
     assert "Adam/mnist: 1 of 2; Nesterov/mnist: 0 of 1" in line
     assert "more than half of them must reach the target" in line
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
-    assert (scores["score"] == 0).all()
+    assert (scores["leaderboard_score"] == 0).all()

@@ -291,6 +291,7 @@ def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
         "num_reached_target": 0,
         "num_unrecorded": 0,
         "failed": [str(tmp_path / str(i)) for i in range(planned)],
+        "best_time_to_target": None,
         "score": None,
         "best_trial": None,
         "measured_under_sharing": None,
@@ -438,7 +439,7 @@ def test_summary_on_the_command_line_reports_a_sweep_and_lists_a_folder(tmp_path
     results.write_plan(root, [["hparams.lr=0.1"], ["hparams.lr=0.3"]])
     cli.main(["summary", str(root)])
     out = capsys.readouterr().out.splitlines()
-    assert out[-2:] == ["2 trials of 2 planned", "score (least time to target): 2.0"]
+    assert out[-2:] == ["2 trials of 2 planned", "best time to target: 2 s"]
     assert [line.split()[0] for line in out[1:3]] == ["0", "1"]
     assert (root / results.REPORT).exists()
     cli.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its run dir
@@ -711,3 +712,10 @@ def test_a_run_dir_named_with_dollars_is_drawn_as_text_not_mathtext(tmp_path, fi
     (axes,) = figures
     texts = [t.get_text() for t in axes.get_legend().get_texts()]
     assert texts == ["plain", "run\\$\\frac{1}{\\$"]
+
+
+def test_a_step_count_read_back_as_a_float_is_shown_whole_and_times_rounded():
+    assert results.short(12345.0) == "12345" and results.short(326.0) == "326"
+    assert results.short(0.002596866783593736) == "0.002597"
+    assert results.seconds(1.23456) == "1.235 s" and results.seconds(None) == "none"
+    assert results.seconds(math.inf) == "inf"

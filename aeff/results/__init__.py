@@ -393,6 +393,10 @@ def count_failed(table: pd.DataFrame) -> int:
 
 
 def short(value: object) -> str:
+    """A value for a reader: 4 significant digits, a whole number whole (a step count of
+    12345 read back as a float is `12345`, not `1.234e+04`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -426,7 +430,8 @@ def write_sweep_report(
         "num_reached_target": len(reached),
         "num_unrecorded": int((table["status"] == UNRECORDED).sum()) if len(table) else 0,
         "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
-        "score": None if best is None else float(best["time_to_target"]),
+        "best_time_to_target": None if best is None else float(best["time_to_target"]),
+        "score": None if best is None else float(best["time_to_target"]),  # the same: see docs
         "best_trial": None if best is None else plain(best),
         "measured_under_sharing": plan.get("sharing"),
         "study": plan.get("study", 0),
@@ -466,7 +471,8 @@ def write_studies_report(
     sharing = [r["measured_under_sharing"] for _, r in studies if r["measured_under_sharing"]]
     report = {
         "num_studies": len(rows),
-        "score": median,  # null when infinite (write_json_atomically)
+        "median_time_to_target": median,  # null when infinite (write_json_atomically)
+        "score": median,  # the same: see docs
         "score_rule": "median over studies of each study's least time to target",
         "studies": [plain(row) for _, row in table.iterrows()],
         "num_trials": sum(r["num_trials"] for _, r in studies),
@@ -486,12 +492,19 @@ def studies_text(table: pd.DataFrame, report: dict, root: Path) -> str:
     relative = [os.path.relpath(d, root) if isinstance(d, str) else d for d in shown.best_run_dir]
     shown = shown.assign(best_run_dir=relative)
     shown = shown.astype(object).where(shown.notna(), "-")
-    median = report["score"]
+    median = report["median_time_to_target"]
     return (
         shown.to_string(index=False, formatters=dict.fromkeys(shown, short))
-        + f"\nscore (median over {report['num_studies']} studies of each one's least time to "
-        f"target; inf: the median study missed the target): {short(float(median))}"
+        + f"\nmedian time to target (over {report['num_studies']} studies of each one's best "
+        f"time to target; inf: the median study missed the target): {seconds(median)}"
     )
+
+
+def seconds(value: float | None) -> str:
+    """A time to target for a reader: `1.5 s`, `inf`, `none`."""
+    if value is None:
+        return "none"
+    return short(float(value)) + ("" if math.isinf(value) else " s")
 
 
 def plain(row: pd.Series) -> dict[str, Any]:

@@ -25,13 +25,14 @@ from aeff.results import (
     compare,
     plot,
     read_rows,
+    seconds,
     studies_text,
     study_dirs,
     summary,
     write_studies_report,
     write_sweep_report,
 )
-from aeff.results.report import write_reports
+from aeff.results.report import write_reports, write_studies_reports
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,9 +152,10 @@ def run_command(args: argparse.Namespace) -> None:
         print(export(args))
     elif args.command == "report" and (args.path / STUDIES_PLAN).is_file():
         reports = {folder: write_reports(folder) for folder in study_dirs(args.path)}
-        write_studies_report(args.path, [(folder, r[1]) for folder, r in reports.items()])
+        *_, page = write_studies_reports(args.path, [(f, r[1]) for f, r in reports.items()])
         print("\n".join(str(page) for _, _, page in reports.values()))
         print(args.path / STUDIES)
+        print(page)
     elif args.command == "report":
         if not (args.path / PLAN).is_file():
             raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
@@ -167,7 +169,7 @@ def run_command(args: argparse.Namespace) -> None:
         frame, report = write_sweep_report(folder)
         print(as_text(frame, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
-        print(f"score (least time to target): {report['score']}")
+        print(f"best time to target: {seconds(report['best_time_to_target'])}")
     else:  # a run dir, or a folder of unrelated runs: no sweep, so no report and no score
         frame = summary(folder)
         if frame.empty:

@@ -184,7 +184,7 @@ def leaderboard_scores(profiles: pd.DataFrame, normalize: bool = True) -> pd.Ser
     scores = np.trapezoid(profiles.to_numpy(dtype=float), x=x, axis=1)
     if normalize:
         scores = scores / (x.max() - x.min())
-    return pd.Series(scores, index=profiles.index, name="score")
+    return pd.Series(scores, index=profiles.index, name="leaderboard_score")
 
 
 def speedups(times: pd.DataFrame, baseline: str, ceilings: pd.Series) -> pd.DataFrame:
@@ -521,7 +521,7 @@ def as_text(result: Mapping[str, pd.DataFrame], tau_range: str) -> str:
             table.to_string(index=False, formatters=dict.fromkeys(table, short)),
             "",
             scores.to_string(index=False, formatters=dict.fromkeys(scores, short)),
-            f"score: the area under the performance profile over tau in [{tau_range}] "
+            f"leaderboard_score: the area under the performance profile over tau in [{tau_range}] "
             "(AlgoPerf's leaderboard score; 1: fastest on every workload)",
             f"{speedup}: the geometric mean over the workloads of the ratio to "
             f"{speedup.removeprefix('speedup_over_')}'s time to target (below 1: faster)",
