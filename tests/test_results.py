@@ -719,3 +719,17 @@ def test_a_step_count_read_back_as_a_float_is_shown_whole_and_times_rounded():
     assert results.short(0.002596866783593736) == "0.002597"
     assert results.seconds(1.23456) == "1.235 s" and results.seconds(None) == "none"
     assert results.seconds(math.inf) == "inf"
+
+
+def test_summary_of_a_folder_of_many_runs_prints_counts_and_the_best_few(tmp_path, capsys):
+    """30 unrelated run dirs: not 32 lines but the counts, the 5 fastest and the total;
+    `--full` prints every row."""
+    for k in range(30):
+        trial(tmp_path / f"run{k}", [(10, 1.0 + k, k % 3 == 0, 0.98)], lr=0.01 * (k + 1))
+    cli.main(["summary", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("30 trials: 30 completed; the 5 fastest to the target:")
+    assert [line.split()[0] for line in lines[2:7]] == ["run0", "run3", "run6", "run9", "run12"]
+    assert len(lines) == 8 and lines[-1].endswith("; --full prints every row)")
+    cli.main(["summary", str(tmp_path), "--full"])
+    assert len(capsys.readouterr().out.splitlines()) == 32

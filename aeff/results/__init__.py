@@ -371,9 +371,10 @@ CONSOLE_TRIALS = 20  # a sweep's table on the console; a larger one shows its be
 PROBLEMS = (FAILED, "interrupted", DAMAGED, UNREADABLE, FOREIGN)
 
 
-def brief(table: pd.DataFrame, root: Path) -> str:
-    """A sweep's summary for the console, short whatever its size: the whole table up to
-    CONSOLE_TRIALS trials, else the count of each status and the best trials."""
+def brief(table: pd.DataFrame, root: Path, what: str = "planned trials") -> str:
+    """A sweep's summary (or a folder's: `what`) for the console, short whatever its size:
+    the whole table up to CONSOLE_TRIALS trials, else the count of each status and the
+    best trials."""
     if len(table) <= CONSOLE_TRIALS:
         return as_text(table, root)
     counts = ", ".join(f"{n} {status}" for status, n in table["status"].value_counts().items())
@@ -384,7 +385,7 @@ def brief(table: pd.DataFrame, root: Path) -> str:
         if len(best)
         else ("no trial reached the target.")
     )
-    return f"{len(table)} planned trials: {counts}; {shown}"
+    return f"{len(table)} {what}: {counts}; {shown}"
 
 
 def count_failed(table: pd.DataFrame) -> int:

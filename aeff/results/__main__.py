@@ -18,10 +18,12 @@ from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of
 from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.results import (
+    CONSOLE_TRIALS,
     PLAN,
     STUDIES,
     STUDIES_PLAN,
     as_text,
+    brief,
     compare,
     plot,
     read_rows,
@@ -47,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     draw.add_argument("--out", type=Path, default=None, help="default: PATH/<y>.png")
     table = commands.add_parser("summary", help="one row per trial")
     table.add_argument("path", type=Path)
+    table.add_argument(
+        "--full",
+        action="store_true",
+        help=f"print every trial's row (default: up to {CONSOLE_TRIALS}, else counts and the "
+        "best; a sweep's summary.csv holds every row)",
+    )
     page = commands.add_parser("report", help="a sweep's report, report.html included")
     page.add_argument("path", type=Path)
     exporting = commands.add_parser("export", help="every trial into MLflow or TensorBoard")
@@ -167,7 +175,7 @@ def run_command(args: argparse.Namespace) -> None:
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
     elif (folder / PLAN).exists():  # a sweep dir: its report is written there
         frame, report = write_sweep_report(folder)
-        print(as_text(frame, folder))
+        print(as_text(frame, folder) if args.full else brief(frame, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
         print(f"best time to target: {seconds(report['best_time_to_target'])}")
     else:  # a run dir, or a folder of unrelated runs: no sweep, so no report and no score
@@ -176,8 +184,11 @@ def run_command(args: argparse.Namespace) -> None:
             raise ConfigError(
                 f"no trial records at or below {folder}: give a sweep dir or a run dir."
             )
-        print(as_text(frame, folder))
-        print(f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written)")
+        print(as_text(frame, folder) if args.full else brief(frame, folder, "trials"))
+        more = "" if args.full or len(frame) <= CONSOLE_TRIALS else "; --full prints every row"
+        print(
+            f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written{more})"
+        )
 
 
 def export(args: argparse.Namespace) -> str:
