@@ -1,12 +1,19 @@
 """`python -m aeff.results export mlflow|tensorboard`: a real 2-trial sweep into a real MLflow
 store and into TensorBoard event files, read back with each tool's own reader."""
 
+import importlib.util
 import json
 import logging
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import types
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -486,3 +493,65 @@ def test_mlflow_runs_are_named_by_the_overrides_that_tell_them_apart(sweep, tmp_
     runs = runs_of(mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}"), copy)
     names = {Path(d).name: run.info.run_name for d, run in runs.items()}
     assert names == {"0": "hparams.lr=1e-3", "1": "hparams.lr=3e-3", "2": "hparams.lr=-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return (
+            json.loads(answer.read())
+            if answer.headers.get_content_subtype() == "json"
+            else {"html": answer.read().decode()}
+        )
+
+
+@pytest.mark.slow  # MLflow's server starts in 10-30 s
+def test_mlflows_own_server_and_ui_show_the_exported_runs(exported):
+    """The route docs give users (`pip install "aeff[mlflow-ui]"`, then `mlflow server`
+    on the exported store): its UI page answers, and its REST API lists aeff's runs."""
+    sweep_dir, _ = exported
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    if not mlflow_cli.exists() or importlib.util.find_spec("flask") is None:
+        pytest.skip('the mlflow-ui extra: pip install "aeff[mlflow-ui]"')
+    port = free_port()
+    command = [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{sweep_dir / 'mlflow.db'}"]
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                get(f"{base}/health")
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+                time.sleep(0.5)
+        assert "<!doctype html>" in get(f"{base}/")["html"].lower()  # the UI's page
+        name = urllib.parse.quote(str(sweep_dir.resolve()))
+        experiment = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")
+        found = get(
+            f"{base}/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment["experiment"]["experiment_id"]]},
+        )
+        run_dirs = {
+            tag["value"]
+            for run in found["runs"]
+            for tag in run["data"]["tags"]
+            if tag["key"] == "run_dir"
+        }
+        assert run_dirs == {str((sweep_dir / job).resolve()) for job in ("0", "1", "2")}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        server.stderr.close()
