@@ -420,7 +420,8 @@ def nothing_reached(result: Mapping[str, pd.DataFrame], clock: str) -> str | Non
         for row in table.itertuples()
     )
     return (
-        "no submission reached the target on any workload, so every profile and score is 0 "
+        "no submission reached the target on any workload, so every profile and leaderboard_score "
+        "is 0 "
         f"(studies that reached it: {reached}); a workload's time is the median over its "
         "studies, so more than half of them must reach the target within the budget "
         "(docs/comparing-algorithms.md: the smallest useful comparison)."
