@@ -74,8 +74,8 @@ def test_profiles_scores_and_speedups_of_the_known_trials(known):
     assert (profiles.loc["Nesterov"] == 0.5).all()
     scores = result["scores"].set_index("submission")
     area = (0.5 * (25 / 12 - 1) + (4 - 25 / 12)) / 3
-    assert scores.loc["Adam", "score"] == pytest.approx(area, abs=0.5 * 3 / 99 / 3)
-    assert scores.loc["Nesterov", "score"] == pytest.approx(0.5)
+    assert scores.loc["Adam", "leaderboard_score"] == pytest.approx(area, abs=0.5 * 3 / 99 / 3)
+    assert scores.loc["Nesterov", "leaderboard_score"] == pytest.approx(0.5)
     gains = result["speedups"].set_index(["submission", "workload"])
     # inf becomes the budget + 1 s: 31 s for mnist_loss.
     assert gains.loc[("Nesterov", "mnist"), "speedup"] == pytest.approx(12 / 25)
@@ -89,7 +89,7 @@ def test_profiles_scores_and_speedups_of_the_known_trials(known):
 def test_on_the_steps_clock_the_same_trials_are_timed_by_steps(known):
     trials, evals = compare.read_trials([known[0]])
     result = compare.compare(trials, evals, clock="steps", baseline="Nesterov")
-    scores = result["scores"].set_index("submission")["score"]
+    scores = result["scores"].set_index("submission")["leaderboard_score"]
     assert scores["Adam"] == 1.0 and scores["Nesterov"] == 0.5  # 200 = 200 steps on mnist
     gains = result["speedups"].set_index(["submission", "workload"])["speedup"]
     assert gains[("Adam", "mnist_loss")] == 0.0  # no max_steps: no ceiling for Nesterov's inf
@@ -158,7 +158,7 @@ def assert_agreement(root, expected, clock, scale, max_tau) -> None:
     pd.testing.assert_frame_equal(ours, times, check_names=False, check_dtype=False)
     profiles = oracle.unsplit(expected["profiles"])
     pd.testing.assert_frame_equal(result["profiles"], profiles, check_names=False)
-    ours_scores = result["scores"].set_index("submission")["score"]
+    ours_scores = result["scores"].set_index("submission")["leaderboard_score"]
     scores = oracle.unsplit(expected["scores"])["score"]
     pd.testing.assert_series_equal(ours_scores, scores, check_names=False)
     if "speedups" not in expected:
@@ -337,7 +337,7 @@ def test_compare_prints_the_table_and_writes_the_report(known, tmp_path, capsys,
     argv = ["compare", str(root), "--scale", "log", "--clock", "steps", "--out", str(log_out)]
     cli.main([*argv, "--name", "Adam=mine"])
     scores = pd.read_csv(log_out / "scores.csv").set_index("submission")
-    assert scores.loc["mine", "score"] == 1.0 and "speedup_over_mine" in scores
+    assert scores.loc["mine", "leaderboard_score"] == 1.0 and "speedup_over_mine" in scores
 
 
 def test_compare_refuses_in_one_line(known, tmp_path, capsys):
@@ -362,3 +362,59 @@ def test_compare_refuses_in_one_line(known, tmp_path, capsys):
     empty.mkdir()
     assert "no trial records" in refusal(capsys, ["compare", str(empty)])
     assert "write each as SHORT=NAME" in refusal(capsys, ["compare", str(root), "--name", "Adam"])
+
+
+def test_an_out_that_is_a_compared_folder_or_a_sweep_dir_is_refused(known, tmp_path, capsys):
+    """`compare A B --out A` would replace sweep A's own studies.csv: one line, nothing
+    written."""
+    root, _ = known
+    adam = root / "adam"
+    (adam / "studies.csv").write_text("a sweep's own\n")
+    (root / "nag" / "sweep_plan.json").write_text("{}")
+    said = refusal(capsys, ["compare", str(adam), str(root / "nag"), "--out", str(adam)])
+    assert said.count("\n") == 1 and "that is one of the folders compared" in said
+    said = refusal(capsys, ["compare", str(adam), "--out", str(root / "nag")])
+    assert said.count("\n") == 1 and "that is a sweep dir" in said
+    assert (adam / "studies.csv").read_text() == "a sweep's own\n"
+    assert not (adam / "compare.csv").exists() and not (root / "nag" / "scores.csv").exists()
+
+
+def test_a_workload_a_submission_never_ran_counts_as_missed_in_every_figure(tmp_path, caplog):
+    """Adam ran mnist and mnist_loss, Nesterov mnist alone: Nesterov's mnist_loss is inf,
+    its speedup the budget + 1 over Adam's time, as the warning says."""
+    rows = [(100, 5.0, 0.98)]
+    loss = [(50, 3.0, 0.2)]
+    write_trials(
+        tmp_path,
+        [
+            Trial(ADAM, "mnist", 0, rows, sweep="a"),
+            Trial(ADAM, "mnist_loss", 0, loss, sweep="a"),
+            Trial(NESTEROV, "mnist", 0, rows, sweep="n"),
+        ],
+    )
+    out = tmp_path / "out"
+    cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "n"), "--out", str(out)])
+    assert "Nesterov/mnist_loss has no trial: it counts as missing the target (inf)" in caplog.text
+    gains = pd.read_csv(out / "speedups.csv").set_index(["submission", "workload"])
+    assert gains.loc[("Nesterov", "mnist_loss"), "time"] == 31.0  # the budget + 1 s
+    assert gains.loc[("Nesterov", "mnist_loss"), "speedup"] == pytest.approx(31.0 / 3.0)
+    scores = pd.read_csv(out / "scores.csv").set_index("submission")
+    assert scores.loc["Nesterov", "speedup_over_Adam"] == pytest.approx(math.sqrt(31.0 / 3.0))
+    assert scores.loc["Nesterov", "leaderboard_score"] == pytest.approx(0.5)  # fastest on 1 of 2
+
+
+def test_a_comparison_where_nothing_reached_the_target_says_what_is_missing(tmp_path, caplog):
+    write_trials(
+        tmp_path,
+        [
+            Trial(ADAM, "mnist", 0, [(100, 5.0, 0.5)], sweep="a"),
+            Trial(ADAM, "mnist", 1, [(100, 5.0, 0.98)], sweep="a"),
+            Trial(NESTEROV, "mnist", None, [(100, 5.0, 0.5)], sweep="n"),
+        ],
+    )
+    cli.main(["compare", str(tmp_path), "--out", str(tmp_path / "out")])
+    (line,) = [r.message for r in caplog.records if "no submission reached" in r.message]
+    assert "Adam/mnist: 1 of 2; Nesterov/mnist: 0 of 1" in line
+    assert "more than half of them must reach the target" in line
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert (scores["leaderboard_score"] == 0).all()

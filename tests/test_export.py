@@ -1,11 +1,19 @@
 """`python -m aeff.results export mlflow|tensorboard`: a real 2-trial sweep into a real MLflow
 store and into TensorBoard event files, read back with each tool's own reader."""
 
+import importlib.util
 import json
+import logging
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import types
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -240,6 +248,10 @@ def hparams_table(logdir: Path) -> dict[str, dict[str, float]]:
             "MLflow refused it after 0 of",
         ),
         (["mlflow", "{sweep}", "--logdir", "x"], "--logdir is for export tensorboard"),
+        (  # a server that does not answer; its password never printed
+            ["mlflow", "{sweep}", "--tracking-uri", "http://me:pass/Planted0123@127.0.0.1:9/"],
+            "--tracking-uri http://***@127.0.0.1:9/: MLflow refused it",
+        ),
         (["tensorboard", "{sweep}", "--logdir", "{sweep}/sweep_plan.json"], "cannot write there"),
     ],
 )
@@ -250,7 +262,7 @@ def test_bad_input_is_one_line_and_exit_2(sweep, tmp_path, capsys, args, says):
         export(*args)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
-    assert not (sweep / "mlflow.db").exists()
+    assert not (sweep / "mlflow.db").exists() and "Planted0123" not in err
 
 
 @pytest.mark.parametrize("tool", ["mlflow", "tensorboard"])
@@ -386,3 +398,160 @@ def test_only_aeffs_own_store_is_written_without_fsync(tmp_path):
     with unsynced(own=False):
         assert synchronous("b.db") == 2  # FULL, SQLite's default
     assert synchronous("c.db") == 2  # the listener is gone
+
+
+def edit_cell(run_dir: Path, column: str, row: int, value: str) -> None:
+    """One cell of a trial's metrics.csv changed by hand, as a spreadsheet would."""
+    path = run_dir / "metrics.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    cells = lines[row + 1].rstrip("\n").split(",")
+    cells[lines[0].rstrip("\n").split(",").index(column)] = value
+    lines[row + 1] = ",".join(cells) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("column", ["validation.accuracy", "wall_time"])
+def test_a_cell_edited_to_text_exports_its_trial_as_damaged_in_one_line(
+    sweep, tmp_path, capsys, monkeypatch, column
+):
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    edit_cell(copy / "0", column, 1, "abc")
+    export("mlflow", copy)
+    export("tensorboard", copy)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(f"({column}: 'abc')" in line for line in lines), err
+    assert "3 trials in MLflow (3 exported)" in out and "3 trials for TensorBoard" in out
+    client = mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    runs = runs_of(client, copy)
+    damaged = runs[str((copy / "0").resolve())]
+    assert damaged.data.tags["status"] == "damaged" and damaged.info.status == "FAILED"
+    history = client.get_metric_history(damaged.info.run_id, "validation.accuracy")
+    steps = sorted(m.step for m in history)  # a row without its time: at the trial's start
+    assert steps == ([4, 12] if column == "validation.accuracy" else [4, 8, 12])
+
+
+def test_a_secret_written_into_a_record_by_hand_is_exported_masked(sweep, tmp_path):
+    """Records are written redacted; one edited afterwards is masked as it is exported:
+    its labels (MLflow tags), its config (params, TensorBoard's HPARAMS table)."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    path = copy / "0" / "metadata.json"
+    record = json.loads(path.read_text())
+    record["meta.study"] = "curl -u me:plantedLabel0123 https://h"
+    record["identity"]["hparams.source"] = "X-Api-Key: plantedParam0123"
+    path.write_text(json.dumps(record))
+    export("mlflow", copy)
+    export("tensorboard", copy)
+    run = runs_of(mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}"), copy)
+    tags, params = (lambda d: (d.tags, d.params))(run[str((copy / "0").resolve())].data)
+    assert tags["meta.study"] == "curl -u me:*** https://h"
+    assert params["hparams.source"] == "X-Api-Key: '***'"
+    written = [copy / "mlflow.db", *(copy / "tensorboard").rglob("*.aeff")]
+    for text in (p.read_bytes() for p in written):
+        assert b"plantedLabel0123" not in text and b"plantedParam0123" not in text
+
+
+def test_two_exports_at_once_into_one_new_store_make_each_trial_once(sweep, tmp_path):
+    """Each waits for the store's lock (held here until both say so), then one exports
+    the trials and the other finds them exported: 3 runs for 3 trials, both exit 0."""
+    from aeff.results.export import store_lock
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    uri = f"sqlite:///{copy / 'mlflow.db'}"
+    command = [sys.executable, "-m", "aeff.results", "export", "mlflow", str(copy)]
+    with store_lock(uri, copy):
+        exports = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for process in exports:
+            assert "waiting for another export into" in process.stderr.readline()
+    said = []
+    for process in exports:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        said.append(out)
+    assert sorted("(3 unchanged)" in out for out in said) == [False, True], said
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(str(copy.resolve()))
+    assert len(client.search_runs([experiment.experiment_id])) == 3  # not one per export
+
+
+def test_mlflow_runs_are_named_by_the_overrides_that_tell_them_apart(sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    for job, lr in enumerate((*LRS, BAD_LR)):
+        path = copy / str(job) / "metadata.json"
+        record = json.loads(path.read_text())
+        record["hydra.overrides"] = [f"hparams.lr={lr}", "max_steps=12"]
+        path.write_text(json.dumps(record))
+    export("mlflow", copy)
+    runs = runs_of(mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}"), copy)
+    names = {Path(d).name: run.info.run_name for d, run in runs.items()}
+    assert names == {"0": "hparams.lr=1e-3", "1": "hparams.lr=3e-3", "2": "hparams.lr=-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return (
+            json.loads(answer.read())
+            if answer.headers.get_content_subtype() == "json"
+            else {"html": answer.read().decode()}
+        )
+
+
+@pytest.mark.slow  # MLflow's server starts in 10-30 s
+def test_mlflows_own_server_and_ui_show_the_exported_runs(exported):
+    """The route docs give users (`pip install "aeff[mlflow-ui]"`, then `mlflow server`
+    on the exported store): its UI page answers, and its REST API lists aeff's runs."""
+    sweep_dir, _ = exported
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    if not mlflow_cli.exists() or importlib.util.find_spec("flask") is None:
+        pytest.skip('the mlflow-ui extra: pip install "aeff[mlflow-ui]"')
+    port = free_port()
+    command = [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{sweep_dir / 'mlflow.db'}"]
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                get(f"{base}/health")
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+                time.sleep(0.5)
+        assert "<!doctype html>" in get(f"{base}/")["html"].lower()  # the UI's page
+        name = urllib.parse.quote(str(sweep_dir.resolve()))
+        experiment = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")
+        found = get(
+            f"{base}/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment["experiment"]["experiment_id"]]},
+        )
+        run_dirs = {
+            tag["value"]
+            for run in found["runs"]
+            for tag in run["data"]["tags"]
+            if tag["key"] == "run_dir"
+        }
+        assert run_dirs == {str((sweep_dir / job).resolve()) for job in ("0", "1", "2")}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        server.stderr.close()

@@ -48,7 +48,7 @@ METADATA_KEYS = [
     "meta.study",
     "end_datetime",
     "wall_time",
-    "wall_time_sec",
+    "elapsed_time",
     "attempt",
     "identity",
     "batch_size",
@@ -125,7 +125,7 @@ def test_each_trial_leaves_metadata_packages_and_metrics(sweep_dir, job):
     assert metadata["sweep_dir"] == str(sweep_dir.resolve())
     assert metadata["jax_device_count"] >= 1 and metadata["cpu_count"] >= 1
     assert isinstance(metadata["rng_seed"], int) and "hostname" not in metadata
-    assert metadata["wall_time_sec"] > metadata["wall_time"] > 0
+    assert metadata["elapsed_time"] > metadata["wall_time"] > 0
 
     lines = (run_dir / "packages.txt").read_text().splitlines()
     assert lines[0] == "# Python packages" and "# OS packages" in lines

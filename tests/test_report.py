@@ -15,6 +15,7 @@ from matplotlib import image
 from aeff import results
 from aeff.records.environment import rerun_command
 from aeff.results import __main__ as cli
+from aeff.results import report
 from aeff.results.report import write_html_report
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,hparams.lr,workload.target_metric,workload.target_value\n"  # noqa: E501
@@ -51,7 +52,8 @@ def sweep(tmp_path) -> Path:
 def test_the_page_holds_the_table_the_figures_the_best_trial_and_the_failures(sweep):
     page = write_html_report(sweep, *results.write_sweep_report(sweep)).read_text()
     assert "4 planned trials: 2 completed, 1 failed, 1 not started" in page
-    assert "score (least time to target): <b>1.5 s</b>" in page
+    assert "best time to target: <b>1.5 s</b>" in page
+    assert "time to target 1.5 s at step 10 (" in page  # a step count, not 10.0
     assert "python -m aeff hparams.lr=0.01 max_steps=40 rng_seed=7" in page  # the best, again
     assert page.count("<img ") == 2  # the curves; time to target against lr
     assert "&lt;b&gt;boom&lt;/b&gt;" in page and "<b>boom</b>" not in page  # escaped
@@ -147,3 +149,45 @@ def drawn_at(figure: np.ndarray, shot: np.ndarray) -> tuple[int, int] | None:
                 return top, left
             at = line.find(key, at + 1)
     return None
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "search_space:\n  hparams:\n    lr: {min: 1.0e-3, max: 1.0e-2, scale: log}\n",
+        "hydra:\n  overrides:\n    task:\n    - hparams.lr=tag(log, interval(1e-3, 1e-2))\n",
+    ],
+)
+def test_a_hyperparameter_sampled_on_a_log_scale_is_drawn_on_a_log_axis(tmp_path, config):
+    """lr 0.002 and 0.005 span less than 10x: the axis is log because the sweep says so."""
+    results.write_plan(tmp_path, [[f"hparams.lr={lr}"] for lr in (0.002, 0.005)])
+    trial(tmp_path / "0", "completed", [(10, 1.0, True, 0.975)], 0.002)
+    trial(tmp_path / "1", "completed", [(10, 1.5, True, 0.98)], 0.005)
+    assert report.log_scaled(tmp_path) == set()  # no multirun.yaml: the values decide
+    results.write_sweep_config(tmp_path, config)
+    assert report.log_scaled(tmp_path) == {"hparams.lr"}
+    table, _ = results.write_sweep_report(tmp_path)
+    axes = report.scatter(table, "hparams.lr", log=True).axes[0]
+    assert axes.get_xscale() == "log"
+    assert report.scatter(table, "hparams.lr").axes[0].get_xscale() == "linear"
+    report.pyplot().close("all")
+
+
+def test_a_sweep_of_studies_has_a_page_of_its_own_linking_each_studys(tmp_path, capsys):
+    results.write_studies_plan(tmp_path, 0, [0, 5])
+    for k, seconds in enumerate((1.5, 3.0)):
+        study = results.study_dir(tmp_path, k)
+        study.mkdir()
+        results.write_plan(study, [["hparams.lr=0.01"]], study=k, search_seed=[0, 5][k])
+        trial(study / "0", "completed", [(10, seconds, True, 0.98)], 0.01)
+    cli.main(["report", str(tmp_path)])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == str(tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "Median time to target over the studies of each one's best time to target: " in page
+    assert "<b>2.25 s</b>" in page  # the median of 1.5 and 3.0
+    assert re.findall(r"<a href='(study_\d/report.html)'>", page) == [
+        "study_0/report.html",
+        "study_1/report.html",
+    ]
+    assert all((tmp_path / f"study_{k}" / "report.html").exists() for k in (0, 1))

@@ -291,6 +291,7 @@ def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
         "num_reached_target": 0,
         "num_unrecorded": 0,
         "failed": [str(tmp_path / str(i)) for i in range(planned)],
+        "best_time_to_target": None,
         "score": None,
         "best_trial": None,
         "measured_under_sharing": None,
@@ -438,7 +439,7 @@ def test_summary_on_the_command_line_reports_a_sweep_and_lists_a_folder(tmp_path
     results.write_plan(root, [["hparams.lr=0.1"], ["hparams.lr=0.3"]])
     cli.main(["summary", str(root)])
     out = capsys.readouterr().out.splitlines()
-    assert out[-2:] == ["2 trials of 2 planned", "score (least time to target): 2.0"]
+    assert out[-2:] == ["2 trials of 2 planned", "best time to target: 2 s"]
     assert [line.split()[0] for line in out[1:3]] == ["0", "1"]
     assert (root / results.REPORT).exists()
     cli.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its run dir
@@ -670,3 +671,65 @@ def test_the_combined_csv_reads_back_as_the_trials_it_holds(tmp_path, figures):
     results.plot(combined, "global_step", "validation.accuracy", tmp_path / "a.png")
     labels = [line.get_label() for line in figures[0].get_lines()]
     assert labels == ["0 (lr=0.1)", "1 (lr=0.3)", "target 0.97"]
+
+
+@pytest.mark.parametrize("column", ["validation.accuracy", "accumulated_submission_time"])
+def test_a_cell_edited_to_text_leaves_its_trial_damaged_in_every_tool(
+    sweep, capsys, monkeypatch, figures, column
+):
+    """summary, report and plot read one trial's edited cell alike: the trial is
+    damaged, the cell is left out, one line names it, and nothing is a traceback."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh process
+    path = sweep / "0" / "metrics.csv"
+    frame = pd.read_csv(path)
+    frame[column] = frame[column].astype(str)
+    frame.loc[1, column] = "abc"
+    frame.to_csv(path, index=False)
+    record = json.loads((sweep / "0" / "metadata.json").read_text())
+    (sweep / "0" / "metadata.json").write_text(json.dumps({**record, "metrics_sha256": "0"}))
+    for argv in (
+        ["summary", sweep],
+        ["report", sweep],
+        ["plot", sweep, "--y", "validation.accuracy", "--x", "accumulated_submission_time"],
+    ):
+        cli.main([str(a) for a in argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        named = [line for line in err if f"({column}: 'abc')" in line]
+        assert len(named) == 1 and f"{sweep}/0/metrics.csv" in named[0], (argv, err)
+        assert "sha256" not in " ".join(err)  # the same trial not named twice
+    table = pd.read_csv(sweep / results.SUMMARY)
+    assert by_job(table).loc["0", "status"] == "damaged"
+
+
+def test_a_run_dir_named_with_dollars_is_drawn_as_text_not_mathtext(tmp_path, figures):
+    """`$\\frac{1}{$` in a run dir's name and a hyperparameter's string: matplotlib's
+    mathtext parser would refuse it as the figure is saved."""
+    rows = [(10, 1.0, False, 0.5), (20, 2.0, True, 0.98)]
+    trial(tmp_path / "run$\\frac{1}{$", rows, **{"hparams.schedule": "$x^{"})
+    trial(tmp_path / "plain", rows, **{"hparams.schedule": "cosine"})
+    out = results.plot(tmp_path, "global_step", "validation.accuracy", tmp_path / "a.png")
+    assert out.stat().st_size > 0
+    (axes,) = figures
+    texts = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert texts == ["plain", "run\\$\\frac{1}{\\$"]
+
+
+def test_a_step_count_read_back_as_a_float_is_shown_whole_and_times_rounded():
+    assert results.short(12345.0) == "12345" and results.short(326.0) == "326"
+    assert results.short(0.002596866783593736) == "0.002597"
+    assert results.seconds(1.23456) == "1.235 s" and results.seconds(None) == "none"
+    assert results.seconds(math.inf) == "inf"
+
+
+def test_summary_of_a_folder_of_many_runs_prints_counts_and_the_best_few(tmp_path, capsys):
+    """30 unrelated run dirs: not 32 lines but the counts, the 5 fastest and the total;
+    `--full` prints every row."""
+    for k in range(30):
+        trial(tmp_path / f"run{k}", [(10, 1.0 + k, k % 3 == 0, 0.98)], lr=0.01 * (k + 1))
+    cli.main(["summary", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("30 trials: 30 completed; the 5 fastest to the target:")
+    assert [line.split()[0] for line in lines[2:7]] == ["run0", "run3", "run6", "run9", "run12"]
+    assert len(lines) == 8 and lines[-1].endswith("; --full prints every row)")
+    cli.main(["summary", str(tmp_path), "--full"])
+    assert len(capsys.readouterr().out.splitlines()) == 32

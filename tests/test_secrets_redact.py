@@ -93,6 +93,30 @@ SECRET_NAMED_KEYS = [
     (f'secret: "{SECRET}"', 'secret: "***"'),
 ]
 
+# Shapes a red team found unmasked: a `/` in a URL's password, a header, a command-line
+# option and curl's `-u`, `api-key` with a dash, an address with no scheme.
+MORE_SHAPES = [
+    (f"https://user:pa/ss{SECRET}@host/x", "https://***@host/x"),
+    (f"http://user:{SECRET}/x@host:8080/y", "http://***@host:8080/y"),
+    (f"curl -H 'X-Api-Key: {SECRET}' https://h", "curl -H 'X-Api-Key: ***' https://h"),
+    (f"X-Api-Key: {SECRET}", "X-Api-Key: '***'"),
+    (f"login --password {SECRET} --user me", "login --password *** --user me"),
+    (f'login --password "{SECRET} x"', 'login --password "***"'),
+    (f"login --api-key {SECRET}", "login --api-key ***"),
+    (f"curl -u user:{SECRET} https://h", "curl -u user:*** https://h"),
+    (f"curl --user 'user:{SECRET}' https://h", "curl --user 'user:***' https://h"),
+    (f"api-key={SECRET}", "api-key=***"),
+    (f"--api-key={SECRET}", "--api-key=***"),
+    (f"psql user:{SECRET}@db.example.com:5432/x", "psql user:***@db.example.com:5432/x"),
+    (f"user:{SECRET}@10.0.0.1:5432", "user:***@10.0.0.1:5432"),
+]
+
+
+@pytest.mark.parametrize(("text", "redacted"), MORE_SHAPES)
+def test_more_shapes_of_secret_are_masked_where_they_stand(text, redacted):
+    assert redact(text) == redacted
+    assert redact(redacted) == redacted
+
 
 @pytest.mark.parametrize(("text", "redacted"), URL_USER_INFO)
 def test_the_user_info_of_a_url_is_masked(text, redacted):
@@ -126,6 +150,9 @@ NOT_SECRETS = [
     "group_key: mnist-adam author: someone",
     "mail me: someone@example.com git@github.com:org/repo.git",  # an `@` outside a URL
     "https://h/cb?promo_code=SPRING",  # `code` is secret as a parameter's whole name only
+    "http://localhost:5000/@scope/pkg https://medium.com/@someone",  # `@` in a path
+    "docker login --password-stdin --username me; gpg --passphrase-file /x/y",
+    "python -m aeff --config-dir ./conf hparams.lr=0.1 -m",
 ]
 
 
@@ -139,6 +166,8 @@ def test_a_records_value_whose_key_names_a_secret_is_masked_whatever_it_holds():
         "meta.password": 1234,
         "meta.api_key": "abc",
         "meta.note": f"token={SECRET}",
+        "meta.header": f"X-Api-Key: {SECRET}",
+        "hparams.source": f"--password {SECRET}",  # a hyperparameter's string
         "meta.study": "A",
         "hydra.overrides": [f"+meta.password={SECRET}", "hparams.lr=0.1"],
         "hparams.lr": 0.1,
@@ -152,6 +181,8 @@ def test_a_records_value_whose_key_names_a_secret_is_masked_whatever_it_holds():
         "meta.password": "***",
         "meta.api_key": "***",
         "meta.note": "token=***",
+        "meta.header": "X-Api-Key: '***'",
+        "hparams.source": "--password ***",
         "hydra.overrides": ["+meta.password=***", "hparams.lr=0.1"],
     }
 

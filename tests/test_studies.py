@@ -183,7 +183,11 @@ def test_a_sweeps_report_across_studies_names_each_best_trial(tmp_path, capsys):
     (tmp_path / results.STUDIES).unlink()
     results_cli.main(["summary", str(tmp_path)])  # the report again, from the records
     printed = capsys.readouterr().out
-    assert "study_0/0" in printed and "study_1/0" in printed and "median over 2 studies" in printed
+    assert (
+        "study_0/0" in printed
+        and "study_1/0" in printed
+        and "median time to target (over 2 studies" in printed
+    )
     assert len(pd.read_csv(tmp_path / results.STUDIES)) == 2
 
 

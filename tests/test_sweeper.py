@@ -399,7 +399,7 @@ def test_a_sweep_launches_its_plan_in_batches_and_reports(sweeper, tmp_path, cap
     assert report["score"] == 1.0 and report["num_trials"] == 3
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == (
-        f"3 trials, 1 failed, score (least time to target) 1.0. Report: "
+        f"3 trials, 1 failed, best time to target 1 s. Report: "
         f"{sweep_dir / 'summary.csv'}, {sweep_dir / 'sweep.json'}, {sweep_dir / 'report.html'}"
     )
     assert "<table class='trials'>" in (sweep_dir / "report.html").read_text()
@@ -797,7 +797,7 @@ def test_a_large_sweeps_console_report_is_short_and_names_a_few_failures(
     printed = capsys.readouterr().out.splitlines()
     assert printed == [
         "30 planned trials: 30 not started; no trial reached the target.",
-        f"0 trials, 0 failed, score (least time to target) None. Report: "
+        f"0 trials, 0 failed, best time to target none. Report: "
         f"{tmp_path / 'summary.csv'}, {tmp_path / 'sweep.json'}, {tmp_path / 'report.html'}",
     ]
     named = ", ".join(str(tmp_path / str(i)) for i in range(10))

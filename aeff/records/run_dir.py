@@ -454,7 +454,7 @@ class RunDir:
                     **record,
                     "status": status,
                     "end_datetime": datetime.datetime.now().astimezone().isoformat(),
-                    "wall_time_sec": now - record.get("start_time", now),
+                    "elapsed_time": now - record.get("start_time", now),
                     **values,
                 },
             )

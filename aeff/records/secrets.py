@@ -2,13 +2,16 @@
 (a record's keys and values), the console's streams and log records made redacted.
 
 Caught, each value replaced by `***` where it stands:
-- the user-info part of a URL (`https://user:token@host`, a raw `@` in the password
-  included, also after a path has folded `//` into `/`);
+- the user-info part of a URL (`https://user:token@host`, a raw `@` or `/` in the
+  password included, also after a path has folded `//` into `/`), and the password of an
+  address without a scheme (`user:pw@host:5432`);
 - the value of a query or fragment parameter whose name says it is secret (`?token=`,
   `#access_token=`, `sig=`, `code=`, `api_key=` ..., quoted or not);
 - `Authorization: <scheme> <value>` and `Bearer <value>`;
-- the value given to a name that says it is secret (`password=`, `api_key: `,
-  `+meta.db_password=`, `token=` ...): detect-secrets' keyword list and aeff's own words;
+- the value given to a name that says it is secret (`password=`, `api_key: `, `api-key=`,
+  `X-Api-Key: `, `+meta.db_password=`, `token=` ...): detect-secrets' keyword list and
+  aeff's own words, `-` read as `_`; and the value after such a command-line option
+  (`--password v`), and the password of `curl -u user:pw`;
 - tokens known by their shape (AWS, GitHub, GitLab, Slack, Stripe, OpenAI, PyPI, npm,
   JWT, private keys ...): detect-secrets' regex-based plugins;
 - the value of an environment variable whose name says it is secret (`GITHUB_TOKEN`,
@@ -30,7 +33,20 @@ from detect_secrets.plugins.base import RegexBasedDetector
 from detect_secrets.plugins.keyword import DENYLIST
 
 MASK = "***"
-USER_INFO = re.compile(r"(?<=:/)(/?)[^/\s'\"]*@")
+# After `:/`, to the last `@` before a `/`; or `user:` and a password holding `/`, to the
+# first `@` (not a port: `host:8080/@scope` keeps its path).
+USER_INFO = re.compile(r"(?<=:/)(/?)(?:[^/\s'\"]*@|[^/\s:@'\"]+:(?!\d+/)[^\s'\"@]*?/[^\s'\"]*?@)")
+# `user:pw@host:5432` with no scheme: the port tells it from `a:b@c` in prose.
+# The password alone is masked: a YAML value `***@host` would be an alias.
+BARE_USER_INFO = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]+:)[^\s@/'\"]+@(?=[\w.-]+:\d+\b)")
+# `--password v`, `-p`-less: a long option whose name says it is secret, then its value.
+SECRET_OPTION = re.compile(
+    r"(?<![\w-])(--[\w.-]+)(\s+)"
+    r"(?=(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'-][^\s\"']*))"
+)
+NOT_A_VALUE = re.compile(r"[-_](?:file|path|dir|stdin|env)$")
+# curl's `-u user:pw` / `--user user:pw` (and `--proxy-user`): the password.
+CURL_USER = re.compile(r"(?<![\w-])(-u|-U|--user|--proxy-user)(\s+['\"]?[^\s:'\"]+:)[^\s'\";]+")
 SECRET_PARAMETER = re.compile(
     r"(?i)([?&;#][\w.-]*(?:token|key|secret|sig|signature|password|passwd|pwd|auth|credential)"
     r"[\w.-]*=|[?&;#]code=)([\"']?)[^&#\s'\",;]+(?:\2)?"
@@ -83,6 +99,11 @@ def redact(text: str) -> str:
     for value in ENVIRONMENT_SECRETS:
         text = text.replace(value, MASK)
     text = USER_INFO.sub(rf"\1{MASK}@", text)
+    if "@" in text:
+        text = BARE_USER_INFO.sub(rf"\1{MASK}@", text)
+    if "-" in text:
+        text = CURL_USER.sub(rf"\1\2{MASK}", text)
+        text = _masked_options(text)
     text = SECRET_PARAMETER.sub(rf"\1\2{MASK}\2", text)
     lower = text.lower()  # a word looked for first: a case-blind pattern is slow
     if "authorization" in lower:
@@ -94,7 +115,7 @@ def redact(text: str) -> str:
 
 
 def secret_name(name: str) -> bool:
-    name = name.lower()
+    name = name.lower().replace("-", "_")  # `api-key`, `X-Api-Key`
     return bool(SECRET_WORD.search(name) or SECRET_END.search(name))
 
 
@@ -125,7 +146,31 @@ def _masked_assignments(text: str) -> str:
             continue  # inside a value just masked, or masked before
         if not secret_name(match.group(1)):
             continue
-        quote = value[0] if value[0] in "'\"" else "'" if match.group(0).rstrip()[-1] == ":" else ""
+        colon = match.group(0).rstrip()[-1] == ":"
+        quote = value[0] if value[0] in "'\"" else "'" if colon and unquoted(text, match) else ""
+        pieces += [text[done : match.end()], quote, MASK, quote]
+        done = match.end() + len(value)
+    return "".join([*pieces, text[done:]])
+
+
+def unquoted(text: str, match: re.Match) -> bool:
+    """Whether `match` stands outside quotes on its line: there a YAML value `***` would be
+    an alias, and is quoted; inside `'X-Api-Key: v'` a quote would end the string."""
+    line = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+    return line.count("'") % 2 == 0 and line.count('"') % 2 == 0
+
+
+def _masked_options(text: str) -> str:
+    """The value after a long option that names a secret (`--password v`, `--api-key v`)."""
+    pieces, done = [], 0
+    for match in SECRET_OPTION.finditer(text):
+        value = match.group(3)
+        option = match.group(1)
+        if match.start() < done or value.strip("'\"") == MASK or not secret_name(option):
+            continue
+        if NOT_A_VALUE.search(option):  # `--password-file PATH`, `--password-stdin`
+            continue
+        quote = value[0] if value[0] in "'\"" else ""
         pieces += [text[done : match.end()], quote, MASK, quote]
         done = match.end() + len(value)
     return "".join([*pieces, text[done:]])

@@ -23,6 +23,7 @@ from aeff.records.run_dir import (
     DAMAGED,
     FINISHED,
     METADATA,
+    METRICS,
     UNRECORDED,
     began_unrecorded,
     damage,
@@ -158,6 +159,49 @@ def _plan(sweep_dir: Path) -> dict[str, Any] | None:
         ) from None
 
 
+# Row columns that hold the user's own values or the config's texts: any text is theirs.
+TEXT_COLUMNS = ("run_dir", "framework", "workload", "hparams.", "meta.", "workload.", "submission.")
+
+
+NAMED = "damaged_named"  # the rows' attrs: the trials `numbers_only` named in a warning
+
+
+def read_rows(path: Path, required: bool = False) -> pd.DataFrame:
+    """The rows at or below `path` as every results tool reads them (`load_metrics`, or
+    `nonempty_metrics` when `required`), with `numbers_only`'s cells left out."""
+    return numbers_only(nonempty_metrics(path) if required else load_metrics(path))
+
+
+def numbers_only(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with each cell that should hold a number and does not (a value edited to
+    `abc`) as NaN, its trial named in one warning line: a trial whose rows were edited is
+    damaged (`status_of` finds it so once it finished), and each tool reads what is left.
+    A column should hold numbers when any of its cells does and it is none of TEXT_COLUMNS."""
+    damaged: dict[str, tuple[int, str, str]] = {}
+    for column in rows.columns:
+        if str(column).startswith(TEXT_COLUMNS) or pd.api.types.is_numeric_dtype(rows[column]):
+            continue
+        numbers = pd.to_numeric(rows[column], errors="coerce")
+        bad = rows[column].notna() & numbers.isna()
+        if not bad.any() or not numbers.notna().any():
+            continue
+        for run_dir, cells in rows.loc[bad, ["run_dir", column]].groupby("run_dir", sort=False):
+            count, _, _ = damaged.get(run_dir, (0, column, ""))
+            damaged[run_dir] = (count + len(cells), column, str(cells[column].iloc[0]))
+        rows[column] = numbers
+    rows.attrs[NAMED] = set(damaged)  # summary names them no second time
+    for run_dir, (count, column, value) in damaged.items():
+        log.warning(
+            "%s: %d cell(s) that should hold a number do not (%s: %r): the trial's rows were "
+            "edited or corrupted; read without them (resume=true trains it again).",
+            Path(run_dir) / METRICS,
+            count,
+            column,
+            redact(value)[:40],
+        )
+    return rows
+
+
 def trial_dirs(path: Path) -> list[Path]:
     """The run dirs at or below `path`: a sweep's planned jobs in order, else every dir
     with a record (earlier attempts, under dot folders, left out)."""
@@ -204,11 +248,13 @@ def summary(
     Linear in rows: every metrics.csv is parsed once, and each figure is found for all
     trials at once (a filter per trial took 96-118 s for 2,000 trials).
     """
-    metrics = load_metrics(path) if metrics is None else metrics  # rows a caller has read
+    metrics = read_rows(path) if metrics is None else metrics  # rows a caller has read
     planned = (Path(path) / PLAN).exists()  # trial_dirs reads and checks it
     records = [(run_dir, *record_of(run_dir)) for run_dir in trial_dirs(Path(path))]
     targets = {m.get("workload.target_metric") for _, m, _ in records if m} - {None}
     found = progress(metrics, targets)
+    for run_dir in metrics.attrs.get(NAMED, ()):
+        found.setdefault(run_dir, {})["named"] = True
     rows = []
     for run_dir, metadata, error in records:
         row = {"run_dir": str(run_dir.resolve())}
@@ -265,7 +311,8 @@ def trial_row(
         row["error"] = metadata["error_message"]
     if row["status"] == DAMAGED:
         row["error"] = damage(run_dir, metadata)
-        log.warning("%s", row["error"])
+        if not found.get("named"):  # else numbers_only named it, and the cell
+            log.warning("%s", row["error"])
     if planned and (why := foreign(run_dir, int(run_dir.name), metadata)):
         row["status"], row["error"] = FOREIGN, why
         log.warning("%s", why)
@@ -324,9 +371,10 @@ CONSOLE_TRIALS = 20  # a sweep's table on the console; a larger one shows its be
 PROBLEMS = (FAILED, "interrupted", DAMAGED, UNREADABLE, FOREIGN)
 
 
-def brief(table: pd.DataFrame, root: Path) -> str:
-    """A sweep's summary for the console, short whatever its size: the whole table up to
-    CONSOLE_TRIALS trials, else the count of each status and the best trials."""
+def brief(table: pd.DataFrame, root: Path, what: str = "planned trials") -> str:
+    """A sweep's summary (or a folder's: `what`) for the console, short whatever its size:
+    the whole table up to CONSOLE_TRIALS trials, else the count of each status and the
+    best trials."""
     if len(table) <= CONSOLE_TRIALS:
         return as_text(table, root)
     counts = ", ".join(f"{n} {status}" for status, n in table["status"].value_counts().items())
@@ -337,7 +385,7 @@ def brief(table: pd.DataFrame, root: Path) -> str:
         if len(best)
         else ("no trial reached the target.")
     )
-    return f"{len(table)} planned trials: {counts}; {shown}"
+    return f"{len(table)} {what}: {counts}; {shown}"
 
 
 def count_failed(table: pd.DataFrame) -> int:
@@ -346,6 +394,10 @@ def count_failed(table: pd.DataFrame) -> int:
 
 
 def short(value: object) -> str:
+    """A value for a reader: 4 significant digits, a whole number whole (a step count of
+    12345 read back as a float is `12345`, not `1.234e+04`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -379,7 +431,8 @@ def write_sweep_report(
         "num_reached_target": len(reached),
         "num_unrecorded": int((table["status"] == UNRECORDED).sum()) if len(table) else 0,
         "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
-        "score": None if best is None else float(best["time_to_target"]),
+        "best_time_to_target": None if best is None else float(best["time_to_target"]),
+        "score": None if best is None else float(best["time_to_target"]),  # the same: see docs
         "best_trial": None if best is None else plain(best),
         "measured_under_sharing": plan.get("sharing"),
         "study": plan.get("study", 0),
@@ -419,7 +472,8 @@ def write_studies_report(
     sharing = [r["measured_under_sharing"] for _, r in studies if r["measured_under_sharing"]]
     report = {
         "num_studies": len(rows),
-        "score": median,  # null when infinite (write_json_atomically)
+        "median_time_to_target": median,  # null when infinite (write_json_atomically)
+        "score": median,  # the same: see docs
         "score_rule": "median over studies of each study's least time to target",
         "studies": [plain(row) for _, row in table.iterrows()],
         "num_trials": sum(r["num_trials"] for _, r in studies),
@@ -439,12 +493,19 @@ def studies_text(table: pd.DataFrame, report: dict, root: Path) -> str:
     relative = [os.path.relpath(d, root) if isinstance(d, str) else d for d in shown.best_run_dir]
     shown = shown.assign(best_run_dir=relative)
     shown = shown.astype(object).where(shown.notna(), "-")
-    median = report["score"]
+    median = report["median_time_to_target"]
     return (
         shown.to_string(index=False, formatters=dict.fromkeys(shown, short))
-        + f"\nscore (median over {report['num_studies']} studies of each one's least time to "
-        f"target; inf: the median study missed the target): {short(float(median))}"
+        + f"\nmedian time to target (over {report['num_studies']} studies of each one's best "
+        f"time to target; inf: the median study missed the target): {seconds(median)}"
     )
+
+
+def seconds(value: float | None) -> str:
+    """A time to target for a reader: `1.5 s`, `inf`, `none`."""
+    if value is None:
+        return "none"
+    return short(float(value)) + ("" if math.isinf(value) else " s")
 
 
 def plain(row: pd.Series) -> dict[str, Any]:
@@ -462,7 +523,7 @@ def plot(path: Path, x: str, y: str, out: Path) -> Path:
         raise ConfigError(f"plot --out {out}: name a file ending in .{', .'.join(formats)}.")
     if not out.parent.is_dir():
         raise ConfigError(f"plot --out {out}: there is no folder {out.parent}; make it first.")
-    figure = curves(nonempty_metrics(path), x, y, path)
+    figure = curves(read_rows(path, required=True), x, y, path)
     try:
         figure.savefig(out, dpi=120)
     except OSError as error:
@@ -500,7 +561,9 @@ def curves(frame: pd.DataFrame, x: str, y: str, where: Path) -> Any:
     draw_trials(figure, axes, frame, x, y)
     if "workload.target_metric" in frame and (frame["workload.target_metric"] == y).any():
         target = frame.loc[frame["workload.target_metric"] == y, "workload.target_value"].iloc[0]
-        axes.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target}")
+        axes.axhline(
+            target, color="black", linestyle="--", linewidth=1, label=plain_text(f"target {target}")
+        )
         values = frame[y][np.isfinite(frame[y])]  # a diverged trial's NaN or inf: not a limit
         if len(values):
             axes.set_ylim(*around_target(values, target, higher_is_better=not y.endswith("loss")))
@@ -534,7 +597,9 @@ def draw_trials(figure: Any, axes: Any, frame: pd.DataFrame, x: str, y: str) -> 
                 trial[x],
                 trial[y],
                 marker="o" if len(trial) == 1 else None,  # a line of one point draws nothing
-                label=f"{Path(run_dir).name} ({values})" if named else Path(run_dir).name,
+                label=plain_text(
+                    f"{Path(run_dir).name} ({values})" if named else Path(run_dir).name
+                ),
             )
         return
     lines = LineCollection(
@@ -546,7 +611,7 @@ def draw_trials(figure: Any, axes: Any, frame: pd.DataFrame, x: str, y: str) -> 
         if (values > 0).all() and values.max() > 10 * values.min():  # a log-scaled range
             lines.set_norm(LogNorm())
         lines.set_array(values)
-        figure.colorbar(lines, ax=axes, label=numeric[0])
+        figure.colorbar(lines, ax=axes, label=plain_text(numeric[0]))
     axes.add_collection(lines)
     axes.autoscale_view()
     axes.set_title(f"{len(trials)} trials", fontsize=9)
@@ -561,15 +626,21 @@ UNITS = {
 }
 
 
+def plain_text(text: str) -> str:
+    """`text` as matplotlib draws it literally: a `$...$` in a run dir's name, a label or
+    a hyperparameter is text, not mathtext (whose parser would refuse `$\\frac{1}{$`)."""
+    return str(text).replace("$", r"\$")
+
+
 def axis_label(column: str) -> str:
     """The column with its unit: `wall_time (s)`, `validation.loss (nats)`."""
     if column in UNITS:
         return f"{column} ({UNITS[column]})"
     if column.endswith(".loss"):
-        return f"{column} (nats)"
+        return plain_text(f"{column} (nats)")
     if column.endswith(".accuracy"):
-        return f"{column} (fraction)"
-    return column
+        return plain_text(f"{column} (fraction)")
+    return plain_text(column)
 
 
 def around_target(values: pd.Series, target: float, higher_is_better: bool) -> tuple:

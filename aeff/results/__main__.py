@@ -15,21 +15,26 @@ from typing import Any
 
 from aeff import errors
 from aeff.errors import AeffError, ConfigError
-from aeff.records.concat import concatenate_csvs, folder_of, load_metrics
+from aeff.records.concat import concatenate_csvs, folder_of
+from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.results import (
+    CONSOLE_TRIALS,
     PLAN,
     STUDIES,
     STUDIES_PLAN,
     as_text,
+    brief,
     compare,
     plot,
+    read_rows,
+    seconds,
     studies_text,
     study_dirs,
     summary,
     write_studies_report,
     write_sweep_report,
 )
-from aeff.results.report import write_reports
+from aeff.results.report import write_reports, write_studies_reports
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     draw.add_argument("--out", type=Path, default=None, help="default: PATH/<y>.png")
     table = commands.add_parser("summary", help="one row per trial")
     table.add_argument("path", type=Path)
+    table.add_argument(
+        "--full",
+        action="store_true",
+        help=f"print every trial's row (default: up to {CONSOLE_TRIALS}, else counts and the "
+        "best; a sweep's summary.csv holds every row)",
+    )
     page = commands.add_parser("report", help="a sweep's report, report.html included")
     page.add_argument("path", type=Path)
     exporting = commands.add_parser("export", help="every trial into MLflow or TensorBoard")
@@ -61,10 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.dirs if args.command == "compare" else [args.path]:
         if not path.exists():
             parser.error(f"{path} does not exist")
+    redact_log_records()  # credentials (a --tracking-uri's password) masked on the console
     try:
-        run_command(args)
+        redacting_console(lambda: run_command(args))
     except AeffError as error:  # a record it cannot read or write, no rows
-        parser.exit(errors.exit_status(error), f"aeff.results: {error}\n")
+        parser.exit(errors.exit_status(error), f"aeff.results: {redact(str(error))}\n")
 
 
 def add_compare(commands: Any) -> None:
@@ -119,15 +131,16 @@ def run_compare(args: argparse.Namespace) -> None:
     pairs = [name.partition("=") for name in args.name]
     if any(not sep or not new for _, sep, new in pairs):
         raise ConfigError(f"compare --name {args.name}: write each as SHORT=NAME.")
-    compare.check_out(args.out)  # before any reading
+    compare.check_out(args.out, args.dirs)  # before any reading
     trials, evals = compare.read_trials(args.dirs, {old: new for old, _, new in pairs})
     result = compare.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
     log = logging.getLogger(__name__)
-    for note in (compare.unfinished(trials), compare.unequal_clocks(trials, args.clock)):
+    notes = [compare.unfinished(trials), compare.unequal_clocks(trials, args.clock)]
+    for note in [*notes, compare.nothing_reached(result, args.clock)]:
         if note:
             log.warning("compare: %s", note)
     for cell in compare.missing_cells(result["table"]):
-        log.warning("compare: %s has no trial: it counts as missing the target.", cell)
+        log.warning("compare: %s has no trial: it counts as missing the target (inf).", cell)
     tau_range = f"{compare.MIN_TAU:g}, {args.max_tau:g}"
     print(compare.as_text(result, tau_range))
     for path in compare.write_comparison(result, args.out, args.clock, args.scale):
@@ -147,9 +160,10 @@ def run_command(args: argparse.Namespace) -> None:
         print(export(args))
     elif args.command == "report" and (args.path / STUDIES_PLAN).is_file():
         reports = {folder: write_reports(folder) for folder in study_dirs(args.path)}
-        write_studies_report(args.path, [(folder, r[1]) for folder, r in reports.items()])
+        *_, page = write_studies_reports(args.path, [(f, r[1]) for f, r in reports.items()])
         print("\n".join(str(page) for _, _, page in reports.values()))
         print(args.path / STUDIES)
+        print(page)
     elif args.command == "report":
         if not (args.path / PLAN).is_file():
             raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
@@ -161,17 +175,20 @@ def run_command(args: argparse.Namespace) -> None:
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
     elif (folder / PLAN).exists():  # a sweep dir: its report is written there
         frame, report = write_sweep_report(folder)
-        print(as_text(frame, folder))
+        print(as_text(frame, folder) if args.full else brief(frame, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
-        print(f"score (least time to target): {report['score']}")
+        print(f"best time to target: {seconds(report['best_time_to_target'])}")
     else:  # a run dir, or a folder of unrelated runs: no sweep, so no report and no score
         frame = summary(folder)
         if frame.empty:
             raise ConfigError(
                 f"no trial records at or below {folder}: give a sweep dir or a run dir."
             )
-        print(as_text(frame, folder))
-        print(f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written)")
+        print(as_text(frame, folder) if args.full else brief(frame, folder, "trials"))
+        more = "" if args.full or len(frame) <= CONSOLE_TRIALS else "; --full prints every row"
+        print(
+            f"{len(frame)} trials at or below {folder} (no {PLAN}: no sweep report written{more})"
+        )
 
 
 def export(args: argparse.Namespace) -> str:
@@ -186,7 +203,7 @@ def export(args: argparse.Namespace) -> str:
     if not args.path.is_dir():
         raise ConfigError(f"export {args.path}: give a sweep dir or a run dir, not a file.")
     exporters.require(args.tool)  # before any reading
-    metrics = load_metrics(args.path)
+    metrics = read_rows(args.path)
     trials = exporters.trials(args.path, summary(args.path, metrics=metrics), metrics)
     if args.tool == "mlflow":
         uri = args.tracking_uri or exporters.default_tracking_uri(args.path)

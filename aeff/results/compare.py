@@ -31,10 +31,18 @@ import pandas as pd
 from scipy import stats
 
 from aeff.errors import ConfigError
-from aeff.records.concat import load_metrics
 from aeff.records.files import inert, write_text_atomically
 from aeff.records.run_dir import FINISHED, METADATA, status_of
-from aeff.results import pyplot, record_of, short, trial_dirs
+from aeff.results import (
+    PLAN,
+    STUDIES_PLAN,
+    plain_text,
+    pyplot,
+    read_rows,
+    record_of,
+    short,
+    trial_dirs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +184,7 @@ def leaderboard_scores(profiles: pd.DataFrame, normalize: bool = True) -> pd.Ser
     scores = np.trapezoid(profiles.to_numpy(dtype=float), x=x, axis=1)
     if normalize:
         scores = scores / (x.max() - x.min())
-    return pd.Series(scores, index=profiles.index, name="score")
+    return pd.Series(scores, index=profiles.index, name="leaderboard_score")
 
 
 def speedups(times: pd.DataFrame, baseline: str, ceilings: pd.Series) -> pd.DataFrame:
@@ -222,7 +230,7 @@ def read_trials(
                 log.warning(
                     "compare: left out %s: its record names no workload or target.", run_dir
                 )
-        metrics = load_metrics(folder)
+        metrics = read_rows(folder)
         if not metrics.empty:
             evals.append(metrics[metrics["run_dir"].isin({str(d) for d in new})])
     if not records:
@@ -349,7 +357,8 @@ def compare(
         raise ConfigError(f"compare --max-tau {max_tau:g}: give more than {MIN_TAU:g}.")
     studies = best_trials(crossings(trials, evals))
     table = workload_times(studies)
-    times = time_matrix(table, CLOCKS[clock])
+    # A workload a submission never ran counts as missed, as a study that missed it: inf.
+    times = time_matrix(table, CLOCKS[clock]).fillna(np.inf)
     if baseline is None:  # the first DIR's
         baseline = trials.sort_values(["found_in", "order"])["submission"].iloc[0]
     if baseline not in times.index:
@@ -400,6 +409,25 @@ def unequal_clocks(trials: pd.DataFrame, clock: str) -> str | None:
     )
 
 
+def nothing_reached(result: Mapping[str, pd.DataFrame], clock: str) -> str | None:
+    """A line when no submission reached the target on any workload: every profile is 0,
+    and the line says what is missing (the studies that reached it, per cell)."""
+    table = result["table"]
+    if not len(table) or np.isfinite(table[CLOCKS[clock]]).any():
+        return None
+    reached = "; ".join(
+        f"{row.submission}/{row.workload}: {row.studies_reached} of {row.studies}"
+        for row in table.itertuples()
+    )
+    return (
+        "no submission reached the target on any workload, so every profile and leaderboard_score "
+        "is 0 "
+        f"(studies that reached it: {reached}); a workload's time is the median over its "
+        "studies, so more than half of them must reach the target within the budget "
+        "(docs/comparing-algorithms.md: the smallest useful comparison)."
+    )
+
+
 def missing_cells(table: pd.DataFrame) -> list[str]:
     """`submission/workload` pairs with no trial: counted as never reaching the target."""
     have = set(zip(table["submission"], table["workload"], strict=True))
@@ -411,11 +439,22 @@ def missing_cells(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def check_out(out: Path) -> None:
-    """Refuse to write the report into a trial's run dir (or a folder inside one), or
-    onto a file."""
+def check_out(out: Path, dirs: Iterable[Path] = ()) -> None:
+    """Refuse to write the report into a trial's run dir (or a folder inside one), onto a
+    file, into one of the compared `dirs` or into a sweep dir: its own `studies.csv`,
+    `summary.csv`... are not the comparison's to replace."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"compare --out {out}: that is a file; give a folder.")
+    if out.resolve() in {Path(folder).resolve() for folder in dirs}:
+        raise ConfigError(
+            f"compare --out {out}: that is one of the folders compared; give a folder of "
+            "its own, e.g. the default ./compare."
+        )
+    if any((out / name).exists() for name in (PLAN, STUDIES_PLAN)):
+        raise ConfigError(
+            f"compare --out {out}: that is a sweep dir, whose own files the report would "
+            "replace; give a folder of its own, e.g. the default ./compare."
+        )
     for folder in (out.resolve(), *out.resolve().parents):
         if (folder / METADATA).exists():
             raise ConfigError(
@@ -457,7 +496,7 @@ def plot_profiles(profiles: pd.DataFrame, clock: str, scale: str, path: Path) ->
     figure, axes = plt.subplots(figsize=(7, 4.5))
     try:
         for submission, rho in profiles.iterrows():
-            axes.plot(profiles.columns, rho.to_numpy(), label=str(submission))
+            axes.plot(profiles.columns, rho.to_numpy(), label=plain_text(submission))
         tau = "log10(tau)" if scale == "log" else "tau"
         axes.set_xlabel(f"{tau}: {CLOCKS[clock]} to target over the fastest submission's")
         axes.set_ylabel("fraction of workloads")
@@ -483,7 +522,7 @@ def as_text(result: Mapping[str, pd.DataFrame], tau_range: str) -> str:
             table.to_string(index=False, formatters=dict.fromkeys(table, short)),
             "",
             scores.to_string(index=False, formatters=dict.fromkeys(scores, short)),
-            f"score: the area under the performance profile over tau in [{tau_range}] "
+            f"leaderboard_score: the area under the performance profile over tau in [{tau_range}] "
             "(AlgoPerf's leaderboard score; 1: fastest on every workload)",
             f"{speedup}: the geometric mean over the workloads of the ratio to "
             f"{speedup.removeprefix('speedup_over_')}'s time to target (below 1: faster)",

@@ -12,6 +12,7 @@ Exporting again replaces what changed and keeps what did not: never a duplicate.
 """
 
 import datetime
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -30,6 +31,7 @@ import pandas as pd
 
 from aeff.errors import ConfigError
 from aeff.records.run_dir import CONFIG, COPIES, METADATA, read_metadata
+from aeff.records.secrets import redact, redact_record
 
 # The packages each exporter needs: MLflow's SQLite store needs SQLAlchemy and alembic.
 NEEDS = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}
@@ -39,6 +41,8 @@ STEP = "global_step"
 NOT_METRICS = {STEP, "global_start_time", "wall_time", "run_idx", "steps_per_epoch", "run_dir"}
 TIMES = ("accumulated_submission_time", "accumulated_eval_time")  # in metadata.json too
 RESULTS = ("best_target_metric", "time_to_target", "steps_to_target")  # summary's figures
+
+log = logging.getLogger(__name__)
 
 RUN_DIR_TAG = "run_dir"  # finds a trial's run again on the next export
 EXPORTED_TAG = "aeff.exported"  # what was exported: set last, so a half-exported run is redone
@@ -68,8 +72,9 @@ class Trial:
         return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
     def hparams(self) -> dict[str, Any]:
-        """The config that tells trials apart (metadata.json's `identity`)."""
-        return dict(self.metadata.get("identity") or {})
+        """The config that tells trials apart (metadata.json's `identity`), credentials
+        masked (a record edited by hand is exported as it is read)."""
+        return redact_record(self.metadata.get("identity") or {})
 
     def labels(self) -> dict[str, str]:
         """Status, seed, workload, submission, every meta.* label, the run dir, an error."""
@@ -83,7 +88,7 @@ class Trial:
             **{k: v for k, v in m.items() if k.startswith("meta.")},
             "error": m.get("error_message"),  # redacted when recorded
         }
-        return {k: as_text(v) for k, v in labels.items() if v is not None}
+        return {k: redact(as_text(v)) for k, v in redact_record(labels).items() if v is not None}
 
     def artifacts(self) -> list[Path]:
         """Its record, its resolved config and the copies of the user's files it holds."""
@@ -221,12 +226,13 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
     quiet("mlflow", "alembic", "urllib3")  # MLflow sets its own level as it is imported
     counts = {"exported": 0, "replaced": 0, "unchanged": 0}
     try:
-        with unsynced(uri == default_tracking_uri(folder)):
+        with store_lock(uri, folder), unsynced(uri == default_tracking_uri(folder)):
             client = MlflowClient(tracking_uri=uri)
             experiment_id = mlflow_experiment(client, folder, uri)
             existing = runs_by_dir(client, experiment_id)
-            for trial in trials:
-                counts[mlflow_trial(client, experiment_id, trial, existing)] += 1
+            names = run_names(trials)
+            for trial, name in zip(trials, names, strict=True):
+                counts[mlflow_trial(client, experiment_id, trial, existing, name)] += 1
     except (MlflowException, SQLAlchemyError, OSError) as error:
         done = sum(counts.values())
         raise ConfigError(
@@ -236,6 +242,32 @@ def to_mlflow(trials: list[Trial], folder: Path, uri: str) -> str:
         ) from None
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     return f"{trials_text(trials)} in MLflow ({summary}): experiment {folder.resolve()} at {uri}"
+
+
+def lock_path(uri: str, folder: Path) -> Path:
+    """The file whose lock an export into `uri` holds: beside a SQLite store's file (two
+    exports making one new store raced on its tables), else in the exported folder (a
+    server's store: two exports of one folder would each add its trials)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///").split("?")[0]).with_suffix(".db.aeff-lock")
+    return folder / ".aeff-export.lock"
+
+
+@contextmanager
+def store_lock(uri: str, folder: Path) -> Iterator[None]:
+    """One export at a time into a store (the next one waits, then finds the trials
+    exported: `unchanged`). An flock: the kernel drops it if the exporter dies."""
+    path = lock_path(uri, folder)
+    with path.open("a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("export mlflow: waiting for another export into %s to end.", uri)
+            fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -276,17 +308,35 @@ def mlflow_experiment(client: Any, folder: Path, uri: str) -> str:
     return client.create_experiment(name, artifact_location=where)
 
 
+def run_names(trials: list[Trial]) -> list[str]:
+    """Each trial's run name: the overrides that tell it from the other trials exported
+    (`hparams.lr=0.003`), all of a lone trial's, else its path below PATH (`0`)."""
+    overrides = [[str(o) for o in t.metadata.get("hydra.overrides") or []] for t in trials]
+    common = set.intersection(*map(set, overrides)) if len(trials) > 1 else set()
+    names = [" ".join(o for o in mine if o not in common) for mine in overrides]
+    return [redact(name)[:MAX_NAME] or t.name for name, t in zip(names, trials, strict=True)]
+
+
+MAX_NAME = 250  # characters of a run name shown in MLflow's table
+
+
 def mlflow_trial(
-    client: Any, experiment_id: str, trial: Trial, existing: Mapping[str, list[Any]]
+    client: Any,
+    experiment_id: str,
+    trial: Trial,
+    existing: Mapping[str, list[Any]],
+    name: str,
 ) -> str:
     """The trial's run made, or replaced (its trial moved on), or kept: which, in a word."""
     earlier = existing.get(str(trial.run_dir), [])
     fingerprint = trial.fingerprint()
     if len(earlier) == 1 and earlier[0].data.tags.get(EXPORTED_TAG) == fingerprint:
+        if earlier[0].info.run_name != name:  # exported by an aeff that named it `0`
+            client.update_run(earlier[0].info.run_id, name=name)
         return "unchanged"
     for run in earlier:  # MLflow keeps a deleted run in its trash until `mlflow gc`
         client.delete_run(run.info.run_id)
-    mlflow_run(client, experiment_id, trial, fingerprint)
+    mlflow_run(client, experiment_id, trial, fingerprint, name)
     return "replaced" if earlier else "exported"
 
 
@@ -308,7 +358,7 @@ def runs_by_dir(client: Any, experiment_id: str) -> dict[str, list[Any]]:
             return found
 
 
-def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) -> None:
+def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str, name: str) -> None:
     """One trial as one run: made with its tags, its files, its end, then its params and
     metrics in as few `log_batch` calls as MLflow's limits allow, the last one carrying the
     fingerprint (a run without it is exported again). A store spends its time on the
@@ -321,7 +371,7 @@ def mlflow_run(client: Any, experiment_id: str, trial: Trial, fingerprint: str) 
         experiment_id,
         start_time=None if start is None else int(start * 1000),
         tags={k: v[:MAX_TAG_VAL_LENGTH] for k, v in trial.labels().items()},
-        run_name=trial.name,
+        run_name=name,
     )
     run_id = run.info.run_id
     for path in trial.artifacts():

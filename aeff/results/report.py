@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aeff.records.concat import load_metrics
 from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
 from aeff.records.secrets import redact
-from aeff.results import NOT_STARTED, curves, pyplot, short, write_sweep_report
+from aeff.results import (
+    NOT_STARTED,
+    SWEEP_CONFIG,
+    curves,
+    plain_text,
+    pyplot,
+    read_rows,
+    seconds,
+    short,
+    write_studies_report,
+    write_sweep_report,
+)
 
 HTML_REPORT = "report.html"
 TABLE_COLUMNS = (  # the table's first columns; every hyperparameter and label follows
@@ -71,7 +82,7 @@ def write_reports(
 ) -> tuple[pd.DataFrame, dict, Path]:
     """`summary.csv`, `sweep.json` and `report.html`, from the sweep's rows read once (a
     second reading of 10,000 trials' rows took seconds); `ended`: see `results.summary`."""
-    metrics = load_metrics(sweep_dir)
+    metrics = read_rows(sweep_dir)
     table, report = write_sweep_report(sweep_dir, ended, metrics)
     return table, report, write_html_report(sweep_dir, table, report, metrics)
 
@@ -81,7 +92,7 @@ def write_html_report(
 ) -> Path:
     """`report.html` in the sweep dir, from the sweep's summary `table` and `report`, and
     its rows (read here unless given)."""
-    metrics = load_metrics(sweep_dir) if metrics is None else metrics
+    metrics = read_rows(sweep_dir) if metrics is None else metrics
     sections = [
         f"<h1>Sweep {html.escape(str(sweep_dir))}</h1>",
         counts(table, report),
@@ -91,8 +102,57 @@ def write_html_report(
         "<h2>Every trial</h2>",
         trials_table(table, sweep_dir),
     ]
+    return write_page(sweep_dir, "aeff sweep", sections)
+
+
+def write_studies_reports(
+    sweep_dir: Path, studies: list[tuple[Path, dict]]
+) -> tuple[pd.DataFrame, dict, Path]:
+    """A sweep of studies' own `studies.csv` and `sweep.json` (`write_studies_report`)
+    and its `report.html`: the median time to target, each study's best trial and a link
+    to each study's own page."""
+    table, report = write_studies_report(sweep_dir, studies)
+    rows = "".join(
+        "<tr>"
+        + cell(row.study)
+        + cell(row.search_seed)
+        + cell(row.time_to_target)
+        + cell(row.steps_to_target)
+        + cell(row.num_reached_target)
+        + cell(row.num_trials)
+        + cell(row.num_failed)
+        + f"<td class='text'><a href='{html.escape(Path(row.study_dir).name)}/{HTML_REPORT}'>"
+        f"{html.escape(Path(row.study_dir).name)}</a></td></tr>"
+        for row in table.itertuples()
+    )
+    head = "".join(
+        f"<th>{c}</th>"
+        for c in (
+            "study",
+            "search seed",
+            "time to target",
+            "steps to target",
+            "reached the target",
+            "trials",
+            "failed",
+            "its report",
+        )
+    )
+    sections = [
+        f"<h1>Sweep of {report['num_studies']} studies {html.escape(str(sweep_dir))}</h1>",
+        f"<p>Median time to target over the studies of each one's best time to target: "
+        f"<b>{seconds(report['median_time_to_target'])}</b> (inf: the median study missed "
+        f"the target). {report['num_trials']} trials of {report['num_planned']} planned, "
+        f"{len(report['failed'])} failed.</p>",
+        f"<table class='trials'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>",
+    ]
+    return table, report, write_page(sweep_dir, "aeff sweep of studies", sections)
+
+
+def write_page(sweep_dir: Path, title: str, sections: list[str]) -> Path:
+    """`report.html` in `sweep_dir`: `sections` on one page, redacted as written."""
     page = (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>aeff sweep</title>"
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{STYLE}</style></head><body>\n"
         + "\n".join(sections)
         + f"\n<script>{SORT_SCRIPT}</script>\n</body></html>\n"
@@ -105,11 +165,11 @@ def write_html_report(
 def counts(table: pd.DataFrame, report: dict) -> str:
     by_status = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
     listed = ", ".join(f"{n} {html.escape(str(status))}" for status, n in by_status.items())
-    score = report["score"]
+    best = report["best_time_to_target"]
     return (
         f"<p>{report['num_planned']} planned trials: {listed or 'none'}. "
-        f"{report['num_reached_target']} reached the target; score (least time to "
-        f"target): <b>{'none' if score is None else f'{score:.4g} s'}</b>.</p>"
+        f"{report['num_reached_target']} reached the target; best time to target: "
+        f"<b>{seconds(best)}</b>.</p>"
     )
 
 
@@ -121,7 +181,7 @@ def best_trial(report: dict) -> str:
     hparams = ", ".join(f"{k[8:]}={short(v)}" for k, v in best.items() if k.startswith("hparams."))
     return (
         f"<h2>Best trial</h2><p>{html.escape(best['run_dir'])}: time to target "
-        f"{best['time_to_target']:.4g} s at step {best['steps_to_target']} "
+        f"{seconds(best['time_to_target'])} at step {int(best['steps_to_target'])} "
         f"({html.escape(hparams)}). Run it again with:</p>"
         f"<pre>{html.escape(metadata.get('rerun_command', ''))}</pre>"
     )
@@ -139,22 +199,49 @@ def figures(metrics: pd.DataFrame, table: pd.DataFrame, sweep_dir: Path) -> str:
     hparams = [c for c in table if c.startswith("hparams.") and table[c].nunique() > 1]
     reached = table.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]
     if hparams and len(reached):
+        logs = log_scaled(sweep_dir)
         parts.append("<h2>Time to target against each hyperparameter</h2>")
-        parts.extend(png(scatter(reached, h), f"time to target against {h}") for h in hparams)
+        parts.extend(
+            png(scatter(reached, h, h in logs), f"time to target against {h}") for h in hparams
+        )
     return "\n".join(parts)
 
 
-def scatter(reached: pd.DataFrame, hparam: str) -> Any:
+def log_scaled(sweep_dir: Path) -> set[str]:
+    """The hyperparameters the sweep sampled on a log scale: its `search_space` (or
+    `tuning_search_space` file) ranges with `scale: log`, and the command line's
+    `tag(log, interval(...))` (in its `multirun.yaml`); none when it cannot be read."""
+    from omegaconf import OmegaConf
+
+    from aeff import search, user_files
+    from aeff.errors import AeffError
+
+    try:
+        text = (sweep_dir / SWEEP_CONFIG).read_text()
+        config = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+        space = config.get("search_space") or {}
+        if config.get("tuning_search_space"):
+            space = user_files.read_search_space(Path(config["tuning_search_space"]))
+        found = {d.key for d in search.parse_space(space) if d.log} if space else set()
+    except (OSError, ValueError, TypeError, AttributeError, AeffError):
+        return set()
+    tagged = re.findall(r"([\w.]+)['\"]?\s*[=:]\s*['\"]?tag\(\s*log", text)
+    return found | {key if key.startswith("hparams.") else f"hparams.{key}" for key in tagged}
+
+
+def scatter(reached: pd.DataFrame, hparam: str, log: bool = False) -> Any:
+    """Time to target against `hparam`: on a log axis where the sweep sampled it so, or
+    its values span more than a factor of 10."""
     figure, axes = pyplot().subplots(figsize=(5, 3.2))
     values = pd.to_numeric(reached[hparam], errors="coerce")
     if values.notna().all():
         axes.scatter(values, reached["time_to_target"], s=12)
-        if (values > 0).all() and values.max() > 10 * values.min():
+        if (values > 0).all() and (log or values.max() > 10 * values.min()):
             axes.set_xscale("log")
     else:  # strings, booleans, nulls: one column of points per value
-        labels = reached[hparam].astype(str)
+        labels = reached[hparam].astype(str).map(plain_text)
         axes.scatter(labels, reached["time_to_target"], s=12)
-    axes.set_xlabel(hparam)
+    axes.set_xlabel(plain_text(hparam))
     axes.set_ylabel("time to target (s)")
     axes.grid(alpha=0.3)
     figure.tight_layout()

@@ -76,7 +76,7 @@ def write_and_print_report(sweep_dir: Path, ended: dict[int, str | None] | None 
     print(
         f"{sweep['num_trials']} trials, {results.count_failed(summary)} failed"
         + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
-        + f", score (least time to target) {sweep['score']}. Report: "
+        + f", best time to target {results.seconds(sweep['best_time_to_target'])}. Report: "
         f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}"
     )
     return sweep
@@ -89,7 +89,7 @@ def write_and_print_studies_report(
     studies (`studies.csv`, the sweep dir's `sweep.json`), its table on the console;
     the sweep dir's sweep.json. `ended`: by study folder, see `results.summary`."""
     from aeff import results
-    from aeff.results.report import write_reports
+    from aeff.results.report import write_reports, write_studies_reports
 
     folders = results.study_dirs(sweep_dir) or []
     reports = []
@@ -98,11 +98,15 @@ def write_and_print_studies_report(
         reports.append((folder, sweep))
         print(
             f"{folder.name}: {sweep['num_trials']} trials, {results.count_failed(summary)} "
-            f"failed, least time to target {sweep['score']}. Report: {page}"
+            f"failed, best time to target {results.seconds(sweep['best_time_to_target'])}. "
+            f"Report: {page}"
         )
-    table, report = results.write_studies_report(sweep_dir, reports)
+    table, report, page = write_studies_reports(sweep_dir, reports)
     print(results.studies_text(table, report, sweep_dir))
-    print(f"Report across studies: {sweep_dir / results.STUDIES}, {sweep_dir / results.REPORT}")
+    print(
+        f"Report across studies: {sweep_dir / results.STUDIES}, {sweep_dir / results.REPORT}, "
+        f"{page}"
+    )
     return report
 
 

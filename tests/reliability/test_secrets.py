@@ -30,6 +30,12 @@ LABEL_TOKENS = {
     "password": ("plantedPassword0123", "plantedPassword0123"),
     "api_key": ("plantedApiKey0123", "plantedApiKey0123"),
     "note": ("'token=plantedNote0123'", "plantedNote0123"),
+    "slash": ("'https://u:pa/ss_plantedSlash0123@h/x'", "plantedSlash0123"),
+    "xkey": ("'X-Api-Key: plantedXKey0123'", "plantedXKey0123"),
+    "flag": ("'--password plantedFlag0123'", "plantedFlag0123"),
+    "curl": ("'curl -u me:plantedCurl0123 https://h'", "plantedCurl0123"),
+    "dash": ("'--api-key=plantedDash0123'", "plantedDash0123"),
+    "bare": ("'me:plantedBare0123@db.example.com:5432'", "plantedBare0123"),
 }
 LABELS = [f"+meta.{key}={value}" for key, (value, _) in LABEL_TOKENS.items()]
 NEW_TOKENS = [token for _, token in LABEL_TOKENS.values()]
@@ -220,6 +226,8 @@ class Crashing(Adam):
         raise RuntimeError(
             "cannot fetch https://reader:{OVERRIDE_TOKEN}@x.example.com/w?token={QUERY_TOKEN}"
             " (token={NOTE_TOKEN})"
+            " (X-Api-Key: {NOTE_TOKEN}; curl -u me:{NOTE_TOKEN};"
+            " me:{NOTE_TOKEN}@db.example.com:5432)"
         )
 """
 
@@ -235,7 +243,10 @@ def test_a_crashed_trial_prints_its_traceback_without_a_planted_token(tmp_path, 
     assert out.returncode == 1
     assert "The trial failed (its record: " in out.stdout
     assert 'crashing.py", line 7, in optimizer' in out.stdout  # the traceback, to the user's line
-    message = "cannot fetch https://***@x.example.com/w?token=*** (token=***)"
+    message = (
+        "cannot fetch https://***@x.example.com/w?token=*** (token=***)"
+        " (X-Api-Key: '***'; curl -u me:***; me:***@db.example.com:5432)"
+    )
     assert f"RuntimeError: {message}" in out.stdout
     record = json.loads((tmp_path / "run" / "metadata.json").read_text())
     assert record["status"] == "failed" and record["error_type"] == "RuntimeError"
