@@ -19,7 +19,13 @@ from jax.sharding import PartitionSpec
 
 from aeff import algoperf, config, search, spec, user_files
 from aeff.algoperf import runner
-from aeff.algoperf.submission import AlgoPerfSubmission, hyperparameters
+from aeff.algoperf.submission import (
+    TARGET,
+    AlgoPerfSubmission,
+    display_name,
+    hyperparameters,
+    submission_name,
+)
 from aeff.cli.app import compose_config
 from aeff.errors import ConfigError, TrialInterrupted
 from aeff.training import rules
@@ -381,3 +387,13 @@ def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnis
     if launcher == "vectorized":
         assert "AlgoPerf's submissions run one trial at a time" in out.stderr
     assert records[0]["hparams.learning_rate"] != records[1]["hparams.learning_rate"]
+
+
+def test_results_name_an_algoperf_submission_for_its_algorithm():
+    """AlgoPerf's files are all `submission.py`, and their class is aeff's stand-in."""
+    adamw = "/x/archived_paper_baselines/adamw/jax/submission.py"
+    assert display_name(adamw) == "adamw"
+    assert display_name("/x/external_tuning/jax_nadamw_full_budget.py") == "jax_nadamw_full_budget"
+    algoperf_record = {"submission._target_": TARGET, "submission_path": adamw}
+    assert submission_name(algoperf_record) == "adamw"
+    assert submission_name({"submission._target_": "aeff.submissions.adam.Adam"}) == "Adam"

@@ -85,6 +85,7 @@ def test_the_seeds_command_sweeps_adamws_space_on_four_devices(tmp_path, mnist_d
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert list(summary["status"]) == ["completed", "completed"]
+    assert set(summary["submission"]) == {"adamw"}
     lrs = [metadata(sweep_dir / str(job))["hparams.learning_rate"] for job in (0, 1)]
     assert len(set(lrs)) == 2 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
     assert all(metadata(sweep_dir / str(job))["jax_device_count"] == 4 for job in (0, 1))

@@ -24,6 +24,23 @@ FUNCTIONS = ("get_batch_size", "init_optimizer_state", "update_params", "data_se
 TARGET = "aeff.algoperf.submission.AlgoPerfSubmission"
 
 
+def display_name(path: str) -> str:
+    """An AlgoPerf submission's name from its file: its stem, or for AlgoPerf's
+    `<algorithm>/jax/submission.py` layout, the algorithm's folder (`adamw`)."""
+    parts = Path(path).parts
+    if Path(path).stem == "submission" and len(parts) >= 3:
+        return parts[-3] if parts[-2] in ("jax", "pytorch") else parts[-2]
+    return Path(path).stem
+
+
+def submission_name(record: Mapping[str, Any]) -> str:
+    """How results name a trial's submission: its class (`Adam`); an AlgoPerf file's name."""
+    target = str(record.get("submission._target_", ""))
+    if is_target(target) and record.get("submission_path"):
+        return display_name(str(record["submission_path"]))
+    return target.rpartition(".")[2]
+
+
 def is_target(target: Any) -> bool:
     """Whether a `submission._target_` names an AlgoPerf submission."""
     return target == TARGET

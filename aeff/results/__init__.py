@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aeff.algoperf.submission import submission_name
 from aeff.errors import ConfigError
 from aeff.records.concat import load_metrics, nonempty_metrics
 from aeff.records.files import inert, write_json_atomically, write_text_atomically
@@ -297,7 +298,7 @@ def trial_row(
     """A started trial's summary row, from its record and what `progress` found in its rows."""
     row["status"] = status_of(run_dir, metadata)
     row["workload"] = metadata.get("workload")
-    row["submission"] = str(metadata.get("submission._target_", "")).rpartition(".")[2]
+    row["submission"] = submission_name(metadata)
     row.update({k: v for k, v in metadata.items() if k.startswith(("hparams.", "meta."))})
     row["rng_seed"] = metadata.get("rng_seed")
     target = metadata.get("workload.target_metric")

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from aeff.algoperf import submission as algoperf_submission
+from aeff.algoperf.submission import submission_name
 from aeff.errors import ConfigError
 from aeff.records.files import inert, write_text_atomically
 from aeff.records.run_dir import FINISHED, METADATA, status_of
@@ -276,7 +278,10 @@ def submission_key(metadata: Mapping[str, Any]) -> tuple[str, str | None, str | 
     """What tells submissions apart: the class, and the user file it came from (its
     sha256, and its name for display)."""
     path = metadata.get("submission_path")
-    name = Path(str(path)).name if path else None
+    name = None
+    if path:  # an AlgoPerf file by its algorithm's name, one of aeff's by its file's
+        algoperf = algoperf_submission.is_target(metadata["submission._target_"])
+        name = submission_name(metadata) if algoperf else Path(str(path)).name
     return metadata["submission._target_"], metadata.get("submission_path_sha256"), name
 
 

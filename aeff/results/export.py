@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aeff.algoperf.submission import submission_name
 from aeff.errors import ConfigError
 from aeff.records.run_dir import CONFIG, COPIES, METADATA, read_metadata
 from aeff.records.secrets import redact, redact_record
@@ -83,7 +84,7 @@ class Trial:
             "status": self.status,
             "rng_seed": m.get("rng_seed"),
             "workload": m.get("workload"),
-            "submission": str(m.get("submission._target_", "")).rpartition(".")[2],
+            "submission": submission_name(m),
             RUN_DIR_TAG: str(self.run_dir),
             **{k: v for k, v in m.items() if k.startswith("meta.")},
             "error": m.get("error_message"),  # redacted when recorded
