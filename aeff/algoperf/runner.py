@@ -28,7 +28,7 @@ from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.spec import Splits, Workload
 from aeff.training import programs, rules
 from aeff.training.loop import Loop, _Trial
-from aeff.training.prepare import Clock, load_splits
+from aeff.training.prepare import Clock, checked_layout
 
 # jit's word, once per compiled step on a CPU, where buffers cannot be donated: AlgoPerf's
 # submissions donate theirs, which a GPU honours.
@@ -220,9 +220,7 @@ def prepare(
     compiled by running each once on a copy of the state, off the clock."""
     del steps_per_dispatch, limits  # one call per step
     [values], [seed] = hparams, rng_seeds
-    mesh = programs.device_mesh()
-    batch_size = submission.get_batch_size(workload.algoperf_name or workload.name)
-    splits = load_splits(workload)
+    mesh, batch_size, splits = checked_layout(workload, submission)  # refused in one line
     calls = Calls(workload, submission, values, seed, splits, batch_size)
     state, step_rng = calls.initial(jax.random.key(seed))
     prepared = Prepared(
