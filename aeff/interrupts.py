@@ -21,6 +21,18 @@ from aeff.errors import TrialInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+
+def _noted_signals() -> tuple[int, ...]:
+    """SIGNALS, and in a submitit job (`hydra/launcher=slurm`) the signal by which SLURM
+    warns of a time limit or preemption (submitit's `--signal`, USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise): its trial too stops at a checkpoint, then
+    submitit requeues the job (`aeff.slurm.end_stopped_job`)."""
+    if "SUBMITIT_FOLDER" not in os.environ:  # set by submitit where it runs a job
+        return SIGNALS
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return (*SIGNALS, getattr(signal, f"SIG{name}", signal.SIGUSR2))
+
+
 # Signals noted within `interrupts_noted` and not yet acted on.
 _pending: list[int] = []
 # Every signal this process received while aeff's handlers were in place (`received`).
@@ -39,7 +51,7 @@ def forget_received() -> None:
 
 @contextlib.contextmanager
 def _handled(handler: Any) -> Iterator[None]:
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in _noted_signals()}
     try:
         yield
     finally:
