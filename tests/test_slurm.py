@@ -243,7 +243,8 @@ def test_jobs_of_a_killed_sweep_finish_and_a_resume_submits_none_twice(
     wait_for(lambda: not any(queued(j) for j in jobs), "the jobs to leave the queue")
     out = run_aeff(["-m", *resume], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 trials in" in out.stderr and ": 0 to run" in out.stderr
+    said = out.stdout + out.stderr
+    assert "Sweep of 2 trials in" in said and ": 0 to run" in said, said[-3000:]
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert list(summary["status"]) == ["completed", "completed"]
 
@@ -262,9 +263,10 @@ def test_an_sbatch_refusal_is_one_line_naming_the_key(
     args = [*ON_SLURM, setting, "hparams.lr=1e-3", "max_steps=5", *data_overrides(mnist_data_dir)]
     out = run_aeff(["-m", *args], tmp_path)
     assert out.returncode == 2
-    refusals = [line for line in out.stderr.splitlines() if "sbatch refused" in line]
-    assert len(refusals) == 1 and key in refusals[0], out.stderr[-3000:]
-    assert "Traceback" not in out.stderr
+    said = out.stdout + out.stderr
+    refusals = [line for line in said.splitlines() if "sbatch refused" in line]
+    assert len(refusals) == 1 and key in refusals[0], said[-3000:]
+    assert "Traceback" not in said
 
 
 def in_job(monkeypatch, job: str, restarts: int) -> None:
