@@ -22,15 +22,21 @@ from aeff.errors import TrialInterrupted
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _noted_signals() -> tuple[int, ...]:
-    """SIGNALS, and in a submitit job (`hydra/launcher=slurm`) the signal by which SLURM
-    warns of a time limit or preemption (submitit's `--signal`, USR2 unless
-    SUBMITIT_PREEMPT_SIGNAL says otherwise): its trial too stops at a checkpoint, then
-    submitit requeues the job (`aeff.slurm.end_stopped_job`)."""
+def warning_signal() -> int | None:
+    """In a submitit job (`hydra/launcher=slurm`), the signal by which SLURM warns of a time
+    limit or preemption (submitit's `--signal`: USR2 unless SUBMITIT_PREEMPT_SIGNAL says
+    otherwise); None elsewhere."""
     if "SUBMITIT_FOLDER" not in os.environ:  # set by submitit where it runs a job
-        return SIGNALS
+        return None
     name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    return (*SIGNALS, getattr(signal, f"SIG{name}", signal.SIGUSR2))
+    return getattr(signal, f"SIG{name}", signal.SIGUSR2)
+
+
+def _noted_signals() -> tuple[int, ...]:
+    """SIGNALS, and SLURM's `warning_signal`: the trial stops at a checkpoint on it too,
+    then submitit requeues the job (`aeff.slurm.end_stopped_job`)."""
+    warning = warning_signal()
+    return SIGNALS if warning is None else (*SIGNALS, warning)
 
 
 # Signals noted within `interrupts_noted` and not yet acted on.
@@ -42,6 +48,12 @@ _received: list[int] = []
 def received() -> int | None:
     """The first signal this process received since `forget_received`, or None."""
     return _received[0] if _received else None
+
+
+def was_received(signum: int) -> bool:
+    """Whether this process received `signum` since `forget_received` (a second signal
+    is noted while the first one stops the trial)."""
+    return signum in _received
 
 
 def forget_received() -> None:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from aeff import interrupts
 from aeff.errors import TrialInterrupted
 
 log = logging.getLogger(__name__)
@@ -45,35 +46,43 @@ def in_submitit_job() -> bool:
     return "SUBMITIT_FOLDER" in os.environ  # set by submitit where it runs a job
 
 
-def being_requeued() -> bool:
-    """Whether SLURM counts a restart of this job beyond the one it runs as: it stops the
-    job to run it again (`scontrol requeue`, preemption), not for good (`scancel`)."""
+def job_fields() -> dict[str, str]:
+    """`scontrol show job` of this process's job, field by field ({} where it cannot
+    be had)."""
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
-        return False
+        return {}
     try:
         shown = subprocess.run(
             ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return False
-    restarts = re.search(r"\bRestarts=(\d+)", shown)
-    return bool(restarts) and int(restarts[1]) > job_facts()[REQUEUES]
+        return {}
+    return dict(re.findall(r"(\w+)=(\S*)", shown))
 
 
 def end_stopped_job(interrupt: TrialInterrupted, resume_hint: str) -> Exception:
     """End a submitit job whose trial a signal stopped (its checkpoint and `interrupted`
-    record written). SLURM's warning of a time limit or preemption (submitit's signal,
-    USR2): submitit's own handler requeues the job (it exits), or refuses past
-    `hydra.launcher.max_num_timeout` (it raises; the trial stays interrupted). A job SLURM
-    requeues itself exits quietly, to run again. Any other stop (`scancel`): returns the
-    error the job ends with (Hydra returns it to the sweep at once), the resume command
-    in it."""
-    handler = signal.getsignal(interrupt.signum)  # submitit's, back in place after the trial
-    if interrupt.signum not in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) and callable(handler):
-        log.warning("Trial %s: SLURM's time limit or preemption; requeueing the job.", interrupt)
-        handler(interrupt.signum, None)  # exits (requeued), or raises past the bound
-    if being_requeued():
+    record written), as SLURM means the stop:
+    - a warning of its time limit (submitit's signal, USR2) or a preemption (SIGTERM,
+      and SLURM shows a PreemptTime): submitit's own handler requeues the job (it
+      exits), or past `hydra.launcher.max_num_timeout` refuses (it raises; the trial
+      stays interrupted);
+    - a requeue by SLURM (`scontrol requeue`: it counts a restart beyond this run's):
+      the job exits quietly, to run again;
+    - anything else (`scancel`): returns the error the job ends with (Hydra returns it
+      to the sweep at once), the resume command in it."""
+    fields = job_fields()
+    warning = interrupts.warning_signal()
+    preempted = fields.get("PreemptTime", "None") not in ("None", "Unknown", "")
+    if warning is not None and (interrupts.was_received(warning) or preempted):
+        handler = signal.getsignal(warning)  # submitit's, back in place after the trial
+        if callable(handler):
+            what = "preemption" if preempted else "time limit or preemption"
+            log.warning("Trial %s: SLURM's %s; requeueing the job.", interrupt, what)
+            handler(warning, None)  # exits (requeued), or raises past the bound
+    restarts = fields.get("Restarts", "0")
+    if restarts.isdigit() and int(restarts) > job_facts().get(REQUEUES, 0):
         log.warning("Trial %s: SLURM requeues the job; it continues from there.", interrupt)
         sys.exit(0)
     log.warning("Trial %s. %s", interrupt, resume_hint)

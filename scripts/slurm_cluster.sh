@@ -3,8 +3,10 @@
 # tests of tests/test_slurm.py (docs/launchers.md). As root, on Debian or Ubuntu:
 #   scripts/slurm_cluster.sh up     # install slurm-wlm and munge, start munged, slurmctld, slurmd
 #   scripts/slurm_cluster.sh down   # stop the daemons this script started
-# The node has the CPUs and memory `slurmd -C` finds; its one partition is `debug`. The
-# cluster keeps no accounting (no slurmdbd), like many small clusters: sacct has nothing.
+# The node has the CPUs and memory `slurmd -C` finds. Jobs run in partition `debug`; a job
+# in partition `urgent` preempts them (requeued after a 30 s grace time), as a busy
+# cluster's higher-priority jobs do. The cluster keeps no accounting (no slurmdbd), like
+# many small clusters: sacct has nothing.
 set -euo pipefail
 
 conf_dir=/etc/slurm
@@ -48,12 +50,16 @@ SlurmdLogFile=$state_dir/slurmd.log
 JobRequeue=1
 KillWait=30
 MinJobAge=300
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 $node State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=30
+PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 CONF
   mkdir -p "$state_dir/ctld" "$state_dir/d"
-  pgrep -x slurmctld >/dev/null || slurmctld
-  pgrep -x slurmd >/dev/null || slurmd
+  down  # daemons of an earlier slurm.conf: started afresh with this one
+  slurmctld
+  slurmd
   for _ in $(seq 60); do
     if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
       echo "SLURM is up: partition debug, node $node"
@@ -66,9 +72,12 @@ CONF
 }
 
 down() {
+  local pid_file pid
   for pid_file in "$run_dir/slurmd.pid" "$run_dir/slurmctld.pid"; do
     if [ -s "$pid_file" ]; then
-      kill "$(cat "$pid_file")" 2>/dev/null || true
+      pid="$(cat "$pid_file")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
       rm -f "$pid_file"
     fi
   done

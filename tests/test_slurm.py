@@ -127,9 +127,24 @@ def test_a_sweep_on_slurm_records_every_trial_without_sacct_warnings(
     assert "sacct" not in out.stdout + out.stderr  # this cluster keeps no accounting
 
 
+def preempt(job: str) -> None:
+    """A job of partition `urgent` (higher priority) that needs every CPU of the node:
+    SLURM preempts `job` (PreemptMode=REQUEUE, scripts/slurm_cluster.sh)."""
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True)
+    urgent = ["-p", "urgent", "-c", cpus.stdout.split()[0], "--mem=100M", "--wrap=sleep 2"]
+    subprocess.run(["sbatch", "--quiet", "-o", "/dev/null", *urgent], check=True)
+
+
+STOPS = {
+    "scontrol requeue": lambda job: subprocess.run(["scontrol", "requeue", job], check=True),
+    "preemption": preempt,
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", list(STOPS))
 def test_a_requeued_trial_continues_from_its_checkpoint_in_its_own_dir(
-    cluster, tmp_path, mnist_data_dir
+    cluster, tmp_path, mnist_data_dir, stop
 ):
     sweep = start_sweep(
         [*ON_SLURM, "hparams.lr=1e-3", *LONG_TRIAL, *data_overrides(mnist_data_dir)], tmp_path
@@ -138,7 +153,7 @@ def test_a_requeued_trial_continues_from_its_checkpoint_in_its_own_dir(
         lambda: (d := sweep_dir_of(tmp_path)) and rows(d / "0") >= 5 and d / "0", "rows"
     )
     job = job_of(run_dir)
-    subprocess.run(["scontrol", "requeue", job], check=True)
+    STOPS[stop](job)
     wait_for(lambda: queued(job), "the job to be requeued")
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
     output, _ = sweep.communicate(timeout=300)
