@@ -323,3 +323,46 @@ def test_only_the_requeued_job_continues_its_trial_without_resume(
     facts = record(run_dir)
     assert facts["slurm_requeues"] == 1 and facts["resumed_from_step"] == 12
     assert_gap_free(run_dir, 12)
+
+
+@pytest.mark.slow
+def test_a_vectorized_sweep_in_one_requeued_job_continues_every_trial(
+    cluster, tmp_path, mnist_data_dir
+):
+    """docs/launchers.md: groups of trials on SLURM as one job running the whole sweep,
+    `resume=true` in its command so that a requeued job finishes what it began."""
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "-m",
+        "aeff",
+        "-m",
+        "hydra/launcher=vectorized",
+        "resume=true",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hparams.lr=1e-3,3e-3",
+        *LONG_TRIAL,
+        "workload.max_allowed_runtime_sec=20",
+        *data_overrides(mnist_data_dir),
+    ]
+    script = tmp_path / "sweep.sh"
+    script.write_text("#!/bin/bash\nexec " + " ".join(command) + "\n")
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", "-c", "1", "--mem=3G", "-o", "job.log", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job = submitted.stdout.strip()
+    wait_for(lambda: rows(sweep_dir / "0") >= 5, "rows")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_for(lambda: queued(job), "the job to be requeued")
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    log = tmp_path / "job.log"  # the rerun's (sbatch truncates it)
+    wait_for(lambda: log.exists() and "2 trials, 0 failed" in log.read_text(), "its report", 300)
+    for trial in ("0", "1"):
+        facts = record(sweep_dir / trial)
+        assert facts["status"] == "completed" and facts["slurm_requeues"] == 1
+        assert facts["resumed_from_step"] is not None
+        assert_gap_free(sweep_dir / trial, facts["global_step"])
