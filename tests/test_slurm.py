@@ -1,12 +1,12 @@
 """Sweeps on a real one-node SLURM cluster (`hydra/launcher=slurm`): records, requeues
-(`scontrol requeue`, time limits), `scancel`, a lost sweep process, sbatch's refusals.
+(`scontrol requeue`, preemption, time limits), `scancel`, a lost sweep process, sbatch's
+refusals; a vectorized sweep as one requeued job.
 
-The cluster is `scripts/slurm_cluster.sh up` (CI runs it as root); the tests skip, in one
-line, where no cluster answers and none can be started here.
+The cluster is `scripts/slurm_cluster.sh up` (CI runs it as root, in its own step); the
+tests skip, in one line, where no cluster answers.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,9 +21,8 @@ from helpers import data_overrides, run_aeff
 from aeff import slurm as aeff_slurm
 from aeff.errors import ConfigError
 from aeff.trial import train_and_evaluate
+from hydra_plugins.aeff_launcher import slurm_launcher
 
-REPO = Path(__file__).resolve().parents[1]
-CLUSTER = REPO / "scripts" / "slurm_cluster.sh"
 ON_SLURM = [
     "hydra/launcher=slurm",
     "hydra.launcher.partition=debug",
@@ -44,23 +43,18 @@ def cluster_answers() -> bool:
     if not shutil.which("sinfo"):
         return False
     listed = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True)
-    return listed.returncode == 0 and "debug" in listed.stdout
+    return listed.returncode == 0 and {"debug*", "urgent"} <= set(listed.stdout.split())
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A one-node cluster with a `debug` partition: the running one, or one started here
-    (as root, with slurm-wlm installed) and stopped after."""
-    if cluster_answers():
-        yield
-        return
-    if os.geteuid() != 0 or not shutil.which("slurmctld"):
-        pytest.skip("no SLURM cluster: run scripts/slurm_cluster.sh up as root (docs/launchers.md)")
-    subprocess.run([CLUSTER, "up"], check=True, capture_output=True)
-    try:
-        yield
-    finally:
-        subprocess.run([CLUSTER, "down"], capture_output=True)
+    """A one-node cluster with partitions `debug` and `urgent`, as
+    `scripts/slurm_cluster.sh up` starts it (CI does, as root, and stops it after)."""
+    if not cluster_answers():
+        pytest.skip(
+            "no SLURM cluster answers: start one with scripts/slurm_cluster.sh up "
+            "(as root; docs/launchers.md)"
+        )
 
 
 def start_sweep(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -366,3 +360,29 @@ def test_a_vectorized_sweep_in_one_requeued_job_continues_every_trial(
         assert facts["status"] == "completed" and facts["slurm_requeues"] == 1
         assert facts["resumed_from_step"] is not None
         assert_gap_free(sweep_dir / trial, facts["global_step"])
+
+
+@pytest.mark.parametrize(
+    ("sbatch_said", "key"),
+    [
+        (
+            "sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch "
+            "job submission failed: Requested node configuration is not available",
+            "hydra.launcher.mem_gb",
+        ),
+        (
+            "sbatch: error: Batch job submission failed: Requested node configuration is not "
+            "available",
+            "hydra.launcher.cpus_per_task",
+        ),
+        ("sbatch: error: Invalid generic resource (gres) specification", "gpus_per_node=0"),
+    ],
+)
+def test_sbatchs_refusal_names_the_key_to_change(sbatch_said, key):
+    said = slurm_launcher.sbatch_refusal(f"Command failed\n{sbatch_said}\n")
+    assert said.startswith("sbatch refused the jobs (") and key in said
+    assert "\n" not in said
+
+
+def test_an_error_without_sbatchs_refusal_is_not_taken_for_one():
+    assert slurm_launcher.sbatch_refusal("Could not connect to slurmctld") is None

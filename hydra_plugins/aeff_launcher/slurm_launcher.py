@@ -140,11 +140,28 @@ def live_jobs(submitit_folder: str) -> list[str]:
 def sbatch_refusal(message: str) -> str | None:
     """One line for sbatch's refusal in `message` (submitit's error), naming the key to
     change; None when `message` holds none."""
-    lines = [line for line in message.splitlines() if "sbatch: error:" in line]
-    if not lines:
+    said = [
+        line.split("sbatch: error:", 1)[1].strip().rstrip(".")
+        for line in message.splitlines()
+        if "sbatch: error:" in line
+    ]
+    if not said:
         return None
-    said = lines[-1].split("sbatch: error:", 1)[1].strip().rstrip(".")
-    for words, change in REFUSALS.items():
-        if words in said.lower():
-            return f"sbatch refused the jobs ({said}): {change}."
-    return f"sbatch refused the jobs ({said}): change the hydra.launcher.* key it names."
+    for line in said:  # sbatch's first reason is the most precise one
+        for words, change in REFUSALS.items():
+            if words in line.lower():
+                if words == "invalid partition" and (names := partitions()):
+                    change += f" ({', '.join(names)})"
+                return f"sbatch refused the jobs ({line}): {change}."
+    return f"sbatch refused the jobs ({said[-1]}): change the hydra.launcher.* key it names."
+
+
+def partitions() -> list[str]:
+    """The cluster's partitions, as sinfo lists them ([] where it cannot)."""
+    try:
+        listed = subprocess.run(
+            ["sinfo", "--noheader", "--format=%R"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(set(listed.stdout.split())) if listed.returncode == 0 else []
