@@ -30,10 +30,10 @@ ON_SLURM = [
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=2",
 ]
-# A trial that trains for about 30 s of budget, checkpointing every 2 s.
+# A trial that trains for about 15 s of budget, checkpointing every 2 s.
 LONG_TRIAL = [
     "stop_at_target=false",
-    "workload.max_allowed_runtime_sec=30",
+    "workload.max_allowed_runtime_sec=15",
     "checkpoint.interval_sec=2",
     "logging.system_metrics=false",
 ]
@@ -110,9 +110,11 @@ def assert_gap_free(run_dir: Path, last_step: int) -> None:
 def test_a_sweep_on_slurm_records_every_trial_without_sacct_warnings(
     cluster, tmp_path, mnist_data_dir
 ):
+    """One job at a time (max_batch_size=1): the second batch is submitted while the first
+    job may still be COMPLETING."""
     args = [*ON_SLURM, "hparams.lr=1e-3,3e-3", "max_steps=5", *data_overrides(mnist_data_dir)]
-    out = run_aeff(["-m", *args], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_aeff(["-m", *args, "hydra.sweeper.max_batch_size=1"], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sweep = sweep_dir_of(tmp_path)
     summary = pd.read_csv(sweep / "summary.csv")
     assert list(summary["status"]) == ["completed", "completed"]
@@ -233,7 +235,6 @@ def test_jobs_of_a_killed_sweep_finish_and_a_resume_submits_none_twice(
         *ON_SLURM,
         "hparams.lr=1e-3,3e-3",
         *LONG_TRIAL,
-        "workload.max_allowed_runtime_sec=15",
         *data_overrides(mnist_data_dir),
     ]
     sweep = start_sweep(args, tmp_path)
@@ -336,7 +337,7 @@ def test_a_vectorized_sweep_in_one_requeued_job_continues_every_trial(
         f"hydra.sweep.dir={sweep_dir}",
         "hparams.lr=1e-3,3e-3",
         *LONG_TRIAL,
-        "workload.max_allowed_runtime_sec=20",
+        "workload.max_allowed_runtime_sec=12",
         *data_overrides(mnist_data_dir),
     ]
     script = tmp_path / "sweep.sh"

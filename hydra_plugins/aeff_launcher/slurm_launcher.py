@@ -37,6 +37,10 @@ REFUSALS = {
 
 
 class AeffSlurmLauncher(SlurmLauncher):
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.launched = False  # whether this process submitted jobs already
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
@@ -47,7 +51,10 @@ class AeffSlurmLauncher(SlurmLauncher):
 
         if not getattr(submitit_slurm.SlurmJob.watcher, "follows_squeue", False):
             submitit_slurm.SlurmJob.watcher = squeue_watcher()
-        if live := live_jobs(str(self.params["submitit_folder"])):
+        # Once, before this process's first jobs: the sweeper launches batch after batch
+        # (studies, max_batch_size), and a job that returned may still be COMPLETING.
+        first, self.launched = not self.launched, True
+        if first and (live := live_jobs(str(self.params["submitit_folder"]))):
             raise RunDirBusy(
                 f"SLURM still queues or runs jobs {', '.join(live)} of this sweep (an earlier "
                 "sweep process left them): wait for them to end (squeue --me), or scancel "
