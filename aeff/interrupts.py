@@ -21,6 +21,24 @@ from aeff.errors import TrialInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+
+def warning_signal() -> int | None:
+    """In a submitit job (`hydra/launcher=slurm`), the signal by which SLURM warns of a time
+    limit or preemption (submitit's `--signal`: USR2 unless SUBMITIT_PREEMPT_SIGNAL says
+    otherwise); None elsewhere."""
+    if "SUBMITIT_FOLDER" not in os.environ:  # set by submitit where it runs a job
+        return None
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, f"SIG{name}", signal.SIGUSR2)
+
+
+def _noted_signals() -> tuple[int, ...]:
+    """SIGNALS, and SLURM's `warning_signal`: the trial stops at a checkpoint on it too,
+    then submitit requeues the job (`aeff.slurm.end_stopped_job`)."""
+    warning = warning_signal()
+    return SIGNALS if warning is None else (*SIGNALS, warning)
+
+
 # Signals noted within `interrupts_noted` and not yet acted on.
 _pending: list[int] = []
 # Every signal this process received while aeff's handlers were in place (`received`).
@@ -32,6 +50,12 @@ def received() -> int | None:
     return _received[0] if _received else None
 
 
+def was_received(signum: int) -> bool:
+    """Whether this process received `signum` since `forget_received` (a second signal
+    is noted while the first one stops the trial)."""
+    return signum in _received
+
+
 def forget_received() -> None:
     """A new sweep in this process (tests run several): earlier signals stop nothing."""
     _received.clear()
@@ -39,7 +63,7 @@ def forget_received() -> None:
 
 @contextlib.contextmanager
 def _handled(handler: Any) -> Iterator[None]:
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in _noted_signals()}
     try:
         yield
     finally:

@@ -18,13 +18,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, devices, errors, interrupts
+from aeff import config, devices, errors, interrupts, slurm
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.config import Trial
 from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.records import environment, system
 from aeff.records.packages import packages_text
-from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step
+from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step, read_metadata
 from aeff.records.secrets import redact
 from aeff.records.speaker import speaking
 
@@ -157,10 +157,12 @@ def _accepted(
     try:
         trial = member.trial = checked(job.cfg, job.labels)
         settings = trial.settings
+        # A SLURM job that SLURM requeued continues its own trial (aeff.slurm).
+        own_job = slurm.continues_own_job(read_metadata(owner.path))
         member.attempt = owner.attempt(
             trial.identity,
             settings.rng_seed,
-            settings.resume,
+            settings.resume or own_job,
             settings.checkpoint.enabled,
             labels=trial.labels,
         )
@@ -381,6 +383,7 @@ def start_record(
         "datetime": datetime.datetime.now().astimezone().isoformat(),
         **environment.facts(cwd, trial.settings.logging.record_hostname),
         **environment.jax_facts(),
+        **slurm.job_facts(),
         **labels,
         **trial.record,
         "identity": trial.identity,

@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, interrupts, user_files
+from aeff import config, errors, interrupts, slurm, user_files
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
@@ -30,7 +30,7 @@ from aeff.records.flatten import flatten
 from aeff.records.run_dir import RunDir
 from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.trial import train_and_evaluate
-from hydra_plugins.aeff_launcher import vectorized_launcher
+from hydra_plugins.aeff_launcher import slurm_launcher, vectorized_launcher
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def register() -> None:
     # Hydra's plugin scan cannot list modules of an editable install; register directly.
     Plugins.instance().register(aeff_sweeper.AeffSweeper)
     Plugins.instance().register(vectorized_launcher.VectorizedLauncher)
+    Plugins.instance().register(slurm_launcher.AeffSlurmLauncher)
     ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
     OmegaConf.register_new_resolver(
         "aeff.unique_suffix", unique_suffix, use_cache=True, replace=True
@@ -216,6 +217,10 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     except TrialInterrupted as interrupt:
         if not in_sweep:
             log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
+        elif slurm.in_submitit_job():  # requeued to continue, or stopped for good
+            sweep_dir = hydra_cfg.sweep.dir
+            hint = f"resume=true hydra.sweep.dir={sweep_dir} finishes it."
+            raise slurm.end_stopped_job(interrupt, hint) from None
         raise
     except Exception as error:  # a crash, recorded: its traceback as a log line, redacted
         if in_sweep:
