@@ -365,7 +365,9 @@ def start_record(
         **trial.record,
         "identity": trial.identity,
         "rng_seed": rng_seed,
-        "rerun_command": environment.rerun_command(labels.get("hydra.overrides", []), rng_seed),
+        "rerun_command": environment.rerun_command(
+            labels.get("hydra.overrides", []), rng_seed, labels.get("hydra.config_options", [])
+        ),
         "steps_per_dispatch": prepared.steps_per_dispatch,
         "compile_time": prepared.compile_time,
     }

@@ -198,3 +198,15 @@ def test_the_rerun_command_keeps_the_trials_own_settings_and_seed():
     assert environment.rerun_command(overrides, 5) == (
         "python -m aeff '+meta.note=a b' hparams.lr=0.002596866783593736 rng_seed=5"
     )
+
+
+def test_the_rerun_command_leaves_out_what_aeff_adds_and_keeps_the_config_options():
+    """`submission_path=F` gets `submission=from_file` added by aeff, which the re-run would
+    refuse beside the path; `--config-dir` composes the user's own config options."""
+    overrides = ["submission_path='/a b/c.py'", "submission=from_file", "workload=from_file"]
+    overrides += ["workload_path=w.py", "hparams.lr=0.1"]
+    command = environment.rerun_command(overrides, 3, ["--config-dir", "/my conf"])
+    assert command == (
+        "python -m aeff --config-dir '/my conf' 'submission_path='\"'\"'/a b/c.py'\"'\"'' "
+        "workload_path=w.py hparams.lr=0.1 rng_seed=3"
+    )

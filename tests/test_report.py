@@ -53,6 +53,7 @@ def test_the_page_holds_the_table_the_figures_the_best_trial_and_the_failures(sw
     assert "4 planned trials: 2 completed, 1 failed, 1 not started" in page
     assert "score (least time to target): <b>1.5 s</b>" in page
     assert "python -m aeff hparams.lr=0.01 max_steps=40 rng_seed=7" in page  # the best, again
+    assert "time and steps to target, may differ by up to one evaluation period" in page
     assert page.count("<img ") == 2  # the curves; time to target against lr
     assert "&lt;b&gt;boom&lt;/b&gt;" in page and "<b>boom</b>" not in page  # escaped
     table = page.split("<table class='trials'>", 1)[1]

@@ -805,3 +805,19 @@ def test_a_large_sweeps_console_report_is_short_and_names_a_few_failures(
         f"30 of 30 planned trials failed or did not run: {named} and 20 more "
         f"({tmp_path / 'summary.csv'}). Rerun them with resume=true hydra.sweep.dir={tmp_path}"
     )
+
+
+@pytest.mark.parametrize("quote", ["'", '"', ""])
+def test_a_user_file_in_a_folder_with_spaces_is_read_as_hydra_reads_the_path(
+    sweeper, tmp_path, quote
+):
+    """`-m "submission_path='/a b/c.py'"` (or unquoted, which Hydra escapes in each job):
+    the file read and hashed is the one Hydra's config holds, not the override's raw text."""
+    source = tmp_path / "dir with space" / "mine.py"
+    source.parent.mkdir()
+    source.write_text("x = 1\n")
+    made = sweeper()
+    typed = f"submission_path={quote}{source}{quote}"
+    (job,) = made.job_overrides([typed])
+    assert made.user_files([job]) == {str(source): hashlib.sha256(b"x = 1\n").hexdigest()}
+    assert hydra_job.override_value(typed) == str(source)

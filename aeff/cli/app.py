@@ -58,7 +58,8 @@ def with_user_files(overrides: list[str]) -> list[str]:
             continue
         if any(o.startswith(f"{group}=") for o in overrides):
             raise errors.ConfigError(f"give {key}= or {group}=, not both.")
-        cls = config.class_in_file(Path(overrides[where[-1]].split("=", 1)[1]), key, group)
+        path = Path(hydra_job.override_value(overrides[where[-1]]))
+        cls = config.class_in_file(path, key, group)
         node = user_files.node_of(cls)
         if group == "submission":
             schema_defaults = user_files.node_of(cls.hparams_schema)

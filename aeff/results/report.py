@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from aeff.records.concat import load_metrics
+from aeff.records.environment import RERUN_REPRODUCES
 from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
 from aeff.records.secrets import redact
@@ -124,6 +125,7 @@ def best_trial(report: dict) -> str:
         f"{best['time_to_target']:.4g} s at step {best['steps_to_target']} "
         f"({html.escape(hparams)}). Run it again with:</p>"
         f"<pre>{html.escape(metadata.get('rerun_command', ''))}</pre>"
+        f"<p>{html.escape(RERUN_REPRODUCES)}</p>"
     )
 
 

@@ -402,11 +402,13 @@ class AeffSweeper(Sweeper):
     def user_files(self, jobs: list[list[str]]) -> dict[str, str]:
         """path -> sha256 of each user file the sweep's config or jobs name, as this
         process read it (the bytes its trials here run and record)."""
+        from aeff.cli.hydra_job import override_value
+
         named = {(k, v) for k in config.USER_FILES if (v := self.config.get(k))}
         for job in jobs:
             for override in job:
-                key, _, value = override.lstrip("+~").partition("=")
-                if key in config.USER_FILES and value:
+                key = override.lstrip("+~").partition("=")[0]
+                if key in config.USER_FILES and (value := override_value(override)):
                     named.add((key, value))
         return {
             redact(str(Path(path).expanduser().resolve())): user_files.sha256(path, key)
