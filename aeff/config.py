@@ -325,6 +325,7 @@ def check_trial(cfg: DictConfig) -> Trial:
         if path := getattr(settings, key):
             check_file_node(Path(path), key, node, getattr(settings, node).get("_target_"))
     workload = build(settings.workload, "workload")
+    check_objective(settings.objective, workload)
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
     files = {k: Path(v).expanduser().resolve() for k in USER_FILES if (v := getattr(settings, k))}
@@ -339,6 +340,20 @@ def check_trial(cfg: DictConfig) -> Trial:
         **{f"{k}_sha256": user_files.sha256(path, k) for k, path in files.items()},
     }
     return Trial(workload, submission, hparams, settings, redact_record(record))
+
+
+def check_objective(objective: str | None, workload: Any) -> None:
+    """`objective=final.<metric>` names a metric the workload reports, where it says which
+    (its `metric_names`); else the trial's end says so."""
+    names = getattr(workload, "metric_names", None)
+    if objective and objective.startswith("final.") and names:
+        choices = ", ".join(f"final.{name}" for name in names)
+        require(
+            objective.removeprefix("final.") in names,
+            "objective",
+            f"{', '.join(OBJECTIVES)} or one of {choices}",
+            objective,
+        )
 
 
 def class_in_file(path: Path, key: str, node: str) -> type:

@@ -284,7 +284,7 @@ def test_optunas_sweep_of_studies_exits_2_before_any_trial(tmp_path):
     args = ["-m", "hydra/sweeper=optuna", "hparams_search=mnist_optuna", "search.num_studies=2"]
     out = run_aeff(args, tmp_path, timeout=120)
     assert out.returncode == 2
-    assert "search.num_studies=2: studies are unsupported with OptunaSweeper" in out.stderr
+    assert "search.num_studies=2: studies are unsupported with AeffOptunaSweeper" in out.stderr
     assert not (tmp_path / "outputs").exists() or not list(tmp_path.rglob("metadata.json"))
 
 

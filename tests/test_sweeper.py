@@ -707,6 +707,11 @@ def test_an_interval_is_sampled_with_the_space_and_pins_its_key(sweeper):
             "hparams.lr=tag(log, interval(0.0, 0.1)): a log range must lie above zero, "
             "got min=0.0.",
         ),
+        (
+            ["hparams.lr=tag(lgo, interval(0.001,0.1))", "search.num_trials=2"],
+            "hparams.lr=tag(lgo, interval(0.001, 0.1)): unknown tag lgo: only log is read "
+            "(tag(log, interval(0.001, 0.1)) samples on a log scale).",
+        ),
     ],
 )
 def test_a_bad_interval_is_refused_naming_it(sweeper, overrides, message):

@@ -4,6 +4,7 @@ Hydra's state is read here, once per job, by the app's job function and by the
 vectorized launcher; nothing below `aeff.trial` reads it.
 """
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aeff.errors import ConfigError
 from aeff.records.secrets import redact
 from aeff.trial import TrialJob
 
@@ -134,6 +136,28 @@ def override_value(override: str) -> str:
     except Exception:  # Hydra's own parse error, said by Hydra as it composes
         return text
     return value if isinstance(value, str) else text
+
+
+def job_result(result: Any, cfg: DictConfig) -> dict[str, Any] | float:
+    """What a trial's job returns to the sweeper: the result as a dict, or with `objective=`
+    the one number an optimising sweeper (Optuna's) minimises or maximises."""
+    if objective := cfg.get("objective"):
+        return objective_value(result, objective, cfg.workload.max_allowed_runtime_sec)
+    return dataclasses.asdict(result)
+
+
+def objective_value(result: Any, objective: str, budget: float) -> float:
+    """The number an optimising sweeper gets for the trial: its time to target (the
+    budget if it missed the target, diverged included), or a final metric."""
+    if objective == "time_to_target":
+        return budget if result.time_to_target is None else float(result.time_to_target)
+    metric = objective.removeprefix("final.")
+    if metric not in result.final_metrics:
+        raise ConfigError(
+            f"objective={objective}: the trial has no final {metric}; it has "
+            f"{', '.join(sorted(result.final_metrics))}."
+        )
+    return float(result.final_metrics[metric])
 
 
 TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them

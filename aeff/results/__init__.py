@@ -124,6 +124,12 @@ def write_sweep_config(sweep_dir: Path, yaml_text: str) -> None:
     write_text_atomically(sweep_dir / SWEEP_CONFIG, yaml_text)
 
 
+def is_sweep_dir(folder: Path) -> bool:
+    """A sweep's dir: aeff's sweeper plans it (`sweep_plan.json`); every sweep aeff runs,
+    Optuna's too, saves its config there (`multirun.yaml`)."""
+    return (folder / PLAN).is_file() or (folder / SWEEP_CONFIG).is_file()
+
+
 def read_plan(sweep_dir: Path) -> list[list[str]] | None:
     """The planned jobs' overrides, or None when the dir holds no plan."""
     plan = _plan(sweep_dir)

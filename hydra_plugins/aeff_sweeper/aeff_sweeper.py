@@ -253,7 +253,7 @@ class AeffSweeper(Sweeper):
             pinned.add(key.lstrip("+~"))
             if isinstance(override.value(), IntervalSweep):
                 sweep = override.value()
-                intervals.append(search.interval(key, sweep.start, sweep.end, "log" in sweep.tags))
+                intervals.append(search.interval(key, sweep.start, sweep.end, sweep.tags))
             elif override.is_sweep_override():
                 axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
                 swept.append(axes[-1])
