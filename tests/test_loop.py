@@ -101,6 +101,20 @@ def test_the_trial_stops_at_the_first_step_that_spends_the_budget(budget_run):
     assert [row["epoch"] for row in rows] == [row["global_step"] / (50_000 // 512) for row in rows]
 
 
+def test_the_final_evaluation_after_the_budget_reaches_no_target(mnist):
+    """The evaluation made once the budget is spent (step 21) is on target, but AlgoPerf
+    scores only evaluations made while time remained: the trial missed it, in its result
+    and its rows, as the summary and `compare` read them."""
+    script = [0.5] * 5 + [0.875]
+    result, rows = trial(
+        mnist(max_allowed_runtime_sec=BUDGET, target_value=0.75), script, max_steps=40
+    )
+    assert [row["global_step"] for row in rows] == [4, 8, 12, 16, 20, 21]
+    assert rows[-1]["validation.accuracy"] == 0.875 and not rows[-1]["is_time_remaining"]
+    assert not result.goal_reached and result.time_to_target is None
+    assert [row["goal_reached"] for row in rows] == [False] * 6
+
+
 def test_a_budget_shorter_than_one_launch_is_not_overrun(mnist):
     """The same rule from the first launch on: a budget of two steps ends the trial at step 2."""
     result, rows = trial(mnist(max_allowed_runtime_sec=2 * STEP_SECONDS), max_steps=40)

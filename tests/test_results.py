@@ -670,3 +670,29 @@ def test_the_combined_csv_reads_back_as_the_trials_it_holds(tmp_path, figures):
     results.plot(combined, "global_step", "validation.accuracy", tmp_path / "a.png")
     labels = [line.get_label() for line in figures[0].get_lines()]
     assert labels == ["0 (lr=0.1)", "1 (lr=0.3)", "target 0.97"]
+
+
+def test_a_target_reached_only_after_the_budget_counts_as_missed_by_the_report_and_compare(
+    tmp_path,
+):
+    """AlgoPerf's rule, one function for both readers: the final evaluation, made after the
+    budget (60 s) ran out, reaches nothing, whatever its `goal_reached` says."""
+    from helpers.compare_trials import ADAM, Trial, write_trials
+
+    from aeff.results import compare
+
+    late = [(100, 30.0, 0.9), (200, 60.12, 0.98)]  # on target only past the budget
+    missed = [(100, 30.0, 0.9), (150, 45.0, 0.95)]
+    written = write_trials(
+        tmp_path, [Trial(ADAM, "mnist", 0, late), Trial(ADAM, "mnist", 0, missed)]
+    )
+    for run_dir, trial in written.items():  # the columns aeff's own rows have too
+        lines = [f"{s},{t},{v >= 0.97},{v},0.5,60.0\n" for s, t, v in trial.rows]
+        header = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,"
+        header += "train.loss,workload.max_allowed_runtime_sec\n"
+        (Path(run_dir) / "metrics.csv").write_text(header + "".join(lines))
+    table, report = results.write_sweep_report(tmp_path / "sweep")
+    assert table["time_to_target"].isna().all()
+    assert report["score"] is None and report["num_reached_target"] == 0
+    studies = compare.compare(*compare.read_trials([tmp_path]))["studies"]
+    assert list(studies["accumulated_submission_time"]) == [math.inf]

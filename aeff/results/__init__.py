@@ -30,6 +30,7 @@ from aeff.records.run_dir import (
     status_of,
 )
 from aeff.records.secrets import redact
+from aeff.training.rules import counts_toward_target
 
 log = logging.getLogger(__name__)
 
@@ -295,16 +296,23 @@ def progress(metrics: pd.DataFrame, targets: set[str]) -> dict[str, dict[str, An
     return found
 
 
+BUDGET = "workload.max_allowed_runtime_sec"  # a column of every row aeff writes
+
+
 def first_crossings(metrics: pd.DataFrame) -> dict[str, tuple[float, int, float]]:
     """For each run dir whose rows reach the target: the submission time and step of its
-    first row on target, and how closely the row before brackets the crossing: 1 - its
-    time / that time (1 for the first row)."""
+    first row on target within the budget, and how closely the row before brackets the
+    crossing: 1 - its time / that time (1 for the first row)."""
     if not {"goal_reached", "accumulated_submission_time"} <= set(metrics):
         return {}  # rows written by hand, say: no crossing to find
     run_dirs = metrics["run_dir"].to_numpy()
     times = metrics["accumulated_submission_time"].to_numpy(dtype=float)
     steps = metrics["global_step"].to_numpy()
-    reached = np.flatnonzero((metrics["goal_reached"].astype(str) == "True").to_numpy())
+    on_target = (metrics["goal_reached"].astype(str) == "True").to_numpy()
+    if BUDGET in metrics:  # a row after the budget ran out reaches nothing, as in `compare`
+        budgets = pd.to_numeric(metrics[BUDGET], errors="coerce").fillna(np.inf).to_numpy()
+        on_target = on_target & counts_toward_target(times, budgets)
+    reached = np.flatnonzero(on_target)
     firsts = pd.Series(reached).groupby(run_dirs[reached], sort=False).first()
     crossings = {}
     for run_dir, i in firsts.items():
