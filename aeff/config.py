@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra.utils
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -328,6 +329,7 @@ def check_trial(cfg: DictConfig) -> Trial:
     check_objective(settings.objective, workload)
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
+    refuse_what_float32_cannot_hold(flatten(hparams, "hparams"))
     files = {k: Path(v).expanduser().resolve() for k in USER_FILES if (v := getattr(settings, k))}
     record = {
         "workload": workload.name,
@@ -340,6 +342,25 @@ def check_trial(cfg: DictConfig) -> Trial:
         **{f"{k}_sha256": user_files.sha256(path, k) for k, path in files.items()},
     }
     return Trial(workload, submission, hparams, settings, redact_record(record))
+
+
+# The smallest normal float32: JAX computes in float32, and XLA flushes subnormals to zero.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def refuse_what_float32_cannot_hold(values: dict[str, Any]) -> None:
+    """A float hyperparameter that float32 holds as 0 or infinity (`hparams.lr=5e-324`,
+    `epsilon=1e-300`): the trial would train with that, not the value recorded."""
+    for key, value in values.items():
+        size = abs(value) if isinstance(value, float) and math.isfinite(value) else 1.0
+        if value and not FLOAT32_TINY <= size <= FLOAT32_MAX:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed: the optimizer state holds it as "
+                f"float32, which has no such value (it would train with "
+                f"{'0' if size < FLOAT32_TINY else 'inf'}); give a value between "
+                f"{FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g} in size, or 0."
+            )
 
 
 def check_objective(objective: str | None, workload: Any) -> None:
