@@ -199,4 +199,15 @@ def study_seed(seed: int, study: int) -> int:
 def as_overrides(point: Mapping[str, Any]) -> list[str]:
     """Hydra overrides that reproduce `point` exactly (floats keep every digit; a null
     choice is Hydra's `null`, not the string `None`)."""
-    return [f"{key}={'null' if value is None else repr(value)}" for key, value in point.items()]
+    return [f"{key}={override_text(value)}" for key, value in point.items()]
+
+
+def override_text(value: Any) -> str:
+    """A point as Hydra reads it back: `repr` (every digit of a float); a string holding
+    `${` quoted with it escaped, so that it stays the literal it was in the space, not an
+    interpolation of the config."""
+    if value is None:
+        return "null"
+    if isinstance(value, str) and "${" in value:
+        return "'" + value.replace("'", "\\'").replace("${", "\\${") + "'"
+    return repr(value)

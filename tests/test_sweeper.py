@@ -826,3 +826,16 @@ def test_a_user_file_in_a_folder_with_spaces_is_read_as_hydra_reads_the_path(
     (job,) = made.job_overrides([typed])
     assert made.user_files([job]) == {str(source): hashlib.sha256(b"x = 1\n").hexdigest()}
     assert hydra_job.override_value(typed) == str(source)
+
+
+def test_a_feasible_point_that_looks_like_an_interpolation_stays_the_literal_string(
+    sweeper, tmp_path, compose_config
+):
+    """`"${hparams.lr}"` in a space file is a string among the points, not a reference to
+    the trial's learning rate."""
+    space = tmp_path / "space.json"
+    points = ["${hparams.lr}", "it's ${x}"]
+    space.write_text(json.dumps({"workload.activation": {"feasible_points": points}}))
+    jobs = sweeper(f"tuning_search_space={space}", "search.num_trials=8").job_overrides([])
+    values = {compose_config(*job).workload.activation for job in jobs}
+    assert values == set(points)
