@@ -267,6 +267,8 @@ def trial_row(
     crossed = found.get("crossing", (None, None, None))
     row["time_to_target"], row["steps_to_target"], row["time_to_target_resolution"] = crossed
     row["global_step"] = found.get("global_step", 0)
+    if "load" in found:
+        row["host_busy"] = busy_host(*found["load"], metadata.get("cpu_count"))
     row["rerun_command"] = metadata.get("rerun_command")  # summary.csv's; not on the console
     if metadata.get("error_message"):
         row["error"] = metadata["error_message"]
@@ -293,7 +295,28 @@ def progress(metrics: pd.DataFrame, targets: set[str]) -> dict[str, dict[str, An
             found[run_dir][target] = value
     for run_dir, crossing in first_crossings(metrics).items():
         found[run_dir]["crossing"] = crossing
+    if {HOST_CPU, OWN_CPU} <= set(metrics.columns):  # rows written before aeff sampled both
+        loads = by_trial[[HOST_CPU, OWN_CPU]].median()
+        for run_dir, (host, own) in loads.iterrows():
+            found[run_dir]["load"] = (host, own)
     return found
+
+
+HOST_CPU = "cpu.util.avg_percent_since_last"  # the host's, 0-100 over every core
+OWN_CPU = "proc.cpu.cores_since_last"  # the trial's process's, in cores
+
+
+def busy_host(host_percent: float, own_cores: float, cpus: int | None) -> bool:
+    """Whether the trial's host was busy with other work: in its median row, other
+    processes used at least half a core while less than half a core was left idle, so
+    the trial's clock counted waits for a core (on a quiet machine others use ~0)."""
+    if not cpus or not (math.isfinite(host_percent) and math.isfinite(own_cores)):
+        return False
+    busy = host_percent / 100 * cpus
+    return busy - own_cores >= BUSY_CORES and cpus - busy < BUSY_CORES
+
+
+BUSY_CORES = 0.5
 
 
 BUDGET = "workload.max_allowed_runtime_sec"  # a column of every row aeff writes
@@ -395,12 +418,30 @@ def write_sweep_report(
         "failed": [row.run_dir for row in table.itertuples() if row.status not in NOT_FAILED],
         "score": None if best is None else float(best["time_to_target"]),
         "best_trial": None if best is None else plain(best),
-        "measured_under_sharing": plan.get("sharing"),
+        "measured_under_sharing": sharing_note(plan.get("sharing"), table),
         "study": plan.get("study", 0),
         "search_seed": plan.get("search_seed"),
     }
     write_json_atomically(sweep_dir / REPORT, report)
     return table, report
+
+
+def sharing_note(parallel: str | None, table: pd.DataFrame) -> str | None:
+    """sweep.json's `measured_under_sharing`: the plan's note of trials run at once, and of
+    trials whose host was busy with other work (`busy_host`), said once as a warning."""
+    busy = int(table["host_busy"].fillna(False).astype(bool).sum()) if "host_busy" in table else 0
+    notes = [parallel] if parallel else []
+    if busy:
+        notes.append(
+            f"{busy} of {len(table)} trials ran while other processes kept the host's cores "
+            "busy (summary.csv's host_busy)"
+        )
+        log.warning(
+            "%s: their clocks counted waits for a core, so their times to target do not "
+            "compare with a quiet machine's. Run sweeps on a host with a core to spare.",
+            notes[-1],
+        )
+    return "; ".join(notes) or None
 
 
 def write_studies_report(
