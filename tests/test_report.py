@@ -148,3 +148,26 @@ def drawn_at(figure: np.ndarray, shot: np.ndarray) -> tuple[int, int] | None:
                 return top, left
             at = line.find(key, at + 1)
     return None
+
+
+def test_hyperparameter_values_and_labels_are_escaped_and_the_page_redacted_as_written(tmp_path):
+    """A string hyperparameter and `meta.*` labels are text, never markup, in the table and
+    the best trial's line; a credential the records kept (a label typed before secrets were
+    masked, say) is masked as the page is written."""
+    results.write_plan(tmp_path, [["hparams.lr=0.01"]])
+    trial(
+        tmp_path / "0",
+        "completed",
+        [(10, 1.5, True, 0.98)],
+        0.01,
+        **{
+            "hparams.schedule": "<script>alert(1)</script>",
+            "meta.<i>label</i>": "<img src=x onerror=alert(2)>",
+            "meta.store": "https://ann:hunter2secret@db.example.com/runs",
+        },
+    )
+    page = write_html_report(tmp_path, *results.write_sweep_report(tmp_path)).read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<i>label</i>" not in page and "&lt;i&gt;label&lt;/i&gt;" in page
+    assert "hunter2secret" not in page and "db.example.com" in page
