@@ -295,6 +295,9 @@ def test_two_studies_train_record_and_resume_as_sweeps_of_their_own(
     """A real sweep of 2 studies x 2 trials, stopped by a signal as study 1's second trial
     is launched, then resumed: every trial records its study and search seed, trials of
     the two studies drew different seeds, and each study and the sweep are reported."""
+    # Hydra's first plugin scan in a process loads its launcher's module again: patch the
+    # class the sweep will use, whichever test ran first in this process.
+    Plugins.instance()
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
     launch = BasicLauncher.launch
