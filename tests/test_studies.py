@@ -85,7 +85,7 @@ def test_each_study_samples_with_its_own_seed_in_its_own_folder(tmp_path):
     made.sweep([*LR_RANGE, "search.num_studies=2"])
     seeds = [search.study_seed(0, k) for k in range(2)]
     assert seeds[0] == 0 and len(set(seeds)) == 2  # study 0 samples as a sweep of one does
-    dimensions = [search.interval("hparams.lr", 0.0001, 0.01, log_scale=True)]
+    dimensions = [search.interval("hparams.lr", 0.0001, 0.01, {"log"})]
     assert len(launcher.launches) == 2  # a launch a study, its job numbers from 0
     for k, (first, jobs) in enumerate(launcher.launches):
         folder = results.study_dir(tmp_path, k)
