@@ -165,6 +165,7 @@ def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, tria
     assert not (tmp_path / "resumed" / "checkpoints").exists()  # finished: none kept
 
 
+@pytest.mark.slow  # three trials evaluated on 58,000 validation examples: 20 s
 def test_a_resume_past_an_epoch_boundary_gives_the_rows_of_a_trial_never_stopped(
     tmp_path, trial_config
 ):
