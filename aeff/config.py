@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra.utils
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -331,12 +332,15 @@ def check_trial(cfg: DictConfig) -> Trial:
         if path := getattr(settings, key):
             check_file_node(Path(path), key, node, getattr(settings, node).get("_target_"))
     workload = build(settings.workload, "workload")
+    check_objective(settings.objective, workload)
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     if algoperf_submission.is_target(settings.submission.get("_target_")):
         submission, hparams, settings = algoperf_trial(submission, workload, settings)
     else:
         require(settings.batch_size is not None, "batch_size", "a positive integer", None)
         hparams = structured(submission.hparams_schema, settings.hparams, "hparams")
+    values = getattr(hparams, "_asdict", lambda: hparams)()  # an AlgoPerf namedtuple's too
+    refuse_what_float32_cannot_hold(flatten(values, "hparams"))
     files = {k: Path(v).expanduser().resolve() for k in USER_FILES if (v := getattr(settings, k))}
     record = {
         "workload": workload.name,
@@ -344,7 +348,7 @@ def check_trial(cfg: DictConfig) -> Trial:
         **flatten(settings.workload, "workload"),
         **flatten(settings.submission, "submission"),
         # as checked: the schema's defaults included; an AlgoPerf submission's by its names
-        **flatten(getattr(hparams, "_asdict", lambda: hparams)(), "hparams"),
+        **flatten(values, "hparams"),
         **flatten(settings.meta, "meta"),
         **{k: str(path) for k, path in files.items()},
         **{f"{k}_sha256": user_files.sha256(path, k) for k, path in files.items()},
@@ -369,6 +373,39 @@ def algoperf_trial(submission: Any, workload: Any, settings: TrialConfig) -> tup
     batch_size = submission.get_batch_size(workload.algoperf_name or workload.name)
     settings = dataclasses.replace(settings, batch_size=batch_size, target_resolution=None)
     return dataclasses.replace(submission, batch_size=batch_size), hparams, settings
+
+
+# The smallest normal float32: JAX computes in float32, and XLA flushes subnormals to zero.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def refuse_what_float32_cannot_hold(values: dict[str, Any]) -> None:
+    """A float hyperparameter that float32 holds as 0 or infinity (`hparams.lr=5e-324`,
+    `epsilon=1e-300`): the trial would train with that, not the value recorded."""
+    for key, value in values.items():
+        size = abs(value) if isinstance(value, float) and math.isfinite(value) else 1.0
+        if value and not FLOAT32_TINY <= size <= FLOAT32_MAX:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed: the optimizer state holds it as "
+                f"float32, which has no such value (it would train with "
+                f"{'0' if size < FLOAT32_TINY else 'inf'}); give a value between "
+                f"{FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g} in size, or 0."
+            )
+
+
+def check_objective(objective: str | None, workload: Any) -> None:
+    """`objective=final.<metric>` names a metric the workload reports, where it says which
+    (its `metric_names`); else the trial's end says so."""
+    names = getattr(workload, "metric_names", None)
+    if objective and objective.startswith("final.") and names:
+        choices = ", ".join(f"final.{name}" for name in names)
+        require(
+            objective.removeprefix("final.") in names,
+            "objective",
+            f"{', '.join(OBJECTIVES)} or one of {choices}",
+            objective,
+        )
 
 
 def class_in_file(path: Path, key: str, node: str) -> type:

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,12 +109,20 @@ def _dimension(key: str, spec: Mapping[str, Any], where: str = "") -> Dimension:
     return Dimension(key, low, high, log=scale == "log", integer=kind == "int")
 
 
-def interval(key: str, low: float, high: float, log_scale: bool) -> Dimension:
+def interval(key: str, low: float, high: float, tags: Collection[str] = ()) -> Dimension:
     """A command line's `key=interval(low,high)` (`tag(log, interval(...))` on a log
-    scale): a float range sampled with the search space's dimensions."""
+    scale): a float range sampled with the search space's dimensions. Another tag is
+    refused: it would be sampled on a linear scale unnoticed."""
     text = f"interval({low!r}, {high!r})"
-    spec = {"min": low, "max": high, "scale": "log" if log_scale else "linear"}
-    return _dimension(key, spec, f"{key}={f'tag(log, {text})' if log_scale else text}")
+    named = ", ".join(sorted(tags))
+    where = f"{key}=tag({named}, {text})" if tags else f"{key}={text}"
+    if unknown := sorted(set(tags) - {"log"}):
+        raise ConfigError(
+            f"{where}: unknown tag {', '.join(unknown)}: only log is read "
+            f"(tag(log, {text}) samples on a log scale)."
+        )
+    spec = {"min": low, "max": high, "scale": "log" if "log" in tags else "linear"}
+    return _dimension(key, spec, where)
 
 
 def _choices(where: str, values: list | tuple) -> tuple[Any, ...]:
@@ -231,4 +239,15 @@ def as_overrides(point: Mapping[str, Any]) -> list[str]:
     for key, value in point.items():  # a listed point's values are under its key
         items = value.items() if isinstance(value, Mapping) else [(None, value)]
         flat.update({f"{key}.{name}" if name else key: v for name, v in items})
-    return [f"{key}={'null' if value is None else repr(value)}" for key, value in flat.items()]
+    return [f"{key}={override_text(value)}" for key, value in flat.items()]
+
+
+def override_text(value: Any) -> str:
+    """A point as Hydra reads it back: `repr` (every digit of a float); a string holding
+    `${` quoted with it escaped, so that it stays the literal it was in the space, not an
+    interpolation of the config."""
+    if value is None:
+        return "null"
+    if isinstance(value, str) and "${" in value:
+        return "'" + value.replace("'", "\\'").replace("${", "\\${") + "'"
+    return repr(value)

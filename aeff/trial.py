@@ -178,7 +178,8 @@ def _accepted(
 
 def _reaching(members: list[_Member], outcomes: list[Any]) -> list[_Member]:
     """The members whose hyperparameters reach their optimizer state; each other one's
-    outcome is its refusal, recorded, and its run dir released (the rest train on)."""
+    outcome is its refusal, recorded, and its run dir released (the rest train on). Its
+    submission's code raising for its values (`optimizer()` refusing one) ends it alone."""
     from aeff.training.prepare import refuse_unused_hparams  # JAX, after `devices.set_up`
 
     reaching = []
@@ -190,8 +191,8 @@ def _reaching(members: list[_Member], outcomes: list[Any]) -> list[_Member]:
         with speaking(member.index):
             try:
                 refuse_unused_hparams(checked.workload, checked.submission, checked.hparams)
-            except errors.AeffError as error:
-                outcomes[member.index] = _recorded(member, error)
+            except (Exception, SystemExit) as error:  # bad input, or its own code crashing
+                outcomes[member.index] = _recorded(member, errors.crash_of(error))
                 member.owner.release()
                 continue
         reaching.append(member)
@@ -388,7 +389,9 @@ def start_record(
         **trial.record,
         "identity": trial.identity,
         "rng_seed": rng_seed,
-        "rerun_command": environment.rerun_command(labels.get("hydra.overrides", []), rng_seed),
+        "rerun_command": environment.rerun_command(
+            labels.get("hydra.overrides", []), rng_seed, labels.get("hydra.config_options", [])
+        ),
         "steps_per_dispatch": prepared.steps_per_dispatch,
         "compile_time": prepared.compile_time,
     }

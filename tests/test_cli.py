@@ -14,8 +14,8 @@ from helpers import REPO, data_overrides, run_aeff, run_sweep
 from omegaconf import OmegaConf
 
 from aeff.cli import hydra_job
-from aeff.cli.app import objective_value, resume_hint
-from aeff.cli.hydra_job import typed_overrides
+from aeff.cli.app import resume_hint
+from aeff.cli.hydra_job import objective_value, typed_overrides
 from aeff.errors import ConfigError, TrialInterrupted
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")

@@ -309,3 +309,20 @@ def test_debug_short_is_a_trial_of_3_steps_that_the_command_line_overrides(compo
     assert check_trial(compose_config("debug=short")).settings.max_steps == 3
     assert compose_config("debug=short", "max_steps=7").max_steps == 7
     assert compose_config("max_steps=7", "debug=short").max_steps == 7  # whatever the order
+
+
+@pytest.mark.parametrize(
+    ("override", "trains_with"),
+    [("hparams.lr=5e-324", "0"), ("hparams.epsilon=1e-300", "0"), ("hparams.epsilon=1e-40", "0")],
+)
+def test_a_hyperparameter_float32_cannot_hold_is_refused_naming_it(
+    compose_config, override, trains_with
+):
+    """The state holds float32 (XLA flushes subnormals to zero): the trial would train with
+    0 while its record said otherwise."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as refused:
+        check_trial(compose_config(override))
+    assert str(refused.value).startswith(f"{key}={float(override.split('=')[1])!r} is not allowed")
+    assert f"(it would train with {trains_with})" in str(refused.value)
+    assert check_trial(compose_config(f"{key}=1e-30")).record[key] == 1e-30  # float32 holds it

@@ -49,6 +49,18 @@ class OneBad(Adam):
         return super().update_params(workload, params, optimizer_state, model_state, batch, rng)
 
 
+@dataclasses.dataclass(frozen=True)
+class RefusesHighLr(Adam):
+    """Adam whose `optimizer()` raises for a learning rate above 5e-3: one trial's own code
+    failing before training, as the group is prepared."""
+
+    @staticmethod
+    def optimizer(hparams):
+        if hparams.lr > 5e-3:
+            raise ValueError(f"lr={hparams.lr} is too high for RefusesHighLr")
+        return Adam.optimizer(hparams)
+
+
 def jobs(tmp_path, config, *per_job: tuple[str, ...]) -> list[TrialJob]:
     """A sweep's jobs in `tmp_path/<job number>`, labelled as Hydra's jobs are."""
     return [
@@ -202,6 +214,23 @@ def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
     assert failed["status"] == "failed" and failed["hparams.lr"] == 0.5
     assert failed["error_message"].startswith("hparams.lr=0.5 changes nothing in PlainSgd's")
     assert (1, str(outcomes[1])) in spoken
+    for job in (0, 2):
+        record = metadata(tmp_path / str(job))
+        assert record["status"] == "completed" and record["group.size"] == 2
+
+
+def test_a_member_whose_optimizer_raises_before_training_fails_alone(
+    tmp_path, trial_config, spoken
+):
+    """As the default launcher isolates it: job 1's submission refuses its learning rate
+    as the optimizer is built; it alone is recorded failed, the others train as two."""
+    target = f"submission._target_={__name__}.RefusesHighLr"
+    per_job = [(target, "hparams.lr=1e-3"), (target, "hparams.lr=1e-2"), (target,)]
+    outcomes = train_and_evaluate_group(jobs(tmp_path, trial_config, *per_job), "g5")
+    assert [type(o) for o in outcomes] == [TrialResult, ValueError, TrialResult]
+    failed = metadata(tmp_path / "1")
+    assert (failed["status"], failed["error_type"]) == ("failed", "ValueError")
+    assert failed["error_message"] == "lr=0.01 is too high for RefusesHighLr"
     for job in (0, 2):
         record = metadata(tmp_path / str(job))
         assert record["status"] == "completed" and record["group.size"] == 2

@@ -101,6 +101,20 @@ def test_the_trial_stops_at_the_first_step_that_spends_the_budget(budget_run):
     assert [row["epoch"] for row in rows] == [row["global_step"] / (50_000 // 512) for row in rows]
 
 
+def test_the_final_evaluation_after_the_budget_reaches_no_target(mnist):
+    """The evaluation made once the budget is spent (step 21) is on target, but AlgoPerf
+    scores only evaluations made while time remained: the trial missed it, in its result
+    and its rows, as the summary and `compare` read them."""
+    script = [0.5] * 5 + [0.875]
+    result, rows = trial(
+        mnist(max_allowed_runtime_sec=BUDGET, target_value=0.75), script, max_steps=40
+    )
+    assert [row["global_step"] for row in rows] == [4, 8, 12, 16, 20, 21]
+    assert rows[-1]["validation.accuracy"] == 0.875 and not rows[-1]["is_time_remaining"]
+    assert not result.goal_reached and result.time_to_target is None
+    assert [row["goal_reached"] for row in rows] == [False] * 6
+
+
 def test_a_budget_shorter_than_one_launch_is_not_overrun(mnist):
     """The same rule from the first launch on: a budget of two steps ends the trial at step 2."""
     result, rows = trial(mnist(max_allowed_runtime_sec=2 * STEP_SECONDS), max_steps=40)
@@ -192,6 +206,55 @@ def test_a_trial_ends_within_one_step_of_its_budget_alone_or_in_a_group(
         assert result.accumulated_submission_time >= 1.0
         assert result.accumulated_submission_time - step_time < 1.0
         assert result.global_step == results[0].global_step
+
+
+class ResumedAt:
+    """A TrialCheckpoints stand-in: the trial resumes at step 16 having spent `spent`
+    seconds (its parameters as initialised); saves nothing."""
+
+    def __init__(self, spent: float) -> None:
+        self.spent = spent
+
+    def restore(self, template, step):
+        counters = Counters(global_start_time=0.0, global_step=step, submission_time=self.spent)
+        return template, dataclasses.asdict(counters)
+
+    def due(self) -> bool:
+        return False
+
+    def save(self, state, progress) -> None:
+        pass
+
+
+@pytest.mark.slow  # a group of three compiled and trained to its budget: 15-20 s
+def test_members_resumed_at_different_times_each_end_within_one_step_of_their_budget(mnist):
+    """A group's members resume from one step with their own submission times: launches
+    sized by the least-spent member would carry the most-spent one past its budget."""
+    spent = (0.1, 0.5, 0.9)
+    PACE[0] = lambda step: 1 / 64
+    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    members = [
+        Member(AdamHParams(lr=1e-3 * (i + 1)), i, checkpoints=ResumedAt(t), resume_from=16)
+        for i, t in enumerate(spent)
+    ]
+    try:
+        results = run_group(
+            mnist(max_allowed_runtime_sec=1.0),
+            PacedAdam(),
+            members,
+            steps_per_dispatch=8,
+            clock=CLOCK,
+            eval_every_steps=1000,
+            max_steps=1000,
+        )
+    finally:
+        PACE[0] = lambda step: STEP_SECONDS
+    for result in results:
+        step_time = len(spent) / 64  # a step of the group: each running trial's in turn
+        assert result.accumulated_submission_time >= 1.0
+        assert result.accumulated_submission_time - step_time < 1.0
+    most, least = max(range(len(spent)), key=spent.__getitem__), spent.index(min(spent))
+    assert results[most].global_step < results[least].global_step
 
 
 # The target ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import csv
 import importlib.metadata
 import json
 import subprocess
+import time
 import types
 
 import pytest
@@ -198,3 +199,24 @@ def test_the_rerun_command_keeps_the_trials_own_settings_and_seed():
     assert environment.rerun_command(overrides, 5) == (
         "python -m aeff '+meta.note=a b' hparams.lr=0.002596866783593736 rng_seed=5"
     )
+
+
+def test_the_rerun_command_leaves_out_what_aeff_adds_and_keeps_the_config_options():
+    """`submission_path=F` gets `submission=from_file` added by aeff, which the re-run would
+    refuse beside the path; `--config-dir` composes the user's own config options."""
+    overrides = ["submission_path='/a b/c.py'", "submission=from_file", "workload=from_file"]
+    overrides += ["workload_path=w.py", "hparams.lr=0.1"]
+    command = environment.rerun_command(overrides, 3, ["--config-dir", "/my conf"])
+    assert command == (
+        "python -m aeff --config-dir '/my conf' 'submission_path='\"'\"'/a b/c.py'\"'\"'' "
+        "workload_path=w.py hparams.lr=0.1 rng_seed=3"
+    )
+
+
+def test_a_sample_holds_the_cores_this_process_used_since_the_last_one():
+    """Beside the host's utilisation, so that a reader tells the trial's work from others'."""
+    system.prime()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # a third of a second of this process's CPU
+        pass
+    assert system.sample()["proc.cpu.cores_since_last"] > 0

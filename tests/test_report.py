@@ -55,6 +55,7 @@ def test_the_page_holds_the_table_the_figures_the_best_trial_and_the_failures(sw
     assert "best time to target: <b>1.5 s</b>" in page
     assert "time to target 1.5 s at step 10 (" in page  # a step count, not 10.0
     assert "python -m aeff hparams.lr=0.01 max_steps=40 rng_seed=7" in page  # the best, again
+    assert "time and steps to target, may differ by up to one evaluation period" in page
     assert page.count("<img ") == 2  # the curves; time to target against lr
     assert "&lt;b&gt;boom&lt;/b&gt;" in page and "<b>boom</b>" not in page  # escaped
     table = page.split("<table class='trials'>", 1)[1]
@@ -191,3 +192,26 @@ def test_a_sweep_of_studies_has_a_page_of_its_own_linking_each_studys(tmp_path, 
         "study_1/report.html",
     ]
     assert all((tmp_path / f"study_{k}" / "report.html").exists() for k in (0, 1))
+
+
+def test_hyperparameter_values_and_labels_are_escaped_and_the_page_redacted_as_written(tmp_path):
+    """A string hyperparameter and `meta.*` labels are text, never markup, in the table and
+    the best trial's line; a credential the records kept (a label typed before secrets were
+    masked, say) is masked as the page is written."""
+    results.write_plan(tmp_path, [["hparams.lr=0.01"]])
+    trial(
+        tmp_path / "0",
+        "completed",
+        [(10, 1.5, True, 0.98)],
+        0.01,
+        **{
+            "hparams.schedule": "<script>alert(1)</script>",
+            "meta.<i>label</i>": "<img src=x onerror=alert(2)>",
+            "meta.store": "https://ann:hunter2secret@db.example.com/runs",
+        },
+    )
+    page = write_html_report(tmp_path, *results.write_sweep_report(tmp_path)).read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<i>label</i>" not in page and "&lt;i&gt;label&lt;/i&gt;" in page
+    assert "hunter2secret" not in page and "db.example.com" in page

@@ -733,3 +733,69 @@ def test_summary_of_a_folder_of_many_runs_prints_counts_and_the_best_few(tmp_pat
     assert len(lines) == 8 and lines[-1].endswith("; --full prints every row)")
     cli.main(["summary", str(tmp_path), "--full"])
     assert len(capsys.readouterr().out.splitlines()) == 32
+
+
+def test_a_target_reached_only_after_the_budget_counts_as_missed_by_the_report_and_compare(
+    tmp_path,
+):
+    """AlgoPerf's rule, one function for both readers: the final evaluation, made after the
+    budget (60 s) ran out, reaches nothing, whatever its `goal_reached` says."""
+    from helpers.compare_trials import ADAM, Trial, write_trials
+
+    from aeff.results import compare
+
+    late = [(100, 30.0, 0.9), (200, 60.12, 0.98)]  # on target only past the budget
+    missed = [(100, 30.0, 0.9), (150, 45.0, 0.95)]
+    written = write_trials(
+        tmp_path, [Trial(ADAM, "mnist", 0, late), Trial(ADAM, "mnist", 0, missed)]
+    )
+    for run_dir, trial in written.items():  # the columns aeff's own rows have too
+        lines = [f"{s},{t},{v >= 0.97},{v},0.5,60.0\n" for s, t, v in trial.rows]
+        header = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,"
+        header += "train.loss,workload.max_allowed_runtime_sec\n"
+        (Path(run_dir) / "metrics.csv").write_text(header + "".join(lines))
+    table, report = results.write_sweep_report(tmp_path / "sweep")
+    assert table["time_to_target"].isna().all()
+    assert report["score"] is None and report["num_reached_target"] == 0
+    studies = compare.compare(*compare.read_trials([tmp_path]))["studies"]
+    assert list(studies["accumulated_submission_time"]) == [math.inf]
+
+
+@pytest.mark.parametrize(
+    ("host_percent", "own_cores", "cpus", "busy"),
+    [
+        (100.0, 1.0, 2, True),  # the trial one core, other work the other
+        (55.0, 1.0, 2, False),  # a quiet machine: others a tenth of a core
+        (100.0, 2.0, 2, False),  # the trial itself used both cores
+        (20.0, 1.0, 16, False),  # others use 2.2 cores, but 12.8 are idle
+        (100.0, 1.0, None, False),  # a record without the host's core count
+    ],
+)
+def test_a_host_is_busy_when_other_work_takes_cores_the_trial_could_have_had(
+    host_percent, own_cores, cpus, busy
+):
+    assert results.busy_host(host_percent, own_cores, cpus) is busy
+
+
+def test_trials_on_a_busy_host_are_marked_and_the_sweep_said_measured_under_sharing(
+    tmp_path, caplog
+):
+    """As trials run at once mark sweep.json: each such trial in summary.csv, the sweep's
+    `measured_under_sharing`, and one warning."""
+    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
+    for job, host in enumerate([100.0, 50.0, 98.0]):  # percent of 2 cores; the trial used 1
+        trial(tmp_path / str(job), [(10, 1.0, False, 0.5)], cpu_count=2)
+        metrics = tmp_path / str(job) / "metrics.csv"
+        lines = metrics.read_text().splitlines()
+        lines[0] += ",cpu.util.avg_percent_since_last,proc.cpu.cores_since_last"
+        lines[1] += f",{host},1.0"
+        metrics.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        table, report = results.write_sweep_report(tmp_path)
+    assert list(table["host_busy"]) == [True, False, True]
+    assert report["measured_under_sharing"] == (
+        "2 of 3 trials ran while other processes kept the host's cores busy "
+        "(summary.csv's host_busy)"
+    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(report["measured_under_sharing"])

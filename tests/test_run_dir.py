@@ -165,6 +165,28 @@ def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, tria
     assert not (tmp_path / "resumed" / "checkpoints").exists()  # finished: none kept
 
 
+@pytest.mark.slow  # three trials evaluated on 58,000 validation examples: 20 s
+def test_a_resume_past_an_epoch_boundary_gives_the_rows_of_a_trial_never_stopped(
+    tmp_path, trial_config
+):
+    """2,000 training examples, 3 steps an epoch: stopped at step 8 (its third epoch), the
+    trial resumes with that epoch's order at its place in it, not epoch 0's."""
+    target = "workload._target_=helpers.in_process.SignalledMnist"
+    small = ("workload.num_validation=58000", "rng_seed=7")
+    stopped = interrupted_trial(tmp_path / "resumed", trial_config, *small)
+    assert stopped.checkpoint_step == 8
+    train_and_evaluate(trial_config(target, *small, "resume=true"), tmp_path / "resumed")
+    train_and_evaluate(trial_config(target, *small), tmp_path / "whole")
+
+    resumed, whole = rows(tmp_path / "resumed"), rows(tmp_path / "whole")
+    assert list(resumed["global_step"]) == [4, 8, 12]
+    assert set(resumed["steps_per_epoch"]) == {3} and resumed["epoch"].iloc[-1] == 4
+    pd.testing.assert_frame_equal(
+        resumed.drop(columns=[*TIME_COLUMNS, "run_idx"]),
+        whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
+    )
+
+
 def test_resume_without_a_checkpoint_starts_again_with_the_recorded_seed(tmp_path, trial_config):
     target = "workload._target_=helpers.in_process.SignalledMnist"
     interrupted_trial(tmp_path, trial_config, "checkpoint.enabled=false")  # seed drawn

@@ -707,6 +707,11 @@ def test_an_interval_is_sampled_with_the_space_and_pins_its_key(sweeper):
             "hparams.lr=tag(log, interval(0.0, 0.1)): a log range must lie above zero, "
             "got min=0.0.",
         ),
+        (
+            ["hparams.lr=tag(lgo, interval(0.001,0.1))", "search.num_trials=2"],
+            "hparams.lr=tag(lgo, interval(0.001, 0.1)): unknown tag lgo: only log is read "
+            "(tag(log, interval(0.001, 0.1)) samples on a log scale).",
+        ),
     ],
 )
 def test_a_bad_interval_is_refused_naming_it(sweeper, overrides, message):
@@ -805,3 +810,32 @@ def test_a_large_sweeps_console_report_is_short_and_names_a_few_failures(
         f"30 of 30 planned trials failed or did not run: {named} and 20 more "
         f"({tmp_path / 'summary.csv'}). Rerun them with resume=true hydra.sweep.dir={tmp_path}"
     )
+
+
+@pytest.mark.parametrize("quote", ["'", '"', ""])
+def test_a_user_file_in_a_folder_with_spaces_is_read_as_hydra_reads_the_path(
+    sweeper, tmp_path, quote
+):
+    """`-m "submission_path='/a b/c.py'"` (or unquoted, which Hydra escapes in each job):
+    the file read and hashed is the one Hydra's config holds, not the override's raw text."""
+    source = tmp_path / "dir with space" / "mine.py"
+    source.parent.mkdir()
+    source.write_text("x = 1\n")
+    made = sweeper()
+    typed = f"submission_path={quote}{source}{quote}"
+    (job,) = made.job_overrides([typed])
+    assert made.user_files([job]) == {str(source): hashlib.sha256(b"x = 1\n").hexdigest()}
+    assert hydra_job.override_value(typed) == str(source)
+
+
+def test_a_feasible_point_that_looks_like_an_interpolation_stays_the_literal_string(
+    sweeper, tmp_path, compose_config
+):
+    """`"${hparams.lr}"` in a space file is a string among the points, not a reference to
+    the trial's learning rate."""
+    space = tmp_path / "space.json"
+    points = ["${hparams.lr}", "it's ${x}"]
+    space.write_text(json.dumps({"workload.activation": {"feasible_points": points}}))
+    jobs = sweeper(f"tuning_search_space={space}", "search.num_trials=8").job_overrides([])
+    values = {compose_config(*job).workload.activation for job in jobs}
+    assert values == set(points)

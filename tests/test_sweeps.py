@@ -2,6 +2,7 @@
 
 import json
 import shlex
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -236,6 +237,43 @@ def test_a_trials_recorded_command_runs_it_again_with_the_same_rows(
     assert list(again["global_step"]) == list(rows["global_step"]) == [4, 8]
     for column in ("train.loss", "validation.loss", "validation.accuracy"):
         assert again[column].to_numpy() == pytest.approx(rows[column].to_numpy(), abs=1e-6)
+
+
+@pytest.mark.slow  # a trial in a sweep, then its recorded command in a process of its own: 25 s
+def test_the_recorded_command_of_a_users_files_and_config_dir_trains_the_same_rows(
+    aeff_in_process, tmp_path, mnist_data_dir
+):
+    """A trial of `--config-dir conf workload=<the user's option>` and a submission file in a
+    folder with a space (quoted for Hydra): its `rerun_command`, run as typed in a shell
+    from the record's cwd, trains the same trial (rows equal at every step both evaluated)."""
+    (tmp_path / "conf" / "workload").mkdir(parents=True)
+    (tmp_path / "conf" / "workload" / "narrow.yaml").write_text(
+        "defaults:\n  - mnist\n  - _self_\nhidden_width: 32\n"
+    )
+    (tmp_path / "dir with space").mkdir()
+    (tmp_path / "dir with space" / "my_adam.py").write_text(
+        (REPO / "tests" / "helpers" / "wild_adam.py").read_text()
+    )
+    args = ["-m", "--config-dir", "conf", "workload=narrow"]
+    args += ["submission_path='dir with space/my_adam.py'", "max_steps=8", "eval_every_steps=4"]
+    assert aeff_in_process(*args, "hydra.sweep.dir=sweep", *data_overrides(mnist_data_dir)) == 0
+    record = json.loads((tmp_path / "sweep" / "0" / "metadata.json").read_text())
+    assert record["workload.hidden_width"] == 32
+    command = shlex.split(record["rerun_command"])
+    assert command[:5] == ["python", "-m", "aeff", "--config-dir", str(tmp_path / "conf")]
+    assert "submission=from_file" not in command
+
+    again = run_aeff([*command[3:], "hydra.run.dir=again"], cwd=Path(record["cwd"]))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (
+        json.loads((tmp_path / "again" / "metadata.json").read_text())["rng_seed"]
+        == (record["rng_seed"])
+    )
+    rows, rerun = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("sweep/0", "again"))
+    both = rows.merge(rerun, on="global_step", suffixes=("", ".rerun"))
+    assert list(both["global_step"]) == [4, 8]
+    for column in ("train.loss", "validation.loss", "validation.accuracy", "hparams.lr"):
+        assert list(both[column]) == list(both[f"{column}.rerun"])
 
 
 @pytest.mark.slow  # two Optuna trials of 20 steps: 10 s

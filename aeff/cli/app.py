@@ -5,7 +5,6 @@ on; it decides how the process ends, with the statuses of `aeff.errors`.
 """
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -31,7 +30,7 @@ from aeff.records.run_dir import RunDir
 from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.trial import train_and_evaluate
 from hydra_plugins.aeff_launcher import slurm_launcher, vectorized_launcher
-from hydra_plugins.aeff_sweeper import aeff_sweeper
+from hydra_plugins.aeff_sweeper import aeff_sweeper, optuna_sweeper
 
 log = logging.getLogger(__name__)
 # In every process that runs aeff's jobs (a launcher's workers too: they import this module
@@ -45,6 +44,7 @@ def register() -> None:
     Plugins.instance().register(aeff_sweeper.AeffSweeper)
     Plugins.instance().register(vectorized_launcher.VectorizedLauncher)
     Plugins.instance().register(slurm_launcher.AeffSlurmLauncher)
+    optuna_sweeper.register()
     ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
     OmegaConf.register_new_resolver(
         "aeff.unique_suffix", unique_suffix, use_cache=True, replace=True
@@ -61,7 +61,8 @@ def with_user_files(overrides: list[str]) -> list[str]:
             continue
         if any(o.startswith(f"{group}=") for o in overrides):
             raise errors.ConfigError(f"give {key}= or {group}=, not both.")
-        cls = config.class_in_file(Path(overrides[where[-1]].split("=", 1)[1]), key, group)
+        path = Path(hydra_job.override_value(overrides[where[-1]]))
+        cls = config.class_in_file(path, key, group)
         node = user_files.node_of(cls)
         if cls is AlgoPerfSubmission:
             # its batch size is its get_batch_size's; its hyperparameters, its space's names
@@ -141,7 +142,7 @@ class RunDirCallback(Callback):
         """Another sweeper's sweep (Optuna's) gets aeff's report too; aeff's writes its own."""
         if str(config.hydra.sweeper.get("_target_", "")).endswith("AeffSweeper"):
             return
-        aeff_sweeper.write_and_print_report(records_dir(config, "sweep").absolute())
+        optuna_sweeper.write_report(records_dir(config, "sweep").absolute(), config.objective)
 
 
 def refuse_studies_of_another_sweeper(config: DictConfig) -> None:
@@ -228,23 +229,7 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
         log.exception("The trial failed (its record: %s): %s", run_dir, error)
         sys.exit(errors.exit_status(error))
     log.info("Records of this trial: %s", run_dir)
-    if objective := job.cfg.get("objective"):
-        return objective_value(result, objective, job.cfg.workload.max_allowed_runtime_sec)
-    return dataclasses.asdict(result)
-
-
-def objective_value(result: Any, objective: str, budget: float) -> float:
-    """The number an optimising sweeper gets for the trial: its time to target (the
-    budget if it missed the target, diverged included), or a final metric."""
-    if objective == "time_to_target":
-        return budget if result.time_to_target is None else float(result.time_to_target)
-    metric = objective.removeprefix("final.")
-    if metric not in result.final_metrics:
-        raise errors.ConfigError(
-            f"objective={objective}: the trial has no final {metric}; it has "
-            f"{', '.join(sorted(result.final_metrics))}."
-        )
-    return float(result.final_metrics[metric])
+    return hydra_job.job_result(result, job.cfg)
 
 
 def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:

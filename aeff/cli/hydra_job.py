@@ -4,6 +4,7 @@ Hydra's state is read here, once per job, by the app's job function and by the
 vectorized launcher; nothing below `aeff.trial` reads it.
 """
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aeff.errors import ConfigError
 from aeff.records.secrets import redact
 from aeff.trial import TrialJob
 
@@ -37,10 +39,25 @@ def job_labels(hydra_cfg: DictConfig) -> dict[str, Any]:
         "log_dir": hydra_cfg.runtime.output_dir,
         "command": redact(typed_command()),
         "hydra.overrides": [redact(o) for o in typed_overrides(hydra_cfg)],
+        "hydra.config_options": [redact(o) for o in config_options(hydra_cfg)],
         "hydra.job.num": OmegaConf.select(hydra_cfg.job, "num", default=0) if in_sweep else 0,
         "sweep_dir": str(Path(hydra_cfg.sweep.dir).absolute()) if in_sweep else "",
         "parallel_trials": parallel_trials(hydra_cfg.launcher) if in_sweep else 1,
     }
+
+
+def config_options(hydra_cfg: DictConfig) -> list[str]:
+    """The command line's options that choose the configs (`--config-dir`, `--config-path`,
+    `--config-name`), with absolute folders: a re-run composes the same config."""
+    options = []
+    for source in OmegaConf.select(hydra_cfg, "runtime.config_sources", default=None) or []:
+        folder = source.path if source.schema == "file" else f"{source.schema}://{source.path}"
+        if source.provider == "command-line":
+            options += ["--config-dir", folder]
+        elif source.provider == "main" and folder != "pkg://aeff.conf":
+            options += ["--config-path", folder]
+    name = OmegaConf.select(hydra_cfg, "job.config_name", default="config")
+    return options + (["--config-name", name] if name not in ("config", None) else [])
 
 
 def study_labels(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
@@ -105,6 +122,42 @@ def hydra_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
         "hydra.yaml": redact(OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))),
         "overrides.yaml": redact(OmegaConf.to_yaml(overrides)),
     }
+
+
+def override_value(override: str) -> str:
+    """The value of `key=value` as Hydra reads it (quotes and escapes removed:
+    `submission_path='/a b/c.py'` is the file `/a b/c.py`); the text after `=` when Hydra
+    reads no single string there (a sweep, or no valid override: Hydra refuses it later)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    text = override.split("=", 1)[1] if "=" in override else ""
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except Exception:  # Hydra's own parse error, said by Hydra as it composes
+        return text
+    return value if isinstance(value, str) else text
+
+
+def job_result(result: Any, cfg: DictConfig) -> dict[str, Any] | float:
+    """What a trial's job returns to the sweeper: the result as a dict, or with `objective=`
+    the one number an optimising sweeper (Optuna's) minimises or maximises."""
+    if objective := cfg.get("objective"):
+        return objective_value(result, objective, cfg.workload.max_allowed_runtime_sec)
+    return dataclasses.asdict(result)
+
+
+def objective_value(result: Any, objective: str, budget: float) -> float:
+    """The number an optimising sweeper gets for the trial: its time to target (the
+    budget if it missed the target, diverged included), or a final metric."""
+    if objective == "time_to_target":
+        return budget if result.time_to_target is None else float(result.time_to_target)
+    metric = objective.removeprefix("final.")
+    if metric not in result.final_metrics:
+        raise ConfigError(
+            f"objective={objective}: the trial has no final {metric}; it has "
+            f"{', '.join(sorted(result.final_metrics))}."
+        )
+    return float(result.final_metrics[metric])
 
 
 TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them

@@ -7,6 +7,7 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,24 @@ def facts(cwd: Path, record_hostname: bool) -> dict[str, Any]:
 # Overrides that shape a sweep or a run's place, not the trial: a re-run drops them.
 NOT_THE_TRIALS = ("hydra.", "hydra/", "rng_seed=", "resume=", "search.", "search_space=")
 NOT_THE_TRIALS += ("hparams_search=", "objective=")
+# Added by aeff itself to a command line with submission_path= (workload_path=): the re-run
+# gets them again from the path, and refuses them typed beside it.
+ADDED_BY_AEFF = ("submission=from_file", "workload=from_file")
 
 
-def rerun_command(overrides: list[str], rng_seed: int) -> str:
-    """`python -m aeff` with the trial's own overrides (sampled values at full precision)
-    and its seed: one run of this trial alone, from the folder the record's `cwd` names."""
+# Said wherever the command is shown (report.html, the docs).
+RERUN_REPRODUCES = (
+    "It trains the same trial: at each step both runs evaluated, every loss and metric is "
+    "the same (same seed, data order and programs). Evaluations fall on a wall-clock schedule, "
+    "so the steps evaluated, and the time and steps to target, may differ by up to one "
+    "evaluation period."
+)
+
+
+def rerun_command(overrides: list[str], rng_seed: int, options: Sequence[str] = ()) -> str:
+    """`python -m aeff` with Hydra's config options (`--config-dir`...), the trial's own
+    overrides (sampled values at full precision) and its seed: one run of this trial alone,
+    from the folder the record's `cwd` names."""
     kept = [o for o in overrides if not o.lstrip("+~").startswith(NOT_THE_TRIALS)]
-    return shlex.join(["python", "-m", "aeff", *kept, f"rng_seed={rng_seed}"])
+    kept = [o for o in kept if o not in ADDED_BY_AEFF]
+    return shlex.join(["python", "-m", "aeff", *options, *kept, f"rng_seed={rng_seed}"])

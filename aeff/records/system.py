@@ -16,9 +16,22 @@ except ImportError:  # pragma: no cover - a declared dependency
     pynvml = None
 
 
+_processes: dict[int, psutil.Process] = {}  # by pid: a forked child measures itself
+
+
+def this_process() -> psutil.Process:
+    """This process, the same object each time: its `cpu_percent` counts since the last call."""
+    pid = os.getpid()
+    if pid not in _processes:
+        _processes[pid] = psutil.Process(pid)
+    return _processes[pid]
+
+
 def prime() -> None:
-    """Start psutil's CPU interval so the first sample's utilisation means something."""
+    """Start psutil's CPU intervals (the host's and this process's) so the first sample's
+    utilisation means something."""
     psutil.cpu_percent(interval=None)
+    this_process().cpu_percent(interval=None)
 
 
 @functools.cache
@@ -74,7 +87,10 @@ def sample() -> dict[str, Any]:
     net = psutil.net_io_counters()
     row["net.bytes_sent_since_boot"] = net.bytes_sent if net else None
     row["net.bytes_recv_since_boot"] = net.bytes_recv if net else None
-    row["proc.rss_bytes"] = psutil.Process(os.getpid()).memory_info().rss
+    row["proc.rss_bytes"] = this_process().memory_info().rss
+    # Cores' worth of CPU this process used since the last sample: beside the host's
+    # utilisation it tells the trial's own work from other processes' (`results.busy_host`).
+    row["proc.cpu.cores_since_last"] = this_process().cpu_percent(interval=None) / 100
     row.update(_gpu_sample())
     return row
 

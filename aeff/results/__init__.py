@@ -32,6 +32,7 @@ from aeff.records.run_dir import (
     status_of,
 )
 from aeff.records.secrets import redact
+from aeff.training.rules import counts_toward_target
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,12 @@ def redacted(jobs: list[list[str]]) -> list[list[str]]:
 
 def write_sweep_config(sweep_dir: Path, yaml_text: str) -> None:
     write_text_atomically(sweep_dir / SWEEP_CONFIG, yaml_text)
+
+
+def is_sweep_dir(folder: Path) -> bool:
+    """A sweep's dir: aeff's sweeper plans it (`sweep_plan.json`); every sweep aeff runs,
+    Optuna's too, saves its config there (`multirun.yaml`)."""
+    return (folder / PLAN).is_file() or (folder / SWEEP_CONFIG).is_file()
 
 
 def read_plan(sweep_dir: Path) -> list[list[str]] | None:
@@ -307,6 +314,8 @@ def trial_row(
     crossed = found.get("crossing", (None, None, None))
     row["time_to_target"], row["steps_to_target"], row["time_to_target_resolution"] = crossed
     row["global_step"] = found.get("global_step", 0)
+    if "load" in found:
+        row["host_busy"] = busy_host(*found["load"], metadata.get("cpu_count"))
     row["rerun_command"] = metadata.get("rerun_command")  # summary.csv's; not on the console
     if metadata.get("error_message"):
         row["error"] = metadata["error_message"]
@@ -334,19 +343,47 @@ def progress(metrics: pd.DataFrame, targets: set[str]) -> dict[str, dict[str, An
             found[run_dir][target] = value
     for run_dir, crossing in first_crossings(metrics).items():
         found[run_dir]["crossing"] = crossing
+    if {HOST_CPU, OWN_CPU} <= set(metrics.columns):  # rows written before aeff sampled both
+        loads = by_trial[[HOST_CPU, OWN_CPU]].median()
+        for run_dir, (host, own) in loads.iterrows():
+            found[run_dir]["load"] = (host, own)
     return found
+
+
+HOST_CPU = "cpu.util.avg_percent_since_last"  # the host's, 0-100 over every core
+OWN_CPU = "proc.cpu.cores_since_last"  # the trial's process's, in cores
+
+
+def busy_host(host_percent: float, own_cores: float, cpus: int | None) -> bool:
+    """Whether the trial's host was busy with other work: in its median row, other
+    processes used at least half a core while less than half a core was left idle, so
+    the trial's clock counted waits for a core (on a quiet machine others use ~0)."""
+    if not cpus or not (math.isfinite(host_percent) and math.isfinite(own_cores)):
+        return False
+    busy = host_percent / 100 * cpus
+    return busy - own_cores >= BUSY_CORES and cpus - busy < BUSY_CORES
+
+
+BUSY_CORES = 0.5
+
+
+BUDGET = "workload.max_allowed_runtime_sec"  # a column of every row aeff writes
 
 
 def first_crossings(metrics: pd.DataFrame) -> dict[str, tuple[float, int, float]]:
     """For each run dir whose rows reach the target: the submission time and step of its
-    first row on target, and how closely the row before brackets the crossing: 1 - its
-    time / that time (1 for the first row)."""
+    first row on target within the budget, and how closely the row before brackets the
+    crossing: 1 - its time / that time (1 for the first row)."""
     if not {"goal_reached", "accumulated_submission_time"} <= set(metrics):
         return {}  # rows written by hand, say: no crossing to find
     run_dirs = metrics["run_dir"].to_numpy()
     times = metrics["accumulated_submission_time"].to_numpy(dtype=float)
     steps = metrics["global_step"].to_numpy()
-    reached = np.flatnonzero((metrics["goal_reached"].astype(str) == "True").to_numpy())
+    on_target = (metrics["goal_reached"].astype(str) == "True").to_numpy()
+    if BUDGET in metrics:  # a row after the budget ran out reaches nothing, as in `compare`
+        budgets = pd.to_numeric(metrics[BUDGET], errors="coerce").fillna(np.inf).to_numpy()
+        on_target = on_target & counts_toward_target(times, budgets)
+    reached = np.flatnonzero(on_target)
     firsts = pd.Series(reached).groupby(run_dirs[reached], sort=False).first()
     crossings = {}
     for run_dir, i in firsts.items():
@@ -435,12 +472,30 @@ def write_sweep_report(
         "best_time_to_target": None if best is None else float(best["time_to_target"]),
         "score": None if best is None else float(best["time_to_target"]),  # the same: see docs
         "best_trial": None if best is None else plain(best),
-        "measured_under_sharing": plan.get("sharing"),
+        "measured_under_sharing": sharing_note(plan.get("sharing"), table),
         "study": plan.get("study", 0),
         "search_seed": plan.get("search_seed"),
     }
     write_json_atomically(sweep_dir / REPORT, report)
     return table, report
+
+
+def sharing_note(parallel: str | None, table: pd.DataFrame) -> str | None:
+    """sweep.json's `measured_under_sharing`: the plan's note of trials run at once, and of
+    trials whose host was busy with other work (`busy_host`), said once as a warning."""
+    busy = int(table["host_busy"].fillna(False).astype(bool).sum()) if "host_busy" in table else 0
+    notes = [parallel] if parallel else []
+    if busy:
+        notes.append(
+            f"{busy} of {len(table)} trials ran while other processes kept the host's cores "
+            "busy (summary.csv's host_busy)"
+        )
+        log.warning(
+            "%s: their clocks counted waits for a core, so their times to target do not "
+            "compare with a quiet machine's. Run sweeps on a host with a core to spare.",
+            notes[-1],
+        )
+    return "; ".join(notes) or None
 
 
 def write_studies_report(

@@ -25,6 +25,7 @@ from aeff.results import (
     as_text,
     brief,
     compare,
+    is_sweep_dir,
     plot,
     read_rows,
     seconds,
@@ -165,7 +166,7 @@ def run_command(args: argparse.Namespace) -> None:
         print(args.path / STUDIES)
         print(page)
     elif args.command == "report":
-        if not (args.path / PLAN).is_file():
+        if not is_sweep_dir(args.path):
             raise ConfigError(f"report {args.path}: no {PLAN} there: give a sweep dir.")
         print(write_reports(args.path)[2])
     elif (folder / STUDIES_PLAN).exists():  # a sweep of studies: each one's, and across them
@@ -173,7 +174,7 @@ def run_command(args: argparse.Namespace) -> None:
         table, report = write_studies_report(folder, reports)
         print(studies_text(table, report, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")
-    elif (folder / PLAN).exists():  # a sweep dir: its report is written there
+    elif is_sweep_dir(folder):  # a sweep dir: its report is written there
         frame, report = write_sweep_report(folder)
         print(as_text(frame, folder) if args.full else brief(frame, folder))
         print(f"{report['num_trials']} trials of {report['num_planned']} planned")

@@ -45,6 +45,7 @@ from aeff.results import (
     short,
     trial_dirs,
 )
+from aeff.training.rules import counts_toward_target
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def crossings(trials: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     A trial that did not finish reached nothing, whatever its rows say.
     """
     rows = evals.merge(trials[["run_dir", "target_value", "higher_is_better", "budget"]])
-    rows = rows[rows[TIME] < rows["budget"]]  # AlgoPerf evaluates only while time remains
+    rows = rows[counts_toward_target(rows[TIME], rows["budget"])]
     rows = rows.assign(index=rows.groupby("run_dir", sort=False).cumcount())
     on_target = np.where(
         rows["higher_is_better"],

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aeff.records.environment import RERUN_REPRODUCES
 from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
 from aeff.records.secrets import redact
@@ -184,6 +185,7 @@ def best_trial(report: dict) -> str:
         f"{seconds(best['time_to_target'])} at step {int(best['steps_to_target'])} "
         f"({html.escape(hparams)}). Run it again with:</p>"
         f"<pre>{html.escape(metadata.get('rerun_command', ''))}</pre>"
+        f"<p>{html.escape(RERUN_REPRODUCES)}</p>"
     )
 
 

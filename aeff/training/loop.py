@@ -397,7 +397,8 @@ class Loop:
         """The evaluation at `at`: the target checked, its row logged and handed out."""
         c = trial.counters
         metrics = {**self._train_metrics(trial, at), **metrics}
-        rules.evaluated(c, at, self.workload.has_reached_goal(metrics))
+        in_time = rules.counts_toward_target(at.submission_time, self.limits.budget)
+        rules.evaluated(c, at, in_time and self.workload.has_reached_goal(metrics))
         c.wall_time = self.clock() - trial.start
         c.last_row = rules.row(
             c, at, metrics, steps_per_epoch=self.p.steps_per_epoch, batch_size=self.p.batch_size

@@ -190,6 +190,13 @@ def train_loss(at: Point, mark: tuple[float, int]) -> float:
     return (at.train_loss_sum - loss_sum) / max(at.train_loss_count - count, 1)
 
 
+def counts_toward_target(submission_time: Any, budget: Any) -> Any:
+    """Whether an evaluation at `submission_time` may reach the target: only one made while
+    time remained (AlgoPerf's scoring), not the last one after the budget ran out. Numbers
+    or arrays alike: the trial's loop, the summary and `compare` decide by this one rule."""
+    return submission_time < budget
+
+
 def evaluated(c: Counters, at: Point, on_target: bool) -> None:
     """An evaluation at `at`: the first on target sets the time to target, known to within
     1 - (the evaluation before) / (this one)."""

@@ -71,6 +71,8 @@ class MnistWorkload(Workload):
         "split_seed",
         "num_validation",
     )
+    # What its evaluations report, known before training (`objective=final.<metric>`).
+    metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
 
     data_dir: str | None = None
     idx_dir: str | None = None

@@ -170,6 +170,7 @@ class VectorizedLauncher(Launcher):
     def _run_group(self, configs: list[DictConfig]) -> list[JobReturn]:
         """The jobs as one group: started as Hydra starts a job, trained together, ended."""
         from aeff import trial
+        from aeff.cli import hydra_job
         from aeff.errors import AeffError
         from aeff.records.speaker import speaking
 
@@ -196,11 +197,16 @@ class VectorizedLauncher(Launcher):
                         log.error("The trial failed (its record: %s): %s", job.run_dir, outcome)
         for config, job_return, outcome in zip(configs, returns, outcomes, strict=True):
             HydraConfig.instance().set_config(config)
+            if not isinstance(outcome, BaseException):
+                try:  # what the app's job function returns: the result, or its objective
+                    outcome = hydra_job.job_result(outcome, job_return.cfg)
+                except AeffError as error:  # an objective the trial has no number for
+                    log.error("%s", error)
+                    outcome = error
             if isinstance(outcome, BaseException):
                 job_return.return_value, job_return.status = outcome, JobStatus.FAILED
-            else:  # what the app's job function returns: the result as a dict
-                job_return.return_value = dataclasses.asdict(outcome)
-                job_return.status = JobStatus.COMPLETED
+            else:
+                job_return.return_value, job_return.status = outcome, JobStatus.COMPLETED
             self.hydra_context.callbacks.on_job_end(config=config, job_return=job_return)
         return returns
 

@@ -258,7 +258,7 @@ class AeffSweeper(Sweeper):
             pinned.add(key.lstrip("+~"))
             if isinstance(override.value(), IntervalSweep):
                 sweep = override.value()
-                intervals.append(search.interval(key, sweep.start, sweep.end, "log" in sweep.tags))
+                intervals.append(search.interval(key, sweep.start, sweep.end, sweep.tags))
             elif override.is_sweep_override():
                 axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
                 swept.append(axes[-1])
@@ -410,11 +410,13 @@ class AeffSweeper(Sweeper):
     def user_files(self, jobs: list[list[str]]) -> dict[str, str]:
         """path -> sha256 of each user file the sweep's config or jobs name, as this
         process read it (the bytes its trials here run and record)."""
+        from aeff.cli.hydra_job import override_value
+
         named = {(k, v) for k in config.USER_FILES if (v := self.config.get(k))}
         for job in jobs:
             for override in job:
-                key, _, value = override.lstrip("+~").partition("=")
-                if key in config.USER_FILES and value:
+                key = override.lstrip("+~").partition("=")[0]
+                if key in config.USER_FILES and (value := override_value(override)):
                     named.add((key, value))
         return {
             redact(str(Path(path).expanduser().resolve())): user_files.sha256(path, key)
