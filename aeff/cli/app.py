@@ -90,7 +90,7 @@ def first_point(overrides: list[str]) -> dict[str, Any]:
     a sweep's trials and `hparams.<name>=` override."""
     from aeff import search
 
-    given = [o.split("=", 1)[1] for o in overrides if o.startswith("tuning_search_space=")]
+    given = [hydra_job.override_value(o) for o in overrides if o.startswith("tuning_search_space=")]
     if not given:
         return {}
     space = user_files.read_search_space(Path(given[-1]), keep_names=True)
