@@ -222,6 +222,7 @@ def algoperf_config(mnist_data_dir):
     return make
 
 
+@pytest.mark.slow  # trains a trial of its own; the fast tier's AlgoPerf trial is the clock's
 def test_an_algoperf_submission_trains_and_is_recorded_as_aeffs(tmp_path, algoperf_config):
     """Its own batch size, its hyperparameters by its names (the space's first point), its
     file copied and hashed, a row per evaluation without a training loss (AlgoPerf's
@@ -243,6 +244,7 @@ def test_an_algoperf_submission_trains_and_is_recorded_as_aeffs(tmp_path, algope
     assert set(table["hparams.learning_rate"]) == {record["hparams.learning_rate"]}
 
 
+@pytest.mark.slow  # trains or compiles a program of its own
 def test_an_algoperf_trial_resumed_past_an_epoch_gives_the_rows_of_one_never_stopped(
     tmp_path, algoperf_config
 ):
@@ -297,6 +299,7 @@ def test_an_algoperf_trial_is_never_grouped(tmp_path, algoperf_config):
     assert group_key(cfg, tmp_path / "0") != group_key(cfg, tmp_path / "1")
 
 
+@pytest.mark.slow  # trains or compiles a program of its own
 def test_aeffs_optax_losses_match_algoperfs_on_one_batch():
     """aeff's own contract and AlgoPerf's meet one workload: its loss_fn at smoothing 0 is
     the per-example loss aeff's own submissions train on."""

@@ -29,9 +29,12 @@ PUBLISHED = {  # submission file, its search space
     ),
 }
 
-pytestmark = pytest.mark.skipif(
-    not ARCHIVED.is_dir(), reason=f"AlgoPerf's published files are not in {ALGOPERF}"
-)
+pytestmark = [
+    pytest.mark.slow,  # each trains a trial of its own
+    pytest.mark.skipif(
+        not ARCHIVED.is_dir(), reason=f"AlgoPerf's published files are not in {ALGOPERF}"
+    ),
+]
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
@@ -63,7 +66,6 @@ def test_a_published_submission_trains_mnist_as_published(name, tmp_path, mnist_
     assert table["validation.accuracy"].iloc[-1] > 0.2  # above chance after 60 steps
 
 
-@pytest.mark.slow
 def test_the_seeds_command_sweeps_adamws_space_on_four_devices(tmp_path, mnist_data_dir):
     """AlgoPerf's guide's first command, the aeff way: a sampled sweep of AdamW's own
     space, each trial its own run dir and record, the sweep's report beside them."""
@@ -91,7 +93,6 @@ def test_the_seeds_command_sweeps_adamws_space_on_four_devices(tmp_path, mnist_d
     assert all(metadata(sweep_dir / str(job))["jax_device_count"] == 4 for job in (0, 1))
 
 
-@pytest.mark.slow
 def test_a_list_space_gives_each_trial_its_point(tmp_path, mnist_data_dir):
     """The current NAdamW baseline's space lists its points: trial i trains point i."""
     submission, space = PUBLISHED["nadamw_full_budget"]

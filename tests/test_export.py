@@ -454,6 +454,7 @@ def test_a_secret_written_into_a_record_by_hand_is_exported_masked(sweep, tmp_pa
         assert b"plantedLabel0123" not in text and b"plantedParam0123" not in text
 
 
+@pytest.mark.slow  # two exporting processes
 def test_two_exports_at_once_into_one_new_store_make_each_trial_once(sweep, tmp_path):
     """Each waits for the store's lock (held here until both say so), then one exports
     the trials and the other finds them exported: 3 runs for 3 trials, both exit 0."""

@@ -219,6 +219,7 @@ def test_a_member_whose_hparam_never_reaches_the_optimizer_fails_alone(
         assert record["status"] == "completed" and record["group.size"] == 2
 
 
+@pytest.mark.slow  # trains a group of its own
 def test_a_member_whose_optimizer_raises_before_training_fails_alone(
     tmp_path, trial_config, spoken
 ):
@@ -362,6 +363,7 @@ def test_a_signal_while_the_group_prepares_records_each_trial_and_exits(
     )
 
 
+@pytest.mark.slow  # trains a group: 4 s
 def test_a_signal_while_the_records_begin_waits_for_them(tmp_path, trial_config, monkeypatch):
     """SIGTERM while the first trial's records begin: all begin whole, then the group
     stops, each recorded `interrupted` (three trials: the first test's programs)."""
@@ -416,6 +418,7 @@ def test_a_trial_whose_own_code_crashes_fails_alone_and_the_others_train_on(
     assert outcomes[0].accumulated_submission_time == outcomes[2].accumulated_submission_time
 
 
+@pytest.mark.slow  # trains a group: 4 s
 def test_every_trials_run_dir_is_held_from_claim_to_end(tmp_path, trial_config, monkeypatch):
     """While a group trains, each trial's run dir is locked: `summary` calls it running,
     and no other process can take it."""

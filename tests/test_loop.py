@@ -162,6 +162,7 @@ def test_global_start_time_is_the_epoch_time_at_the_start(budget_run):
     assert budget_run.before <= start <= budget_run.after
 
 
+@pytest.mark.slow  # six trials on the fake clock: 7-11 s
 @pytest.mark.parametrize("size", [1, 2])
 @pytest.mark.parametrize(
     "pace",

@@ -16,6 +16,8 @@ from aeff.trial import train_and_evaluate
 from aeff.workloads.mnist import MnistConvWorkload
 
 TRAIN, EVAL = ForwardPassMode.TRAIN, ForwardPassMode.EVAL
+pytestmark = pytest.mark.slow  # a convolutional net's programs compile for seconds each
+
 SMALL = ["workload=mnist_conv", "workload.conv_width=2", "workload.num_validation=58976"]
 
 
@@ -69,7 +71,6 @@ def test_its_parameters_are_typed_as_algoperf_types_them(conv):
     assert workload.is_output_params("Dense_0") and not workload.is_output_params("Conv_1")
 
 
-@pytest.mark.slow  # compiles a convolutional net's programs for each contract
 @pytest.mark.parametrize(
     "submission",
     [
@@ -121,7 +122,6 @@ def test_both_contracts_train_it_and_a_resume_keeps_its_model_state(
     assert resumed["validation.accuracy"].iloc[-1] > 0.3  # it learns
 
 
-@pytest.mark.slow
 def test_batch_norm_sees_the_global_batch_on_any_number_of_devices(mnist_data_dir):
     """Without dropout, a trial on 4 devices follows the one on 1: BatchNorm's batch
     statistics are the global batch's, its running statistics the same."""

@@ -206,6 +206,7 @@ class BrokenMnist(MnistWorkload):
 """
 
 
+@pytest.mark.slow  # compiles a trial's programs: 2 s
 def test_an_exception_in_the_trial_is_recorded_as_failed(tmp_path):
     (tmp_path / "broken.py").write_text(FAILING_WORKLOAD)
     out = run_aeff(

@@ -49,6 +49,7 @@ def test_a_dir_with_an_earlier_trial_is_refused_without_resume(tmp_path, trial_c
         train_and_evaluate(trial_config("resume=true"), tmp_path)
 
 
+@pytest.mark.slow  # trains the trial twice
 def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_again(
     tmp_path, trial_config
 ):

@@ -270,6 +270,7 @@ def test_a_hparam_that_never_reaches_the_optimizer_is_refused_before_the_data(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # trains a trial: 3 s
 def test_a_submission_without_injected_hparams_trains_at_its_defaults(tmp_path, mnist_data_dir):
     cfg = short(mnist_data_dir, f"submission_path={PLAIN_SGD}")
     result = train_and_evaluate(cfg, tmp_path / "run")

@@ -140,6 +140,7 @@ def test_vmap_and_one_trial_after_another_compute_the_same(workload):
     assert not np.isfinite(np.asarray(outputs[0][1])[0, 2]).all()  # the diverging trial
 
 
+@pytest.mark.slow  # a group's programs: 4 s
 def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(workload):
     """Three trials whose steps take STEP_SECONDS each, one after another in the program: a
     group step takes 3 * STEP_SECONDS, which is what each is charged; the diverged one up
