@@ -388,7 +388,7 @@ def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnis
     assert [r["status"] for r in records] == ["completed", "completed"]
     assert all("group.size" not in r for r in records)  # never grouped
     if launcher == "vectorized":
-        assert "AlgoPerf's submissions run one trial at a time" in out.stderr
+        assert "AlgoPerf's submissions run one trial at a time" in out.stdout + out.stderr
     assert records[0]["hparams.learning_rate"] != records[1]["hparams.learning_rate"]
 
 

@@ -73,6 +73,10 @@ class Calls:
         self.param_types = workload.model_params_types
         self.eval_results: list[tuple[int, dict[str, float]]] = []
         self.queue_position = 0
+        # Several CPU "devices" share the cores: two steps in flight, each with its own
+        # all-reduce over the devices, could hold the threads each other's needs (seen: 4
+        # devices on 2 loaded cores, XLA's 40 s rendezvous timeout). A GPU's run unawaited.
+        self.wait_each_step = jax.default_backend() == "cpu" and len(jax.devices()) > 1
         self.takes_train_state = (
             "train_state" in inspect.signature(self.module.update_params).parameters
         )
@@ -314,6 +318,8 @@ class HostLoop(Loop):
             state = self.state
             for _ in range(num_steps):
                 state = self.calls.step(state, self.queue, self.step_rng, self._train_state(trial))
+                if self.calls.wait_each_step:
+                    jax.block_until_ready(state.params)
             jax.block_until_ready((state.params, state.model_state, state.optimizer_state))
         except Exception as error:
             self._fail(trial, error)
