@@ -365,7 +365,7 @@ def test_an_algoperf_trial_is_charged_its_calls_and_ends_within_one_step_of_its_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["vectorized", "parallel"])
+@pytest.mark.parametrize("launcher", ["vectorized", "parallel", "submitit_local"])
 def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnist_data_dir):
     """The vectorized launcher runs AlgoPerf's trials one by one (each has its own jitted
     step), the parallel one in its workers; each trial a complete record."""
@@ -390,6 +390,31 @@ def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnis
     if launcher == "vectorized":
         assert "AlgoPerf's submissions run one trial at a time" in out.stdout + out.stderr
     assert records[0]["hparams.learning_rate"] != records[1]["hparams.learning_rate"]
+
+
+@pytest.mark.slow
+def test_optunas_sweeper_tunes_an_algoperf_submission_by_its_names(tmp_path, mnist_data_dir):
+    out = run_aeff(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "objective=final.validation.loss",
+            "hydra.sweeper.n_trials=2",
+            "hparams.learning_rate=tag(log, interval(0.01, 0.1))",
+            f"submission_path={MOMENTUM}",
+            f"tuning_search_space={MOMENTUM_SPACE}",
+            "max_steps=20",
+            "eval_every_steps=10",
+            *data_overrides(mnist_data_dir),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    records = [metadata(sweep_dir / str(job)) for job in (0, 1)]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert all(0.01 <= r["hparams.learning_rate"] <= 0.1 for r in records)
+    assert "Best parameters: {'hparams.learning_rate':" in out.stdout + out.stderr
 
 
 def test_results_name_an_algoperf_submission_for_its_algorithm():
