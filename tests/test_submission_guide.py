@@ -4,14 +4,11 @@ files are read from `shared/algoperf` beside the repository; where it is absent 
 skips, naming it."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from helpers import REPO
+from helpers import REPO, doc_blocks, run_bash
 
 GUIDE = REPO / "docs" / "writing-a-submission.md"
 SECTION = "### A worked run: AlgoPerf's AdamW against aeff's Adam"
@@ -20,8 +17,7 @@ ALGOPERF = (REPO / ".." / "shared" / "algoperf").resolve()
 
 def worked_run() -> str:
     """The section's one bash block."""
-    section = GUIDE.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
-    [commands] = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    [(_, commands)] = doc_blocks(GUIDE, SECTION)
     return commands
 
 
@@ -37,16 +33,7 @@ def test_the_worked_run_of_algoperfs_adamw_against_adam_runs_as_written(tmp_path
     commands = commands.replace("python -m aeff -m", "python -m aeff -m max_steps=40")
     commands = commands.replace("search.num_trials=4", "search.num_trials=2")
     assert commands.count("max_steps=40") == 2 and commands.count("search.num_trials=2") == 2
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", commands],
-        cwd=tmp_path,
-        env={**os.environ, "PATH": path, "TFDS_DATA_DIR": str(mnist_data_dir), "MPLBACKEND": "Agg"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_bash(commands, tmp_path, mnist_data_dir)
 
     outputs = tmp_path / "outputs"
     for sweep in ("algoperf_adamw", "aeff_adam"):

@@ -7,6 +7,7 @@ child processes' scripts (`trial_json`, `grouping_json`, `kill_at`) and user fil
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,6 +50,28 @@ def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float
         # A broken records writer only warns inside Hydra; make that fail the run.
         env={**os.environ, "PYTHONWARNINGS": "error:Callback:UserWarning", **(env or {})},
     )
+
+
+def doc_blocks(doc: Path, section: str) -> list[tuple[str, str]]:
+    """The (language, text) of each bash and python block of a doc's section, in order."""
+    text = doc.read_text().split(section, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```(bash|python)\n(.*?)```", text, flags=re.DOTALL)
+
+
+def run_bash(commands: str, cwd: Path, data_dir: Path, timeout: float = 600):
+    """A doc's commands in `bash -euo pipefail`, with this Python's `python` first on the
+    PATH and MNIST prepared in `data_dir`, as a user would run them; must succeed."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=cwd,
+        env={**os.environ, "PATH": path, "TFDS_DATA_DIR": str(data_dir), "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
 def run_sweep(args: list[str], cwd: Path) -> Path:
