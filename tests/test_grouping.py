@@ -1,4 +1,4 @@
-"""Which trials the vectorized launcher puts in one program (`aeff.group.group_key`) and
+"""Which trials the vectorized launcher puts in one program (`aeff.trial.group_key`) and
 how many: those that differ only in hyperparameters, seed and labels, up to
 `hydra.launcher.trials_per_program`; every other job runs alone."""
 
