@@ -364,24 +364,29 @@ def test_an_algoperf_trial_is_charged_its_calls_and_ends_within_one_step_of_its_
     assert not table[-1]["is_time_remaining"] and "train.loss" not in table[-1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["vectorized", "parallel", "submitit_local"])
-def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnist_data_dir):
-    """The vectorized launcher runs AlgoPerf's trials one by one (each has its own jitted
-    step), the parallel one in its workers; each trial a complete record."""
-    out = run_aeff(
+def algoperf_sweep(tmp_path, data_dir, *overrides: str):
+    """`python -m aeff -m` of two short trials of the tests' AlgoPerf submission."""
+    return run_aeff(
         [
             "-m",
-            f"hydra/launcher={launcher}",
+            *overrides,
             f"submission_path={MOMENTUM}",
             f"tuning_search_space={MOMENTUM_SPACE}",
             "search.num_trials=2",
             "max_steps=20",
             "eval_every_steps=10",
-            *data_overrides(mnist_data_dir),
+            *data_overrides(data_dir),
         ],
         tmp_path,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["vectorized", "parallel", "submitit_local"])
+def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnist_data_dir):
+    """The vectorized launcher runs AlgoPerf's trials one by one (each has its own jitted
+    step), the parallel one in its workers; each trial a complete record."""
+    out = algoperf_sweep(tmp_path, mnist_data_dir, f"hydra/launcher={launcher}")
     assert out.returncode == 0, out.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     records = [metadata(sweep_dir / str(job)) for job in (0, 1)]
@@ -394,20 +399,13 @@ def test_every_launcher_runs_algoperf_trials_each_alone(launcher, tmp_path, mnis
 
 @pytest.mark.slow
 def test_optunas_sweeper_tunes_an_algoperf_submission_by_its_names(tmp_path, mnist_data_dir):
-    out = run_aeff(
-        [
-            "-m",
-            "hydra/sweeper=optuna",
-            "objective=final.validation.loss",
-            "hydra.sweeper.n_trials=2",
-            "hparams.learning_rate=tag(log, interval(0.01, 0.1))",
-            f"submission_path={MOMENTUM}",
-            f"tuning_search_space={MOMENTUM_SPACE}",
-            "max_steps=20",
-            "eval_every_steps=10",
-            *data_overrides(mnist_data_dir),
-        ],
+    out = algoperf_sweep(
         tmp_path,
+        mnist_data_dir,
+        "hydra/sweeper=optuna",
+        "objective=final.validation.loss",
+        "hydra.sweeper.n_trials=2",
+        "hparams.learning_rate=tag(log, interval(0.01, 0.1))",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")

@@ -127,34 +127,22 @@ class Calls:
                 rng=selection_rng,
             )
         extra = {"train_state": train_state} if self.takes_train_state else {}
-        with self.submission.calling("update_params"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=DONATION_WARNING)
-            returned = self.module.update_params(
-                workload=self.workload,
-                current_param_container=state.params,
-                current_params_types=self.param_types,
-                model_state=state.model_state,
-                hyperparameters=self.hparams,
-                batch=batch,
-                loss_type=self.workload.loss_type,
-                optimizer_state=state.optimizer_state,
-                eval_results=self.eval_results,
-                global_step=state.global_step,
-                rng=update_rng,
-                **extra,
-            )
-        optimizer_state, params, model_state = self.submission.returned(
-            "update_params", returned, 3, "(optimizer_state, params, model_state)"
-        )
-        return HostState(state.global_step + 1, params, model_state, optimizer_state)
+            return self._call("update_params", state, 1, batch=batch, rng=update_rng, **extra)
 
     def prepare_for_eval(self, state: HostState, step_rng: jax.Array) -> HostState:
         """The submission's `prepare_for_eval`, where it has one."""
         if not hasattr(self.module, "prepare_for_eval"):
             return state
         _, eval_rng = _step_keys(step_rng, state.global_step)
-        with self.submission.calling("prepare_for_eval"):
-            returned = self.module.prepare_for_eval(
+        return self._call("prepare_for_eval", state, 0, rng=eval_rng)
+
+    def _call(self, function: str, state: HostState, steps: int, **arguments: Any) -> HostState:
+        """`update_params` or `prepare_for_eval` with the arguments both take, and the state
+        it returns, `steps` later."""
+        with self.submission.calling(function):
+            returned = getattr(self.module, function)(
                 workload=self.workload,
                 current_param_container=state.params,
                 current_params_types=self.param_types,
@@ -164,12 +152,12 @@ class Calls:
                 optimizer_state=state.optimizer_state,
                 eval_results=self.eval_results,
                 global_step=state.global_step,
-                rng=eval_rng,
+                **arguments,
             )
         optimizer_state, params, model_state = self.submission.returned(
-            "prepare_for_eval", returned, 3, "(optimizer_state, params, model_state)"
+            function, returned, 3, "(optimizer_state, params, model_state)"
         )
-        return HostState(state.global_step, params, model_state, optimizer_state)
+        return HostState(state.global_step + steps, params, model_state, optimizer_state)
 
 
 @jax.jit
