@@ -23,6 +23,7 @@ from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.config import Trial
 from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.records import environment, system
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.packages import packages_text
 from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step, read_metadata
 from aeff.records.secrets import redact
@@ -354,9 +355,8 @@ def refuse_files_edited_since_planned(trial: Trial, sweep_dir: Path) -> None:
     """A process that first read a user file after the sweep was planned (a parallel
     launcher's worker) may have read an edit: its trial would run, and record, other code
     or another space than the sweep's other trials."""
-    from aeff import results  # pandas: only in a sweep's processes
 
-    planned = results.planned_files(sweep_dir) or {}
+    planned = sweep_record.planned_files(sweep_dir) or {}
     for key in config.USER_FILES:
         path, digest = trial.record.get(key), trial.record.get(f"{key}_sha256")
         if path in planned and planned[path] != digest:

@@ -22,6 +22,7 @@ from helpers import HELPERS, shared_trial_scope
 from aeff import results
 from aeff.cli.app import compose_config
 from aeff.errors import ConfigError
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.concat import load_metrics
 from aeff.results import __main__ as cli
 from aeff.trial import train_and_evaluate
@@ -46,7 +47,7 @@ def sweep(tmp_path_factory, mnist_data_dir) -> Path:
     copy of the user's submission file, and a third that failed, as the sweeper's jobs
     leave them."""
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    results.write_plan(sweep_dir, [[f"hparams.lr={lr}"] for lr in (*LRS, BAD_LR)])
+    sweep_record.write_plan(sweep_dir, [[f"hparams.lr={lr}"] for lr in (*LRS, BAD_LR)])
     for job, lr in enumerate(LRS):
         labels = {"hydra.job.num": job, "sweep_dir": str(sweep_dir)}
         train_and_evaluate(short_trial(mnist_data_dir, lr), sweep_dir / str(job), labels)

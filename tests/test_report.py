@@ -13,6 +13,7 @@ import pytest
 from matplotlib import image
 
 from aeff import results
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.environment import rerun_command
 from aeff.results import __main__ as cli
 from aeff.results import report
@@ -42,7 +43,7 @@ def trial(run_dir: Path, status: str, rows: list[tuple], lr: float, **extra) -> 
 
 @pytest.fixture
 def sweep(tmp_path) -> Path:
-    results.write_plan(tmp_path, [[f"hparams.lr={lr}"] for lr in (0.001, 0.01, 3.0, 0.1)])
+    sweep_record.write_plan(tmp_path, [[f"hparams.lr={lr}"] for lr in (0.001, 0.01, 3.0, 0.1)])
     trial(tmp_path / "0", "completed", [(10, 1.0, False, 0.9), (20, 2.0, True, 0.975)], 0.001)
     trial(tmp_path / "1", "completed", [(10, 1.5, True, 0.98)], 0.01)
     trial(tmp_path / "2", "failed", [(10, 1.0, False, 0.1)], 3.0, error_message="<b>boom</b>")
@@ -66,7 +67,7 @@ def test_the_page_holds_the_table_the_figures_the_best_trial_and_the_failures(sw
 def test_the_command_writes_it_only_for_a_sweep(sweep, capsys):
     cli.main(["report", str(sweep)])
     assert capsys.readouterr().out.strip() == str(sweep / "report.html")
-    assert (sweep / results.SUMMARY).exists()
+    assert (sweep / sweep_record.SUMMARY).exists()
     with pytest.raises(SystemExit) as stopped:
         cli.main(["report", str(sweep / "0")])
     assert stopped.value.code == 2
@@ -161,11 +162,11 @@ def drawn_at(figure: np.ndarray, shot: np.ndarray) -> tuple[int, int] | None:
 )
 def test_a_hyperparameter_sampled_on_a_log_scale_is_drawn_on_a_log_axis(tmp_path, config):
     """lr 0.002 and 0.005 span less than 10x: the axis is log because the sweep says so."""
-    results.write_plan(tmp_path, [[f"hparams.lr={lr}"] for lr in (0.002, 0.005)])
+    sweep_record.write_plan(tmp_path, [[f"hparams.lr={lr}"] for lr in (0.002, 0.005)])
     trial(tmp_path / "0", "completed", [(10, 1.0, True, 0.975)], 0.002)
     trial(tmp_path / "1", "completed", [(10, 1.5, True, 0.98)], 0.005)
     assert report.log_scaled(tmp_path) == set()  # no multirun.yaml: the values decide
-    results.write_sweep_config(tmp_path, config)
+    sweep_record.write_sweep_config(tmp_path, config)
     assert report.log_scaled(tmp_path) == {"hparams.lr"}
     table, _ = results.write_sweep_report(tmp_path)
     axes = report.scatter(table, "hparams.lr", log=True).axes[0]
@@ -175,11 +176,11 @@ def test_a_hyperparameter_sampled_on_a_log_scale_is_drawn_on_a_log_axis(tmp_path
 
 
 def test_a_sweep_of_studies_has_a_page_of_its_own_linking_each_studys(tmp_path, capsys):
-    results.write_studies_plan(tmp_path, 0, [0, 5])
+    sweep_record.write_studies_plan(tmp_path, 0, [0, 5])
     for k, seconds in enumerate((1.5, 3.0)):
-        study = results.study_dir(tmp_path, k)
+        study = sweep_record.study_dir(tmp_path, k)
         study.mkdir()
-        results.write_plan(study, [["hparams.lr=0.01"]], study=k, search_seed=[0, 5][k])
+        sweep_record.write_plan(study, [["hparams.lr=0.01"]], study=k, search_seed=[0, 5][k])
         trial(study / "0", "completed", [(10, seconds, True, 0.98)], 0.01)
     cli.main(["report", str(tmp_path)])
     printed = capsys.readouterr().out.splitlines()
@@ -198,7 +199,7 @@ def test_hyperparameter_values_and_labels_are_escaped_and_the_page_redacted_as_w
     """A string hyperparameter and `meta.*` labels are text, never markup, in the table and
     the best trial's line; a credential the records kept (a label typed before secrets were
     masked, say) is masked as the page is written."""
-    results.write_plan(tmp_path, [["hparams.lr=0.01"]])
+    sweep_record.write_plan(tmp_path, [["hparams.lr=0.01"]])
     trial(
         tmp_path / "0",
         "completed",

@@ -13,6 +13,7 @@ import pytest
 
 from aeff import results
 from aeff.errors import ConfigError
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.concat import concatenate_csvs, load_metrics
 from aeff.records.run_dir import LOCK
 from aeff.results import __main__ as cli
@@ -54,7 +55,7 @@ def by_job(table: pd.DataFrame) -> pd.DataFrame:
 def sweep(tmp_path) -> Path:
     """Jobs 0-11 planned; 0, 2 and 10 ran; 1 died while running, on target; the others
     never started."""
-    results.write_plan(tmp_path, [[f"hparams.lr={i}"] for i in range(12)])
+    sweep_record.write_plan(tmp_path, [[f"hparams.lr={i}"] for i in range(12)])
     # Job 0 crosses the target at 2.0 s, falls below it, and is back above at 3.0 s.
     rows = [
         (10, 1.0, False, 0.9),
@@ -123,7 +124,7 @@ def test_time_to_target_is_the_first_crossing_and_the_score_the_least(sweep):
 def test_a_trial_that_did_not_finish_never_sets_the_score_whatever_its_rows(tmp_path, status):
     """Job 0 reached the target first (0.5 s), then failed, was interrupted, or had its
     rows changed since it completed: no score from it, alone or beside a finished trial."""
-    results.write_plan(tmp_path, [["hparams.lr=0.1"], ["hparams.lr=0.2"]])
+    sweep_record.write_plan(tmp_path, [["hparams.lr=0.1"], ["hparams.lr=0.2"]])
     recorded = "completed" if status == "damaged" else status
     trial(tmp_path / "0", [(10, 0.5, True, 0.98)], status=recorded, lr=0.1)
     if status == "damaged":  # a row added after the record was ended
@@ -145,7 +146,7 @@ def test_the_best_trial_is_recorded_with_its_seed_its_command_and_every_digit(tm
     """sweep.json and summary.csv say exactly what to run again: pandas' own JSON would
     round the learning rate to 10 digits, and two seeds would look alike without theirs."""
     lr = 0.002596866783593736
-    results.write_plan(tmp_path, [[f"hparams.lr={lr}"]])
+    sweep_record.write_plan(tmp_path, [[f"hparams.lr={lr}"]])
     command = f"python -m aeff hparams.lr={lr} rng_seed=12345"
     trial(tmp_path / "0", [(10, 1.5, True, 0.98)], lr=lr, rng_seed=12345, rerun_command=command)
     _, report = results.write_sweep_report(tmp_path)
@@ -172,7 +173,7 @@ def test_concat_leaves_out_earlier_attempts(sweep):
 
 
 def test_a_sweep_where_no_trial_reached_the_target_has_no_score_and_shows_dashes(tmp_path):
-    results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"]])
     trial(tmp_path / "0", [(10, 1.0, False, 0.5)], status="completed", lr=0.1)
     trial(tmp_path / "1", [(10, 1.0, False, 0.6)], status="completed", lr=0.2)
     table, report = results.write_sweep_report(tmp_path)
@@ -223,7 +224,7 @@ def test_summary_columns_follow_the_record(tmp_path):
 
 
 def test_an_unreadable_record_is_named_listed_and_counted_as_failed(tmp_path, caplog):
-    results.write_plan(tmp_path, [["hparams.lr=1"], ["hparams.lr=2"], ["hparams.lr=3"]])
+    sweep_record.write_plan(tmp_path, [["hparams.lr=1"], ["hparams.lr=2"], ["hparams.lr=3"]])
     trial(tmp_path / "0", [(10, 1.0, True, 0.99)])
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "metadata.json").write_text("{not json")
@@ -250,7 +251,7 @@ def test_an_unreadable_record_is_named_listed_and_counted_as_failed(tmp_path, ca
 def test_a_planned_jobs_dir_holding_another_runs_record_is_foreign(tmp_path, caplog):
     """Job 1's dir holds a run started there by hand: listed as such, failed, and its
     time to target is not the sweep's score."""
-    results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"]])
     trial(tmp_path / "0", [(10, 4.0, True, 0.99)], **{"sweep_dir": "s", "hydra.job.num": 0})
     trial(tmp_path / "1", [(10, 1.0, True, 0.99)], sweep_dir="", command="python -m aeff x")
     with caplog.at_level(logging.WARNING, logger="aeff.results"):
@@ -267,7 +268,7 @@ def test_a_planned_jobs_dir_holding_another_runs_record_is_foreign(tmp_path, cap
 
 
 def test_the_score_ignores_trials_that_did_not_reach_the_target(tmp_path):
-    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
     trial(tmp_path / "0", None, status="failed", error_message="no data")
     trial(tmp_path / "1", [(10, 4.0, True, 0.99)])
     trial(tmp_path / "2", [(10, 1.0, False, 0.5)])
@@ -275,14 +276,14 @@ def test_the_score_ignores_trials_that_did_not_reach_the_target(tmp_path):
     assert report["score"] == 4.0 and report["num_reached_target"] == 1
     assert report["best_trial"]["run_dir"].endswith("/1")
     assert report["failed"] == [str((tmp_path / "0").resolve())]
-    on_disk = pd.read_csv(tmp_path / results.SUMMARY)
+    on_disk = pd.read_csv(tmp_path / sweep_record.SUMMARY)
     assert list(on_disk.columns) == list(table.columns)  # no index column
 
 
 @pytest.mark.parametrize("planned", [0, 2])
 def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
     if planned:
-        results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+        sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"]])
     table, report = results.write_sweep_report(tmp_path)
     assert len(table) == planned
     assert report == {
@@ -303,7 +304,7 @@ def test_a_sweep_with_nothing_started_has_an_empty_report(tmp_path, planned):
 def test_a_trial_without_a_record_is_what_its_launcher_returned_or_what_began(tmp_path):
     """logging=off: a trial that began (its .hydra/) or returned is `unrecorded`, no failure;
     one whose job raised is `failed` with its error; the others did not start."""
-    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"], ["a=4"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"], ["a=4"]])
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     (tmp_path / "3" / ".hydra").mkdir(parents=True)
     ended = {1: None, 2: "RuntimeError: no such optimizer", 3: "TrialExited: exit 0"}
@@ -323,7 +324,7 @@ def test_a_trial_without_a_record_is_what_its_launcher_returned_or_what_began(tm
 
 def test_the_terminal_table_rounds_values_cuts_errors_and_dashes_the_rest(tmp_path):
     assert results.as_text(pd.DataFrame(), tmp_path) == "(no trials)"
-    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
     trial(tmp_path / "0", [(10, 1.0, True, 0.123456789)])
     long_error = "E" + "abcdefghij" * 10
     trial(tmp_path / "1", [(10, 2.0, False, 0.5)], status="failed", error_message=long_error)
@@ -435,16 +436,16 @@ def test_summary_on_the_command_line_reports_a_sweep_and_lists_a_folder(tmp_path
     cli.main(["summary", str(root)])  # no plan: a folder of runs, not a sweep
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"2 trials at or below {root} (no sweep_plan.json: no sweep report written)"
-    assert not (root / results.REPORT).exists() and not (root / results.SUMMARY).exists()
-    results.write_plan(root, [["hparams.lr=0.1"], ["hparams.lr=0.3"]])
+    assert not (root / sweep_record.REPORT).exists() and not (root / sweep_record.SUMMARY).exists()
+    sweep_record.write_plan(root, [["hparams.lr=0.1"], ["hparams.lr=0.3"]])
     cli.main(["summary", str(root)])
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == ["2 trials of 2 planned", "best time to target: 2 s"]
     assert [line.split()[0] for line in out[1:3]] == ["0", "1"]
-    assert (root / results.REPORT).exists()
+    assert (root / sweep_record.REPORT).exists()
     cli.main(["summary", str(root / "0" / "metrics.csv")])  # a file: its run dir
     assert capsys.readouterr().out.splitlines()[-1].startswith("1 trials at or below ")
-    assert not (root / "0" / results.REPORT).exists()
+    assert not (root / "0" / sweep_record.REPORT).exists()
     cli.main(["concat", str(root)])
     assert capsys.readouterr().out.strip() == str(root / "all_metrics.csv")
     assert refusal(capsys, ["concat", str(root / "1" / "metadata.json")]) == (
@@ -554,32 +555,35 @@ def test_command_line_warnings_name_the_tool(tmp_path, capsys, monkeypatch):
 
 
 def test_the_plan_is_written_redacted_and_an_unreadable_one_is_one_line(tmp_path, capsys):
-    results.write_plan(tmp_path, [["a=1"], ["+url=https://user:token@host/x?sig=abc&b=2"]])
-    assert json.loads((tmp_path / results.PLAN).read_text()) == {
+    sweep_record.write_plan(tmp_path, [["a=1"], ["+url=https://user:token@host/x?sig=abc&b=2"]])
+    assert json.loads((tmp_path / sweep_record.PLAN).read_text()) == {
         "num_trials": 2,
         "jobs": [["a=1"], ["+url=https://***@host/x?sig=***&b=2"]],  # credentials redacted
         "files": {},
         "study": 0,
         "search_seed": None,
     }
-    assert results.planned_files(tmp_path) == {}
-    results.write_plan(tmp_path, [["a=1"]], {"/f/mine.py": "ab12"})
-    assert results.planned_files(tmp_path) == {"/f/mine.py": "ab12"}
-    plan = tmp_path / results.PLAN
+    assert sweep_record.planned_files(tmp_path) == {}
+    sweep_record.write_plan(tmp_path, [["a=1"]], {"/f/mine.py": "ab12"})
+    assert sweep_record.planned_files(tmp_path) == {"/f/mine.py": "ab12"}
+    plan = tmp_path / sweep_record.PLAN
     plan.write_text('{"jobs": [["a=1"]]}')  # an older aeff's: no files recorded
-    assert results.read_plan(tmp_path) == [["a=1"]] and results.planned_files(tmp_path) is None
-    assert results.planned_files(tmp_path / "none") is None
+    assert (
+        sweep_record.read_plan(tmp_path) == [["a=1"]]
+        and sweep_record.planned_files(tmp_path) is None
+    )
+    assert sweep_record.planned_files(tmp_path / "none") is None
     bad_files = ('{"jobs": [], "files": []}', '{"jobs": [], "files": {"a": 1}}')
     bad_files += ('{"jobs": [], "sharing": {"x": 1}}',)  # sweep.json would repeat it
     for text in ("{", '{"num_trials": 1}', "[1]", '{"jobs": 5}', *bad_files):
         plan.write_text(text)
         with pytest.raises(ConfigError) as refused:
-            results.planned_files(tmp_path)
+            sweep_record.planned_files(tmp_path)
         assert str(refused.value).startswith(f"{plan} is unreadable (")
     for text in ("{", '{"num_trials": 1}', "[1]", '{"jobs": 5}', '{"jobs": [["a=1"], "b=2"]}'):
         plan.write_text(text)
         with pytest.raises(ConfigError) as refused:
-            results.read_plan(tmp_path)
+            sweep_record.read_plan(tmp_path)
         assert str(refused.value).startswith(f"{plan} is unreadable (")
     assert str(refused.value) == (  # the last: a plan of other shape
         f"{plan} is unreadable (TypeError): restore it, or start the sweep again in "
@@ -590,9 +594,9 @@ def test_the_plan_is_written_redacted_and_an_unreadable_one_is_one_line(tmp_path
 
 
 def test_a_sweep_config_is_written_as_given(tmp_path):
-    results.write_sweep_config(tmp_path, "a: 1\n")
-    assert (tmp_path / results.SWEEP_CONFIG).read_text() == "a: 1\n"
-    assert results.SWEEP_CONFIG == "multirun.yaml"
+    sweep_record.write_sweep_config(tmp_path, "a: 1\n")
+    assert (tmp_path / sweep_record.SWEEP_CONFIG).read_text() == "a: 1\n"
+    assert sweep_record.SWEEP_CONFIG == "multirun.yaml"
 
 
 def test_records_without_any_metrics_are_summarised(tmp_path):
@@ -623,7 +627,7 @@ def test_each_trial_gets_the_best_of_its_own_target_metric(tmp_path):
 
 def test_many_trials_are_one_collection_coloured_by_the_varying_hparam(tmp_path, figures):
     plan = [[f"hparams.lr={0.001 * 2**i}"] for i in range(20)]
-    results.write_plan(tmp_path, plan)
+    sweep_record.write_plan(tmp_path, plan)
     for job in range(20):
         trial(tmp_path / str(job), [(10, 1.0, False, 0.5), (20, 2.0, True, 0.98)])
         path = tmp_path / str(job) / "metrics.csv"
@@ -697,7 +701,7 @@ def test_a_cell_edited_to_text_leaves_its_trial_damaged_in_every_tool(
         named = [line for line in err if f"({column}: 'abc')" in line]
         assert len(named) == 1 and f"{sweep}/0/metrics.csv" in named[0], (argv, err)
         assert "sha256" not in " ".join(err)  # the same trial not named twice
-    table = pd.read_csv(sweep / results.SUMMARY)
+    table = pd.read_csv(sweep / sweep_record.SUMMARY)
     assert by_job(table).loc["0", "status"] == "damaged"
 
 
@@ -782,7 +786,7 @@ def test_trials_on_a_busy_host_are_marked_and_the_sweep_said_measured_under_shar
 ):
     """As trials run at once mark sweep.json: each such trial in summary.csv, the sweep's
     `measured_under_sharing`, and one warning."""
-    results.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"], ["a=3"]])
     for job, host in enumerate([100.0, 50.0, 98.0]):  # percent of 2 cores; the trial used 1
         trial(tmp_path / str(job), [(10, 1.0, False, 0.5)], cpu_count=2)
         metrics = tmp_path / str(job) / "metrics.csv"

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from aeff import results, search
 from aeff.cli import app
 from aeff.errors import ConfigError, TrialInterrupted
+from aeff.records import sweep_dir as sweep_record
 from aeff.results import __main__ as results_cli
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
@@ -88,20 +89,20 @@ def test_each_study_samples_with_its_own_seed_in_its_own_folder(tmp_path):
     dimensions = [search.interval("hparams.lr", 0.0001, 0.01, {"log"})]
     assert len(launcher.launches) == 2  # a launch a study, its job numbers from 0
     for k, (first, jobs) in enumerate(launcher.launches):
-        folder = results.study_dir(tmp_path, k)
+        folder = sweep_record.study_dir(tmp_path, k)
         assert first == 0 and len(jobs) == 2
         for job, point in zip(jobs, search.sample(dimensions, 2, seeds[k]), strict=True):
             assert values_of(job, "hydra.sweep.dir") == [str(folder)]
             assert values_of(job, "search.seed") == [str(seeds[k])]
             assert values_of(job, "search.study") == [str(k)]
             assert values_of(job, "hparams.lr") == [repr(point["hparams.lr"])]
-        plan = json.loads((folder / results.PLAN).read_text())
+        plan = json.loads((folder / sweep_record.PLAN).read_text())
         assert (plan["study"], plan["search_seed"], plan["num_trials"]) == (k, seeds[k], 2)
-        report = json.loads((folder / results.REPORT).read_text())
+        report = json.loads((folder / sweep_record.REPORT).read_text())
         assert (report["study"], report["search_seed"], report["num_trials"]) == (k, seeds[k], 2)
-        assert (folder / results.SUMMARY).exists() and (folder / "report.html").exists()
-    assert not (tmp_path / results.PLAN).exists() and not (tmp_path / "0").exists()
-    assert results.read_studies_plan(tmp_path)["studies"][1] == {
+        assert (folder / sweep_record.SUMMARY).exists() and (folder / "report.html").exists()
+    assert not (tmp_path / sweep_record.PLAN).exists() and not (tmp_path / "0").exists()
+    assert sweep_record.read_studies_plan(tmp_path)["studies"][1] == {
         "study": 1,
         "dir": "study_1",
         "search_seed": seeds[1],
@@ -113,8 +114,10 @@ def test_a_sweep_of_one_study_keeps_its_layout_and_its_jobs(tmp_path):
     sweeper_on(tmp_path, ["search.num_trials=2"], launcher).sweep(LR_RANGE)
     ((first, jobs),) = launcher.launches
     assert first == 0 and not [o for job in jobs for o in job if o.startswith(("search.s", "hyd"))]
-    assert not (tmp_path / results.STUDIES_PLAN).exists() and not (tmp_path / "study_0").exists()
-    assert json.loads((tmp_path / results.PLAN).read_text())["search_seed"] == 0
+    assert (
+        not (tmp_path / sweep_record.STUDIES_PLAN).exists() and not (tmp_path / "study_0").exists()
+    )
+    assert json.loads((tmp_path / sweep_record.PLAN).read_text())["search_seed"] == 0
 
 
 def test_an_rng_seed_given_as_a_number_becomes_each_studys_own(tmp_path):
@@ -156,15 +159,16 @@ def test_the_score_across_studies_is_the_median_of_each_studys_best(tmp_path):
 
     table, sweep = results.write_studies_report(tmp_path, [report(0, 3.0), report(1, None)])
     assert sweep["score"] == math.inf and list(table["time_to_target"]) == [3.0, math.inf]
-    assert json.loads((tmp_path / results.REPORT).read_text())["score"] is None  # JSON: no inf
+    assert json.loads((tmp_path / sweep_record.REPORT).read_text())["score"] is None  # JSON: no inf
     studies = [report(0, 3.0), report(1, None), report(2, 1.0)]
     table, sweep = results.write_studies_report(tmp_path, studies)
     assert sweep["score"] == 3.0 and sweep["num_studies"] == 3
-    written = pd.read_csv(tmp_path / results.STUDIES)
+    written = pd.read_csv(tmp_path / sweep_record.STUDIES)
     assert list(written["time_to_target"]) == [3.0, math.inf, 1.0]
     assert list(written["best_run_dir"].fillna("-")) == ["/s/study_0/1", "-", "/s/study_2/1"]
     assert (
-        json.loads((tmp_path / results.REPORT).read_text())["studies"][1]["time_to_target"] is None
+        json.loads((tmp_path / sweep_record.REPORT).read_text())["studies"][1]["time_to_target"]
+        is None
     )
 
 
@@ -173,14 +177,14 @@ def test_a_sweeps_report_across_studies_names_each_best_trial(tmp_path, capsys):
     args = ["hparams.lr=1e-3,2e-3,5e-3", "search.num_studies=2"]
     made = sweeper_on(tmp_path, ["search.num_studies=2"], launcher)
     made.sweep(args)
-    report = json.loads((tmp_path / results.REPORT).read_text())
+    report = json.loads((tmp_path / sweep_record.REPORT).read_text())
     assert report["score"] == pytest.approx(1.0) and report["num_planned"] == 6
     assert [s["best_run_dir"] for s in report["studies"]] == [
         str(tmp_path / "study_0" / "0"),
         str(tmp_path / "study_1" / "0"),
     ]
     capsys.readouterr()
-    (tmp_path / results.STUDIES).unlink()
+    (tmp_path / sweep_record.STUDIES).unlink()
     results_cli.main(["summary", str(tmp_path)])  # the report again, from the records
     printed = capsys.readouterr().out
     assert (
@@ -188,7 +192,7 @@ def test_a_sweeps_report_across_studies_names_each_best_trial(tmp_path, capsys):
         and "study_1/0" in printed
         and "median time to target (over 2 studies" in printed
     )
-    assert len(pd.read_csv(tmp_path / results.STUDIES)) == 2
+    assert len(pd.read_csv(tmp_path / sweep_record.STUDIES)) == 2
 
 
 def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study(tmp_path, caplog):
@@ -196,7 +200,7 @@ def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study
     settings = ["search.num_trials=2", "search.num_studies=2"]
     with pytest.raises(TrialInterrupted):
         sweeper_on(tmp_path, settings, StudyLauncher(stop_at)).sweep([*LR_RANGE, *settings])
-    report = json.loads((tmp_path / results.REPORT).read_text())  # written as it stopped
+    report = json.loads((tmp_path / sweep_record.REPORT).read_text())  # written as it stopped
     assert report["num_trials"] == 3 and report["failed"] == [str(tmp_path / "study_1" / "1")]
     assert aeff_sweeper.failed_trials == report["failed"]  # the app exits non-zero
     (tmp_path / "study_0" / "1" / "metadata.json").write_text(
@@ -208,7 +212,7 @@ def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study
         sweeper_on(tmp_path, settings, launcher).sweep([*LR_RANGE, *settings])
     assert [(first, len(jobs)) for first, jobs in launcher.launches] == [(1, 1), (1, 1)]
     assert f"Sweep of 4 trials in 2 studies in {tmp_path}: 2 to run" in caplog.messages
-    assert json.loads((tmp_path / results.REPORT).read_text())["failed"] == []
+    assert json.loads((tmp_path / sweep_record.REPORT).read_text())["failed"] == []
     assert aeff_sweeper.failed_trials == []
 
 
@@ -224,9 +228,11 @@ def test_a_resume_with_another_number_of_studies_is_refused(
     tmp_path, caplog, first, again, message
 ):
     if first == 1:  # the plans a sweep of `first` studies wrote before its first trial
-        results.write_plan(tmp_path, [["hparams.lr=0.1"]])
+        sweep_record.write_plan(tmp_path, [["hparams.lr=0.1"]])
     else:
-        results.write_studies_plan(tmp_path, 0, [search.study_seed(0, k) for k in range(first)])
+        sweep_record.write_studies_plan(
+            tmp_path, 0, [search.study_seed(0, k) for k in range(first)]
+        )
     before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     args = ["hparams.lr=0.1", f"search.num_studies={again}", "resume=true"]
     launcher = StudyLauncher()
@@ -318,7 +324,7 @@ def test_two_studies_train_record_and_resume_as_sweeps_of_their_own(
     assert aeff_in_process(*args) == 128 + signal.SIGTERM
     sweep = tmp_path / "sweep"
     assert not (sweep / "study_1" / "1").exists()
-    assert json.loads((sweep / results.REPORT).read_text())["num_trials"] == 3
+    assert json.loads((sweep / sweep_record.REPORT).read_text())["num_trials"] == 3
     monkeypatch.setattr(BasicLauncher, "launch", launch)
     assert aeff_in_process(*args, "resume=true") == 0
 
@@ -326,9 +332,9 @@ def test_two_studies_train_record_and_resume_as_sweeps_of_their_own(
     records = {}
     for k in range(2):
         folder = sweep / f"study_{k}"
-        for name in (results.PLAN, results.SUMMARY, results.REPORT, "report.html"):
+        for name in (sweep_record.PLAN, sweep_record.SUMMARY, sweep_record.REPORT, "report.html"):
             assert (folder / name).exists(), name
-        report = json.loads((folder / results.REPORT).read_text())
+        report = json.loads((folder / sweep_record.REPORT).read_text())
         assert (report["study"], report["search_seed"], report["failed"]) == (k, seeds[k], [])
         for job in range(2):
             record = json.loads((folder / str(job) / "metadata.json").read_text())
@@ -342,13 +348,14 @@ def test_two_studies_train_record_and_resume_as_sweeps_of_their_own(
     assert records[(0, 0)]["hparams.lr"] != records[(1, 0)]["hparams.lr"]  # their own points
 
     results_cli.main(["summary", str(sweep)])
-    studies = pd.read_csv(sweep / results.STUDIES)
+    studies = pd.read_csv(sweep / sweep_record.STUDIES)
     assert list(studies["study"]) == [0, 1] and list(studies["search_seed"]) == seeds
     best = [
-        json.loads((sweep / f"study_{k}" / results.REPORT).read_text())["score"] for k in range(2)
+        json.loads((sweep / f"study_{k}" / sweep_record.REPORT).read_text())["score"]
+        for k in range(2)
     ]
     median = float(np.median([math.inf if b is None else b for b in best]))
-    report = json.loads((sweep / results.REPORT).read_text())
+    report = json.loads((sweep / sweep_record.REPORT).read_text())
     assert report["score"] == (None if math.isinf(median) else pytest.approx(median))
     assert report["num_trials"] == 4 and report["failed"] == []
 
@@ -376,7 +383,7 @@ def test_the_vectorized_launcher_groups_trials_of_different_studies(
     assert [r["log_dir"] for r in records] == [
         str(sweep / f"study_{k}" / str(job)) for k in range(2) for job in range(2)
     ]
-    assert json.loads((sweep / results.REPORT).read_text())["num_trials"] == 4
+    assert json.loads((sweep / sweep_record.REPORT).read_text())["num_trials"] == 4
 
 
 CRASHING_SUBMISSION = """
@@ -403,9 +410,9 @@ def test_a_failed_trial_fails_neither_its_study_nor_the_others_and_the_sweep_exi
     assert aeff_in_process(*args, *data_overrides(mnist_data_dir)) == 1
     sweep = tmp_path / "sweep"
     for k in range(2):
-        summary = pd.read_csv(sweep / f"study_{k}" / results.SUMMARY)
+        summary = pd.read_csv(sweep / f"study_{k}" / sweep_record.SUMMARY)
         assert list(summary["status"]) == ["failed", "completed"]
-    report = json.loads((sweep / results.REPORT).read_text())
+    report = json.loads((sweep / sweep_record.REPORT).read_text())
     assert report["failed"] == [str(sweep / f"study_{k}" / "0") for k in range(2)]
     assert aeff_sweeper.failed_trials == report["failed"]
 
@@ -414,6 +421,6 @@ def test_a_failed_trial_fails_neither_its_study_nor_the_others_and_the_sweep_exi
     "text", ["{", '{"num_studies": 2, "studies": []}', '{"num_studies": 1, "studies": [{}]}']
 )
 def test_a_damaged_studies_plan_is_one_line_naming_it(tmp_path, text):
-    (tmp_path / results.STUDIES_PLAN).write_text(text)
+    (tmp_path / sweep_record.STUDIES_PLAN).write_text(text)
     with pytest.raises(ConfigError, match=r"studies_plan.json is unreadable \(\w+\): restore"):
-        results.read_studies_plan(tmp_path)
+        sweep_record.read_studies_plan(tmp_path)

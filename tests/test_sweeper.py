@@ -19,10 +19,10 @@ from helpers.sweeper import sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from aeff import results
 from aeff.cli import hydra_job
 from aeff.cli.app import with_user_files
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
+from aeff.records import sweep_dir as sweep_record
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper, plan_changes
 
@@ -148,7 +148,7 @@ def test_both_sampling_methods_are_used_and_reproducible(sweeper):
 def test_a_sweep_dir_with_a_sweep_needs_resume(sweeper, tmp_path):
     jobs = [["hparams.lr=0.001"], ["hparams.lr=0.002"]]
     assert sweeper().jobs_to_run(tmp_path, jobs) == [0, 1]
-    assert results.read_plan(tmp_path) == jobs
+    assert sweep_record.read_plan(tmp_path) == jobs
     with pytest.raises(ConfigError) as refused:
         sweeper().jobs_to_run(tmp_path, jobs)
     assert str(refused.value) == (  # both ways out
@@ -392,10 +392,10 @@ def test_a_sweep_launches_its_plan_in_batches_and_reports(sweeper, tmp_path, cap
     jobs = [[f"hparams.lr={lr}"] for lr in ("0.1", "0.2", "0.3")]
     assert made.launcher.launches == [(0, jobs[:2]), (2, jobs[2:])]
     assert returns == [("returned", 0), ("returned", 1), ("returned", 2)]
-    assert results.read_plan(sweep_dir) == jobs
+    assert sweep_record.read_plan(sweep_dir) == jobs
     saved = OmegaConf.load(sweep_dir / "multirun.yaml")
     assert saved.hydra.sweep.dir == str(sweep_dir) and saved.workload.split_seed == 0
-    report = json.loads((sweep_dir / results.REPORT).read_text())
+    report = json.loads((sweep_dir / sweep_record.REPORT).read_text())
     assert report["score"] == 1.0 and report["num_trials"] == 3
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == (
@@ -520,9 +520,9 @@ def test_bad_sweep_input_exits_before_anything_is_written(
 def test_the_sweeps_config_is_saved_with_credentials_redacted(sweeper, tmp_path):
     url = "+meta.url='https://user:token@host/x?sig=abc'"
     sweeper(url).sweep(["hparams.lr=0.1"])
-    saved = OmegaConf.load(tmp_path / results.SWEEP_CONFIG)
+    saved = OmegaConf.load(tmp_path / sweep_record.SWEEP_CONFIG)
     assert saved.meta.url == "https://***@host/x?sig=***"
-    assert "token" not in (tmp_path / results.SWEEP_CONFIG).read_text()
+    assert "token" not in (tmp_path / sweep_record.SWEEP_CONFIG).read_text()
 
 
 @pytest.mark.parametrize(
@@ -549,11 +549,15 @@ def test_trials_that_share_the_cores_are_said_and_mark_the_score(
         made.sweep(["hparams.lr=0.1,0.2,0.25"])
     warned = [m for m in messages(caplog) if "measured under sharing" in m]
     assert [m.split(":")[0] for m in warned] == ([shared] if shared else [])
-    assert json.loads((tmp_path / results.REPORT).read_text())["measured_under_sharing"] == shared
+    assert (
+        json.loads((tmp_path / sweep_record.REPORT).read_text())["measured_under_sharing"] == shared
+    )
     with open_dict(made.config):  # a resume one at a time: its earlier trials were shared
         made.config.hydra.launcher, made.config.resume = {}, True
     made.sweep(["hparams.lr=0.1,0.2,0.25"])
-    assert json.loads((tmp_path / results.REPORT).read_text())["measured_under_sharing"] == shared
+    assert (
+        json.loads((tmp_path / sweep_record.REPORT).read_text())["measured_under_sharing"] == shared
+    )
 
 
 def test_a_second_sweep_into_a_sweep_dir_exits_2(sweeper, tmp_path, caplog):
@@ -573,7 +577,7 @@ def test_an_interrupted_sweep_reports_and_says_how_to_finish(
     made = sweeper(interrupt_at=1)
     with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(TrialInterrupted):
         made.sweep(["hparams.lr=0.1,0.2"])
-    report = json.loads((tmp_path / results.REPORT).read_text())
+    report = json.loads((tmp_path / sweep_record.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 2
     assert messages(caplog)[-1:] == [
         "Sweep stopped by SIGINT. Finish it with: aeff -m hparams.lr=0.1,0.2 "
@@ -592,7 +596,7 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
         made.sweep(["hparams.lr=0.1,0.2,0.3"])
     assert stopped.value.code == 1 and len(made.launcher.launches) == 2  # none after it
-    report = json.loads((tmp_path / results.REPORT).read_text())
+    report = json.loads((tmp_path / sweep_record.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 3
     assert aeff_sweeper.failed_trials == [str(tmp_path / "1"), str(tmp_path / "2")]
     assert messages(caplog)[-1] == (
@@ -748,7 +752,7 @@ def test_plan_changes_name_every_differing_key_on_either_side():
 def test_resume_into_a_new_sweep_dir_plans_and_runs_every_job(sweeper, tmp_path):
     jobs = [["hparams.lr=0.1"], ["hparams.lr=0.2"]]
     assert sweeper("resume=true").jobs_to_run(tmp_path, jobs) == [0, 1]
-    assert results.read_plan(tmp_path) == jobs
+    assert sweep_record.read_plan(tmp_path) == jobs
 
 
 def test_the_sweepers_refusals_say_exactly_what_is_wrong(sweeper, tmp_path):

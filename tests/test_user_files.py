@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from helpers import HELPERS, REPO, data_overrides, run_aeff
 
-from aeff import results
 from aeff.cli.app import compose_config
 from aeff.config import check_trial, class_in_file
 from aeff.errors import ConfigError, TrialExited
+from aeff.records import sweep_dir as sweep_record
 from aeff.submissions.adam import AdamHParams
 from aeff.submissions.nesterov import NesterovHParams
 from aeff.training.prepare import refuse_unused_hparams
@@ -210,7 +210,7 @@ def test_a_sweeps_trial_reading_a_file_edited_since_the_plan_fails_naming_it(
     source, sweep_dir = doc_files / "my_sgd.py", tmp_path / "sweep"
     planned = hashlib.sha256(source.read_bytes()).hexdigest()
     sweep_dir.mkdir()
-    results.write_plan(sweep_dir, [[f"submission_path={source}"]], {str(source): planned})
+    sweep_record.write_plan(sweep_dir, [[f"submission_path={source}"]], {str(source): planned})
     source.write_text(source.read_text() + "# edited\n")
     now = hashlib.sha256(source.read_bytes()).hexdigest()
     cfg = short(mnist_data_dir, f"submission_path={source}")

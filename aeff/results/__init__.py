@@ -1,11 +1,8 @@
-"""Reading trials back: the summary, plots, and a sweep dir's own files.
-
-This package owns a sweep dir's own files: the plan the sweeper writes before its first
-trial, and the report (summary.csv, sweep.json, and `report.html` from `report.py`)
-written after the last. `python -m aeff.results` is its command line (`__main__.py`).
+"""Reading trials back: the summary, plots, and a sweep's report (summary.csv, sweep.json;
+`report.html` from `report.py`), written into the sweep dir `aeff.records.sweep_dir` names.
+`python -m aeff.results` is its command line (`__main__.py`).
 """
 
-import json
 import logging
 import math
 import os
@@ -32,19 +29,19 @@ from aeff.records.run_dir import (
     status_of,
 )
 from aeff.records.secrets import redact
+from aeff.records.sweep_dir import (
+    PLAN,
+    REPORT,
+    STUDIES,
+    STUDY_PREFIX,
+    SUMMARY,
+    plan_record,
+    read_plan,
+)
 from aeff.training.rules import counts_toward_target
 
 log = logging.getLogger(__name__)
 
-PLAN = "sweep_plan.json"
-# A sweep of several studies (search.num_studies > 1): each study is a sweep dir of its own,
-# <sweep dir>/study_<k>; the sweep dir holds their plan and the report across them.
-STUDIES_PLAN = "studies_plan.json"
-STUDIES = "studies.csv"
-STUDY_PREFIX = "study_"
-SWEEP_CONFIG = "multirun.yaml"  # the sweep's composed config, credentials redacted
-SUMMARY = "summary.csv"
-REPORT = "sweep.json"
 NOT_STARTED = "not started"  # a planned trial with no record: the sweep was stopped before it
 UNREADABLE = "unreadable"  # a trial whose metadata.json cannot be read
 FOREIGN = "foreign"  # a planned job's dir holding the record of another run
@@ -52,119 +49,6 @@ FAILED = "failed"
 # Not failures: a trial that ran with logging=off (UNRECORDED) is a result nobody kept, and
 # resuming it would only train it again.
 NOT_FAILED = (*FINISHED, UNRECORDED)
-
-
-def write_plan(
-    sweep_dir: Path,
-    jobs: list[list[str]],
-    files: Mapping[str, str] | None = None,
-    study: int = 0,
-    search_seed: int | None = None,
-) -> None:
-    """Every trial the sweep (or study) will run, as its overrides (credentials redacted),
-    the sha256 of each user file it runs (path -> sha256), the study and the seed it samples
-    with, before the first one starts."""
-    plan = {"num_trials": len(jobs), "jobs": redacted(jobs), "files": dict(files or {})}
-    plan.update(study=study, search_seed=search_seed)
-    write_json_atomically(sweep_dir / PLAN, plan)
-
-
-def study_dir(sweep_dir: Path, study: int) -> Path:
-    return Path(sweep_dir) / f"{STUDY_PREFIX}{study}"
-
-
-def write_studies_plan(sweep_dir: Path, seed: int, seeds: list[int]) -> None:
-    """The studies of a sweep: how many, and each one's folder and search seed (derived
-    from the sweep's `search.seed`), before the first trial starts."""
-    studies = [
-        {"study": k, "dir": study_dir(sweep_dir, k).name, "search_seed": s}
-        for k, s in enumerate(seeds)
-    ]
-    plan = {"num_studies": len(seeds), "search.seed": seed, "studies": studies}
-    write_json_atomically(sweep_dir / STUDIES_PLAN, plan)
-
-
-def read_studies_plan(sweep_dir: Path) -> dict[str, Any] | None:
-    """The studies' plan, or None when the sweep dir holds none (a sweep of one study)."""
-    path = Path(sweep_dir) / STUDIES_PLAN
-    if not path.exists():
-        return None
-    try:
-        plan = json.loads(path.read_text())
-        studies = plan["studies"]
-        if not isinstance(plan["num_studies"], int) or len(studies) != plan["num_studies"]:
-            raise ValueError
-        if not all(isinstance(s["search_seed"], int) for s in studies):
-            raise TypeError
-        return plan
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "
-            "again in another hydra.sweep.dir."
-        ) from None
-
-
-def study_dirs(sweep_dir: Path) -> list[Path] | None:
-    """The folders of a sweep's studies, in order; None for a sweep of one study."""
-    plan = read_studies_plan(sweep_dir)
-    return None if plan is None else [study_dir(sweep_dir, k) for k in range(plan["num_studies"])]
-
-
-def record_sharing(sweep_dir: Path, note: str | None) -> None:
-    """How a run of the sweep shared the machine among its trials, in the plan, for
-    sweep.json's `measured_under_sharing`; once shared, a sweep stays marked (its
-    earlier trials' times were measured so)."""
-    plan = _plan(sweep_dir)
-    if note and plan is not None and not plan.get("sharing"):
-        write_json_atomically(sweep_dir / PLAN, {**plan, "sharing": note})
-
-
-def redacted(jobs: list[list[str]]) -> list[list[str]]:
-    return [[redact(override) for override in job] for job in jobs]
-
-
-def write_sweep_config(sweep_dir: Path, yaml_text: str) -> None:
-    write_text_atomically(sweep_dir / SWEEP_CONFIG, yaml_text)
-
-
-def is_sweep_dir(folder: Path) -> bool:
-    """A sweep's dir: aeff's sweeper plans it (`sweep_plan.json`); every sweep aeff runs,
-    Optuna's too, saves its config there (`multirun.yaml`)."""
-    return (folder / PLAN).is_file() or (folder / SWEEP_CONFIG).is_file()
-
-
-def read_plan(sweep_dir: Path) -> list[list[str]] | None:
-    """The planned jobs' overrides, or None when the dir holds no plan."""
-    plan = _plan(sweep_dir)
-    return None if plan is None else plan["jobs"]
-
-
-def planned_files(sweep_dir: Path) -> dict[str, str] | None:
-    """The user files' sha256 the sweep was planned with (path -> sha256); None without a
-    plan, or for a plan an older aeff wrote, which records none."""
-    plan = _plan(sweep_dir)
-    return None if plan is None else plan.get("files")
-
-
-def _plan(sweep_dir: Path) -> dict[str, Any] | None:
-    path = sweep_dir / PLAN
-    if not path.exists():
-        return None
-    try:
-        plan = json.loads(path.read_text())
-        jobs, files = plan["jobs"], plan.get("files", {})
-        if not all(isinstance(job, list) and all(isinstance(o, str) for o in job) for job in jobs):
-            raise TypeError
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-            raise TypeError
-        if not isinstance(plan.get("sharing"), str | None):
-            raise TypeError
-        return plan
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "
-            "again in another hydra.sweep.dir."
-        ) from None
 
 
 # Row columns that hold the user's own values or the config's texts: any text is theirs.
@@ -457,7 +341,7 @@ def write_sweep_report(
     unrecorded (logging=off) has no result and is no failure. `ended`: see `summary`.
     """
     table = summary(sweep_dir, ended, metrics)
-    plan = _plan(sweep_dir) or {}
+    plan = plan_record(sweep_dir) or {}
     write_text_atomically(sweep_dir / SUMMARY, table.map(inert).to_csv(index=False))
     finished = table[table["status"].isin(FINISHED)] if len(table) else table
     reached = finished.dropna(subset=["time_to_target"]) if "time_to_target" in table else table[:0]

@@ -17,20 +17,16 @@ from aeff import errors
 from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of
 from aeff.records.secrets import redact, redact_log_records, redacting_console
+from aeff.records.sweep_dir import PLAN, STUDIES, STUDIES_PLAN, is_sweep_dir, study_dirs
 from aeff.results import (
     CONSOLE_TRIALS,
-    PLAN,
-    STUDIES,
-    STUDIES_PLAN,
     as_text,
     brief,
     compare,
-    is_sweep_dir,
     plot,
     read_rows,
     seconds,
     studies_text,
-    study_dirs,
     summary,
     write_studies_report,
     write_sweep_report,

@@ -35,9 +35,8 @@ from aeff.algoperf.submission import submission_name
 from aeff.errors import ConfigError
 from aeff.records.files import inert, write_text_atomically
 from aeff.records.run_dir import FINISHED, METADATA, status_of
+from aeff.records.sweep_dir import PLAN, STUDIES_PLAN
 from aeff.results import (
-    PLAN,
-    STUDIES_PLAN,
     plain_text,
     pyplot,
     read_rows,

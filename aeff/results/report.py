@@ -22,9 +22,9 @@ from aeff.records.environment import RERUN_REPRODUCES
 from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
 from aeff.records.secrets import redact
+from aeff.records.sweep_dir import HTML_REPORT, SWEEP_CONFIG
 from aeff.results import (
     NOT_STARTED,
-    SWEEP_CONFIG,
     curves,
     plain_text,
     pyplot,
@@ -35,7 +35,6 @@ from aeff.results import (
     write_sweep_report,
 )
 
-HTML_REPORT = "report.html"
 TABLE_COLUMNS = (  # the table's first columns; every hyperparameter and label follows
     "run_dir",
     "status",

@@ -35,6 +35,7 @@ from aeff import config, errors, interrupts, user_files
 from aeff.algoperf import submission as algoperf_submission
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.run_dir import FINISHED, Lock, read_metadata, status_of
 from aeff.records.secrets import redact
 
@@ -77,7 +78,7 @@ def write_and_print_report(sweep_dir: Path, ended: dict[int, str | None] | None 
         f"{sweep['num_trials']} trials, {results.count_failed(summary)} failed"
         + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
         + f", best time to target {results.seconds(sweep['best_time_to_target'])}. Report: "
-        f"{sweep_dir / results.SUMMARY}, {sweep_dir / results.REPORT}, {page}"
+        f"{sweep_dir / sweep_record.SUMMARY}, {sweep_dir / sweep_record.REPORT}, {page}"
     )
     return sweep
 
@@ -91,7 +92,7 @@ def write_and_print_studies_report(
     from aeff import results
     from aeff.results.report import write_reports, write_studies_reports
 
-    folders = results.study_dirs(sweep_dir) or []
+    folders = sweep_record.study_dirs(sweep_dir) or []
     reports = []
     for folder in folders:
         summary, sweep, page = write_reports(folder, (ended or {}).get(folder))
@@ -104,8 +105,8 @@ def write_and_print_studies_report(
     table, report, page = write_studies_reports(sweep_dir, reports)
     print(results.studies_text(table, report, sweep_dir))
     print(
-        f"Report across studies: {sweep_dir / results.STUDIES}, {sweep_dir / results.REPORT}, "
-        f"{page}"
+        f"Report across studies: {sweep_dir / sweep_record.STUDIES}, "
+        f"{sweep_dir / sweep_record.REPORT}, {page}"
     )
     return report
 
@@ -146,7 +147,6 @@ class AeffSweeper(Sweeper):
             sys.exit(errors.exit_status(error.__cause__))
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
-        from aeff import results  # pandas (0.45 s): imported by sweeps only, not every trial
 
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         try:  # a bad space, grid or sweep dir is refused before anything runs or is written
@@ -167,13 +167,13 @@ class AeffSweeper(Sweeper):
                 study.todo = self.jobs_to_run(study.folder, study.jobs, study)
             if len(studies) > 1:
                 seeds = [study.seed for study in studies]
-                results.write_studies_plan(sweep_dir, self.config.search.seed, seeds)
+                sweep_record.write_studies_plan(sweep_dir, self.config.search.seed, seeds)
         except AeffError as error:
             log.error("%s", error)
             sys.exit(errors.exit_status(error))
         config_yaml = redact(OmegaConf.to_yaml(self.config))
         for folder in {sweep_dir, *(study.folder for study in studies)}:
-            results.write_sweep_config(folder, config_yaml)
+            sweep_record.write_sweep_config(folder, config_yaml)
         num_jobs, todo = sum(len(s.jobs) for s in studies), sum(len(s.todo) for s in studies)
         in_studies = f" in {len(studies)} studies" if len(studies) > 1 else ""
         log.info("Sweep of %d trials%s in %s: %d to run", num_jobs, in_studies, sweep_dir, todo)
@@ -214,7 +214,7 @@ class AeffSweeper(Sweeper):
         overrides win over the command line's), `search.study` and `search.seed` (which
         its records keep), and an `rng_seed` given as a number becomes the study's own.
         """
-        from aeff import results, search
+        from aeff import search
 
         settings = self.config.search
         num_studies = settings.get("num_studies", 1)
@@ -231,7 +231,7 @@ class AeffSweeper(Sweeper):
             return [Study(0, settings.seed, sweep_dir, plan(settings.seed))]
         studies = []
         for k, seed in enumerate(seeds):
-            folder = results.study_dir(sweep_dir, k)
+            folder = sweep_record.study_dir(sweep_dir, k)
             jobs = [in_study(job, k, seed, folder) for job in plan(seed)]
             studies.append(Study(k, seed, folder, jobs))
         return studies
@@ -342,7 +342,7 @@ class AeffSweeper(Sweeper):
         runs."""
         from aeff import results
 
-        planned = results.read_plan(sweep_dir)
+        planned = sweep_record.read_plan(sweep_dir)
         files = self.user_files(jobs)
         number, seed = (study.index, study.seed) if study else (0, self.config.search.seed)
         if not self.config.get("resume"):
@@ -351,14 +351,14 @@ class AeffSweeper(Sweeper):
                     f"{sweep_dir} holds a sweep already: add resume=true to finish it, or "
                     "choose another hydra.sweep.dir."
                 )
-            results.write_plan(sweep_dir, jobs, files, number, seed)
+            sweep_record.write_plan(sweep_dir, jobs, files, number, seed)
             return list(range(len(jobs)))
         if planned is None:
-            results.write_plan(sweep_dir, jobs, files, number, seed)
+            sweep_record.write_plan(sweep_dir, jobs, files, number, seed)
             planned = jobs
         # An edited space samples other values: name the file, not the values it changed.
-        refuse_edited_files(sweep_dir, results.planned_files(sweep_dir), files)
-        if changes := plan_changes(planned, results.redacted(jobs)):
+        refuse_edited_files(sweep_dir, sweep_record.planned_files(sweep_dir), files)
+        if changes := plan_changes(planned, sweep_record.redacted(jobs)):
             raise ConfigError(
                 f"resume=true finishes only the same sweep, but {sweep_dir} planned "
                 f"{changes}: resume with the sweep's own command line."
@@ -387,7 +387,7 @@ class AeffSweeper(Sweeper):
     def warn_of_sharing(self, studies: list["Study"], num_jobs: int) -> None:
         """Say, before the first trial, when trials running at once share the machine's
         cores or GPUs, and record it in the plan: sweep.json then marks the score."""
-        from aeff import devices, results
+        from aeff import devices
         from aeff.cli.hydra_job import parallel_trials
         from aeff.records import system
 
@@ -396,7 +396,7 @@ class AeffSweeper(Sweeper):
         per_trial = OmegaConf.select(self.config, "devices.per_trial", default=None)
         note = devices.sharing(parallel, cpus, len(system.gpu_handles()), per_trial)
         for study in studies:
-            results.record_sharing(study.folder, note)
+            sweep_record.record_sharing(study.folder, note)
         if note:
             log.warning(
                 "%s: each trial's clock counts the others' work, so times to target and the "
@@ -463,7 +463,6 @@ class AeffSweeper(Sweeper):
         return batches
 
     def report(self, sweep_dir: Path, studies: list["Study"]) -> None:
-        from aeff import results
 
         if len(studies) == 1:
             sweep = write_and_print_report(sweep_dir, studies[0].ended)
@@ -478,7 +477,8 @@ class AeffSweeper(Sweeper):
                 "Rerun them with resume=true hydra.sweep.dir=%s",
                 len(failed_trials),
                 sweep["num_planned"],
-                named + (f" and {more} more ({sweep_dir / results.SUMMARY})" if more > 0 else ""),
+                named
+                + (f" and {more} more ({sweep_dir / sweep_record.SUMMARY})" if more > 0 else ""),
                 sweep_dir,
             )
 
@@ -590,12 +590,10 @@ def refuse_edited_files(
     """Refuse a resume whose user files are not the bytes the sweep was planned with: its
     trials would run other code (or another space) beside the finished ones."""
     if planned is None:
-        from aeff import results
-
         log.warning(
             "%s records no sha256 of the user's files (an older aeff planned it): an edit "
             "since cannot be detected.",
-            sweep_dir / results.PLAN,
+            sweep_dir / sweep_record.PLAN,
         )
         return
     for path, before in planned.items():
@@ -617,10 +615,9 @@ def refuse_edited_files(
 def check_layout(sweep_dir: Path, num_studies: int, resume: bool) -> None:
     """Refuse a sweep dir planned for another number of studies (a resume must keep it),
     and, without resume=true, one that holds a sweep of studies already."""
-    from aeff import results
 
-    planned = results.read_studies_plan(sweep_dir)
-    one = (sweep_dir / results.PLAN).exists()
+    planned = sweep_record.read_studies_plan(sweep_dir)
+    one = (sweep_dir / sweep_record.PLAN).exists()
     before = planned["num_studies"] if planned else int(one)
     if before and not resume:
         raise ConfigError(

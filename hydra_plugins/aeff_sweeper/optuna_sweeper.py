@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config as aeff_config
 from aeff import errors, interrupts
 from aeff.errors import AeffError, ConfigError, TrialInterrupted
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.secrets import redact
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
@@ -99,10 +100,9 @@ if OptunaSweeper is not None:
             except AeffError as error:
                 log.error("%s", error)
                 sys.exit(errors.exit_status(error))
-            from aeff import results
 
             sweep_dir.mkdir(parents=True, exist_ok=True)  # `report DIR` knows it by its config
-            results.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
+            sweep_record.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
 
             def stopped(signum: int) -> str:  # a signal while no trial trains
                 write_report(sweep_dir, objective, finished=False)

@@ -16,6 +16,7 @@ from helpers import run_aeff
 from aeff import results
 from aeff.errors import ConfigError
 from aeff.records import secrets
+from aeff.records import sweep_dir as sweep_record
 from aeff.records.concat import load_metrics
 from aeff.records.files import append_csv_row, write_json_atomically
 from aeff.records.run_dir import Attempt, RunDir, last_global_step
@@ -123,7 +124,7 @@ def test_the_tools_skip_an_unreadable_metrics_file_naming_it(tmp_path, garbage, 
 def test_a_garbage_record_is_reported_not_skipped(tmp_path):
     """Job 1's record is garbage; job 0's rows, written by hand, hold only their steps (a
     report once ended on them in a KeyError)."""
-    results.write_plan(tmp_path, [["a=1"], ["a=2"]])
+    sweep_record.write_plan(tmp_path, [["a=1"], ["a=2"]])
     for job, text in (("0", '{"status": "completed", "global_step": 3}'), ("1", "{not json")):
         (tmp_path / job).mkdir()
         (tmp_path / job / "metadata.json").write_text(text)
@@ -184,7 +185,7 @@ def test_log_records_are_redacted_whatever_handlers_a_config_sets_up():
 
 
 def test_summary_csv_cells_are_inert(tmp_path):
-    results.write_plan(tmp_path, [["a=1"]])
+    sweep_record.write_plan(tmp_path, [["a=1"]])
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metadata.json").write_text(
         json.dumps({"status": "completed", "meta.f": "=cmd|' /C calc'!A0"})
