@@ -520,6 +520,16 @@ def test_bad_sweep_input_exits_before_anything_is_written(
     assert not sweep_dir.exists() and made.launcher.launches == []
 
 
+def test_a_sweep_dir_that_cannot_be_made_is_one_line_and_exit_2(sweeper, tmp_path, caplog):
+    (tmp_path / "file").write_text("not a folder")
+    made = sweeper(sweep_dir=tmp_path / "file" / "sweep")
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
+        made.sweep(["hparams.lr=0.1"])
+    assert errors.exit_status(stopped.value) == 2 and made.launcher.launches == []
+    (said,) = messages(caplog)
+    assert said.startswith(f"cannot write {tmp_path / 'file' / 'sweep'}: ") and "\n" not in said
+
+
 def test_the_sweeps_config_is_saved_with_credentials_redacted(sweeper, tmp_path):
     url = "+meta.url='https://user:token@host/x?sig=abc'"
     sweeper(url).sweep(["hparams.lr=0.1"])
@@ -548,9 +558,10 @@ def test_trials_that_share_the_cores_are_said_and_mark_the_score(
     made = sweeper()
     with open_dict(made.config):
         made.config.hydra.launcher = launcher
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.WARNING, logger="aeff.sweeps.settings"):
         made.sweep(["hparams.lr=0.1,0.2,0.25"])
-    warned = [m for m in messages(caplog) if "measured under sharing" in m]
+    said = [r.getMessage() for r in caplog.records if r.name == "aeff.sweeps.settings"]
+    warned = [m for m in said if "measured under sharing" in m]
     assert [m.split(":")[0] for m in warned] == ([shared] if shared else [])
     assert (
         json.loads((tmp_path / sweep_record.REPORT).read_text())["measured_under_sharing"] == shared

@@ -14,7 +14,6 @@ decide, the report `aeff.sweeps.report`'s, the sweep dir's files `aeff.records.s
 
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -32,7 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, interrupts, user_files
+from aeff import interrupts
 from aeff.errors import AeffError, ConfigError, SweepFailed, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
 from aeff.records import sweep_dir as sweep_record
@@ -109,7 +108,7 @@ class AeffSweeper(Sweeper):
         num_jobs, todo = sum(len(s.jobs) for s in studies), sum(len(s.todo) for s in studies)
         in_studies = f" in {len(studies)} studies" if len(studies) > 1 else ""
         log.info("Sweep of %d trials%s in %s: %d to run", num_jobs, in_studies, sweep_dir, todo)
-        self.warn_of_sharing(studies, max(len(s.todo) for s in studies))
+        self.warn_of_sharing(studies)
         returns: list[JobReturn] = []
 
         def stopped(signum: int) -> str:  # a signal while no trial of this process trains
@@ -158,10 +157,10 @@ class AeffSweeper(Sweeper):
 
     def studies(self, arguments: list[str], sweep_dir: Path) -> list[Study]:
         """The sweep's studies (`search.num_studies`): `plan.studies`."""
-        settings = self.config.search
-        num_studies = settings.get("num_studies", 1)
-        plan.check_studies(num_studies, settings.get("study", 0))
-        return plan.studies(sweep_dir, num_studies, settings.seed, self.job_plan(arguments))
+        search = self.config.search
+        num_studies = search.get("num_studies", 1)
+        plan.check_studies(num_studies, search.get("study", 0))
+        return plan.studies(sweep_dir, num_studies, search.seed, self.job_plan(arguments))
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """The jobs of one study with `search.seed` (`job_plan`)."""
@@ -219,44 +218,18 @@ class AeffSweeper(Sweeper):
         files, resuming = self.user_files(jobs), bool(self.config.get("resume"))
         return resume.jobs_to_run(sweep_dir, jobs, files, resuming, number, seed, DATA_KEYS)
 
-    def warn_of_sharing(self, studies: list[Study], num_jobs: int) -> None:
-        """Say, before the first trial, when trials running at once share the machine's
-        cores or GPUs, and record it in the plan: sweep.json then marks the score."""
-        from aeff import devices
+    def warn_of_sharing(self, studies: list[Study]) -> None:
+        """`settings.warn_of_sharing`, with the trials this launcher runs at once."""
         from aeff.cli.hydra_job import parallel_trials
-        from aeff.records import system
 
-        cpus = os.cpu_count() or 1
-        parallel = parallel_trials(self.config.hydra.launcher, num_jobs)
-        per_trial = OmegaConf.select(self.config, "devices.per_trial", default=None)
-        note = devices.sharing(parallel, cpus, len(system.gpu_handles()), per_trial)
-        for study in studies:
-            sweep_record.record_sharing(study.folder, note)
-        if note:
-            log.warning(
-                "%s: each trial's clock counts the others' work, so times to target and the "
-                "score are measured under sharing (sweep.json says so). For times that "
-                "compare, run at most %d at once (hydra.launcher.n_jobs) or give each trial "
-                "its own GPUs (devices.per_trial).",
-                note,
-                cpus,
-            )
+        parallel = parallel_trials(self.config.hydra.launcher, max(len(s.todo) for s in studies))
+        settings.warn_of_sharing(self.config, [s.folder for s in studies], parallel)
 
     def user_files(self, jobs: list[list[str]]) -> dict[str, str]:
-        """path -> sha256 of each user file the sweep's config or jobs name, as this
-        process read it (the bytes its trials here run and record)."""
+        """path -> sha256 of each user file the sweep's config or jobs name (`settings`)."""
         from aeff.cli.hydra_job import override_value
 
-        named = {(k, v) for k in config.USER_FILES if (v := self.config.get(k))}
-        for job in jobs:
-            for override in job:
-                key = override.lstrip("+~").partition("=")[0]
-                if key in config.USER_FILES and (value := override_value(override)):
-                    named.add((key, value))
-        return {
-            redact(str(Path(path).expanduser().resolve())): user_files.sha256(path, key)
-            for key, path in sorted(named)
-        }
+        return settings.user_files(self.config, jobs, override_value)
 
     def launch(self, studies: list[Study]) -> list[JobReturn]:
         """Every study's jobs to run, in batches of consecutive job numbers. A launcher
