@@ -608,7 +608,8 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     made = sweeper(max_batch_size=1, fail_at=1)
     with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         made.sweep(["hparams.lr=0.1,0.2,0.3"])
-    assert errors.exit_status(stopped.value) == 1 and len(made.launcher.launches) == 2
+    assert errors.exit_status(stopped.value) == 1
+    assert len(made.launcher.launches) == 2  # none after it
     report = json.loads((tmp_path / sweep_record.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 3
     assert stopped.value.failed == [str(tmp_path / "1"), str(tmp_path / "2")]
