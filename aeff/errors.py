@@ -74,6 +74,18 @@ class TrialInterrupted(BaseException):
         self.recorded = False  # set when the trial's record says `interrupted`
 
 
+class SweepFailed(BaseException):
+    """A sweep that ended without a result of every planned trial (`failed`: the run dirs of
+    those that failed or did not run), or that its sweeper refused or stopped (`error`, said
+    already in one line). A BaseException, as Hydra's `run_and_report` would print an
+    Exception's traceback and exit 1: it reaches the app, which exits with `exit_status`."""
+
+    def __init__(self, failed: list[str], error: BaseException | None = None) -> None:
+        super().__init__(f"{len(failed)} trials failed or did not run")
+        self.failed = list(failed)
+        self.error = error
+
+
 def crash_of(error: BaseException) -> BaseException:
     """`error` as a trial's ending is recorded and raised: a SystemExit as the TrialExited
     it is (caused by it), any other error as it is."""
@@ -99,6 +111,8 @@ def exit_status(error: BaseException | None) -> int:
         return 0
     if isinstance(error, TrialInterrupted):
         return 128 + error.signum  # the shell's convention: 130 SIGINT, 143 SIGTERM
+    if isinstance(error, SweepFailed):  # as what stopped it; else its failed trials
+        return EXIT_FAILED_TRIALS if error.error is None else exit_status(error.error)
     if isinstance(error, AeffError):
         return error.exit_status
     return EXIT_FAILED_TRIALS

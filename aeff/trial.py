@@ -355,16 +355,9 @@ def refuse_files_edited_since_planned(trial: Trial, sweep_dir: Path) -> None:
     """A process that first read a user file after the sweep was planned (a parallel
     launcher's worker) may have read an edit: its trial would run, and record, other code
     or another space than the sweep's other trials."""
-
-    planned = sweep_record.planned_files(sweep_dir) or {}
-    for key in config.USER_FILES:
-        path, digest = trial.record.get(key), trial.record.get(f"{key}_sha256")
-        if path in planned and planned[path] != digest:
-            raise errors.ConfigError(
-                f"{key}={path} changed since the sweep in {sweep_dir} was planned (sha256 "
-                f"{planned[path][:12]}, now {digest[:12]}): restore the planned file, then "
-                "resume the sweep."
-            )
+    keys = {trial.record[k]: k for k in config.USER_FILES if trial.record.get(k)}
+    now = {path: trial.record.get(f"{key}_sha256") for path, key in keys.items()}
+    sweep_record.refuse_edited_files(sweep_dir, now, keys)
 
 
 def seed_of(attempt: Attempt) -> int:

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import data_overrides, run_aeff
-from helpers.sweeper import sweeper_on
+from helpers.sweeper import failures_named, sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from aeff import results, search
+from aeff import errors, results, search
 from aeff.cli import app
-from aeff.errors import ConfigError, TrialInterrupted
+from aeff.errors import ConfigError, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
 from aeff.results import __main__ as results_cli
 from hydra_plugins.aeff_sweeper import aeff_sweeper
@@ -198,22 +198,22 @@ def test_a_sweeps_report_across_studies_names_each_best_trial(tmp_path, capsys):
 def test_a_stopped_sweep_of_studies_resumes_the_unfinished_trials_of_every_study(tmp_path, caplog):
     stop_at = (str(tmp_path / "study_1"), 1)
     settings = ["search.num_trials=2", "search.num_studies=2"]
-    with pytest.raises(TrialInterrupted):
+    with pytest.raises(TrialInterrupted) as stopped:
         sweeper_on(tmp_path, settings, StudyLauncher(stop_at)).sweep([*LR_RANGE, *settings])
     report = json.loads((tmp_path / sweep_record.REPORT).read_text())  # written as it stopped
     assert report["num_trials"] == 3 and report["failed"] == [str(tmp_path / "study_1" / "1")]
-    assert aeff_sweeper.failed_trials == report["failed"]  # the app exits non-zero
+    assert errors.exit_status(stopped.value) == 130  # the app exits non-zero
     (tmp_path / "study_0" / "1" / "metadata.json").write_text(
         json.dumps({"status": "failed", "sweep_dir": "x", "hydra.job.num": 1})
     )
     launcher = StudyLauncher()
     settings.append("resume=true")
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        sweeper_on(tmp_path, settings, launcher).sweep([*LR_RANGE, *settings])
+        _, failed_trials = sweeper_on(tmp_path, settings, launcher).run([*LR_RANGE, *settings])
     assert [(first, len(jobs)) for first, jobs in launcher.launches] == [(1, 1), (1, 1)]
     assert f"Sweep of 4 trials in 2 studies in {tmp_path}: 2 to run" in caplog.messages
     assert json.loads((tmp_path / sweep_record.REPORT).read_text())["failed"] == []
-    assert aeff_sweeper.failed_trials == []
+    assert failed_trials == []
 
 
 @pytest.mark.parametrize(
@@ -236,14 +236,14 @@ def test_a_resume_with_another_number_of_studies_is_refused(
     before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     args = ["hparams.lr=0.1", f"search.num_studies={again}", "resume=true"]
     launcher = StudyLauncher()
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         sweeper_on(tmp_path, args, launcher).sweep(args)
-    assert stopped.value.code == 2 and launcher.launches == []
+    assert errors.exit_status(stopped.value) == 2 and launcher.launches == []
     (said,) = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert message in said and said.startswith("resume=true finishes only the same sweep")
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".lock") == before
     args = ["hparams.lr=0.1", f"search.num_studies={first}"]  # without resume=true
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit):
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed):
         sweeper_on(tmp_path, args, StudyLauncher()).sweep(args)
     assert caplog.records[-1].getMessage().startswith(f"{tmp_path} holds a sweep already")
 
@@ -264,9 +264,10 @@ def test_a_bad_number_of_studies_is_one_line_before_anything_is_written(
     sweep_dir = tmp_path / "sweep"
     launcher = StudyLauncher()
     args = ["hparams.lr=0.1", setting]
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         sweeper_on(sweep_dir, args, launcher).sweep(args)
-    assert stopped.value.code == 2 and launcher.launches == [] and not sweep_dir.exists()
+    assert errors.exit_status(stopped.value) == 2
+    assert launcher.launches == [] and not sweep_dir.exists()
     (said,) = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert said.startswith(message) and "\n" not in said
 
@@ -407,14 +408,15 @@ def test_a_failed_trial_fails_neither_its_study_nor_the_others_and_the_sweep_exi
     (tmp_path / "crashing.py").write_text(CRASHING_SUBMISSION)
     args = ["-m", "submission_path=crashing.py", "hparams.lr=0.5,1e-3", "search.num_studies=2"]
     args += ["debug=short", "hydra.sweep.dir=sweep", "logging.packages=false"]
-    assert aeff_in_process(*args, *data_overrides(mnist_data_dir)) == 1
+    with failures_named() as said:
+        assert aeff_in_process(*args, *data_overrides(mnist_data_dir)) == 1
     sweep = tmp_path / "sweep"
     for k in range(2):
         summary = pd.read_csv(sweep / f"study_{k}" / sweep_record.SUMMARY)
         assert list(summary["status"]) == ["failed", "completed"]
     report = json.loads((sweep / sweep_record.REPORT).read_text())
     assert report["failed"] == [str(sweep / f"study_{k}" / "0") for k in range(2)]
-    assert aeff_sweeper.failed_trials == report["failed"]
+    assert said.sweeps == [report["failed"]]
 
 
 @pytest.mark.parametrize(

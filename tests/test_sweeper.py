@@ -19,12 +19,13 @@ from helpers.sweeper import sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
+from aeff import errors
 from aeff.cli import hydra_job
 from aeff.cli.app import with_user_files
-from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
+from aeff.errors import ConfigError, RunDirBusy, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
 from hydra_plugins.aeff_sweeper import aeff_sweeper
-from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper, plan_changes
+from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper
 
 LOGGER = "hydra_plugins.aeff_sweeper.aeff_sweeper"
 
@@ -261,16 +262,6 @@ def test_resume_is_refused_while_a_trial_of_the_sweep_runs(sweeper, tmp_path):
         sweeper("resume=true").jobs_to_run(tmp_path, jobs)
 
 
-def test_plan_changes_ignore_what_does_not_change_a_trial():
-    planned = [["hparams.lr=0.1", "max_steps=3"]]
-    same = [
-        ["hparams.lr=0.1", "max_steps=3", "resume=true", "hydra.sweep.dir=x", "devices.ids=[0]"]
-    ]
-    assert plan_changes(planned, same) == ""
-    assert plan_changes(planned, [*planned, *planned]) == "1 trials (now 2)"
-    assert "max_steps=3 (now 4)" in plan_changes(planned, [["hparams.lr=0.1", "max_steps=4"]])
-
-
 def test_a_grid_value_that_does_not_compose_is_refused_before_any_trial(sweeper):
     with pytest.raises(ConfigError, match=r"batch_size=abc does not compose"):
         sweeper().job_overrides(["max_steps=8", "batch_size=512,abc,256"])
@@ -369,26 +360,18 @@ def test_a_launcher_refusing_its_settings_is_one_line_and_exit_2(monkeypatch, ca
 
     monkeypatch.setattr(Plugins, "instantiate_launcher", instantiate_launcher)
     refused = ConfigError("hydra.launcher.trials_per_program=0: use 1 or more.")
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         AeffSweeper().setup(hydra_context="context", task_function="task", config=refused)
-    assert stopped.value.code == 2 and messages(caplog) == [str(refused)]
+    assert errors.exit_status(stopped.value) == 2 and messages(caplog) == [str(refused)]
     with pytest.raises(RuntimeError, match="Error in call"):  # anything else is Hydra's to report
         AeffSweeper().setup(hydra_context="context", task_function="task", config=KeyError())
-
-
-def test_batches_are_runs_of_consecutive_jobs_at_most_max_batch_size_long():
-    assert AeffSweeper().batches([]) == []
-    assert AeffSweeper().batches([0, 1, 2, 4, 5, 9]) == [[0, 1, 2], [4, 5], [9]]
-    assert AeffSweeper(max_batch_size=2).batches([0, 1, 2, 3, 4, 6]) == [[0, 1], [2, 3], [4], [6]]
-    assert AeffSweeper(max_batch_size=1).batches([3, 4]) == [[3], [4]]
-    assert AeffSweeper().batches([2, 1]) == [[2], [1]]
 
 
 def test_a_sweep_launches_its_plan_in_batches_and_reports(sweeper, tmp_path, capsys, caplog):
     sweep_dir = tmp_path / "new" / "sweep"  # made, parents and all
     made = sweeper(sweep_dir=sweep_dir, max_batch_size=2)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        returns = made.sweep(["hparams.lr=0.1,0.2,0.3"])
+        returns, failed_trials = made.run(["hparams.lr=0.1,0.2,0.3"])
     jobs = [[f"hparams.lr={lr}"] for lr in ("0.1", "0.2", "0.3")]
     assert made.launcher.launches == [(0, jobs[:2]), (2, jobs[2:])]
     assert returns == [("returned", 0), ("returned", 1), ("returned", 2)]
@@ -413,47 +396,67 @@ def test_a_sweep_launches_its_plan_in_batches_and_reports(sweeper, tmp_path, cap
             f"hydra.sweep.dir={sweep_dir}",
         ),
     ]
-    assert aeff_sweeper.failed_trials == [failed]
+    assert failed_trials == [failed]
+
+
+def test_a_sweep_with_a_failed_trial_ends_hydras_callbacks_then_fails_with_exit_1(
+    sweeper, tmp_path, monkeypatch
+):
+    """The app reads the failed trials from what the sweep raises; Hydra's callbacks (a
+    user's `on_multirun_end`) end the sweep first, as they end one that succeeded."""
+    ended = []
+    for name, grid in (("ok", "0.1"), ("failed", "0.1,0.3")):
+        made = sweeper(sweep_dir=tmp_path / name)
+        monkeypatch.setattr(
+            made.hydra_context.callbacks, "on_multirun_end", lambda **kw: ended.append(kw)
+        )
+        if name == "ok":
+            assert made.sweep([f"hparams.lr={grid}"]) == [("returned", 0)] and ended == []
+            continue
+        with pytest.raises(SweepFailed) as stopped:
+            made.sweep([f"hparams.lr={grid}"])
+    assert errors.exit_status(stopped.value) == 1
+    assert stopped.value.failed == [str(tmp_path / "failed" / "1")]
+    assert ended == [{"config": made.config, "config_name": "config"}]
 
 
 def test_a_resumed_sweep_runs_the_rest_and_clears_the_failures(sweeper, tmp_path, caplog):
-    sweeper().sweep(["hparams.lr=0.1,0.3,0.2"])
-    assert aeff_sweeper.failed_trials == [str(tmp_path / "1")]
+    assert sweeper().run(["hparams.lr=0.1,0.3,0.2"])[1] == [str(tmp_path / "1")]
     (tmp_path / "1" / "metadata.json").unlink()  # as if it never ran
     (tmp_path / "1" / "metrics.csv").unlink()
     (tmp_path / "1").rmdir()
     again = sweeper("resume=true")
     again.launcher.launch = lambda jobs, index: [("again", index, jobs)]
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        assert again.sweep(["hparams.lr=0.1,0.3,0.2"]) == [("again", 1, [["hparams.lr=0.3"]])]
+        returns, failed_trials = again.run(["hparams.lr=0.1,0.3,0.2"])
+    assert returns == [("again", 1, [["hparams.lr=0.3"]])]
     assert messages(caplog)[-2:] == [
         f"Sweep of 3 trials in {tmp_path}: 1 to run",
         f"1 of 3 planned trials failed or did not run: {tmp_path / '1'}. "
         f"Rerun them with resume=true hydra.sweep.dir={tmp_path}",
     ]
-    assert aeff_sweeper.failed_trials == [str(tmp_path / "1")]  # not started: not a result
+    assert failed_trials == [str(tmp_path / "1")]  # not started: not a result
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "metadata.json").write_text(
         json.dumps({"status": "completed", "global_step": 10})
     )
     (tmp_path / "1" / "metrics.csv").write_text("global_step\n10\n")
-    sweeper("resume=true").sweep(["hparams.lr=0.1,0.3,0.2"])
-    assert aeff_sweeper.failed_trials == []
+    assert sweeper("resume=true").run(["hparams.lr=0.1,0.3,0.2"])[1] == []
 
 
 def test_a_job_dir_holding_another_runs_record_stops_a_resume(sweeper, tmp_path, caplog):
     """A run aimed at a job's dir by hand (`hydra.run.dir=<sweep dir>/1`) is not that job:
     the resume names it before running anything."""
-    sweeper().sweep(["hparams.lr=0.1,0.3"])
+    sweeper().run(["hparams.lr=0.1,0.3"])
     command = "python -m aeff hydra.run.dir=sweep/1 hparams.lr=5.0"
     for sweep_dir, job in (("", 0), (str(tmp_path), 0)):  # no sweep's; another job's
         record = {"status": "completed", "sweep_dir": sweep_dir, "hydra.job.num": job}
         (tmp_path / "1" / "metadata.json").write_text(json.dumps({**record, "command": command}))
         again = sweeper("resume=true")
         caplog.clear()
-        with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+        with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
             again.sweep(["hparams.lr=0.1,0.3"])
-        assert stopped.value.code == 2 and again.launcher.launches == []
+        assert errors.exit_status(stopped.value) == 2 and again.launcher.launches == []
         assert messages(caplog) == [
             f"{tmp_path / '1' / 'metadata.json'} is the record of another run ({command}), "
             f"not of job 1 of this sweep: move {tmp_path / '1'} aside, then resume the sweep."
@@ -474,9 +477,9 @@ def test_a_resume_with_an_edited_space_exits_2_naming_it_before_any_trial(
     next_process()
     again = sweeper("resume=true", *overrides, sweep_dir=sweep_dir)
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         again.sweep(overrides[:1])
-    assert stopped.value.code == 2 and again.launcher.launches == []
+    assert errors.exit_status(stopped.value) == 2 and again.launcher.launches == []
     (message,) = messages(caplog)
     assert message.startswith(f"resume=true finishes only the same sweep, but {space} changed")
     assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
@@ -510,11 +513,21 @@ def test_bad_sweep_input_exits_before_anything_is_written(
 ):
     sweep_dir = tmp_path / "sweep"
     made = sweeper(*setting.split(), sweep_dir=sweep_dir)
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         made.sweep([grid])
-    assert stopped.value.code == 2
+    assert errors.exit_status(stopped.value) == 2
     assert messages(caplog) == [message]
     assert not sweep_dir.exists() and made.launcher.launches == []
+
+
+def test_a_sweep_dir_that_cannot_be_made_is_one_line_and_exit_2(sweeper, tmp_path, caplog):
+    (tmp_path / "file").write_text("not a folder")
+    made = sweeper(sweep_dir=tmp_path / "file" / "sweep")
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
+        made.sweep(["hparams.lr=0.1"])
+    assert errors.exit_status(stopped.value) == 2 and made.launcher.launches == []
+    (said,) = messages(caplog)
+    assert said.startswith(f"cannot write {tmp_path / 'file' / 'sweep'}: ") and "\n" not in said
 
 
 def test_the_sweeps_config_is_saved_with_credentials_redacted(sweeper, tmp_path):
@@ -545,9 +558,10 @@ def test_trials_that_share_the_cores_are_said_and_mark_the_score(
     made = sweeper()
     with open_dict(made.config):
         made.config.hydra.launcher = launcher
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.WARNING, logger="aeff.sweeps.settings"):
         made.sweep(["hparams.lr=0.1,0.2,0.25"])
-    warned = [m for m in messages(caplog) if "measured under sharing" in m]
+    said = [r.getMessage() for r in caplog.records if r.name == "aeff.sweeps.settings"]
+    warned = [m for m in said if "measured under sharing" in m]
     assert [m.split(":")[0] for m in warned] == ([shared] if shared else [])
     assert (
         json.loads((tmp_path / sweep_record.REPORT).read_text())["measured_under_sharing"] == shared
@@ -562,9 +576,9 @@ def test_trials_that_share_the_cores_are_said_and_mark_the_score(
 
 def test_a_second_sweep_into_a_sweep_dir_exits_2(sweeper, tmp_path, caplog):
     sweeper().sweep(["hparams.lr=0.1"])
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         sweeper().sweep(["hparams.lr=0.1"])
-    assert stopped.value.code == 2
+    assert errors.exit_status(stopped.value) == 2
     assert messages(caplog)[-1].startswith(f"{tmp_path} holds a sweep already")
 
 
@@ -591,14 +605,14 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2,0.3", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(aeff_sweeper, "failed_trials", [])
     made = sweeper(max_batch_size=1, fail_at=1)
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed) as stopped:
         made.sweep(["hparams.lr=0.1,0.2,0.3"])
-    assert stopped.value.code == 1 and len(made.launcher.launches) == 2  # none after it
+    assert errors.exit_status(stopped.value) == 1
+    assert len(made.launcher.launches) == 2  # none after it
     report = json.loads((tmp_path / sweep_record.REPORT).read_text())
     assert report["num_trials"] == 1 and report["num_planned"] == 3
-    assert aeff_sweeper.failed_trials == [str(tmp_path / "1"), str(tmp_path / "2")]
+    assert stopped.value.failed == [str(tmp_path / "1"), str(tmp_path / "2")]
     assert messages(caplog)[-1] == (
         "The launcher failed: RuntimeError: A worker process was unexpectedly terminated. "
         "Finish it with: aeff -m hparams.lr=0.1,0.2,0.3 +url=https://***@host/x "
@@ -608,7 +622,7 @@ def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     typed = [*argv, "resume=true", f"hydra.sweep.dir={tmp_path}"]
     monkeypatch.setattr(sys, "argv", typed)
     again = sweeper("resume=true", max_batch_size=1, fail_at_silently=1)
-    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SystemExit):
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(SweepFailed):
         again.sweep(["hparams.lr=0.1,0.2,0.3"])
     assert messages(caplog)[-1] == (  # the resume's own command, not it twice
         "The launcher failed: RuntimeError. Finish it with: aeff -m "
@@ -638,21 +652,15 @@ def test_a_submitit_folder_outside_the_sweep_dir_is_left_alone(tmp_path):
     shared = tmp_path / "scratch" / "submitit"  # other sweeps' jobs may be running from it
     (shared / "7").mkdir(parents=True)
     (shared / "7" / "7_submitted.pkl").write_text("another sweep's job")
-    aeff_sweeper.remove_job_pickles(f"{shared}/%j", tmp_path / "sweep")
+    sweep_record.remove_job_pickles(tmp_path / "sweep", f"{shared}/%j")
     assert (shared / "7" / "7_submitted.pkl").exists()
-
-
-def test_plan_values_read_keys_as_hydra_spells_them():
-    planned = [["+hparams.x=a=b", "hydra/launcher=joblib"]]
-    assert plan_changes(planned, [["hparams.x=a=b"]]) == ""
-    assert plan_changes(planned, [["hparams.x=a=c"]]) == "for trial 0: hparams.x=a=b (now a=c)"
 
 
 def test_the_report_prints_the_table_and_names_every_failed_trial(
     sweeper, tmp_path, capsys, caplog
 ):
     with caplog.at_level(logging.ERROR, logger=LOGGER):
-        sweeper().sweep(["hparams.lr=0.3,0.1,0.4"])
+        sweeper().run(["hparams.lr=0.3,0.1,0.4"])
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split()[:2] == ["run_dir", "status"]
     assert [line.split()[:2] for line in printed[1:4]] == [
@@ -741,14 +749,6 @@ def test_a_space_may_interpolate_other_keys(sweeper, tmp_path):
     assert all(1 <= lr <= 5 for lr in lrs) and max(lrs) > 2
 
 
-def test_plan_changes_name_every_differing_key_on_either_side():
-    planned = [["a=1", "b=2", "d=5"]]
-    now = [["a=3", "c=4", "d=5"]]
-    assert plan_changes(planned, now) == (
-        "for trial 0: a=1 (now 3), b=2 (now None), c=None (now 4)"
-    )
-
-
 def test_resume_into_a_new_sweep_dir_plans_and_runs_every_job(sweeper, tmp_path):
     jobs = [["hparams.lr=0.1"], ["hparams.lr=0.2"]]
     assert sweeper("resume=true").jobs_to_run(tmp_path, jobs) == [0, 1]
@@ -802,7 +802,7 @@ def test_a_large_sweeps_console_report_is_short_and_names_a_few_failures(
     made = sweeper()
     made.launcher.launch = lambda jobs, index: []  # stopped before any trial ran
     with caplog.at_level(logging.ERROR, logger=LOGGER):
-        made.sweep([f"hparams.lr={grid}"])
+        made.run([f"hparams.lr={grid}"])
     printed = capsys.readouterr().out.splitlines()
     assert printed == [
         "30 planned trials: 30 not started; no trial reached the target.",

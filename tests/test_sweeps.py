@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 from helpers import REPO, data_overrides, run_aeff, run_sweep
+from helpers.sweeper import failures_named
 
 from aeff import results, search
-from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 FLAKY_WORKLOAD = '''
 from dataclasses import dataclass
@@ -194,14 +194,15 @@ def test_a_logging_off_sweep_reports_its_trials_unrecorded_and_only_a_crash_fail
     args = ["-m", "submission_path=crashing.py", "logging=off", "max_steps=4"]
     args += ["eval_every_steps=4", *data_overrides(mnist_data_dir)]
 
-    assert aeff_in_process(*args, "hparams.lr=1e-3", "hydra.sweep.dir=trained") == 0
+    with failures_named() as said:
+        assert aeff_in_process(*args, "hparams.lr=1e-3", "hydra.sweep.dir=trained") == 0
     sweep = tmp_path / "trained"
     assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["unrecorded"]
     report = json.loads((sweep / "sweep.json").read_text())
     assert report["failed"] == [] and report["num_trials"] == report["num_unrecorded"] == 1
     # No failed trial, so no advice to resume (which would only train it again). (The console
     # is not read with capsys: Hydra's logging config closes pytest's capture.)
-    assert aeff_sweeper.failed_trials == []
+    assert said.sweeps == []
     # The report's reader says the same without the sweep's process: it began there.
     assert list(results.summary(sweep)["status"]) == ["unrecorded"]
 

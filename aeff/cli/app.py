@@ -24,7 +24,7 @@ from aeff import config, errors, interrupts, slurm, user_files
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
-from aeff.errors import AeffError, TrialInterrupted
+from aeff.errors import AeffError, SweepFailed, TrialInterrupted
 from aeff.records.flatten import flatten
 from aeff.records.run_dir import RunDir
 from aeff.records.secrets import redact, redact_log_records, redacting_console
@@ -142,7 +142,7 @@ class RunDirCallback(Callback):
         """Another sweeper's sweep (Optuna's) gets aeff's report too; aeff's writes its own."""
         if str(config.hydra.sweeper.get("_target_", "")).endswith("AeffSweeper"):
             return
-        optuna_sweeper.write_report(records_dir(config, "sweep").absolute(), config.objective)
+        optuna_sweeper.end_with_report(records_dir(config, "sweep").absolute(), config.objective)
 
 
 def refuse_studies_of_another_sweeper(config: DictConfig) -> None:
@@ -249,7 +249,6 @@ def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
     register()
     hydra_job.TYPED[:] = sys.argv[1:]
-    aeff_sweeper.failed_trials.clear()  # this command's sweep's, not an earlier one's
     with errors_end_the_process():
         check_sweeper_of_preset(sys.argv[1:])
         sys.argv[1:] = with_user_files(sys.argv[1:])
@@ -257,7 +256,5 @@ def main() -> None:
         # What Hydra prints itself (its refusal of an override, --cfg, --help) is no log
         # record: redacted as it is written.
         redacting_console(trial_job)
-    except TrialInterrupted as interrupt:  # Hydra passes BaseExceptions on
-        sys.exit(errors.exit_status(interrupt))
-    if aeff_sweeper.failed_trials:
-        sys.exit(errors.EXIT_FAILED_TRIALS)
+    except (TrialInterrupted, SweepFailed) as ending:  # Hydra passes BaseExceptions on
+        sys.exit(errors.exit_status(ending))

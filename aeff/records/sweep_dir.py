@@ -1,17 +1,23 @@
-"""A sweep dir's own record: the plan the sweeper writes before its first trial (and, for a
-sweep of studies, the studies' plan), the sweep's config, and the names of the report files
-written after its last trial. The counterpart of `run_dir.py` for a sweep; it knows nothing
-of Hydra or pandas.
+"""A sweep dir's own record: the lock of the sweeper that owns it, the plan the sweeper
+writes before its first trial (and, for a sweep of studies, the studies' plan), the user
+files it was planned with (and the check that they are unchanged), the sweep's config, the
+names of the report files written after its last trial, and the removal of submitit's job
+pickles from it. The counterpart of `run_dir.py` for a sweep; it knows nothing of Hydra or
+pandas.
 """
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aeff.errors import ConfigError
+from aeff.errors import ConfigError, RecordsError
 from aeff.records.files import write_json_atomically, write_text_atomically
+from aeff.records.run_dir import Lock
 from aeff.records.secrets import redact
+
+log = logging.getLogger(__name__)
 
 PLAN = "sweep_plan.json"
 # A sweep of several studies (search.num_studies > 1): each study is a sweep dir of its own,
@@ -23,6 +29,22 @@ SWEEP_CONFIG = "multirun.yaml"  # the sweep's composed config, credentials redac
 SUMMARY = "summary.csv"
 REPORT = "sweep.json"
 HTML_REPORT = "report.html"
+
+
+def claim(sweep_dir: Path) -> None:
+    """Own the sweep dir (or a study's folder), made if need be, for the life of this process:
+    a second sweeper aimed at it is refused (RunDirBusy, naming the owner)."""
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RecordsError(sweep_dir, error) from error
+    Lock.acquire(sweep_dir)
+
+
+def planned_studies(sweep_dir: Path) -> int:
+    """How many studies the sweep dir was planned for: 0 when it holds no plan."""
+    planned = read_studies_plan(sweep_dir)
+    return planned["num_studies"] if planned else int((sweep_dir / PLAN).exists())
 
 
 def write_plan(
@@ -137,3 +159,60 @@ def plan_record(sweep_dir: Path) -> dict[str, Any] | None:
             f"{path} is unreadable ({type(error).__name__}): restore it, or start the sweep "
             "again in another hydra.sweep.dir."
         ) from None
+
+
+def refuse_edited_files(
+    sweep_dir: Path, now: Mapping[str, str], keys: Mapping[str, str] | None = None
+) -> None:
+    """Refuse user files that are not the bytes the sweep was planned with: its trials would
+    run other code (or another space) beside the finished ones. `now`: path -> sha256 as this
+    process read them. A resume (`keys` None) must name every planned file; a trial of the
+    sweep (`keys`: path -> the config key naming it) checks the planned files it reads, as a
+    parallel launcher's worker may have first read one after an edit."""
+    planned = planned_files(sweep_dir)
+    if planned is None:
+        if keys is None:
+            log.warning(
+                "%s records no sha256 of the user's files (an older aeff planned it): an edit "
+                "since cannot be detected.",
+                sweep_dir / PLAN,
+            )
+        return
+    for path in planned if keys is None else [p for p in keys if p in planned]:
+        before = planned[path]
+        if path not in now:
+            raise ConfigError(
+                f"resume=true finishes only the same sweep, but {sweep_dir} planned it with "
+                f"{path}, which this command does not name: resume with the sweep's own "
+                "command line, from the folder it started in."
+            )
+        if now[path] == before:
+            continue
+        if keys is not None:
+            raise ConfigError(
+                f"{keys[path]}={path} changed since the sweep in {sweep_dir} was planned (sha256 "
+                f"{before[:12]}, now {now[path][:12]}): restore the planned file, then "
+                "resume the sweep."
+            )
+        raise ConfigError(
+            f"resume=true finishes only the same sweep, but {path} changed since "
+            f"{sweep_dir} planned it (sha256 {before[:12]}, now {now[path][:12]}): "
+            "restore the planned file, or start the sweep again in another "
+            "hydra.sweep.dir."
+        )
+
+
+def remove_job_pickles(sweep_dir: Path, folder: str | None) -> None:
+    """Once every job has returned, the submitit launchers' pickles of each job's call and
+    result in `folder` (`<sweep dir>/.submitit/%j`), which hold its overrides as typed,
+    credentials included; its logs stay. A stopped sweep keeps them: SLURM may still run
+    or requeue its jobs from them. A folder outside the sweep dir is left alone: other
+    sweeps' jobs may share it; None: no submitit launcher."""
+    root = Path(folder.split("%", 1)[0]) if folder else None
+    if root is None or not root.resolve().is_relative_to(sweep_dir.resolve()):
+        return
+    try:
+        for pickle in root.rglob("*.pkl"):
+            pickle.unlink(missing_ok=True)
+    except OSError as error:
+        log.warning("submitit's job pickles in %s stay: %s", folder, error)

@@ -11,7 +11,6 @@ extra is installed.
 """
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from aeff import config as aeff_config
-from aeff import errors, interrupts
-from aeff.errors import AeffError, ConfigError, TrialInterrupted
+from aeff import interrupts
+from aeff.errors import AeffError, ConfigError, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.secrets import redact
+from aeff.sweeps.report import write_and_print_report
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 try:  # the optuna extra
@@ -36,11 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def write_report(sweep_dir: Path, objective: str | None, finished: bool = True) -> dict:
-    """The sweep's report files and brief report, its failed trials noted for the exit
-    status (1), and, once it finished, a warning where the objective ranked nothing: every
-    trial missed the target, so each one's time to target is the budget."""
-    sweep = aeff_sweeper.write_and_print_report(sweep_dir)
-    aeff_sweeper.failed_trials[:] = sweep["failed"]
+    """The sweep's report files and brief report (its sweep.json returned), and, once it
+    finished, a warning where the objective ranked nothing: every trial missed the target,
+    so each one's time to target is the budget."""
+    sweep = write_and_print_report(sweep_dir)
     ranked = sweep["num_trials"] - len(sweep["failed"])
     if finished and objective == "time_to_target" and ranked and not sweep["num_reached_target"]:
         log.warning(
@@ -50,6 +49,13 @@ def write_report(sweep_dir: Path, objective: str | None, finished: bool = True) 
             "metric (objective=final.validation.loss)."
         )
     return sweep
+
+
+def end_with_report(sweep_dir: Path, objective: str | None) -> None:
+    """The report of a sweep that finished (`write_report`); a failed trial ends it in
+    SweepFailed, which the app exits 1 with."""
+    if failed := write_report(sweep_dir, objective)["failed"]:
+        raise SweepFailed(failed)
 
 
 def check_before_training(cfg: DictConfig, arguments: list[str]) -> None:
@@ -99,7 +105,7 @@ if OptunaSweeper is not None:
                 check_before_training(self.config, arguments)
             except AeffError as error:
                 log.error("%s", error)
-                sys.exit(errors.exit_status(error))
+                raise SweepFailed([], error) from None
 
             sweep_dir.mkdir(parents=True, exist_ok=True)  # `report DIR` knows it by its config
             sweep_record.write_sweep_config(sweep_dir, redact(OmegaConf.to_yaml(self.config)))
@@ -117,7 +123,7 @@ if OptunaSweeper is not None:
                 log.warning("Sweep %s; its report is written.", interrupt)
                 raise
             except Exception as error:  # Optuna's: no trial completed, too many failed...
-                write_report(sweep_dir, objective, finished=False)
+                failed = write_report(sweep_dir, objective, finished=False)["failed"]
                 lines = str(error).strip().splitlines()
                 log.debug("Optuna's error:", exc_info=True)  # shown with hydra.verbose
                 log.error(
@@ -125,7 +131,7 @@ if OptunaSweeper is not None:
                     type(error).__name__,
                     lines[0] if lines else "",
                 )
-                sys.exit(errors.EXIT_FAILED_TRIALS)
+                raise SweepFailed(failed) from None  # exit 1, whatever Optuna raised
 
 
 def register() -> None:
