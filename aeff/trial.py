@@ -23,8 +23,9 @@ from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.config import Trial
 from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.records import environment, system
+from aeff.records.attempt import Attempt
 from aeff.records.packages import packages_text
-from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step, read_metadata
+from aeff.records.run_dir import RunDir, latest_checkpoint_step, read_metadata
 from aeff.records.secrets import redact
 from aeff.records.speaker import speaking
 

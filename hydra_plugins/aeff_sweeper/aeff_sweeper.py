@@ -35,7 +35,8 @@ from aeff import config, errors, interrupts, user_files
 from aeff.algoperf import submission as algoperf_submission
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
-from aeff.records.run_dir import FINISHED, Lock, read_metadata, status_of
+from aeff.records.lock import Lock
+from aeff.records.run_dir import FINISHED, read_metadata, status_of
 from aeff.records.secrets import redact
 
 log = logging.getLogger(__name__)
