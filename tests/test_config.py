@@ -10,10 +10,11 @@ from helpers import HELPERS
 from hydra.errors import ConfigCompositionException
 
 from aeff.cli import app
-from aeff.config import CheckpointConfig, Trial, TrialConfig, check_trial
+from aeff.config import Trial, check_trial
 from aeff.errors import ConfigError
 from aeff.records.attempt import Attempt
 from aeff.records.run_dir import RunDir
+from aeff.schema import CheckpointConfig, TrialConfig
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from aeff.config import require, require_folder, require_positive_finite, require_unit_interval
+from aeff.schema import require, require_folder, require_positive_finite, require_unit_interval
 from aeff.spec import (
     DEVICE_AXIS,
     Batch,
