@@ -105,9 +105,20 @@ RECORDED_KEYS = (
     "target_resolution",
 )
 USER_FILES = ("submission_path", "workload_path", "tuning_search_space")
-# Where the data and files live does not change the trial (a file's sha256 does);
-# everything else recorded does.
-NOT_IDENTITY = ("workload.data_dir", "workload.idx_dir", *USER_FILES)
+# metadata.json's key for whether the target metric is reached at or above the target
+# (true) or at or below it (false), as the workload declares its metrics' directions.
+TARGET_DIRECTION = "workload.target_higher_is_better"
+
+
+def workload_path_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """The keys of the fields the config's workload declares paths (its `PATH_FIELDS`);
+    none while its class cannot be imported (a user's file, before the trial loads it:
+    the trial's checks then say what is wrong)."""
+    try:
+        cls = hydra.utils.get_class(OmegaConf.select(cfg, "workload._target_"))
+    except Exception:
+        return ()
+    return tuple(f"workload.{name}" for name in getattr(cls, "PATH_FIELDS", ()))
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,12 @@ class Trial:
     hparams: Any
     settings: TrialConfig
     record: dict[str, Any]  # the config's flat keys for metadata.json and metrics.csv
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What metadata.json holds of the config: the record, and the direction of the
+        target metric (`TARGET_DIRECTION`), which results compare trials by."""
+        return {**self.record, TARGET_DIRECTION: self.workload.target_higher_is_better}
 
     @property
     def files(self) -> dict[str, tuple[Path, bytes]]:
@@ -135,11 +152,13 @@ class Trial:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What makes this trial this trial: a resume must match it."""
+        """What makes this trial this trial: a resume must match it. Where the data and
+        files live does not change the trial (a file's sha256 does); all else recorded does."""
+        paths = {f"workload.{name}" for name in self.workload.PATH_FIELDS}
         return {
             k: v
             for k, v in self.record.items()
-            if not k.startswith("meta.") and k not in NOT_IDENTITY
+            if not k.startswith("meta.") and k not in {*paths, *USER_FILES}
         }
 
 
@@ -150,6 +169,7 @@ def check_trial(cfg: DictConfig) -> Trial:
         if path := getattr(settings, key):
             check_file_node(Path(path), key, node, getattr(settings, node).get("_target_"))
     workload = build(settings.workload, "workload")
+    check_target(workload)
     check_objective(settings.objective, workload)
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     if algoperf_submission.is_target(settings.submission.get("_target_")):
@@ -212,11 +232,21 @@ def refuse_what_float32_cannot_hold(values: dict[str, Any]) -> None:
             )
 
 
+def check_target(workload: Any) -> None:
+    """A target metric the workload reports, with the direction it declares for it."""
+    require(
+        workload.target_metric in workload.metric_directions,
+        "workload.target_metric",
+        f"one of {', '.join(workload.metric_names)} (the metrics {type(workload).__name__} "
+        "declares, each with its direction, in eval_metrics)",
+        workload.target_metric,
+    )
+
+
 def check_objective(objective: str | None, workload: Any) -> None:
-    """`objective=final.<metric>` names a metric the workload reports, where it says which
-    (its `metric_names`); else the trial's end says so."""
-    names = getattr(workload, "metric_names", None)
-    if objective and objective.startswith("final.") and names:
+    """`objective=final.<metric>` names a metric the workload reports (its `metric_names`)."""
+    names = workload.metric_names
+    if objective and objective.startswith("final."):
         choices = ", ".join(f"final.{name}" for name in names)
         require(
             objective.removeprefix("final.") in names,

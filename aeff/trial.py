@@ -387,7 +387,7 @@ def start_record(
         **environment.jax_facts(),
         **slurm.job_facts(),
         **labels,
-        **trial.record,
+        **trial.metadata,
         "identity": trial.identity,
         "rng_seed": rng_seed,
         "rerun_command": environment.rerun_command(
@@ -455,7 +455,7 @@ def failure_record(
 ) -> dict[str, Any]:
     """metadata.json of a trial that failed before it began: the error and what is known."""
     try:
-        record = config.check_trial(cfg).record
+        record = config.check_trial(cfg).metadata
     except Exception:  # the config itself is what failed
         record = {}
     return {

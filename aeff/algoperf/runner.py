@@ -226,7 +226,7 @@ def prepare(
         step_rng=step_rng,
         eval_splits={
             name: programs.shard_for_eval(split, workload, mesh)
-            for name, split in (("validation", splits.validation), ("test", splits.test))
+            for name, split in workload.evaluated_splits(splits).items()
         },
         batch_size=batch_size,
         num_train=calls.num_train,
@@ -345,8 +345,9 @@ class HostLoop(Loop):
                 {k.replace(".", "/"): v for k, v in row.items() if "." in k},
             )
         )
+        evaluated = tuple(f"{split}." for split in self.workload.eval_splits)
         if trial in self.running and not all(
-            math.isfinite(v) for k, v in row.items() if k.startswith(("validation.", "test."))
+            math.isfinite(v) for k, v in row.items() if k.startswith(evaluated)
         ):
             self._end(trial, "diverged")
 

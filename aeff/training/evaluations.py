@@ -86,4 +86,4 @@ class Evaluations:
 
     def _train_metrics(self, trial: LoopTrial, at: rules.Point) -> dict[str, float]:
         """What a row says of training: the mean loss of the steps since the last row."""
-        return {"train.loss": rules.train_loss(at, trial.loss_mark)}
+        return {f"{self.workload.train_split}.loss": rules.train_loss(at, trial.loss_mark)}

@@ -296,15 +296,13 @@ class Loop(Evaluations):
         )
         trial.loss_mark = (at.train_loss_sum, at.train_loss_count)
         self.progress.clear()
+        target = self.workload.target_metric
+        shown = [(m.replace(".", " "), metrics[m]) for m in self.workload.console_metrics]
         log.log(
             logging.INFO if len(self.trials) <= ROWS_ON_CONSOLE else logging.DEBUG,
-            "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
-            at.global_step,
-            at.submission_time,
-            c.eval_time,
-            self.workload.target_metric,
-            metrics[self.workload.target_metric],
-            metrics["validation.loss"],
+            "step %d | submission %.2fs | eval %.2fs | %s %.4f" + " | %s %.4f" * len(shown),
+            *(at.global_step, at.submission_time, c.eval_time, target, metrics[target]),
+            *(value for pair in shown for value in pair),
         )
         if trial.member.on_eval is not None:
             trial.member.on_eval(c.last_row)

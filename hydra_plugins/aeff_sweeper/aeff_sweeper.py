@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # Keys that do not change which trial a job is: a resume may set them differently.
 NOT_IN_PLAN = ("resume", "hydra", "checkpoint", "devices", "compilation_cache_dir")
 JOB_SUBDIR = "${hydra.job.num}"  # each trial in <sweep dir>/<job number>: the plan's order
-DATA_KEYS = ("workload.data_dir", "workload.idx_dir")
 
 
 @dataclass
@@ -359,7 +358,9 @@ class AeffSweeper(Sweeper):
             planned = jobs
         # An edited space samples other values: name the file, not the values it changed.
         refuse_edited_files(sweep_dir, results.planned_files(sweep_dir), files)
-        if changes := plan_changes(planned, results.redacted(jobs)):
+        if changes := plan_changes(
+            planned, results.redacted(jobs), config.workload_path_keys(self.config)
+        ):
             raise ConfigError(
                 f"resume=true finishes only the same sweep, but {sweep_dir} planned "
                 f"{changes}: resume with the sweep's own command line."
@@ -659,22 +660,24 @@ def quoted(path: Path) -> str:
     return "'" + text.replace("'", "\\'") + "'"
 
 
-def plan_values(job: list[str]) -> dict[str, str]:
+def plan_values(job: list[str], path_keys: tuple[str, ...] = ()) -> dict[str, str]:
     """A job's overrides as key -> value, without the keys that do not change the trial."""
     values = {}
     for override in job:
         key, _, value = override.lstrip("+~").partition("=")
-        if key.split(".")[0].split("/")[0] not in NOT_IN_PLAN and key not in DATA_KEYS:
+        if key.split(".")[0].split("/")[0] not in NOT_IN_PLAN and key not in path_keys:
             values[key] = value
     return values
 
 
-def plan_changes(planned: list[list[str]], jobs: list[list[str]]) -> str:
+def plan_changes(
+    planned: list[list[str]], jobs: list[list[str]], path_keys: tuple[str, ...] = ()
+) -> str:
     """What differs between the recorded plan and this one ('' when nothing does)."""
     if len(planned) != len(jobs):
         return f"{len(planned)} trials (now {len(jobs)})"
     for index, (before, now) in enumerate(zip(planned, jobs, strict=True)):
-        before, now = plan_values(before), plan_values(now)
+        before, now = plan_values(before, path_keys), plan_values(now, path_keys)
         if before != now:
             keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             changes = ", ".join(f"{k}={before.get(k)} (now {now.get(k)})" for k in keys)
