@@ -17,10 +17,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from aeff.errors import ConfigError
+from aeff.splits import Batch, HostSplit, Splits
 
 DEVICE_AXIS = "devices"
 
@@ -88,24 +88,6 @@ def algoperf_type(name: str) -> Any:
 def is_training(mode: Any) -> bool:
     """`ForwardPassMode.TRAIN`, aeff's or the real package's (compared by name)."""
     return getattr(mode, "name", mode) == "TRAIN"
-
-
-class Batch(NamedTuple):
-    inputs: jax.Array
-    labels: jax.Array
-
-
-class HostSplit(NamedTuple):
-    """One split in host memory, as compact as stored: `Workload.preprocess` runs on the devices."""
-
-    inputs: np.ndarray
-    labels: np.ndarray
-
-
-class Splits(NamedTuple):
-    train: HostSplit
-    validation: HostSplit
-    test: HostSplit
 
 
 class InputStream(NamedTuple):
