@@ -27,6 +27,15 @@ from aeff.records.flatten import flatten
 from aeff.records.secrets import redact_record
 from aeff.schema import OBJECTIVES, TrialConfig, require
 
+# The one-value checks, also where users' own schemas import them from
+# (docs/writing-a-submission.md) and the sweeper asks for `config.is_count`.
+from aeff.schema import is_count as is_count
+from aeff.schema import require_folder as require_folder
+from aeff.schema import require_fraction as require_fraction
+from aeff.schema import require_learning_rate as require_learning_rate
+from aeff.schema import require_positive_finite as require_positive_finite
+from aeff.schema import require_unit_interval as require_unit_interval
+
 
 def structured(schema: type, values: Any, key: str = "") -> Any:
     """`values` as an instance of dataclass `schema`, typed by OmegaConf; errors name `key`."""

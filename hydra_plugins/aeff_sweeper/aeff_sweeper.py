@@ -31,7 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, interrupts, schema, user_files
+from aeff import config, errors, interrupts, user_files
 from aeff.algoperf import submission as algoperf_submission
 from aeff.errors import AeffError, ConfigError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
@@ -218,7 +218,7 @@ class AeffSweeper(Sweeper):
 
         settings = self.config.search
         num_studies = settings.get("num_studies", 1)
-        if not schema.is_count(num_studies):
+        if not config.is_count(num_studies):
             raise ConfigError(f"search.num_studies={num_studies!r}: expected an integer >= 1.")
         if settings.get("study", 0) != 0:
             raise ConfigError(
