@@ -1,4 +1,4 @@
-"""The loop's evaluations: when one is due, snapshots between them, measuring both splits.
+"""The loop's evaluations: when one is due, snapshots between them, measuring the splits.
 
 `Evaluations` is the half of `aeff.training.loop.Loop` that evaluates: at each due
 evaluation every running trial's current parameters are measured in one program; between
