@@ -1,16 +1,17 @@
-"""The config schema and its validation, kept free of JAX so bad input fails in a second.
+"""A trial's config checked, kept free of JAX so bad input fails in a second.
 
-Hydra types the top-level keys at compose time (``aeff_schema`` below). Each
-workload and submission types its own node with a dataclass named by the node's
-``_target_``; :func:`build` checks a node against it before any data or device is
-touched.
+Hydra types the top-level keys at compose time (`aeff.schema`). Each workload and
+submission types its own node with a dataclass named by the node's ``_target_``;
+:func:`build` checks a node against it, and `check_trial` runs every check that needs no
+data or device, before any data or device is touched. Its `Trial` holds the built
+objects, the flat `record` of config values and the `identity` a resume must match.
 """
 
 import dataclasses
 import math
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,190 +25,16 @@ from aeff.algoperf import submission as algoperf_submission
 from aeff.errors import ConfigError
 from aeff.records.flatten import flatten
 from aeff.records.secrets import redact_record
+from aeff.schema import OBJECTIVES, TrialConfig, require
 
-
-@dataclass
-class LoggingConfig:
-    """Switches of the records writer (aeff/records); see conf/logging/."""
-
-    enabled: bool = True
-    system_metrics: bool = True  # cpu.*, mem.*, gpu.* ... columns in metrics.csv
-    packages: bool = True  # packages.txt
-    os_packages: bool = True  # OS packages in packages.txt (dpkg-query or rpm)
-    record_hostname: bool = False
-
-
-SEARCH_METHODS = ("halton", "sobol")
-
-
-@dataclass
-class SearchConfig:
-    """How the aeff sweeper samples `search_space` (see aeff/search.py)."""
-
-    num_trials: int | None = None
-    seed: int = 0
-    method: str = "halton"  # or sobol
-    # Independent studies of the trials, each with its own search seed. Any, not int: the
-    # sweeper refuses a value that is not a positive integer in one line (Hydra's own
-    # conversion error is a block of lines).
-    num_studies: Any = 1
-    study: int = 0  # set by the sweeper: the trial's study (0-based)
-
-    def __post_init__(self) -> None:
-        require(
-            self.num_trials is None or self.num_trials > 0,
-            "search.num_trials",
-            "null or a positive integer",
-            self.num_trials,
-        )
-        require(
-            is_count(self.num_studies), "search.num_studies", "a positive integer", self.num_studies
-        )
-        require(self.study >= 0, "search.study", "a non-negative integer", self.study)
-        require(
-            self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS}", self.method
-        )
-
-
-# `objective=`: the one number a job returns to a sweeper that optimises (Optuna's):
-# time_to_target (the budget where the target was missed) or final.<metric>.
-OBJECTIVES = ("time_to_target",)
-
-
-@dataclass
-class DevicesConfig:
-    """Which local devices a trial uses (aeff/devices.py)."""
-
-    per_trial: int | None = None  # GPUs per parallel trial on one host; null: all
-    ids: list[int] | None = None  # GPU ids to share out; null: all that NVML sees
-
-    def __post_init__(self) -> None:
-        require(
-            self.per_trial is None or self.per_trial > 0,
-            "devices.per_trial",
-            "null or a positive integer",
-            self.per_trial,
-        )
-
-
-@dataclass
-class CheckpointConfig:
-    """Orbax checkpoints in the run dir (aeff/training/checkpoints.py); `resume=true`
-    continues one."""
-
-    enabled: bool = True
-    interval_sec: float = 30.0  # wall time between checkpoints taken at evaluations
-    keep: bool = False  # keep the last checkpoint of a trial that finished
-
-    def __post_init__(self) -> None:
-        require_positive_finite("checkpoint.interval_sec", self.interval_sec)
-
-
-@dataclass
-class TrialConfig:
-    workload: Any = None
-    submission: Any = None
-    hparams: dict[str, Any] = field(default_factory=dict)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    meta: dict[str, Any] = field(default_factory=dict)
-    batch_size: int | None = 0  # null: an AlgoPerf submission's own get_batch_size
-    rng_seed: int | None = None
-    stop_at_target: bool = True
-    max_steps: int | None = None
-    eval_every_steps: int | None = None
-    steps_per_dispatch: int = 8
-    target_resolution: float | None = 0.05  # time to target within this fraction of itself
-    search_space: dict[str, Any] = field(default_factory=dict)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    resume: bool = False  # sweeps: skip the trials whose records say finished
-    devices: DevicesConfig = field(default_factory=DevicesConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    compilation_cache_dir: str | None = None  # JAX's persistent cache; null: off
-    submission_path: str | None = None  # a Python file defining the submission
-    workload_path: str | None = None  # a Python file defining the workload
-    tuning_search_space: str | None = None  # a JSON or YAML search space (sweeps)
-    objective: str | None = None  # what a job returns to such a sweeper: see OBJECTIVES
-
-    def __post_init__(self) -> None:
-        require(
-            self.batch_size is None or self.batch_size > 0,
-            "batch_size",
-            "a positive integer",
-            self.batch_size,
-        )
-        require(
-            self.objective is None
-            or self.objective in OBJECTIVES
-            or self.objective.startswith("final."),
-            "objective",
-            f"null, {', '.join(OBJECTIVES)} or final.<metric>",
-            self.objective,
-        )
-        require(
-            self.rng_seed is None or 0 <= self.rng_seed < 2**32,
-            "rng_seed",
-            "null or an integer in [0, 2**32)",
-            self.rng_seed,
-        )
-        for key in ("max_steps", "eval_every_steps"):
-            value = getattr(self, key)
-            require(value is None or value > 0, key, "null or a positive integer", value)
-        require(
-            self.steps_per_dispatch > 0,
-            "steps_per_dispatch",
-            "a positive integer",
-            self.steps_per_dispatch,
-        )
-        require(
-            self.target_resolution is None or 0 < self.target_resolution < 1,
-            "target_resolution",
-            "null or a number in (0, 1)",
-            self.target_resolution,
-        )
-        require_folder("compilation_cache_dir", self.compilation_cache_dir)  # JAX: no word
-
-
-def require(ok: bool, key: str, allowed: str, value: Any) -> None:
-    """Raise a ConfigError naming `key` unless `ok`."""
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}.")
-
-
-def is_count(value: Any) -> bool:
-    """A positive integer (not a boolean, which Python counts as one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def require_folder(key: str, value: str | None) -> None:
-    """A setting naming a folder (made if need be) or null: a file there is refused."""
-    folder = Path(value or "").expanduser()
-    require(not folder.is_file(), key, "null or a folder, not a file", value)
-
-
-def require_positive_finite(key: str, value: float) -> None:
-    require(math.isfinite(value) and value > 0, key, "a finite number > 0", value)
-
-
-MAX_LEARNING_RATE = 100.0  # far above any that trains; 1e30 trained to a loss of 1e31
-
-
-def require_learning_rate(key: str, value: float) -> None:
-    """A learning rate that can train: in (0, 100]. Larger ones are typos (`1e30` for
-    `1e-3`) that ended `completed` with an astronomic, finite loss."""
-    require(
-        math.isfinite(value) and 0 < value <= MAX_LEARNING_RATE,
-        key,
-        f"a number in (0, {MAX_LEARNING_RATE:g}]",
-        value,
-    )
-
-
-def require_unit_interval(key: str, value: float) -> None:
-    require(math.isfinite(value) and 0 <= value <= 1, key, "a number in [0, 1]", value)
-
-
-def require_fraction(key: str, value: float) -> None:
-    require(math.isfinite(value) and 0 <= value < 1, key, "a number in [0, 1)", value)
+# The one-value checks, also where users' own schemas import them from
+# (docs/writing-a-submission.md) and the sweeper asks for `config.is_count`.
+from aeff.schema import is_count as is_count
+from aeff.schema import require_folder as require_folder
+from aeff.schema import require_fraction as require_fraction
+from aeff.schema import require_learning_rate as require_learning_rate
+from aeff.schema import require_positive_finite as require_positive_finite
+from aeff.schema import require_unit_interval as require_unit_interval
 
 
 def structured(schema: type, values: Any, key: str = "") -> Any:
@@ -287,9 +114,20 @@ RECORDED_KEYS = (
     "target_resolution",
 )
 USER_FILES = ("submission_path", "workload_path", "tuning_search_space")
-# Where the data and files live does not change the trial (a file's sha256 does);
-# everything else recorded does.
-NOT_IDENTITY = ("workload.data_dir", "workload.idx_dir", *USER_FILES)
+# metadata.json's key for whether the target metric is reached at or above the target
+# (true) or at or below it (false), as the workload declares its metrics' directions.
+TARGET_DIRECTION = "workload.target_higher_is_better"
+
+
+def workload_path_keys(cfg: DictConfig) -> tuple[str, ...]:
+    """The keys of the fields the config's workload declares paths (its `PATH_FIELDS`);
+    none while its class cannot be imported (a user's file, before the trial loads it:
+    the trial's checks then say what is wrong)."""
+    try:
+        cls = hydra.utils.get_class(OmegaConf.select(cfg, "workload._target_"))
+    except Exception:
+        return ()
+    return tuple(f"workload.{name}" for name in getattr(cls, "PATH_FIELDS", ()))
 
 
 @dataclass(frozen=True)
@@ -299,6 +137,12 @@ class Trial:
     hparams: Any
     settings: TrialConfig
     record: dict[str, Any]  # the config's flat keys for metadata.json and metrics.csv
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What metadata.json holds of the config: the record, and the direction of the
+        target metric (`TARGET_DIRECTION`), which results compare trials by."""
+        return {**self.record, TARGET_DIRECTION: self.workload.target_higher_is_better}
 
     @property
     def files(self) -> dict[str, tuple[Path, bytes]]:
@@ -317,11 +161,13 @@ class Trial:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What makes this trial this trial: a resume must match it."""
+        """What makes this trial this trial: a resume must match it. Where the data and
+        files live does not change the trial (a file's sha256 does); all else recorded does."""
+        paths = {f"workload.{name}" for name in self.workload.PATH_FIELDS}
         return {
             k: v
             for k, v in self.record.items()
-            if not k.startswith("meta.") and k not in NOT_IDENTITY
+            if not k.startswith("meta.") and k not in {*paths, *USER_FILES}
         }
 
 
@@ -332,6 +178,7 @@ def check_trial(cfg: DictConfig) -> Trial:
         if path := getattr(settings, key):
             check_file_node(Path(path), key, node, getattr(settings, node).get("_target_"))
     workload = build(settings.workload, "workload")
+    check_target(workload)
     check_objective(settings.objective, workload)
     submission = build({**settings.submission, "batch_size": settings.batch_size}, "submission")
     if algoperf_submission.is_target(settings.submission.get("_target_")):
@@ -394,11 +241,21 @@ def refuse_what_float32_cannot_hold(values: dict[str, Any]) -> None:
             )
 
 
+def check_target(workload: Any) -> None:
+    """A target metric the workload reports, with the direction it declares for it."""
+    require(
+        workload.target_metric in workload.metric_directions,
+        "workload.target_metric",
+        f"one of {', '.join(workload.metric_names)} (the metrics {type(workload).__name__} "
+        "declares, each with its direction, in eval_metrics)",
+        workload.target_metric,
+    )
+
+
 def check_objective(objective: str | None, workload: Any) -> None:
-    """`objective=final.<metric>` names a metric the workload reports, where it says which
-    (its `metric_names`); else the trial's end says so."""
-    names = getattr(workload, "metric_names", None)
-    if objective and objective.startswith("final.") and names:
+    """`objective=final.<metric>` names a metric the workload reports (its `metric_names`)."""
+    names = workload.metric_names
+    if objective and objective.startswith("final."):
         choices = ", ".join(f"final.{name}" for name in names)
         require(
             objective.removeprefix("final.") in names,

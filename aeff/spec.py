@@ -17,8 +17,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
+
+from aeff.errors import ConfigError
+from aeff.splits import Batch, HostSplit, Splits
 
 DEVICE_AXIS = "devices"
 
@@ -88,24 +90,6 @@ def is_training(mode: Any) -> bool:
     return getattr(mode, "name", mode) == "TRAIN"
 
 
-class Batch(NamedTuple):
-    inputs: jax.Array
-    labels: jax.Array
-
-
-class HostSplit(NamedTuple):
-    """One split in host memory, as compact as stored: `Workload.preprocess` runs on the devices."""
-
-    inputs: np.ndarray
-    labels: np.ndarray
-
-
-class Splits(NamedTuple):
-    train: HostSplit
-    validation: HostSplit
-    test: HostSplit
-
-
 class InputStream(NamedTuple):
     """The training split resident on each device, read in this epoch's order."""
 
@@ -145,6 +129,20 @@ class Workload(abc.ABC):
     max_allowed_runtime_sec: float
     eval_period_time_sec: float
     eval_batch_size: int
+    # Its splits as its metrics name them (`<split>.<metric>`): the one trained on (whose
+    # mean loss since the last row is `<train_split>.loss`) and the evaluated ones, fields
+    # of `Splits`, in the order of a row's columns.
+    train_split: ClassVar[str] = "train"
+    eval_splits: ClassVar[tuple[str, ...]] = ("validation", "test")
+    # The sums `eval_sums` returns for each evaluated split, each with whether a higher
+    # value is better: a target on `<split>.<metric>` is reached at or above it if so,
+    # else at or below it (`metric_directions`).
+    eval_metrics: ClassVar[Mapping[str, bool]] = {}
+    # What each evaluation's console line shows besides the target metric.
+    console_metrics: ClassVar[tuple[str, ...]] = ()
+    # Its fields that name files or folders: made absolute from where the command ran, and
+    # no part of the trial's identity (a resume may find the data elsewhere).
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def load_splits(self) -> Splits:
@@ -183,8 +181,36 @@ class Workload(abc.ABC):
         return dataclasses.replace(self, **defaults)
 
     @property
+    def metric_directions(self) -> dict[str, bool]:
+        """Each metric a row reports -> whether a higher value is better, as declared: the
+        training loss is lowered; the evaluated splits' metrics are `eval_metrics`'."""
+        evaluated = {
+            f"{split}.{metric}": higher
+            for split in self.eval_splits
+            for metric, higher in self.eval_metrics.items()
+        }
+        return {f"{self.train_split}.loss": False, **evaluated}
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What its evaluations report, known before training (`objective=final.<metric>`)."""
+        return tuple(self.metric_directions)
+
+    @property
     def target_higher_is_better(self) -> bool:
-        return not self.target_metric.endswith("loss")
+        """Whether the target metric is reached at or above the target (else at or below)."""
+        directions = self.metric_directions
+        if self.target_metric not in directions:
+            raise ConfigError(
+                f"workload.target_metric={self.target_metric!r} is not allowed: expected one "
+                f"of {', '.join(directions)} (the metrics {type(self).__name__} declares, "
+                "each with its direction, in eval_metrics)."
+            )
+        return directions[self.target_metric]
+
+    def evaluated_splits(self, splits: Splits) -> dict[str, HostSplit]:
+        """The splits evaluated, by name, in the order of a row's columns."""
+        return {name: getattr(splits, name) for name in self.eval_splits}
 
     # AlgoPerf's workload API, for AlgoPerf's submissions (aeff.algoperf): derived from
     # the methods above, so that both contracts meet one workload.

@@ -24,8 +24,9 @@ from aeff.config import Trial
 from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.records import environment, system
 from aeff.records import sweep_dir as sweep_record
+from aeff.records.attempt import Attempt
 from aeff.records.packages import packages_text
-from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step, read_metadata
+from aeff.records.run_dir import RunDir, latest_checkpoint_step, read_metadata
 from aeff.records.secrets import redact
 from aeff.records.speaker import speaking
 
@@ -379,7 +380,7 @@ def start_record(
         **environment.jax_facts(),
         **slurm.job_facts(),
         **labels,
-        **trial.record,
+        **trial.metadata,
         "identity": trial.identity,
         "rng_seed": rng_seed,
         "rerun_command": environment.rerun_command(
@@ -447,7 +448,7 @@ def failure_record(
 ) -> dict[str, Any]:
     """metadata.json of a trial that failed before it began: the error and what is known."""
     try:
-        record = config.check_trial(cfg).record
+        record = config.check_trial(cfg).metadata
     except Exception:  # the config itself is what failed
         record = {}
     return {

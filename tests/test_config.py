@@ -3,16 +3,21 @@
 import dataclasses
 import json
 import math
+import re
+from typing import ClassVar
 
 import jax
 import pytest
 from helpers import HELPERS
 from hydra.errors import ConfigCompositionException
 
-from aeff.cli import app
-from aeff.config import CheckpointConfig, Trial, TrialConfig, check_trial
+from aeff import config
+from aeff.cli import app, hydra_job
+from aeff.config import Trial, check_trial
 from aeff.errors import ConfigError
-from aeff.records.run_dir import Attempt, RunDir
+from aeff.records.attempt import Attempt
+from aeff.records.run_dir import RunDir
+from aeff.schema import CheckpointConfig, TrialConfig
 from aeff.submissions.adam import Adam, AdamHParams
 from aeff.submissions.nesterov import Nesterov, NesterovHParams
 from aeff.workloads.mnist import MnistWorkload
@@ -187,6 +192,64 @@ def test_the_record_holds_the_values_used_and_the_identity_leaves_out_labels(com
     assert trial.record["batch_size"] == 1024 and trial.record["meta.study"] == "demo"
     assert "meta.study" not in trial.identity and "workload.data_dir" not in trial.identity
     assert trial.identity["hparams.lr"] == 3e-3 and trial.identity["workload"] == "mnist"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "higher"),
+    [
+        ((), True),
+        (("workload=mnist_loss",), False),
+        (("workload.target_metric=test.loss", "workload.target_value=0.2"), False),
+    ],
+)
+def test_the_metadata_records_the_direction_the_workload_declares_for_the_target(
+    compose_config, overrides, higher
+):
+    trial = check_trial(compose_config(*overrides))
+    assert trial.metadata["workload.target_higher_is_better"] is higher
+    assert trial.metadata == {**trial.record, "workload.target_higher_is_better": higher}
+
+
+@dataclasses.dataclass(frozen=True)
+class UndeclaredMnist(MnistWorkload):
+    """MNIST declaring no evaluation metrics (and skipping MNIST's own checks)."""
+
+    eval_metrics: ClassVar[dict[str, bool]] = {}
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def test_a_target_metric_without_a_declared_direction_is_refused_in_one_line():
+    message = (
+        "workload.target_metric='validation.accuracy' is not allowed: expected one of "
+        "train.loss (the metrics UndeclaredMnist declares, each with its direction, in "
+        "eval_metrics)."
+    )
+    with pytest.raises(ConfigError) as refused:
+        config.check_target(UndeclaredMnist())
+    assert str(refused.value) == message
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        UndeclaredMnist().target_higher_is_better  # noqa: B018
+
+
+def test_the_workloads_path_fields_are_made_absolute_and_left_out_of_the_identity(
+    compose_config, tmp_path
+):
+    paths = ("workload.data_dir", "workload.idx_dir")
+    assert config.workload_path_keys(compose_config()) == paths
+    assert config.workload_path_keys(compose_config("workload._target_=nowhere.Gone")) == ()
+    cfg = compose_config("workload.data_dir=cache", "workload.idx_dir=/idx")
+    hydra_job.absolute_paths(cfg, tmp_path)
+    assert (cfg.workload.data_dir, cfg.workload.idx_dir) == (str(tmp_path / "cache"), "/idx")
+
+    @dataclasses.dataclass(frozen=True)
+    class CachedMnist(MnistWorkload):
+        PATH_FIELDS: ClassVar[tuple[str, ...]] = ("data_dir",)
+
+    record = {"workload.data_dir": "/a", "workload.idx_dir": "/b", "hparams.lr": 0.1}
+    trial = Trial(CachedMnist(), None, None, None, record)
+    assert trial.identity == {"workload.idx_dir": "/b", "hparams.lr": 0.1}
 
 
 def test_a_label_that_reads_an_environment_variable_is_refused(compose_config, monkeypatch):

@@ -14,7 +14,8 @@ from helpers.in_process import SIGNAL, metadata, rows
 from aeff import trial
 from aeff.cli.app import compose_config
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
-from aeff.records.run_dir import Lock, RunDir, rows_digest
+from aeff.records.lock import Lock
+from aeff.records.run_dir import RunDir, rows_digest
 from aeff.records.speaker import SPEAKER
 from aeff.submissions.adam import Adam
 from aeff.training import loop, prepare

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import types
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -910,6 +911,45 @@ def test_each_row_is_logged_with_its_times_and_metrics(mnist, caplog):
     assert loop_lines(caplog) == [
         f"step {step} | submission {step * STEP_SECONDS:.2f}s | eval {n * EVAL_SECONDS:.2f}s | "
         "validation.accuracy 0.5000 | validation loss 0.5000"
+        for n, step in ((1, 4), (2, 8))
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRateMnist(ScriptedMnist):
+    """Evaluated on its validation split alone, reporting an error rate (lower is better,
+    though its name says nothing of it), its console line the target metric alone."""
+
+    eval_splits: ClassVar[tuple[str, ...]] = ("validation",)
+    eval_metrics: ClassVar[dict[str, bool]] = {"loss": False, "error": False}
+    console_metrics: ClassVar[tuple[str, ...]] = ()
+    target_metric: str = "validation.error"
+    target_value: float = 0.75
+
+    def eval_sums(self, params, model_state, batch, mask):
+        sums = super().eval_sums(params, model_state, batch, mask)
+        return {"loss": sums["loss"], "error": sums["accuracy"]}
+
+
+def test_the_target_is_reached_in_the_direction_the_workload_declares(mnist_data_dir):
+    workload = ErrorRateMnist(data_dir=str(mnist_data_dir))
+    result, rows = trial(workload, [0.875, 0.875, 0.5], max_steps=40)
+    assert [row["validation.error"] for row in rows] == [0.875, 0.875, 0.5]
+    assert result.steps_to_target == 12 and rows[-1]["goal_reached"]
+
+
+def test_the_rows_and_console_hold_the_splits_and_metrics_the_workload_declares(
+    mnist_data_dir, caplog
+):
+    with caplog.at_level(logging.INFO, logger="aeff.training.loop"):
+        _, rows = trial(ErrorRateMnist(data_dir=str(mnist_data_dir)), [0.875], max_steps=8)
+    assert [sorted(k for k in row if "." in k) for row in rows] == [
+        ["train.loss", "validation.error", "validation.loss"]
+    ] * 2
+    one_split = EVAL_SECONDS / 2  # two splits' batches in EVAL_SECONDS
+    assert loop_lines(caplog) == [
+        f"step {step} | submission {step * STEP_SECONDS:.2f}s | eval {n * one_split:.2f}s | "
+        "validation.error 0.8750"
         for n, step in ((1, 4), (2, 8))
     ]
 

@@ -15,7 +15,7 @@ from aeff import results
 from aeff.errors import ConfigError
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.concat import concatenate_csvs, load_metrics
-from aeff.records.run_dir import LOCK
+from aeff.records.lock import LOCK
 from aeff.results import __main__ as cli
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,{metric},run_idx\n"

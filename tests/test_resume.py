@@ -14,15 +14,9 @@ import pandas as pd
 import pytest
 from helpers import data_overrides, run_aeff, start_aeff
 
-from aeff.records.run_dir import (
-    ATTEMPTS,
-    CHECKPOINTS,
-    LOCK,
-    METADATA,
-    METRICS,
-    latest_checkpoint_step,
-    read_rows,
-)
+from aeff.records.lock import LOCK
+from aeff.records.rows import read_rows
+from aeff.records.run_dir import ATTEMPTS, CHECKPOINTS, METADATA, METRICS, latest_checkpoint_step
 from aeff.training.checkpoints import TrialCheckpoints
 
 

@@ -17,7 +17,9 @@ from helpers.in_process import SIGNAL, metadata, rows
 from aeff.config import check_trial
 from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import interrupts_noted
-from aeff.records.run_dir import DAMAGED, Attempt, Lock, RunDir
+from aeff.records.attempt import Attempt
+from aeff.records.lock import Lock
+from aeff.records.run_dir import DAMAGED, RunDir
 from aeff.results import summary
 from aeff.training.checkpoints import TrialCheckpoints
 from aeff.training.loop import run_trial

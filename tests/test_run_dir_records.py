@@ -18,7 +18,9 @@ import pytest
 
 from aeff.errors import ConfigError, RecordsError, RunDirBusy, TrialInterrupted
 from aeff.records import files, run_dir
-from aeff.records.run_dir import Attempt, Lock, RunDir
+from aeff.records.attempt import Attempt, differing
+from aeff.records.lock import Lock
+from aeff.records.run_dir import RunDir
 
 
 def metadata(path):
@@ -237,8 +239,8 @@ def test_a_file_system_without_locks_is_warned_about_and_used(tmp_path, monkeypa
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(run_dir.fcntl, "flock", no_locks)
-    with caplog.at_level(logging.WARNING, logger="aeff.records.run_dir"):
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="aeff.records.lock"):
         Lock.acquire(tmp_path)
     Lock.release(tmp_path)
     assert [r.getMessage() for r in caplog.records] == [
@@ -292,7 +294,7 @@ def test_the_last_step_recorded_is_that_of_the_last_whole_row(tmp_path):
 
 
 def test_differences_name_each_key_on_either_side_with_both_values():
-    assert run_dir.differing({"a": 1, "b": 2}, {"b": 3, "c": 4}) == [
+    assert differing({"a": 1, "b": 2}, {"b": 3, "c": 4}) == [
         "a=1 (now None)",
         "b=2 (now 3)",
         "c=None (now 4)",

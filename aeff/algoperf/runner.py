@@ -27,7 +27,8 @@ from aeff.algoperf.jax_sharding_utils import BATCH_AXIS
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.spec import Splits, Workload
 from aeff.training import programs, rules
-from aeff.training.loop import Loop, _Trial
+from aeff.training.loop import Loop
+from aeff.training.members import LoopTrial
 from aeff.training.prepare import Clock, checked_layout
 
 # jit's word, once per compiled step on a CPU, where buffers cannot be donated: AlgoPerf's
@@ -225,7 +226,7 @@ def prepare(
         step_rng=step_rng,
         eval_splits={
             name: programs.shard_for_eval(split, workload, mesh)
-            for name, split in (("validation", splits.validation), ("test", splits.test))
+            for name, split in workload.evaluated_splits(splits).items()
         },
         batch_size=batch_size,
         num_train=calls.num_train,
@@ -287,7 +288,7 @@ class HostLoop(Loop):
         )
         self.queue = self.calls.queue(int(saved["queue_position"]))
 
-    def _own_state(self, trial: _Trial) -> dict[str, Any]:
+    def _own_state(self, trial: LoopTrial) -> dict[str, Any]:
         """The arrays of the state (the submission's functions aside) and the queue's place."""
         return {
             "params": self.state.params,
@@ -317,7 +318,7 @@ class HostLoop(Loop):
         self.seconds_per_step = seconds / num_steps
         rules.charge_steps(trial.counters, seconds, num_steps, self.limits.budget)
 
-    def _train_state(self, trial: _Trial) -> dict[str, Any]:
+    def _train_state(self, trial: LoopTrial) -> dict[str, Any]:
         """AlgoPerf's `train_state`, for a submission whose `update_params` takes it."""
         c = trial.counters
         return {
@@ -328,7 +329,7 @@ class HostLoop(Loop):
             "training_complete": False,
         }
 
-    def _evaluate(self, trial: _Trial) -> None:
+    def _evaluate(self, trial: LoopTrial) -> None:
         """`prepare_for_eval` (charged), then aeff's evaluation; a non-finite metric ends
         the trial `diverged`."""
         start = self.clock()
@@ -344,12 +345,13 @@ class HostLoop(Loop):
                 {k.replace(".", "/"): v for k, v in row.items() if "." in k},
             )
         )
+        evaluated = tuple(f"{split}." for split in self.workload.eval_splits)
         if trial in self.running and not all(
-            math.isfinite(v) for k, v in row.items() if k.startswith(("validation.", "test."))
+            math.isfinite(v) for k, v in row.items() if k.startswith(evaluated)
         ):
             self._end(trial, "diverged")
 
-    def _measure(self, trial: _Trial, params: Any, slot: int) -> dict[str, float]:
+    def _measure(self, trial: LoopTrial, params: Any, slot: int) -> dict[str, float]:
         start = self.clock()
         metrics = {}
         for name, values in jax.device_get(evaluate(self.p, self.state)).items():
@@ -359,7 +361,7 @@ class HostLoop(Loop):
         trial.counters.eval_time += self.clock() - start
         return metrics
 
-    def _train_metrics(self, trial: _Trial, at: rules.Point) -> dict[str, float]:
+    def _train_metrics(self, trial: LoopTrial, at: rules.Point) -> dict[str, float]:
         return {}  # AlgoPerf's update_params reports no loss
 
 

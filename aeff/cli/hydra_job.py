@@ -14,6 +14,7 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aeff.config import workload_path_keys
 from aeff.errors import ConfigError
 from aeff.records.secrets import redact
 from aeff.trial import TrialJob
@@ -94,8 +95,6 @@ def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
 
 
 PATH_KEYS = (
-    "workload.data_dir",
-    "workload.idx_dir",
     "submission_path",
     "workload_path",
     "tuning_search_space",
@@ -106,7 +105,7 @@ PATH_KEYS = (
 def absolute_paths(cfg: DictConfig, cwd: Path) -> None:
     """Relative paths as the user meant them: from where the command ran, also when
     `hydra.job.chdir=true` moves the job into its run dir."""
-    for key in PATH_KEYS:
+    for key in (*workload_path_keys(cfg), *PATH_KEYS):
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         relative = isinstance(value, str) and not Path(value).expanduser().is_absolute()
         if relative and "://" not in value:  # a URL is refused where its key is checked

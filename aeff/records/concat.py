@@ -9,7 +9,8 @@ import pandas as pd
 
 from aeff.errors import ConfigError
 from aeff.records.files import complete_lines, write_text_atomically
-from aeff.records.run_dir import METRICS, parse_rows
+from aeff.records.rows import parse_rows
+from aeff.records.run_dir import METRICS
 
 COMBINED = "all_metrics.csv"
 

@@ -10,44 +10,40 @@ The files of a run dir, named here and nowhere else:
 | `submission.py`, `workload.py`, `search_space.json` | `RunDir.begin`: copies of the user's files |
 | `checkpoints/` | `aeff.training.checkpoints`, in the dir `RunDir.checkpoints` names |
 | `.attempts/<n>/` | `RunDir.begin`: an earlier attempt's records, moved aside by a resume |
-| `.aeff.lock` | `Lock`: held by the owning process, its pid and host inside |
+| `.aeff.lock` | `aeff.records.lock.Lock` (which names it): held by the owning process |
 
 The record's status moves once: running -> completed | diverged | failed | interrupted.
 A `running` record whose lock no process holds was killed: `status_of` says
 `interrupted`. A finished record whose metrics.csv does not end at its last step (rows cut,
 replaced or deleted since) is `damaged`: reports count it failed, and a resume trains it
 again from step 0, its records moved aside. Nothing here knows Hydra: the run dir is
-passed in.
+passed in. What a trial does with what the dir holds is `aeff.records.attempt`'s decision;
+`aeff.records.rows` reads a metrics.csv back.
 """
 
-import csv
 import datetime
-import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
-import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import psutil
-
-from aeff.errors import ConfigError, RecordsError, RunDirBusy
+from aeff.errors import ConfigError, RecordsError
+from aeff.records.attempt import Attempt, Found, decide
 from aeff.records.files import (
     append_csv_row,
-    complete_lines,
     csv_header,
     cut_torn_line,
     remove_stale_temporaries,
     write_json_atomically,
     write_text_atomically,
 )
+from aeff.records.lock import LOCK, Lock
+from aeff.records.rows import csv_text, last_global_step, read_rows, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +54,10 @@ PACKAGES = "packages.txt"
 CHECKPOINTS = "checkpoints"
 ATTEMPTS = ".attempts"
 HYDRA = ".hydra"  # copies of Hydra's composed config, written once the trial is accepted
-LOCK = ".aeff.lock"
 # Copies of the files a trial's code and space came from, by the setting that named them.
 COPIES = {"submission_path": "submission", "workload_path": "workload"}
 COPIES["tuning_search_space"] = "search_space"
 RECORDS = (METADATA, METRICS, CONFIG, PACKAGES)
-LABELS = "meta."  # a record's keys that are the user's labels (`+meta.study=...`)
 
 FINISHED = ("completed", "diverged")  # divergence is a result, not a failure
 ENDED = (*FINISHED, "failed", "interrupted")
@@ -72,81 +66,6 @@ DAMAGED = "damaged"  # finished, but its rows changed since (status_of)
 # how it ended is nowhere on disk (its sweep's report takes it from what the launcher returned).
 UNRECORDED = "unrecorded"
 ROWS_DIGEST = "metrics_sha256"  # a finished trial's metadata.json: its metrics.csv's sha256
-
-
-class Lock:
-    """An flock on `<dir>/.aeff.lock`: one live process owns the dir until it exits.
-
-    The kernel drops the lock on any death, `kill -9` included, so a dead owner's dir
-    can be taken over (resume). Where the file system has no flock, ownership cannot be
-    enforced: a warning says so and the run goes on.
-    """
-
-    _held: ClassVar[dict[Path, int]] = {}  # dirs this process owns -> the lock's fd
-
-    @classmethod
-    def acquire(cls, directory: Path) -> None:
-        """Own `directory` (idempotent), or raise RunDirBusy naming the owner."""
-        if directory in cls._held:
-            return
-        path = directory / LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise RecordsError(path, error) from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunDirBusy(
-                f"{directory} is in use by {cls.owner(directory)}: wait for it to end, or "
-                "choose another hydra.run.dir (hydra.sweep.dir for -m)."
-            ) from None
-        except OSError as error:
-            log.warning("No flock in %s (%s): its ownership cannot be checked.", directory, error)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
-        cls._held[directory] = fd
-
-    @classmethod
-    def release(cls, directory: Path) -> None:
-        fd = cls._held.pop(directory, None)
-        if fd is not None:
-            os.close(fd)
-
-    @staticmethod
-    def owner(directory: Path) -> str:
-        try:
-            return (directory / LOCK).read_text().strip() or "another process"
-        except OSError:
-            return "another process"
-
-    @staticmethod
-    def held_by(process: psutil.Process) -> bool:
-        """Whether `process` holds a run dir's lock open (it owns the dir: a trial runs)."""
-        try:
-            return any(Path(file.path).name == LOCK for file in process.open_files())
-        except psutil.Error:
-            return False  # ended
-
-    @staticmethod
-    def is_held(directory: Path) -> bool | None:
-        """True while some process holds the lock, False once none does, None if unknown."""
-        try:
-            fd = os.open(directory / LOCK, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return False
 
 
 def read_metadata(directory: Path) -> dict[str, Any] | None:
@@ -239,16 +158,6 @@ def latest_checkpoint_step(directory: Path) -> int | None:
     return max(saved, default=None)
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What a trial starting in a run dir continues: its attempt number, seed, checkpoint."""
-
-    number: int = 0
-    rng_seed: int | None = None  # the recorded seed, which a resume keeps
-    checkpoint_step: int | None = None  # continue from this checkpoint
-    move_aside: bool = False  # the earlier attempt's records go to .attempts/<n>/
-
-
 class RunDir:
     """A trial's run dir. `claim` it, check what it holds (`attempt`), `begin` the
     records, `append` rows, `end` them; or `record_failure` for a trial that never began.
@@ -283,56 +192,22 @@ class RunDir:
         checkpointing: bool,
         labels: Mapping[str, Any] | None = None,
     ) -> Attempt:
-        """What this trial continues; refuses a trial that would mix with an earlier one.
-
-        `identity` holds the values that make a trial this trial (metadata.json keeps it
-        under "identity"); a resume must match it, and the seed when one is given. Its
-        `labels` (`meta.*` keys) too: every row of a trial carries them, so a resume that
-        changes, adds or removes one would leave rows that disagree.
-        """
+        """What this trial continues (`attempt.decide`), from what the dir holds."""
         earlier, moved = self._earlier_record()
-        checkpoint = latest_checkpoint_step(self.checkpoints)
-        if not resume:
-            if earlier is not None or checkpoint is not None or (self.path / METRICS).exists():
-                raise ConfigError(
-                    f"{self.path} holds an earlier trial: add resume=true to continue it, "
-                    "or choose another hydra.run.dir."
-                )
-            return Attempt(rng_seed=rng_seed)
-        if earlier is None:
-            if checkpoint is not None:
-                raise ConfigError(
-                    f"{self.path} holds a checkpoint but no {METADATA} (logging=off?), so "
-                    "which trial it holds cannot be checked: start afresh in another dir."
-                )
-            if (self.path / METRICS).exists():
-                raise ConfigError(
-                    f"{self.path} holds {METRICS} but no {METADATA}, so which trial its rows "
-                    f"are of cannot be checked: restore {METADATA}, or start afresh in "
-                    "another dir."
-                )
-            return Attempt(rng_seed=rng_seed)  # nothing recorded: a first attempt
-        if not self.write_records:
-            raise ConfigError(f"{self.path} holds records: resume it with logging=default.")
-        status = status_of(self.path, earlier)
-        if status in FINISHED:
-            raise ConfigError(f"{self.path} holds a trial that ended {status}: nothing to resume.")
-        number = int(earlier.get("attempt", 0))
-        if "identity" not in earlier:  # it failed before it began: nothing to continue
-            return Attempt(number + 1, rng_seed, move_aside=not moved)
-        self._refuse_another_trial(earlier, identity, rng_seed, labels or {})
-        seed = earlier.get("rng_seed")
-        if status == DAMAGED:  # its checkpoints continue rows that are lost: from step 0
-            log.warning("%s", damage(self.path, earlier))
-            return Attempt(number + 1, seed, move_aside=not moved)
-        if checkpoint is None:
-            return Attempt(number + 1, seed, move_aside=not moved)
-        if not checkpointing:
-            raise ConfigError(
-                f"{self.path} holds a checkpoint of step {checkpoint}: resume it with "
-                "checkpoint.enabled=true."
-            )
-        return Attempt(number, seed, checkpoint_step=checkpoint)
+        status = status_of(self.path, earlier) if earlier is not None else None
+        found = Found(
+            path=self.path,
+            metadata=self.path / METADATA,
+            record=earlier,
+            moved=moved,
+            status=status,
+            finished=status in FINISHED,
+            damage=damage(self.path, earlier) if status == DAMAGED else None,
+            checkpoint=latest_checkpoint_step(self.checkpoints),
+            rows=self.path / METRICS if (self.path / METRICS).exists() else None,
+            write_records=self.write_records,
+        )
+        return decide(found, identity, rng_seed, resume, checkpointing, labels or {})
 
     def _earlier_record(self) -> tuple[dict[str, Any] | None, bool]:
         """The record of the trial this dir holds, and whether it was moved aside already
@@ -344,25 +219,6 @@ class RunDir:
         if not numbers:
             return None, False
         return read_metadata(self.path / ATTEMPTS / str(max(numbers))), True
-
-    def _refuse_another_trial(
-        self,
-        earlier: Mapping[str, Any],
-        identity: Mapping[str, Any],
-        rng_seed: int | None,
-        labels: Mapping[str, Any],
-    ) -> None:
-        differences = differing(earlier["identity"], identity)
-        recorded_labels = {k: v for k, v in earlier.items() if k.startswith(LABELS)}
-        differences += differing(recorded_labels, labels)
-        if rng_seed is not None and rng_seed != earlier.get("rng_seed"):
-            differences.append(f"rng_seed={earlier.get('rng_seed')!r} (now {rng_seed!r})")
-        if differences:
-            raise ConfigError(
-                f"resume=true continues only the same trial, but {self.path} recorded "
-                f"{', '.join(differences)}: run with the recorded values, or choose another "
-                "hydra.run.dir."
-            )
 
     def begin(
         self,
@@ -517,58 +373,3 @@ class RunDir:
         aside.parent.mkdir(exist_ok=True)
         write_text_atomically(aside, csv_text([header, *rows[len(kept) :]]))
         write_text_atomically(path, csv_text([header, *kept]))
-
-
-def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """A metrics.csv's header and complete rows, as csv reads them (a value may hold any
-    character, U+2028 included, and be long); an unreadable file is named."""
-    try:
-        text = complete_lines(path)
-    except (OSError, UnicodeDecodeError) as error:
-        raise unreadable(path, error) from None
-    return parse_rows(text, path)
-
-
-def parse_rows(text: str, path: Path) -> tuple[list[str], list[list[str]]]:
-    """`read_rows` of the complete lines `text`, read from `path`."""
-    csv.field_size_limit(2**31 - 1)
-    try:
-        header, *rows = csv.reader(io.StringIO(text, newline=""))
-        step = header.index("global_step")
-        for row in rows:
-            int(row[step])
-            if len(row) != len(header):
-                raise ValueError(f"a row of {len(row)} fields under {len(header)} columns")
-    except (csv.Error, ValueError, IndexError) as error:
-        raise unreadable(path, error) from None
-    return header, rows
-
-
-def unreadable(path: Path, error: Exception) -> ConfigError:
-    return ConfigError(
-        f"{path} is unreadable ({type(error).__name__}: {error}): move it aside, or "
-        "choose another hydra.run.dir."
-    )
-
-
-def csv_text(rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue()
-
-
-def last_global_step(path: Path) -> int:
-    """The step of the last complete row of a metrics.csv, or -1."""
-    if not path.exists() or not complete_lines(path):
-        return -1
-    header, rows = read_rows(path)
-    return int(rows[-1][header.index("global_step")]) if rows else -1
-
-
-def differing(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """`key=recorded (now value)` for each key whose value differs between the two."""
-    return [
-        f"{key}={recorded.get(key)!r} (now {now.get(key)!r})"
-        for key in sorted(set(recorded) | set(now))
-        if recorded.get(key) != now.get(key)
-    ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from aeff.errors import ConfigError, RecordsError
 from aeff.records.files import write_json_atomically, write_text_atomically
-from aeff.records.run_dir import Lock
+from aeff.records.lock import Lock
 from aeff.records.secrets import redact
 
 log = logging.getLogger(__name__)

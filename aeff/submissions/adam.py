@@ -4,7 +4,7 @@ import dataclasses
 
 import optax
 
-from aeff.config import require_fraction, require_learning_rate, require_positive_finite
+from aeff.schema import require_fraction, require_learning_rate, require_positive_finite
 from aeff.submissions.optax_submission import OptaxSubmission
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from aeff.errors import ConfigError, RunDirBusy
 from aeff.records import sweep_dir as sweep_record
-from aeff.records.run_dir import FINISHED, Lock, read_metadata, status_of
+from aeff.records.lock import Lock
+from aeff.records.run_dir import FINISHED, read_metadata, status_of
 from aeff.sweeps.plan import plan_changes
 
 

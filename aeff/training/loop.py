@@ -2,9 +2,9 @@
 
 A trial alone is a group of one. `Loop.run` launches every running trial's steps as one
 program (`aeff.training.programs`), charges each trial the launch's time, evaluates them
-together when an evaluation is due, keeps snapshots, and hands each trial's rows,
-checkpoints and ending to its `Member`'s callbacks. The arithmetic is
-`aeff.training.rules`'; this module measures and orchestrates.
+together when an evaluation is due (`aeff.training.evaluations`), and hands each trial's
+rows, checkpoints and ending to its `Member`'s callbacks (`aeff.training.members`). The
+arithmetic is `aeff.training.rules`'; this module measures and orchestrates.
 
 Each trial ends on its own: its target, budget or `max_steps`, a non-finite loss (a
 group's program then holds it at that step), a crash of its own code (the launch is run
@@ -36,6 +36,8 @@ from aeff.records.speaker import speaking
 from aeff.spec import Submission, Workload
 from aeff.training import programs, rules
 from aeff.training.checkpoints import TrialCheckpoints
+from aeff.training.evaluations import Evaluations
+from aeff.training.members import LoopTrial, Member, Outcome, TrialResult
 from aeff.training.prepare import Clock, Prepared, prepare, warm_up
 
 log = logging.getLogger(__name__)
@@ -44,53 +46,6 @@ log = logging.getLogger(__name__)
 # print 64 lines at every evaluation. metrics.csv holds every row; the console, each
 # trial's start and end.
 ROWS_ON_CONSOLE = 8
-
-
-@dataclasses.dataclass
-class TrialResult:
-    status: str  # "completed", or "diverged" when the loss became NaN or infinite
-    goal_reached: bool
-    time_to_target: float | None  # submission time at the first evaluation on target
-    steps_to_target: int | None  # its step: the same on any hardware
-    # 1 - (the evaluation before it) / time_to_target: the target was crossed in between
-    time_to_target_resolution: float | None
-    global_step: int
-    accumulated_submission_time: float
-    accumulated_eval_time: float
-    wall_time: float
-    compile_time: float  # spent before the clock started, not charged to the budget
-    num_evals: int
-    rng_seed: int
-    final_metrics: dict[str, float]
-
-
-Outcome = TrialResult | BaseException
-
-
-@dataclasses.dataclass
-class Member:
-    """One trial as the loop takes it: its hyperparameters and seed, and where its rows,
-    checkpoints and ending go."""
-
-    hparams: Any
-    rng_seed: int
-    on_eval: Callable[[dict[str, Any]], None] | None = None
-    on_end: Callable[[Outcome], None] | None = None
-    checkpoints: TrialCheckpoints | None = None
-    resume_from: int | None = None  # the step of the checkpoint to continue from
-    tag: Any = None  # what its log lines are marked with (aeff.records.speaker)
-
-
-class _Trial:
-    """A member's bookkeeping in the loop."""
-
-    def __init__(self, index: int, member: Member) -> None:
-        self.index, self.slot, self.member = index, index, member
-        self.counters = rules.Counters(global_start_time=time.time())
-        self.snapshots: list[tuple[rules.Point, Any, int]] = []  # with (params, slot)
-        self.next_snapshot_time = 0.0
-        self.loss_mark = (0.0, 0)  # the train loss sums at the last row
-        self.start = 0.0
 
 
 def limits_of(workload: Workload, **settings: Any) -> rules.Limits:
@@ -139,7 +94,7 @@ def run_trial(
     return outcome
 
 
-class Loop:
+class Loop(Evaluations):
     """Train the members until each has ended; evaluate all at each due evaluation."""
 
     def __init__(
@@ -151,7 +106,7 @@ class Loop:
     ) -> None:
         self.p, self.limits, self.clock = prepared, limits, clock
         self.workload = prepared.workload
-        self.trials = [_Trial(i, m) for i, m in enumerate(members)]
+        self.trials = [LoopTrial(i, m) for i, m in enumerate(members)]
         self.running = list(self.trials)
         self.slots = list(self.trials)  # the trials in the program, in its order
         self.outcomes: dict[int, Outcome] = {}
@@ -227,7 +182,7 @@ class Loop:
         ended = [t for t in self.running if not rules.keep_going(t.counters, self.limits)]
         self._each(ended, lambda t: self._end(t, "completed"))
 
-    def _each(self, trials: list[_Trial], action: Callable[[_Trial], None]) -> None:
+    def _each(self, trials: list[LoopTrial], action: Callable[[LoopTrial], None]) -> None:
         """`action` for each trial, its log lines marked as its; a trial whose action
         fails (a record it cannot write, say) ends `failed`, and the others go on."""
         for trial in list(trials):
@@ -329,71 +284,7 @@ class Loop:
             ),
         )
 
-    def _evaluation_due(self) -> bool:
-        lead = self.running[0].counters
-        return rules.evaluation_due(
-            self.limits, lead.global_step, self.clock() - self.last_eval_end
-        )
-
-    def _snapshot_due(self, trial: _Trial) -> bool:
-        c = trial.counters
-        wanted = rules.snapshots_wanted(c, self.limits)
-        return wanted and c.submission_time >= trial.next_snapshot_time
-
-    def _snapshot(self, trial: _Trial) -> None:
-        """The parameters now, evaluated only if the next evaluation finds the target."""
-        trial.snapshots.append((rules.point(trial.counters), self.state.variables, trial.slot))
-        trial.next_snapshot_time = rules.next_snapshot_time(
-            trial.counters.submission_time, self.limits
-        )
-
-    def _evaluate(self, trial: _Trial) -> None:
-        """Evaluate the trial's current parameters, and if they are its first on target,
-        its snapshots before them up to the first on target; a row each. Then a
-        checkpoint if one is due."""
-        c, now = trial.counters, rules.point(trial.counters)
-        metrics = self._measure(trial, self.state.variables, trial.slot)
-        reached = {**self._train_metrics(trial, now), **metrics}
-        if trial.snapshots and self.workload.has_reached_goal(reached):
-            while trial.snapshots and not c.goal_reached:
-                at, variables, slot = trial.snapshots.pop(0)
-                self._record(trial, at, self._measure(trial, variables, slot))
-        self._record(trial, now, metrics)
-        trial.snapshots.clear()
-        c.train_loss_sum, c.train_loss_count, trial.loss_mark = 0.0, 0, (0.0, 0)
-        checkpoints = trial.member.checkpoints
-        if checkpoints is not None and checkpoints.due():
-            self._save(trial)
-        trial.next_snapshot_time = rules.next_snapshot_time(c.submission_time, self.limits)
-
-    def _measure(self, trial: _Trial, variables: Any, slot: int) -> dict[str, float]:
-        """The metrics of the trial at `slot` of `variables` (parameters and model state),
-        its evaluation time charged: the current ones of every slot in one program, shared
-        by the trials that ask after a launch; others (a snapshot's), that trial's alone."""
-        params = variables[0]
-        if params is not self.state.params:
-            alone = programs.unstack(variables, slot)
-            metrics, seconds = self._measured(self.p.programs(1)[2], alone)
-            metrics = metrics[0]
-        else:
-            if self.evaluated is None or self.evaluated[0] is not params:
-                self.evaluated = (params, *self._measured(self.programs[2], variables))
-            metrics, seconds = self.evaluated[1][slot], self.evaluated[2]
-        trial.counters.eval_time += seconds
-        return metrics
-
-    def _measured(self, evaluate: Callable, variables: Any) -> tuple[list[dict[str, float]], float]:
-        """Each stacked trial's metrics on both splits, and the seconds they took."""
-        start = self.clock()
-        size = jax.tree.leaves(variables[0])[0].shape[1]
-        metrics: list[dict[str, float]] = [{} for _ in range(size)]
-        for name, split in self.p.eval_splits.items():
-            for metric, values in jax.device_get(evaluate(variables, split)).items():
-                for index, value in enumerate(values[0]):
-                    metrics[index][f"{name}.{metric}"] = float(value)
-        return metrics, self.clock() - start
-
-    def _record(self, trial: _Trial, at: rules.Point, metrics: dict[str, float]) -> None:
+    def _record(self, trial: LoopTrial, at: rules.Point, metrics: dict[str, float]) -> None:
         """The evaluation at `at`: the target checked, its row logged and handed out."""
         c = trial.counters
         metrics = {**self._train_metrics(trial, at), **metrics}
@@ -405,69 +296,46 @@ class Loop:
         )
         trial.loss_mark = (at.train_loss_sum, at.train_loss_count)
         self.progress.clear()
+        target = self.workload.target_metric
+        shown = [(m.replace(".", " "), metrics[m]) for m in self.workload.console_metrics]
         log.log(
             logging.INFO if len(self.trials) <= ROWS_ON_CONSOLE else logging.DEBUG,
-            "step %d | submission %.2fs | eval %.2fs | %s %.4f | validation loss %.4f",
-            at.global_step,
-            at.submission_time,
-            c.eval_time,
-            self.workload.target_metric,
-            metrics[self.workload.target_metric],
-            metrics["validation.loss"],
+            "step %d | submission %.2fs | eval %.2fs | %s %.4f" + " | %s %.4f" * len(shown),
+            *(at.global_step, at.submission_time, c.eval_time, target, metrics[target]),
+            *(value for pair in shown for value in pair),
         )
         if trial.member.on_eval is not None:
             trial.member.on_eval(c.last_row)
 
-    def _train_metrics(self, trial: _Trial, at: rules.Point) -> dict[str, float]:
-        """What a row says of training: the mean loss of the steps since the last row."""
-        return {"train.loss": rules.train_loss(at, trial.loss_mark)}
-
-    def _save(self, trial: _Trial) -> None:
+    def _save(self, trial: LoopTrial) -> None:
         trial.counters.wall_time = self.clock() - trial.start
         state = self._own_state(trial)
         trial.member.checkpoints.save(state, dataclasses.asdict(trial.counters))
 
-    def _own_state(self, trial: _Trial) -> programs.TrainState:
+    def _own_state(self, trial: LoopTrial) -> programs.TrainState:
         """The trial's train state, one replica."""
         return jax.tree.map(lambda x: x[0, trial.slot], self.state)
 
-    def _end(self, trial: _Trial, status: str) -> None:
+    def _end(self, trial: LoopTrial, status: str) -> None:
         """A trial's end: its final evaluation if its last step has none, its result."""
         self._remove(trial)
         c = trial.counters
         if c.last_eval_step != c.global_step:
             self._evaluate(trial)
-        self._ended(
-            trial,
-            TrialResult(
-                status=status,
-                goal_reached=c.goal_reached,
-                time_to_target=c.time_to_target,
-                steps_to_target=c.steps_to_target,
-                time_to_target_resolution=c.time_to_target_resolution,
-                global_step=c.global_step,
-                accumulated_submission_time=c.submission_time,
-                accumulated_eval_time=c.eval_time,
-                wall_time=self.clock() - trial.start,
-                compile_time=self.compile_time,
-                num_evals=c.num_evals,
-                rng_seed=trial.member.rng_seed,
-                final_metrics={k: v for k, v in c.last_row.items() if "." in k},
-            ),
-        )
+        self._ended(trial, trial.result(status, self.clock() - trial.start, self.compile_time))
 
-    def _fail(self, trial: _Trial, error: Exception) -> None:
+    def _fail(self, trial: LoopTrial, error: Exception) -> None:
         """A trial's end by an error of its own: a checkpoint of the work done."""
         self._remove(trial)
         self._stop(trial, error)
         self._ended(trial, error)
 
-    def _remove(self, trial: _Trial) -> None:
+    def _remove(self, trial: LoopTrial) -> None:
         if trial in self.running:
             self.running.remove(trial)
             self.active = None
 
-    def _ended(self, trial: _Trial, outcome: Outcome) -> None:
+    def _ended(self, trial: LoopTrial, outcome: Outcome) -> None:
         self.outcomes[trial.index] = outcome
         if trial.member.on_end is not None:
             try:
@@ -476,7 +344,7 @@ class Loop:
                 log.error("The trial's ending could not be recorded: %s", error)
                 self.outcomes[trial.index] = error
 
-    def _stop(self, trial: _Trial, error: BaseException) -> None:
+    def _stop(self, trial: LoopTrial, error: BaseException) -> None:
         """On the way out: a last row where a signal stopped the trial, then a checkpoint
         of the work done."""
         interrupted = isinstance(error, TrialInterrupted)

@@ -109,7 +109,7 @@ def prepare(
         step_rng=programs.replicate(step_rng, mesh),
         eval_splits={
             name: programs.shard_for_eval(split, workload, mesh)
-            for name, split in (("validation", splits.validation), ("test", splits.test))
+            for name, split in workload.evaluated_splits(splits).items()
         },
         batch_size=batch_size,
         num_train=num_train,
@@ -155,10 +155,11 @@ def warm_up(p: Prepared, state: Any, stream: InputStream, step_rng: Any) -> Any:
     size = stream.order.shape[1]
     single, fused, evaluate = p.programs(size)
     masked = programs.replicate(np.zeros(size, bool), p.mesh)
+    first_split = next(iter(p.eval_splits.values()))  # the evaluation compiled for its shapes
     return (
         single(state, stream, step_rng, masked),
         fused(state, stream, step_rng, masked),
-        evaluate(state.variables, p.eval_splits["validation"]),
+        evaluate(state.variables, first_split),
     )
 
 

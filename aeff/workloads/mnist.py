@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from aeff.config import require, require_folder, require_positive_finite, require_unit_interval
+from aeff.schema import require, require_folder, require_positive_finite, require_unit_interval
 from aeff.spec import (
     DEVICE_AXIS,
     Batch,
@@ -30,7 +30,8 @@ from aeff.spec import (
 )
 from aeff.workloads.mnist_data import load_mnist
 
-# What an evaluation reports; train.loss is the mean training loss since the last one.
+# What an evaluation reports, as `MnistWorkload.metric_names` derives it from the splits
+# and metrics it declares; train.loss is the mean training loss since the last one.
 METRIC_NAMES = (
     "train.loss",
     "validation.loss",
@@ -71,8 +72,11 @@ class MnistWorkload(Workload):
         "split_seed",
         "num_validation",
     )
-    # What its evaluations report, known before training (`objective=final.<metric>`).
-    metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("data_dir", "idx_dir")
+    # Each evaluated split's mean loss and accuracy (higher is better); the console shows
+    # the validation loss besides the target metric.
+    eval_metrics: ClassVar[dict[str, bool]] = {"loss": False, "accuracy": True}
+    console_metrics: ClassVar[tuple[str, ...]] = ("validation.loss",)
 
     data_dir: str | None = None
     idx_dir: str | None = None
@@ -117,9 +121,9 @@ class MnistWorkload(Workload):
             self.activation,
         )
         require(
-            self.target_metric in METRIC_NAMES,
+            self.target_metric in self.metric_names,
             "target_metric",
-            f"one of {METRIC_NAMES}",
+            f"one of {self.metric_names}",
             self.target_metric,
         )
         # A target outside what its metric can be is reached at the first evaluation (an
@@ -131,7 +135,7 @@ class MnistWorkload(Workload):
             ok, allowed = 0 < self.target_value < np.inf, "a finite number > 0"
         require(ok, "target_value", f"{allowed} for {self.target_metric}", self.target_value)
         require(self.split_seed >= 0, "split_seed", "an integer >= 0", self.split_seed)
-        for key in ("data_dir", "idx_dir"):  # a URL would become a local folder `https:`
+        for key in self.PATH_FIELDS:  # a URL would become a local folder `https:`
             value = getattr(self, key)
             require("://" not in (value or ""), key, "a local folder, not a URL", value)
             require_folder(key, value)

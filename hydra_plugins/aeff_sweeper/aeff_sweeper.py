@@ -31,19 +31,17 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import interrupts
+from aeff import config, interrupts
 from aeff.errors import AeffError, ConfigError, SweepFailed, TrialInterrupted
 from aeff.interrupts import exit_note, exiting_on_signals
 from aeff.records import sweep_dir as sweep_record
-from aeff.records.run_dir import Lock
+from aeff.records.lock import Lock
 from aeff.records.secrets import redact
 from aeff.sweeps import plan, resume, settings
 from aeff.sweeps import report as sweep_report
 from aeff.sweeps.plan import Study
 
 log = logging.getLogger(__name__)
-
-DATA_KEYS = ("workload.data_dir", "workload.idx_dir")
 
 
 @dataclass
@@ -216,7 +214,9 @@ class AeffSweeper(Sweeper):
         """`resume.jobs_to_run` with this sweep's resume=, user files and search seed."""
         number, seed = (study.index, study.seed) if study else (0, self.config.search.seed)
         files, resuming = self.user_files(jobs), bool(self.config.get("resume"))
-        return resume.jobs_to_run(sweep_dir, jobs, files, resuming, number, seed, DATA_KEYS)
+        return resume.jobs_to_run(
+            sweep_dir, jobs, files, resuming, number, seed, config.workload_path_keys(self.config)
+        )
 
     def warn_of_sharing(self, studies: list[Study]) -> None:
         """`settings.warn_of_sharing`, with the trials this launcher runs at once."""

@@ -17,9 +17,11 @@ from aeff import results
 from aeff.errors import ConfigError
 from aeff.records import secrets
 from aeff.records import sweep_dir as sweep_record
+from aeff.records.attempt import Attempt
 from aeff.records.concat import load_metrics
 from aeff.records.files import append_csv_row, write_json_atomically
-from aeff.records.run_dir import Attempt, RunDir, last_global_step
+from aeff.records.rows import last_global_step
+from aeff.records.run_dir import RunDir
 from aeff.workloads import mnist_data
 
 ROW = {"global_step": 0, "x": 0.5}
