@@ -5,6 +5,7 @@ files the page asks to save, MNIST prepared once, and tiny budgets (`python` run
 where the page gives more). Then the check of the page: what its commands made."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -128,9 +129,8 @@ def test_every_page_with_commands_to_run_has_a_check():
     assert sorted(page.name for page in RUN_PAGES) == sorted(PAGES)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", RUN_PAGES, ids=lambda page: page.name)
-def test_the_pages_commands_run_as_written(page, tmp_path, mnist_data_dir):
+def run_page(page: Path, tmp_path: Path, mnist_data_dir: Path) -> None:
+    """The page's unmarked blocks, in order, in an empty folder; then its check."""
     check, changes = PAGES[page.name]
     changes = dict(changes)
     work = tmp_path / "work"
@@ -146,6 +146,24 @@ def test_the_pages_commands_run_as_written(page, tmp_path, mnist_data_dir):
         commands = commands.replace(old, new)
     done = run_bash(commands, work, mnist_data_dir, bin_dir=bin_dir)
     check(work, done.stdout + done.stderr)
+
+
+def page_class(page: Path) -> type:
+    """A class of one test for the page: pytest-xdist's `--dist loadscope` (pyproject)
+    hands each class to a worker of its own, so the pages (5 to 35 s of CPU each) spread
+    over the workers instead of queueing on one as one module's tests would."""
+
+    @pytest.mark.slow
+    def test_its_commands_run_as_written(self, tmp_path, mnist_data_dir):
+        run_page(page, tmp_path, mnist_data_dir)
+
+    name = "TestPage_" + re.sub(r"\W", "_", page.stem)
+    return type(name, (), {"test_its_commands_run_as_written": test_its_commands_run_as_written})
+
+
+for _page in RUN_PAGES:
+    _class = page_class(_page)
+    globals()[_class.__name__] = _class
 
 
 def test_the_runner_knows_every_page_it_runs():
