@@ -1,4 +1,4 @@
-"""docs/experiments.md's AlgoPerf flow runs as written: search space, two trials, labels,
+"""docs/coming-from-algoperf.md's AlgoPerf flow runs as written: search space, two trials, labels,
 concat, the seaborn plot with aeff's column names."""
 
 import json
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from helpers import REPO, doc_blocks, run_bash
 
-GUIDE = REPO / "docs" / "experiments.md"
-SECTION = "## 6. AlgoPerf's experiment guide, the aeff way"
+GUIDE = REPO / "docs" / "coming-from-algoperf.md"
+SECTION = "## AlgoPerf's experiment guide, the aeff way"
 
 
 @pytest.mark.slow

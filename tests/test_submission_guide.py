@@ -1,7 +1,8 @@
-"""docs/writing-a-submission.md's worked run runs as written: AlgoPerf's AdamW, unmodified,
-swept from its own search space, aeff's Adam swept from mnist_adam, then `compare`. AlgoPerf's
-files are read from `shared/algoperf` beside the repository; where it is absent the test
-skips, naming it."""
+"""docs/writing-a-submission.md's AlgoPerf blocks run as written: "AlgoPerf's submissions, as
+published" (two single runs of AlgoPerf's AdamW), and the worked run (AdamW, unmodified, swept
+from its own search space, aeff's Adam swept from mnist_adam, then `compare`), whose sweep
+README.md shows under "The first five things". AlgoPerf's files are read from
+`shared/algoperf` beside the repository; where it is absent the tests skip, naming it."""
 
 import json
 import re
@@ -9,10 +10,16 @@ import re
 import pandas as pd
 import pytest
 from helpers import REPO, doc_blocks, run_bash
+from helpers.docs import blocks, python_with_tiny_budgets
 
 GUIDE = REPO / "docs" / "writing-a-submission.md"
 SECTION = "### A worked run: AlgoPerf's AdamW against aeff's Adam"
+AS_PUBLISHED = "AlgoPerf's submissions, as published"
 ALGOPERF = (REPO / ".." / "shared" / "algoperf").resolve()
+WITHOUT_ALGOPERF = pytest.mark.skipif(
+    not (ALGOPERF / "algorithms").is_dir(),
+    reason=f"AlgoPerf's published files are not in {ALGOPERF}",
+)
 
 
 def worked_run() -> str:
@@ -22,10 +29,7 @@ def worked_run() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (ALGOPERF / "algorithms").is_dir(),
-    reason=f"AlgoPerf's published files are not in {ALGOPERF}",
-)
+@WITHOUT_ALGOPERF
 def test_the_worked_run_of_algoperfs_adamw_against_adam_runs_as_written(tmp_path, mnist_data_dir):
     # AlgoPerf's checkout is the one beside the repository; a step cap and two trials a
     # sweep keep the test short; everything else is the doc's text.
@@ -45,3 +49,32 @@ def test_the_worked_run_of_algoperfs_adamw_against_adam_runs_as_written(tmp_path
     compared = pd.read_csv(outputs / "adamw_vs_adam" / "compare.csv")
     assert sorted(compared["submission"]) == ["Adam", "AlgoPerf_AdamW"]
     assert "AlgoPerf_AdamW" in done.stdout
+
+
+def test_the_readmes_algoperf_sweep_is_the_worked_runs_first():
+    [readme] = [
+        b for b in blocks(REPO / "README.md") if b.target == "tests/test_submission_guide.py"
+    ]
+    assert readme.section == "The first five things"
+    [worked] = [b for b in blocks(GUIDE) if b.section == SECTION.lstrip("# ")]
+    assert readme.commands() == worked.commands()[1:3]
+
+
+@pytest.mark.slow
+@WITHOUT_ALGOPERF
+def test_algoperfs_adamw_runs_as_published_with_a_value_given_and_its_space(
+    tmp_path, mnist_data_dir
+):
+    # The doc's command with ALGOPERF beside the repository and 8 steps each
+    # (tests/helpers/docs.py's tiny budgets); everything else is the doc's text.
+    [block] = [b for b in blocks(GUIDE) if b.section == AS_PUBLISHED]
+    commands = f"ALGOPERF={ALGOPERF}\n{block.text}"
+    bin_dir = python_with_tiny_budgets(tmp_path / "bin")
+    run_bash(commands, tmp_path, mnist_data_dir, bin_dir=bin_dir)
+
+    records = [json.loads(p.read_text()) for p in (tmp_path / "outputs").glob("*/*/metadata.json")]
+    [record] = records
+    assert record["status"] == "completed" and record["global_step"] == 8
+    assert record["batch_size"] == 16  # AdamW's get_batch_size('mnist')
+    assert record["hparams.learning_rate"] == 0.001
+    assert record["tuning_search_space_sha256"]  # its space, for the other hyperparameters

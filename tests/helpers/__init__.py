@@ -58,10 +58,14 @@ def doc_blocks(doc: Path, section: str) -> list[tuple[str, str]]:
     return re.findall(r"```(bash|python)\n(.*?)```", text, flags=re.DOTALL)
 
 
-def run_bash(commands: str, cwd: Path, data_dir: Path, timeout: float = 600):
+def run_bash(
+    commands: str, cwd: Path, data_dir: Path, timeout: float = 600, bin_dir: Path | None = None
+):
     """A doc's commands in `bash -euo pipefail`, with this Python's `python` first on the
-    PATH and MNIST prepared in `data_dir`, as a user would run them; must succeed."""
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+    PATH (or `bin_dir`'s, before it) and MNIST prepared in `data_dir`, as a user would run
+    them; must succeed."""
+    path = os.pathsep.join([*([str(bin_dir)] if bin_dir else []), os.path.dirname(sys.executable)])
+    path = os.pathsep.join([path, os.environ["PATH"]])
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", commands],
         cwd=cwd,
