@@ -11,9 +11,6 @@ from helpers.docs import NOT_RUN_REASONS, Block, blocks, user_pages
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # The maintainers' pages another branch writes (r41-ddocs): README.md links to them. Remove
 # this once that branch is merged; the link is then checked like any other.
-WRITTEN_ON_ANOTHER_BRANCH = {REPO / "docs" / "dev" / "benchmarks.md"}
-
-
 def markdown_files() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
@@ -31,8 +28,6 @@ def broken_links(page: Path) -> list[str]:
             continue
         path, _, anchor = target.partition("#")
         where = page.parent / path if path else page
-        if where.resolve() in WRITTEN_ON_ANOTHER_BRANCH:
-            continue
         if not where.exists():
             broken.append(target)
         elif anchor and where.suffix == ".md":
