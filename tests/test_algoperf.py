@@ -175,7 +175,8 @@ def test_a_pytorch_submission_is_refused_where_torch_is_installed(tmp_path, monk
     path = write(tmp_path, "import torch\n\ndef update_params(*args):\n    pass\n", "pt.py")
     with pytest.raises(ConfigError, match=r"is a PyTorch submission \(it imports torch as torch\)"):
         config.class_in_file(path, "submission_path", "submission")
-    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    # The stand-in leaves with this test: monkeypatch restores a real torch, if one was loaded.
+    sys.modules.pop("torch", None)
 
 
 def test_algoperfs_spaces_keep_their_names_for_its_submissions(tmp_path):
