@@ -22,6 +22,27 @@ def test_a_launch_is_charged_its_time_steps_and_losses():
     assert c.train_loss_sum == 1.0 and c.is_time_remaining
 
 
+def test_a_launch_adds_its_losses_to_those_since_the_last_row():
+    c = counters(global_step=4, train_loss_sum=2.0, train_loss_count=4)
+    rules.charge(c, 0.004, [0.5], budget=4.0)
+    assert (c.train_loss_sum, c.train_loss_count) == (2.5, 5)
+
+
+def test_steps_of_unknown_loss_and_a_preparation_are_charged_their_time_only():
+    """AlgoPerf's `update_params` reports no loss; its `prepare_for_eval` takes no step."""
+    c = counters(global_step=3, submission_time=1.0, train_loss_sum=1.5, train_loss_count=3)
+    rules.charge_steps(c, 0.5, 2, budget=4.0)
+    assert (c.global_step, c.submission_time, c.is_time_remaining) == (5, 1.5, True)
+    assert (c.train_loss_sum, c.train_loss_count) == (1.5, 3)
+    rules.charge_steps(c, 2.5, 0, budget=4.0)
+    assert (c.global_step, c.submission_time, c.is_time_remaining) == (5, 4.0, False)
+
+
+@pytest.mark.parametrize("when, counts", [(3.9, True), (4.0, False), (4.5, False)])
+def test_only_an_evaluation_made_while_time_remained_counts_toward_the_target(when, counts):
+    assert rules.counts_toward_target(when, 4.0) is counts
+
+
 def test_the_step_that_spends_the_budget_ends_the_time_remaining():
     c = counters(submission_time=3.996)
     rules.charge(c, 0.004, [0.1], budget=4.0)
@@ -220,6 +241,7 @@ def test_a_point_is_the_trial_where_it_stands():
 def test_a_rows_train_loss_is_the_mean_since_the_row_before():
     at = rules.Point(8, 0.032, True, train_loss_sum=3.0, train_loss_count=8)
     assert rules.train_loss(at, (1.0, 4)) == 0.5
+    assert rules.train_loss(at, (2.0, 7)) == 1.0  # one step since the row before
     assert rules.train_loss(rules.Point(0, 0.0, True, 0.0, 0), (0.0, 0)) == 0.0
 
 
