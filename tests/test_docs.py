@@ -9,8 +9,8 @@ from helpers import REPO
 from helpers.docs import NOT_RUN_REASONS, Block, blocks, user_pages
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-# The maintainers' pages another branch writes (r41-ddocs): README.md links to them. Remove
-# this once that branch is merged; the link is then checked like any other.
+
+
 def markdown_files() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 

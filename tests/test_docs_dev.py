@@ -1,5 +1,5 @@
-"""The maintainers' docs (docs/dev/) cannot rot: the decisions' index and its files agree, and
-every relative link there leads to a file of the repository."""
+"""The maintainers' docs (docs/dev/) cannot rot: the decisions' index and its files agree, every
+relative link there leads to a file of the repository, and every test they name exists."""
 
 import re
 
@@ -10,6 +10,7 @@ DECISIONS = DEV / "decisions"
 INDEX = DECISIONS / "README.md"
 DECISION_FILE = re.compile(r"(\d{4})-[a-z0-9]+(?:-[a-z0-9]+)*\.md")
 LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+TEST_REFERENCE = re.compile(r"\btests/[\w/]+\.py(?:::\w+)*")
 
 
 def relative_links(text: str) -> list[tuple[str, str]]:
@@ -83,3 +84,52 @@ def test_the_mutation_scores_name_only_modules_that_exist():
     modules = re.findall(r"^\| `([^`]+\.py)` \|", section, re.M)
     assert modules, "no score rows found under the scores heading"
     assert [m for m in modules if not (REPO / m).is_file()] == []
+
+
+def named_tests(text: str) -> list[tuple[str, list[str]]]:
+    """(file, [class ..., function]) of each `tests/....py` or `tests/....py::name` in the text."""
+    found = []
+    for reference in TEST_REFERENCE.findall(text):
+        path, *names = reference.split("::")
+        found.append((path, names))
+    return found
+
+
+def missing_test(path: str, names: list[str]) -> str | None:
+    """Why `path::names` names nothing in the repository, or None: the file exists, each name
+    but the last is a class in it and the last a function."""
+    file = REPO / path
+    if not file.is_file():
+        return "no such file"
+    source = file.read_text()
+    for depth, name in enumerate(names):
+        kind = "def" if depth == len(names) - 1 else "class"
+        if not re.search(rf"^[ \t]*(?:async[ \t]+)?{kind}[ \t]+{name}\b", source, re.M):
+            return f"no {kind} {name} in it"
+    return None
+
+
+def test_every_test_named_in_the_maintainers_docs_exists():
+    named = {}
+    for page in sorted(DEV.rglob("*.md")):
+        for path, names in named_tests(page.read_text()):
+            named.setdefault("::".join([path, *names]), (page, path, names))
+    assert any("::" in reference for reference in named), "no test named by file::name"
+    wrong = [
+        f"{page.relative_to(REPO)}: {reference}: {why}"
+        for reference, (page, path, names) in sorted(named.items())
+        if (why := missing_test(path, names))
+    ]
+    assert wrong == []
+
+
+def test_the_test_reader_finds_files_and_names_and_checks_each():
+    text = "`tests/reliability/test_kill.py`, tests/test_loop.py::a_b and tests/test_<module>.py"
+    assert named_tests(text) == [
+        ("tests/reliability/test_kill.py", []),
+        ("tests/test_loop.py", ["a_b"]),
+    ]
+    assert missing_test("tests/test_docs_dev.py", ["missing_test"]) is None
+    assert missing_test("tests/test_docs_dev.py", ["missing"]) == "no def missing in it"
+    assert missing_test("tests/test_docs_dev.py", ["DEV"]) == "no def DEV in it"
+    assert missing_test("tests/nothing_here.py", []) == "no such file"
