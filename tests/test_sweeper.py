@@ -19,7 +19,7 @@ from helpers.sweeper import sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from aeff import results
+from aeff import context, results
 from aeff.cli import hydra_job
 from aeff.cli.app import with_user_files
 from aeff.errors import ConfigError, RunDirBusy, TrialInterrupted
@@ -567,7 +567,7 @@ def test_a_second_sweep_into_a_sweep_dir_exits_2(sweeper, tmp_path, caplog):
 def test_an_interrupted_sweep_reports_and_says_how_to_finish(
     sweeper, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
+    context.begin()  # a new command: typed as sys.argv says, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
     made = sweeper(interrupt_at=1)
@@ -584,7 +584,7 @@ def test_an_interrupted_sweep_reports_and_says_how_to_finish(
 def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     sweeper, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
+    context.begin()  # a new command: typed as sys.argv says, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2,0.3", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(aeff_sweeper, "failed_trials", [])

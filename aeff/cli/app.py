@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, interrupts, slurm, user_files
+from aeff import config, context, errors, interrupts, slurm, user_files
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
@@ -38,14 +38,25 @@ log = logging.getLogger(__name__)
 redact_log_records()
 
 
+USER_FILE_GROUPS = {"submission_path": "submission", "workload_path": "workload"}
+FROM_FILE = "from_file"  # the option of its group that a user's file becomes
+
+
 def register() -> None:
-    """Make the schema, resolver, sweeper and launcher known to Hydra; call before composing."""
+    """Make the schema, resolver, sweeper and launcher known to Hydra; call before composing.
+    Idempotent: the store holds aeff's nodes and the `from_file` options of this command's
+    files (its run context's), none an earlier command in the process left."""
     # Hydra's plugin scan cannot list modules of an editable install; register directly.
     Plugins.instance().register(aeff_sweeper.AeffSweeper)
     Plugins.instance().register(vectorized_launcher.VectorizedLauncher)
     Plugins.instance().register(slurm_launcher.AeffSlurmLauncher)
     optuna_sweeper.register()
-    ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
+    store = ConfigStore.instance()
+    store.store(name="aeff_schema", node=TrialConfig)
+    for group in USER_FILE_GROUPS.values():
+        store.repo.get(group, {}).pop(f"{FROM_FILE}.yaml", None)
+    for group, option in context.current().options.items():
+        store.store(group=group, name=FROM_FILE, **option)
     OmegaConf.register_new_resolver(
         "aeff.unique_suffix", unique_suffix, use_cache=True, replace=True
     )
@@ -55,7 +66,7 @@ def with_user_files(overrides: list[str]) -> list[str]:
     """`submission_path=F` (`workload_path=F`) selects the class the file F defines, as
     the option `from_file` of the submission (workload) group, with its hyperparameters'
     defaults, so `hparams.*` and `workload.*` override it like a built-in option."""
-    for key, group in (("submission_path", "submission"), ("workload_path", "workload")):
+    for key, group in USER_FILE_GROUPS.items():
         where = [i for i, o in enumerate(overrides) if o.startswith(f"{key}=")]
         if not where:
             continue
@@ -77,10 +88,12 @@ def with_user_files(overrides: list[str]) -> list[str]:
             del schema_defaults["_target_"]
             # batch_size: the built-in options' (conf/submission/*.yaml); batch_size= overrides
             node = {"submission": node, "batch_size": 1024, "hparams": schema_defaults}
-        package = "_global_" if group == "submission" else group
-        ConfigStore.instance().store(group=group, name="from_file", node=node, package=package)
+        option = {"node": node, "package": "_global_" if group == "submission" else group}
+        context.current().options[group] = option  # this command's: `register` keeps it
+        ConfigStore.instance().store(group=group, name=FROM_FILE, **option)
         # Beside its path, not last: after `-p KEY` an override would be an argument.
-        overrides = [*overrides[: where[-1] + 1], f"{group}=from_file", *overrides[where[-1] + 1 :]]
+        chosen = f"{group}={FROM_FILE}"
+        overrides = [*overrides[: where[-1] + 1], chosen, *overrides[where[-1] + 1 :]]
     return overrides
 
 
@@ -247,8 +260,8 @@ def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
 
 def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
+    context.begin(typed=sys.argv[1:])  # this command's, before anything reads it
     register()
-    hydra_job.TYPED[:] = sys.argv[1:]
     aeff_sweeper.failed_trials.clear()  # this command's sweep's, not an earlier one's
     with errors_end_the_process():
         check_sweeper_of_preset(sys.argv[1:])

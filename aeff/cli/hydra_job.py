@@ -14,6 +14,7 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aeff import context
 from aeff.errors import ConfigError
 from aeff.records.secrets import redact
 from aeff.trial import TrialJob
@@ -160,12 +161,11 @@ def objective_value(result: Any, objective: str, budget: float) -> float:
     return float(result.final_metrics[metric])
 
 
-TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them
-
-
 def typed_command(*extra: str, without: tuple[str, ...] = ()) -> str:
-    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`,
-    without the arguments that start with `without`, then `extra`."""
+    """The command line as typed (its run context's `typed`, before `with_user_files` adds
+    to it): `aeff ...` (the console script) or `python -m aeff ...`, without the arguments
+    that start with `without`, then `extra`."""
     program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
-    typed = [a for a in TYPED or sys.argv[1:] if not a.startswith(without)]
+    typed = context.current().typed
+    typed = [a for a in (sys.argv[1:] if typed is None else typed) if not a.startswith(without)]
     return " ".join([program, shlex.join([*typed, *extra])])
