@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config, devices, errors, interrupts, slurm
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.config import Trial
-from aeff.interrupts import exiting_on_signals, interrupts_noted
 from aeff.records import system
 from aeff.records.packages import packages_text
 from aeff.records.run_dir import Attempt, RunDir, latest_checkpoint_step, read_metadata
@@ -103,7 +102,7 @@ def train_and_evaluate_group(
     outcomes: list[Any] = [None] * len(jobs)
     members: list[_Member] = []
     try:
-        with interrupts_noted():
+        with interrupts.interrupts_noted():  # its trials train: a signal is a flag
             for index, job in enumerate(jobs):
                 with speaking(index):
                     member = _accepted(index, job, outcomes, record_bad_input)
@@ -240,7 +239,7 @@ def _train(members: list[_Member], group_id: str | None, outcomes: list[Any]) ->
         for member in members:
             _recorded(member, errors.TrialInterrupted(signum))
 
-    with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
+    with interrupts.exiting("its records began", record_signal):  # data, compiling: C++
         members, prepared = _prepared(members, seeds, limits, outcomes)
     if not members:
         return

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -777,17 +776,6 @@ def test_the_sweepers_refusals_say_exactly_what_is_wrong(sweeper, tmp_path):
         "batch_size=abc does not compose: Error merging override batch_size=abc; "
         "Value 'abc' of type 'str' could not be converted to Integer"
     )
-
-
-def test_joblibs_workers_are_taken_out_of_its_pools_hands(monkeypatch):
-    """So that the pool's manager thread, seeing one worker end, does not SIGKILL the others
-    while they save their checkpoints."""
-    assert aeff_sweeper.detached_loky_workers() == []  # no pool in this process
-    processes = {os.getpid(): "this process, as a worker", 2**22 + 1: "one that ended"}
-    pool = types.SimpleNamespace(_executor=types.SimpleNamespace(_processes=processes))
-    monkeypatch.setitem(sys.modules, "joblib.externals.loky.reusable_executor", pool)
-    assert [w.pid for w in aeff_sweeper.detached_loky_workers()] == [os.getpid()]
-    assert processes == {}
 
 
 @pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests

@@ -110,7 +110,7 @@ if OptunaSweeper is not None:
 
             interrupts.forget_received()
             try:
-                with interrupts.exit_note(stopped), aeff_sweeper.signals_end_the_sweep():
+                with interrupts.sweeping(stopped):
                     super().sweep(arguments)
             except TrialInterrupted as interrupt:
                 write_report(sweep_dir, objective, finished=False)
