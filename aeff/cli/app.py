@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, context, errors, interrupts, slurm, user_files
+from aeff import config, context, errors, slurm, user_files
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
@@ -28,7 +28,7 @@ from aeff.errors import AeffError, TrialInterrupted
 from aeff.records.flatten import flatten
 from aeff.records.run_dir import RunDir
 from aeff.records.secrets import redact, redact_log_records, redacting_console
-from aeff.trial import train_and_evaluate
+from aeff.trial import TrialJob, train_and_evaluate
 from hydra_plugins.aeff_launcher import slurm_launcher, vectorized_launcher
 from hydra_plugins.aeff_sweeper import aeff_sweeper, optuna_sweeper
 
@@ -210,39 +210,39 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job = hydra_job.trial_job_of(cfg, hydra_cfg)
     run_dir = job.run_dir
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    if in_sweep and (signum := interrupts.received()) is not None:
-        # A worker whose trial a signal stopped: the sweep is stopping, start no other job
-        # (joblib's pool hands it the next one); it has no record and is reported not started.
-        raise TrialInterrupted(signum)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return sweep_job(job, hydra_cfg.sweep.dir)
     try:
         result = train_and_evaluate(
-            job.cfg,
-            run_dir,
-            job.labels,
-            job.cwd,
-            hydra_files=job.hydra_files,
-            record_bad_input=in_sweep,  # a sweep reports every trial
+            job.cfg, run_dir, job.labels, job.cwd, hydra_files=job.hydra_files
         )
     except AeffError as error:  # said in one line where it was found
-        if in_sweep:
-            raise  # recorded; the sweeper goes on with the other trials
         sys.exit(errors.exit_status(error))
     except TrialInterrupted as interrupt:
-        if not in_sweep:
-            log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
-        elif slurm.in_submitit_job():  # requeued to continue, or stopped for good
-            sweep_dir = hydra_cfg.sweep.dir
-            hint = f"resume=true hydra.sweep.dir={sweep_dir} finishes it."
-            raise slurm.end_stopped_job(interrupt, hint) from None
+        log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
         raise
     except Exception as error:  # a crash, recorded: its traceback as a log line, redacted
-        if in_sweep:
-            raise  # the sweeper reports it with the others
         log.exception("The trial failed (its record: %s): %s", run_dir, error)
         sys.exit(errors.exit_status(error))
     log.info("Records of this trial: %s", run_dir)
     return hydra_job.job_result(result, job.cfg)
+
+
+def sweep_job(job: TrialJob, sweep_dir: str) -> Any:
+    """A sweep's job, run as the vectorized launcher runs a group (`sweep_trials`): what
+    ended it goes up for the sweeper to report with the others (a bad input recorded too,
+    so that every planned trial is reported)."""
+    try:
+        [outcome] = hydra_job.sweep_trials([job])
+    except TrialInterrupted as interrupt:
+        if slurm.in_submitit_job():  # requeued to continue, or stopped for good
+            hint = f"resume=true hydra.sweep.dir={sweep_dir} finishes it."
+            raise slurm.end_stopped_job(interrupt, hint) from None
+        raise
+    if isinstance(outcome, BaseException):
+        raise outcome
+    log.info("Records of this trial: %s", job.run_dir)
+    return outcome
 
 
 def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:

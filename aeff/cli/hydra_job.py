@@ -1,10 +1,13 @@
-"""What a Hydra job hands a trial: its run dir, labels, `.hydra/` texts and paths.
+"""What a Hydra job hands a trial (its run dir, labels, `.hydra/` texts and paths), and
+what a sweep's job returns from it (`sweep_trials`).
 
 Hydra's state is read here, once per job, by the app's job function and by the
-vectorized launcher; nothing below `aeff.trial` reads it.
+vectorized launcher; nothing below `aeff.trial` reads it. Both run a sweep's trials
+through `sweep_trials`: a job alone, or a group of them.
 """
 
 import dataclasses
+import logging
 import os
 import shlex
 import sys
@@ -14,10 +17,13 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import context
-from aeff.errors import ConfigError
+from aeff import context, interrupts
+from aeff.errors import AeffError, ConfigError, TrialInterrupted
 from aeff.records.secrets import redact
-from aeff.trial import TrialJob
+from aeff.records.speaker import speaking
+from aeff.trial import TrialJob, train_and_evaluate_group
+
+log = logging.getLogger(__name__)
 
 
 def trial_job_of(cfg: DictConfig, hydra_cfg: DictConfig) -> TrialJob:
@@ -137,6 +143,31 @@ def override_value(override: str) -> str:
     except Exception:  # Hydra's own parse error, said by Hydra as it composes
         return text
     return value if isinstance(value, str) else text
+
+
+def sweep_trials(jobs: list[TrialJob], group_id: str | None = None) -> list[Any]:
+    """A sweep's jobs trained as one group (one job: a group of one, unlabelled), and what
+    each job returns to Hydra: its result, or `objective=`'s number (`job_result`), or the
+    exception that ended it, said in one line (bad input is said where it is found). A
+    process a signal stopped starts no further job (a launcher's worker would go on to the
+    next one handed to it): raises TrialInterrupted, as for a signal while they train."""
+    if (signum := interrupts.received()) is not None:
+        raise TrialInterrupted(signum)
+    outcomes = train_and_evaluate_group(jobs, group_id, record_bad_input=True)
+    returned = []
+    for index, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+        with speaking(index):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, AeffError):
+                    log.error("The trial failed (its record: %s): %s", job.run_dir, outcome)
+                returned.append(outcome)
+                continue
+            try:
+                returned.append(job_result(outcome, job.cfg))
+            except AeffError as error:  # an objective the trial has no number for
+                log.error("%s", error)
+                returned.append(error)
+    return returned
 
 
 def job_result(result: Any, cfg: DictConfig) -> dict[str, Any] | float:
