@@ -11,8 +11,17 @@ from helpers import HELPERS, MNIST_IDX_DIR, data_overrides
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
+from aeff import context
 from aeff.cli.app import register
 from aeff.workloads import mnist_data
+
+
+@pytest.fixture(autouse=True)
+def a_command_of_its_own() -> None:
+    """Each test is a command of its own, as each `python -m aeff` is a process: a new run
+    context (`aeff.context`: its command line, the user files it read, the config options
+    they made, the signals it received), which `register()` composes with alone."""
+    context.begin()
 
 
 @pytest.fixture(scope="session")
