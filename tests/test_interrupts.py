@@ -1,4 +1,5 @@
-"""Signals as a flag: noted while a trial trains, raised where the loop looks, none lost."""
+"""Signals by phase (`aeff.interrupts`): noted while a trial trains, raised where the loop
+looks, none lost; an exit at once, recorded and said in one line, where nothing trains."""
 
 import os
 import signal
