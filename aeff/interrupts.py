@@ -21,7 +21,6 @@ that one stopped starts no further job.
 """
 
 import contextlib
-import dataclasses
 import os
 import signal
 import sys
@@ -45,15 +44,19 @@ def warning_signal() -> int | None:
     return getattr(signal, f"SIG{name}", signal.SIGUSR2)
 
 
-@dataclasses.dataclass(eq=False)  # each phase is itself: `_phases.remove` finds that one
 class _Phase:
-    """What a signal does while the phase is the innermost one that takes it."""
+    """What a signal does while the phase is the innermost one that takes it (a plain class,
+    as `aeff.context.Run` is, for `python -m aeff`'s first instant)."""
 
-    before: str | None  # ends the process "before <this>"; None: the signal is noted
-    record: Callable[[int], None] | None = None  # what to record before the process ends
-    stopped: Callable[[int], str] | None = None  # a sweep's: stop it; what is left to do
-    signals: tuple[int, ...] = SIGNALS
-    pending: list[int] = dataclasses.field(default_factory=list)  # noted, not yet raised
+    def __init__(
+        self,
+        before: str | None,  # ends the process "before <this>"; None: the signal is noted
+        record: Callable[[int], None] | None = None,  # what to record before it ends
+        stopped: Callable[[int], str] | None = None,  # a sweep's: stop it; what is left
+        signals: tuple[int, ...] = SIGNALS,
+    ) -> None:
+        self.before, self.record, self.stopped, self.signals = before, record, stopped, signals
+        self.pending: list[int] = []  # noted, not yet raised
 
 
 # The phases open in this process, innermost last: the handler is the process's, as
