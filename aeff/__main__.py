@@ -1,14 +1,15 @@
 """`python -m aeff` and the console script `aeff`: signals end the process cleanly from
-its first instant, then the app runs (importing it takes a second or more)."""
+its first instant (`interrupts.exiting`), then the app runs (importing it takes a second
+or more)."""
 
-from aeff.interrupts import exit_on_signals
+from aeff import interrupts
 
 
 def main() -> None:
-    exit_on_signals(before="the trial began")
-    from aeff.cli.app import main as app_main
+    with interrupts.exiting(before="the trial began"):
+        from aeff.cli.app import main as app_main
 
-    app_main()
+        app_main()
 
 
 if __name__ == "__main__":

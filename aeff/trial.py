@@ -10,7 +10,6 @@ recorded, exceptions and signals included. Nothing here reads Hydra's global sta
 """
 
 import dataclasses
-import datetime
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,14 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from aeff import config, devices, errors, interrupts, slurm
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.config import Trial
-from aeff.interrupts import exiting_on_signals, interrupts_noted
-from aeff.records import environment, system
 from aeff.records import sweep_dir as sweep_record
+from aeff.records import system
 from aeff.records.attempt import Attempt
 from aeff.records.packages import packages_text
 from aeff.records.run_dir import RunDir, latest_checkpoint_step, read_metadata
 from aeff.records.secrets import redact
 from aeff.records.speaker import speaking
+from aeff.trial_records import end_records, error_facts, failure_record, row_writer, start_record
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def train_and_evaluate_group(
     outcomes: list[Any] = [None] * len(jobs)
     members: list[_Member] = []
     try:
-        with interrupts_noted():
+        with interrupts.interrupts_noted():  # its trials train: a signal is a flag
             for index, job in enumerate(jobs):
                 with speaking(index):
                     member = _accepted(index, job, outcomes, record_bad_input)
@@ -210,7 +209,7 @@ def _recorded(member: _Member, error: BaseException) -> BaseException:
     owner, job, status = member.owner, member.job, errors.record_status(error)
     bad_input = isinstance(error, errors.AeffError)
     if owner.status == "running":
-        owner.end(status, **_error_facts(error))
+        owner.end(status, **error_facts(error))
         if isinstance(error, errors.TrialInterrupted):
             error.recorded = True
     elif owner.status is None and (member.record_bad_input or not bad_input):  # in a sweep
@@ -242,7 +241,7 @@ def _train(members: list[_Member], group_id: str | None, outcomes: list[Any]) ->
         for member in members:
             _recorded(member, errors.TrialInterrupted(signum))
 
-    with exiting_on_signals("its records began", record_signal):  # data, compiling: C++
+    with interrupts.exiting("its records began", record_signal):  # data, compiling: C++
         members, prepared = _prepared(members, seeds, limits, outcomes)
     if not members:
         return
@@ -368,101 +367,3 @@ def seed_of(attempt: Attempt) -> int:
     seed = config.draw_seed()
     log.info("rng_seed=null: drew rng_seed=%d", seed)
     return seed
-
-
-def start_record(
-    trial: Trial, rng_seed: int, prepared: Any, labels: Mapping[str, Any], cwd: Path
-) -> dict[str, Any]:
-    """metadata.json as the trial begins: the machine, the code, the config, the seed."""
-    return {
-        "datetime": datetime.datetime.now().astimezone().isoformat(),
-        **environment.facts(cwd, trial.settings.logging.record_hostname),
-        **environment.jax_facts(),
-        **slurm.job_facts(),
-        **labels,
-        **trial.metadata,
-        "identity": trial.identity,
-        "rng_seed": rng_seed,
-        "rerun_command": environment.rerun_command(
-            labels.get("hydra.overrides", []), rng_seed, labels.get("hydra.config_options", [])
-        ),
-        "steps_per_dispatch": prepared.steps_per_dispatch,
-        "compile_time": prepared.compile_time,
-    }
-
-
-def end_records(owner: RunDir, result: Any, keep_checkpoints: bool) -> None:
-    """The final record, whole (a signal waits for it); then the checkpoints go."""
-    facts = dataclasses.asdict(result)
-    owner.end(
-        facts.pop("status"),
-        **{k: v for k, v in facts.items() if k != "final_metrics"},
-        **{f"final.{k}": v for k, v in result.final_metrics.items()},
-    )
-    if not keep_checkpoints:
-        owner.drop_checkpoints()  # a finished trial is never resumed
-    log.info(
-        "%s after %d steps: goal reached %s, time to target %s, %s",
-        result.status,
-        result.global_step,
-        result.goal_reached,
-        time_to_target_text(result),
-        ", ".join(f"{k} {v:.4f}" for k, v in result.final_metrics.items()),
-    )
-
-
-def time_to_target_text(result: Any) -> str:
-    """E.g. "0.68s at step 4,384 (resolution 4.8%)": the row before was 4.8% earlier."""
-    if result.time_to_target is None:
-        return "none"
-    text = f"{result.time_to_target:.2f}s"
-    if result.steps_to_target is not None:  # None: resumed from an older aeff's checkpoint
-        text += f" at step {result.steps_to_target:,}"
-    if result.time_to_target_resolution is not None:
-        text += f" (resolution {result.time_to_target_resolution:.1%})"
-    return text
-
-
-def row_writer(
-    trial: Trial,
-    owner: RunDir,
-    rng_seed: int,
-    labels: Mapping[str, Any],
-    columns: Mapping[str, Any] | None = None,
-) -> Callable[[Mapping[str, Any]], None]:
-    """What hands a trial's rows to its run dir's owner, with the config, `columns` (a
-    group's id and size) and a system sample."""
-    static = {"framework": "jax", "run_idx": labels.get("hydra.job.num", 0)}
-    static.update({"rng_seed": rng_seed, **(columns or {}), **trial.record})
-    system_metrics = trial.settings.logging.system_metrics
-
-    def on_eval(row: Mapping[str, Any]) -> None:
-        sample = {**system.sample(), **system.device_memory()} if system_metrics else {}
-        owner.append({**static, **row, **sample})
-
-    return on_eval
-
-
-def failure_record(
-    error: BaseException, labels: Mapping[str, Any], cfg: DictConfig
-) -> dict[str, Any]:
-    """metadata.json of a trial that failed before it began: the error and what is known."""
-    try:
-        record = config.check_trial(cfg).metadata
-    except Exception:  # the config itself is what failed
-        record = {}
-    return {
-        "datetime": datetime.datetime.now().astimezone().isoformat(),
-        **labels,
-        **record,
-        **_error_facts(error),
-    }
-
-
-def _error_facts(error: BaseException) -> dict[str, Any]:
-    import traceback
-
-    facts = {"error_type": type(error).__name__, "error_message": redact(str(error))}
-    if not isinstance(error, errors.AeffError | errors.TrialInterrupted):
-        facts["traceback"] = redact("".join(traceback.format_exception(error)))
-    return facts

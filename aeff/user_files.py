@@ -4,9 +4,9 @@
 path (so every process of a sweep gives it the same name) and returns the one
 concrete `base` subclass it defines. `read_search_space(path)` reads a JSON or YAML
 space, in aeff's format or AlgoPerf's. Every problem is a ConfigError naming the
-file and what is missing. Each file is read once per process (`contents`): the module
-runs, its sha256 is recorded and its copy is written from those bytes, so an edit
-while a sweep runs changes none of them.
+file and what is missing. Each file is read once per command (`contents`, kept in its
+run context, `aeff.context`): the module runs, its sha256 is recorded and its copy is
+written from those bytes, so an edit while a sweep runs changes none of them.
 """
 
 import dataclasses
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from aeff import context
 from aeff.errors import ConfigError
 
 # AlgoPerf's hyperparameter names, where aeff's differ.
@@ -35,19 +36,16 @@ ALGOPERF_NAMES = {
 }
 
 
-# Each file's bytes as this process first read them, by resolved path.
-_read: dict[Path, bytes] = {}
-
-
 def contents(path: Path, key: str) -> bytes:
-    """The file's bytes, read once per process; `key` names the setting."""
-    resolved = Path(path).expanduser().resolve()
-    if resolved not in _read:
+    """The file's bytes, read once per command (its run context's `files`); `key` names
+    the setting."""
+    read, resolved = context.current().files, Path(path).expanduser().resolve()
+    if resolved not in read:
         try:
-            _read[resolved] = resolved.read_bytes()
+            read[resolved] = resolved.read_bytes()
         except OSError as error:
             raise ConfigError(f"{key}={path}: {error.strerror}.") from None
-    return _read[resolved]
+    return read[resolved]
 
 
 def sha256(path: Path, key: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aeff import trial
 from aeff.cli.app import compose_config
-from aeff.records import system
+from aeff.records import environment, system
 from aeff.records.run_dir import RunDir
 
 COSTS: dict[str, list[float]] = defaultdict(list)
@@ -43,7 +43,7 @@ def main() -> None:
     cfg = compose_config(sys.argv[1:])
     timed(RunDir, "begin", "start")
     timed(trial, "packages_text", "start")
-    timed(trial.environment, "facts", "start")
+    timed(environment, "facts", "start")
     timed(RunDir, "append", "row")
     timed(system, "sample", "sample")
     timed(RunDir, "end", "end")

@@ -4,26 +4,24 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import HELPERS, MNIST_IDX_DIR, data_overrides
 from hydra import compose, initialize_config_module
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from aeff import context
 from aeff.cli.app import register
 from aeff.workloads import mnist_data
 
 
 @pytest.fixture(autouse=True)
-def no_user_file_option_left_behind() -> Iterator[None]:
-    """A user's file becomes the `from_file` option of its config group (app.with_user_files),
-    in a process-wide store: a later test in the same process must not see it."""
-    yield
-    for group in ("submission", "workload"):
-        ConfigStore.instance().repo.get(group, {}).pop("from_file.yaml", None)
+def a_command_of_its_own() -> None:
+    """Each test is a command of its own, as each `python -m aeff` is a process: a new run
+    context (`aeff.context`: its command line, the user files it read, the config options
+    they made, the signals it received), which `register()` composes with alone."""
+    context.begin()
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +64,10 @@ def compose_config():
 @pytest.fixture
 def next_process(monkeypatch):
     """Call it to have the user's files read afresh, as the next process (a resume, a
-    parallel worker) would: aeff reads each file once per process."""
-    from aeff import user_files
+    parallel worker) would: aeff reads each file once per command (its run context's)."""
+    from aeff import context
 
-    return lambda: monkeypatch.setattr(user_files, "_read", {}, raising=False)
+    return lambda: monkeypatch.setattr(context.current(), "files", {})
 
 
 @pytest.fixture

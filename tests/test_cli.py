@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO, data_overrides, run_aeff, run_sweep
 from omegaconf import OmegaConf
 
-from aeff.cli import hydra_job
+from aeff import context
 from aeff.cli.app import resume_hint
 from aeff.cli.hydra_job import objective_value, typed_overrides
 from aeff.errors import ConfigError, TrialInterrupted
@@ -67,7 +67,7 @@ def test_overrides_are_kept_as_typed_not_resolved():
 def test_an_interrupted_run_is_told_the_command_that_resumes_it(monkeypatch):
     """Its own command line, each setting once, credentials redacted."""
     typed = ["resume=true", "hydra.run.dir=out", "+meta.src=https://u:pw@host/x"]
-    monkeypatch.setattr(hydra_job, "TYPED", typed)
+    monkeypatch.setattr(context.current(), "typed", typed)
     monkeypatch.setattr(sys, "argv", ["/site/aeff/__main__.py", *typed])
     interrupt = TrialInterrupted(signal.SIGTERM)
     assert resume_hint(interrupt, Path("/w/out")) == (
@@ -238,3 +238,25 @@ def test_a_jobs_objective_is_its_time_to_target_the_budget_if_missed_or_a_final_
         "objective=final.test.loss: the trial has no final test.loss; it has "
         "validation.accuracy, validation.loss."
     )
+
+
+def test_each_command_composes_only_the_options_its_own_files_made(tmp_path):
+    """A user's file becomes its group's `from_file` option for its command; `register` is
+    idempotent and leaves no earlier command's option in Hydra's store."""
+    from hydra.core.config_store import ConfigStore
+
+    from aeff.cli.app import register, with_user_files
+
+    (tmp_path / "mine.py").write_text(
+        "import dataclasses\nfrom aeff.submissions.adam import Adam\n\n"
+        "@dataclasses.dataclass(frozen=True)\nclass Mine(Adam):\n    pass\n"
+    )
+    repo = ConfigStore.instance().repo
+    context.begin(["submission_path=mine.py"])
+    register()
+    with_user_files([f"submission_path={tmp_path / 'mine.py'}"])
+    register()  # again, as composing does: this command's option stays
+    assert repo["submission"]["from_file.yaml"].node.submission._target_.endswith(".Mine")
+    context.begin([])  # the next command in this process
+    register()
+    assert "from_file.yaml" not in repo["submission"]

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,11 @@ from helpers.sweeper import sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from aeff import errors
+from aeff import context, errors
 from aeff.cli import hydra_job
 from aeff.cli.app import with_user_files
 from aeff.errors import ConfigError, RunDirBusy, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
-from hydra_plugins.aeff_sweeper import aeff_sweeper
 from hydra_plugins.aeff_sweeper.aeff_sweeper import AeffSweeper
 
 LOGGER = "hydra_plugins.aeff_sweeper.aeff_sweeper"
@@ -585,7 +583,7 @@ def test_a_second_sweep_into_a_sweep_dir_exits_2(sweeper, tmp_path, caplog):
 def test_an_interrupted_sweep_reports_and_says_how_to_finish(
     sweeper, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
+    context.begin()  # a new command: typed as sys.argv says, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
     made = sweeper(interrupt_at=1)
@@ -602,7 +600,7 @@ def test_an_interrupted_sweep_reports_and_says_how_to_finish(
 def test_a_failed_launcher_ends_the_sweep_with_a_report_and_one_line(
     sweeper, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(hydra_job, "TYPED", [])  # as typed: sys.argv, not an earlier test's
+    context.begin()  # a new command: typed as sys.argv says, not an earlier test's
     argv = ["aeff", "-m", "hparams.lr=0.1,0.2,0.3", "+url=https://user:token@host/x"]
     monkeypatch.setattr(sys, "argv", argv)
     made = sweeper(max_batch_size=1, fail_at=1)
@@ -781,17 +779,6 @@ def test_the_sweepers_refusals_say_exactly_what_is_wrong(sweeper, tmp_path):
         "batch_size=abc does not compose: Error merging override batch_size=abc; "
         "Value 'abc' of type 'str' could not be converted to Integer"
     )
-
-
-def test_joblibs_workers_are_taken_out_of_its_pools_hands(monkeypatch):
-    """So that the pool's manager thread, seeing one worker end, does not SIGKILL the others
-    while they save their checkpoints."""
-    assert aeff_sweeper.detached_loky_workers() == []  # no pool in this process
-    processes = {os.getpid(): "this process, as a worker", 2**22 + 1: "one that ended"}
-    pool = types.SimpleNamespace(_executor=types.SimpleNamespace(_processes=processes))
-    monkeypatch.setitem(sys.modules, "joblib.externals.loky.reusable_executor", pool)
-    assert [w.pid for w in aeff_sweeper.detached_loky_workers()] == [os.getpid()]
-    assert processes == {}
 
 
 @pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, errors, interrupts, slurm, user_files
+from aeff import config, context, errors, slurm, user_files
 from aeff.algoperf.submission import AlgoPerfSubmission
 from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
@@ -28,7 +28,7 @@ from aeff.errors import AeffError, SweepFailed, TrialInterrupted
 from aeff.records.flatten import flatten
 from aeff.records.run_dir import RunDir
 from aeff.records.secrets import redact, redact_log_records, redacting_console
-from aeff.trial import train_and_evaluate
+from aeff.trial import TrialJob, train_and_evaluate
 from hydra_plugins.aeff_launcher import slurm_launcher, vectorized_launcher
 from hydra_plugins.aeff_sweeper import aeff_sweeper, optuna_sweeper
 
@@ -38,14 +38,25 @@ log = logging.getLogger(__name__)
 redact_log_records()
 
 
+USER_FILE_GROUPS = {"submission_path": "submission", "workload_path": "workload"}
+FROM_FILE = "from_file"  # the option of its group that a user's file becomes
+
+
 def register() -> None:
-    """Make the schema, resolver, sweeper and launcher known to Hydra; call before composing."""
+    """Make the schema, resolver, sweeper and launcher known to Hydra; call before composing.
+    Idempotent: the store holds aeff's nodes and the `from_file` options of this command's
+    files (its run context's), none an earlier command in the process left."""
     # Hydra's plugin scan cannot list modules of an editable install; register directly.
     Plugins.instance().register(aeff_sweeper.AeffSweeper)
     Plugins.instance().register(vectorized_launcher.VectorizedLauncher)
     Plugins.instance().register(slurm_launcher.AeffSlurmLauncher)
     optuna_sweeper.register()
-    ConfigStore.instance().store(name="aeff_schema", node=TrialConfig)
+    store = ConfigStore.instance()
+    store.store(name="aeff_schema", node=TrialConfig)
+    for group in USER_FILE_GROUPS.values():
+        store.repo.get(group, {}).pop(f"{FROM_FILE}.yaml", None)
+    for group, option in context.current().options.items():
+        store.store(group=group, name=FROM_FILE, **option)
     OmegaConf.register_new_resolver(
         "aeff.unique_suffix", unique_suffix, use_cache=True, replace=True
     )
@@ -55,7 +66,7 @@ def with_user_files(overrides: list[str]) -> list[str]:
     """`submission_path=F` (`workload_path=F`) selects the class the file F defines, as
     the option `from_file` of the submission (workload) group, with its hyperparameters'
     defaults, so `hparams.*` and `workload.*` override it like a built-in option."""
-    for key, group in (("submission_path", "submission"), ("workload_path", "workload")):
+    for key, group in USER_FILE_GROUPS.items():
         where = [i for i, o in enumerate(overrides) if o.startswith(f"{key}=")]
         if not where:
             continue
@@ -77,10 +88,12 @@ def with_user_files(overrides: list[str]) -> list[str]:
             del schema_defaults["_target_"]
             # batch_size: the built-in options' (conf/submission/*.yaml); batch_size= overrides
             node = {"submission": node, "batch_size": 1024, "hparams": schema_defaults}
-        package = "_global_" if group == "submission" else group
-        ConfigStore.instance().store(group=group, name="from_file", node=node, package=package)
+        option = {"node": node, "package": "_global_" if group == "submission" else group}
+        context.current().options[group] = option  # this command's: `register` keeps it
+        ConfigStore.instance().store(group=group, name=FROM_FILE, **option)
         # Beside its path, not last: after `-p KEY` an override would be an argument.
-        overrides = [*overrides[: where[-1] + 1], f"{group}=from_file", *overrides[where[-1] + 1 :]]
+        chosen = f"{group}={FROM_FILE}"
+        overrides = [*overrides[: where[-1] + 1], chosen, *overrides[where[-1] + 1 :]]
     return overrides
 
 
@@ -197,39 +210,39 @@ def trial_job(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job = hydra_job.trial_job_of(cfg, hydra_cfg)
     run_dir = job.run_dir
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    if in_sweep and (signum := interrupts.received()) is not None:
-        # A worker whose trial a signal stopped: the sweep is stopping, start no other job
-        # (joblib's pool hands it the next one); it has no record and is reported not started.
-        raise TrialInterrupted(signum)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return sweep_job(job, hydra_cfg.sweep.dir)
     try:
         result = train_and_evaluate(
-            job.cfg,
-            run_dir,
-            job.labels,
-            job.cwd,
-            hydra_files=job.hydra_files,
-            record_bad_input=in_sweep,  # a sweep reports every trial
+            job.cfg, run_dir, job.labels, job.cwd, hydra_files=job.hydra_files
         )
     except AeffError as error:  # said in one line where it was found
-        if in_sweep:
-            raise  # recorded; the sweeper goes on with the other trials
         sys.exit(errors.exit_status(error))
     except TrialInterrupted as interrupt:
-        if not in_sweep:
-            log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
-        elif slurm.in_submitit_job():  # requeued to continue, or stopped for good
-            sweep_dir = hydra_cfg.sweep.dir
-            hint = f"resume=true hydra.sweep.dir={sweep_dir} finishes it."
-            raise slurm.end_stopped_job(interrupt, hint) from None
+        log.warning("Trial %s. %s", interrupt, resume_hint(interrupt, run_dir))
         raise
     except Exception as error:  # a crash, recorded: its traceback as a log line, redacted
-        if in_sweep:
-            raise  # the sweeper reports it with the others
         log.exception("The trial failed (its record: %s): %s", run_dir, error)
         sys.exit(errors.exit_status(error))
     log.info("Records of this trial: %s", run_dir)
     return hydra_job.job_result(result, job.cfg)
+
+
+def sweep_job(job: TrialJob, sweep_dir: str) -> Any:
+    """A sweep's job, run as the vectorized launcher runs a group (`sweep_trials`): what
+    ended it goes up for the sweeper to report with the others (a bad input recorded too,
+    so that every planned trial is reported)."""
+    try:
+        [outcome] = hydra_job.sweep_trials([job])
+    except TrialInterrupted as interrupt:
+        if slurm.in_submitit_job():  # requeued to continue, or stopped for good
+            hint = f"resume=true hydra.sweep.dir={sweep_dir} finishes it."
+            raise slurm.end_stopped_job(interrupt, hint) from None
+        raise
+    if isinstance(outcome, BaseException):
+        raise outcome
+    log.info("Records of this trial: %s", job.run_dir)
+    return outcome
 
 
 def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
@@ -247,8 +260,8 @@ def resume_hint(interrupt: TrialInterrupted, run_dir: Path) -> str:
 
 def main() -> None:
     """`python -m aeff` and `aeff`: a trial, or with -m a sweep that fails if a trial did."""
+    context.begin(typed=sys.argv[1:])  # this command's, before anything reads it
     register()
-    hydra_job.TYPED[:] = sys.argv[1:]
     with errors_end_the_process():
         check_sweeper_of_preset(sys.argv[1:])
         sys.argv[1:] = with_user_files(sys.argv[1:])

@@ -1,10 +1,13 @@
-"""What a Hydra job hands a trial: its run dir, labels, `.hydra/` texts and paths.
+"""What a Hydra job hands a trial (its run dir, labels, `.hydra/` texts and paths), and
+what a sweep's job returns from it (`sweep_trials`).
 
 Hydra's state is read here, once per job, by the app's job function and by the
-vectorized launcher; nothing below `aeff.trial` reads it.
+vectorized launcher; nothing below `aeff.trial` reads it. Both run a sweep's trials
+through `sweep_trials`: a job alone, or a group of them.
 """
 
 import dataclasses
+import logging
 import os
 import shlex
 import sys
@@ -14,10 +17,14 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from aeff import context, interrupts
 from aeff.config import workload_path_keys
-from aeff.errors import ConfigError
+from aeff.errors import AeffError, ConfigError, TrialInterrupted
 from aeff.records.secrets import redact
-from aeff.trial import TrialJob
+from aeff.records.speaker import speaking
+from aeff.trial import TrialJob, train_and_evaluate_group
+
+log = logging.getLogger(__name__)
 
 
 def trial_job_of(cfg: DictConfig, hydra_cfg: DictConfig) -> TrialJob:
@@ -137,6 +144,31 @@ def override_value(override: str) -> str:
     return value if isinstance(value, str) else text
 
 
+def sweep_trials(jobs: list[TrialJob], group_id: str | None = None) -> list[Any]:
+    """A sweep's jobs trained as one group (one job: a group of one, unlabelled), and what
+    each job returns to Hydra: its result, or `objective=`'s number (`job_result`), or the
+    exception that ended it, said in one line (bad input is said where it is found). A
+    process a signal stopped starts no further job (a launcher's worker would go on to the
+    next one handed to it): raises TrialInterrupted, as for a signal while they train."""
+    if (signum := interrupts.received()) is not None:
+        raise TrialInterrupted(signum)
+    outcomes = train_and_evaluate_group(jobs, group_id, record_bad_input=True)
+    returned = []
+    for index, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+        with speaking(index):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, AeffError):
+                    log.error("The trial failed (its record: %s): %s", job.run_dir, outcome)
+                returned.append(outcome)
+                continue
+            try:
+                returned.append(job_result(outcome, job.cfg))
+            except AeffError as error:  # an objective the trial has no number for
+                log.error("%s", error)
+                returned.append(error)
+    return returned
+
+
 def job_result(result: Any, cfg: DictConfig) -> dict[str, Any] | float:
     """What a trial's job returns to the sweeper: the result as a dict, or with `objective=`
     the one number an optimising sweeper (Optuna's) minimises or maximises."""
@@ -159,12 +191,11 @@ def objective_value(result: Any, objective: str, budget: float) -> float:
     return float(result.final_metrics[metric])
 
 
-TYPED: list[str] = []  # the command line's arguments before with_user_files adds to them
-
-
 def typed_command(*extra: str, without: tuple[str, ...] = ()) -> str:
-    """The command line as typed: `aeff ...` (the console script) or `python -m aeff ...`,
-    without the arguments that start with `without`, then `extra`."""
+    """The command line as typed (its run context's `typed`, before `with_user_files` adds
+    to it): `aeff ...` (the console script) or `python -m aeff ...`, without the arguments
+    that start with `without`, then `extra`."""
     program = "aeff" if Path(sys.argv[0]).name == "aeff" else "python -m aeff"
-    typed = [a for a in TYPED or sys.argv[1:] if not a.startswith(without)]
+    typed = context.current().typed
+    typed = [a for a in (sys.argv[1:] if typed is None else typed) if not a.startswith(without)]
     return " ".join([program, shlex.join([*typed, *extra])])

@@ -5,7 +5,9 @@ group_key`, which includes the checkpoint step a resume continues from) train as
 `vmap`-ed program of up to `trials_per_program`; each stays a Hydra job, with its run dir,
 its records, Hydra's `on_job_start`/`on_job_end` callbacks, its own log file and a
 JobReturn. Every other job (another app's task, an aeff trial with bad input,
-`hydra.job.chdir=true`, a group of one) runs as Hydra's basic launcher runs it.
+`hydra.job.chdir=true`, a group of one) runs as Hydra's basic launcher runs it. Either way
+an aeff trial trains through `aeff.cli.hydra_job.sweep_trials` (the app's job function
+calls it for a job alone), so a group and a job alone end and return alike.
 """
 
 import contextlib
@@ -168,11 +170,9 @@ class VectorizedLauncher(Launcher):
         return sorted(groups + alone)
 
     def _run_group(self, configs: list[DictConfig]) -> list[JobReturn]:
-        """The jobs as one group: started as Hydra starts a job, trained together, ended."""
-        from aeff import trial
+        """The jobs as one group: started as Hydra starts a job, trained together through
+        `sweep_trials`, as the app's job function trains a job alone, ended."""
         from aeff.cli import hydra_job
-        from aeff.errors import AeffError
-        from aeff.records.speaker import speaking
 
         jobs, returns = [], []
         for config in configs:
@@ -189,24 +189,12 @@ class VectorizedLauncher(Launcher):
         numbers = [self._job_name(c) for c in configs]
         with trial_logs(configs, numbers):
             log.info("%d trials in one program: jobs %s", len(jobs), ", ".join(numbers))
-            outcomes = trial.train_and_evaluate_group(jobs, f"{numbers[0]}-{numbers[-1]}")
-            for index, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
-                crashed = isinstance(outcome, Exception) and not isinstance(outcome, AeffError)
-                if crashed:  # bad input has been said already, in one line
-                    with speaking(index):
-                        log.error("The trial failed (its record: %s): %s", job.run_dir, outcome)
+            outcomes = hydra_job.sweep_trials(jobs, f"{numbers[0]}-{numbers[-1]}")
         for config, job_return, outcome in zip(configs, returns, outcomes, strict=True):
             HydraConfig.instance().set_config(config)
-            if not isinstance(outcome, BaseException):
-                try:  # what the app's job function returns: the result, or its objective
-                    outcome = hydra_job.job_result(outcome, job_return.cfg)
-                except AeffError as error:  # an objective the trial has no number for
-                    log.error("%s", error)
-                    outcome = error
-            if isinstance(outcome, BaseException):
-                job_return.return_value, job_return.status = outcome, JobStatus.FAILED
-            else:
-                job_return.return_value, job_return.status = outcome, JobStatus.COMPLETED
+            failed = isinstance(outcome, BaseException)
+            job_return.return_value = outcome
+            job_return.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
             self.hydra_context.callbacks.on_job_end(config=config, job_return=job_return)
         return returns
 

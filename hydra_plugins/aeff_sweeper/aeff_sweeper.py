@@ -12,17 +12,11 @@ compose, and launches. What runs is `aeff.sweeps.plan`'s and `aeff.sweeps.resume
 decide, the report `aeff.sweeps.report`'s, the sweep dir's files `aeff.records.sweep_dir`'s.
 """
 
-import contextlib
 import logging
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -33,13 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from aeff import config, interrupts
 from aeff.errors import AeffError, ConfigError, SweepFailed, TrialInterrupted
-from aeff.interrupts import exit_note, exiting_on_signals
 from aeff.records import sweep_dir as sweep_record
-from aeff.records.lock import Lock
 from aeff.records.secrets import redact
 from aeff.sweeps import plan, resume, settings
 from aeff.sweeps import report as sweep_report
 from aeff.sweeps.plan import Study
+from hydra_plugins.aeff_launcher import workers
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +103,16 @@ class AeffSweeper(Sweeper):
         returns: list[JobReturn] = []
 
         def stopped(signum: int) -> str:  # a signal while no trial of this process trains
-            stop_workers(signum, self.stop_wait_sec)
+            workers.stop_workers(signum, self.stop_wait_sec)
             self.report(sweep_dir, studies)
             return f"the sweep's report is written. {finish_hint(sweep_dir)}"
 
         interrupts.forget_received()
         try:
-            with exit_note(stopped), signals_end_the_sweep():
+            with interrupts.sweeping(stopped):
                 returns = self.launch(studies)
         except TrialInterrupted as interrupt:  # a trial's, here or in a worker
-            stop_workers(interrupt.signum, self.stop_wait_sec)
+            workers.stop_workers(interrupt.signum, self.stop_wait_sec)
             self.report(sweep_dir, studies)
             log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
             raise
@@ -260,62 +253,6 @@ class AeffSweeper(Sweeper):
             ended = {s.folder: s.ended for s in studies}
             sweep = sweep_report.write_and_print_studies_report(sweep_dir, ended)
         return sweep_report.log_failures(log, sweep_dir, sweep)
-
-
-@contextlib.contextmanager
-def signals_end_the_sweep() -> Iterator[None]:
-    """While the launcher waits for its workers (joblib's), a signal stops them, reports and
-    ends the process (`stopped`); a trial in this process (the
-    basic and vectorized launchers) puts its own handlers in place while it runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are the main thread's (an in-process caller's sweep in a thread)
-        return
-    with exiting_on_signals("the sweep ended", None):
-        yield
-
-
-def stop_workers(signum: int, wait_sec: float) -> None:
-    """Pass the signal on to the worker processes of joblib's pool (`hydra/launcher=parallel`;
-    the other launchers run trials in this process, or on a cluster), so each trial takes its own
-    way out (a last row, a checkpoint, `interrupted`); wait up to `wait_sec` for every
-    trial to end, then end the workers (killing one whose trial did not end in time), so
-    that a resume finds every run dir free."""
-    workers = detached_loky_workers()
-    for worker in workers:
-        with contextlib.suppress(psutil.Error):
-            worker.send_signal(signum)
-    deadline = time.monotonic() + wait_sec
-    while (training := [w for w in workers if Lock.held_by(w)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if training:
-        log.warning(
-            "Killing %s: their trials did not end within %g s of %s (hydra.sweeper.stop_wait_sec)",
-            ", ".join(f"process {w.pid}" for w in training),
-            wait_sec,
-            signal.Signals(signum).name,
-        )
-    for worker in workers:  # none runs a trial now: done, or idle in the launcher's loop
-        with contextlib.suppress(psutil.Error):
-            worker.kill()
-    psutil.wait_procs(workers, timeout=10)
-
-
-def detached_loky_workers() -> list[psutil.Process]:
-    """The workers of joblib's process pool (`hydra/launcher=parallel`), taken out of its
-    hands: a worker that ends (its trial stopped before it began, an idle one on Ctrl-C)
-    would otherwise make the pool's manager thread SIGKILL the others, mid-checkpoint.
-    Empty when no pool runs in this process."""
-    module = sys.modules.get("joblib.externals.loky.reusable_executor")
-    processes = getattr(getattr(module, "_executor", None), "_processes", None)
-    if not isinstance(processes, dict):
-        return []
-    pids = list(processes)
-    processes.clear()  # the pool no longer knows them: it neither waits for nor kills them
-    workers = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            workers.append(psutil.Process(pid))
-    return workers
 
 
 def endings(batch: list[int], returns: list[JobReturn]) -> dict[int, str | None]:

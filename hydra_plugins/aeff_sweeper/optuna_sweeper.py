@@ -24,7 +24,6 @@ from aeff.errors import AeffError, ConfigError, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.secrets import redact
 from aeff.sweeps.report import write_and_print_report
-from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 try:  # the optuna extra
     from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -116,7 +115,7 @@ if OptunaSweeper is not None:
 
             interrupts.forget_received()
             try:
-                with interrupts.exit_note(stopped), aeff_sweeper.signals_end_the_sweep():
+                with interrupts.sweeping(stopped):
                     super().sweep(arguments)
             except TrialInterrupted as interrupt:
                 write_report(sweep_dir, objective, finished=False)
