@@ -18,7 +18,7 @@ from aeff.config import check_trial
 from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
 from aeff.interrupts import interrupts_noted
 from aeff.records.run_dir import DAMAGED, Attempt, Lock, RunDir
-from aeff.results import summary
+from aeff.results.summary import summary
 from aeff.training.checkpoints import TrialCheckpoints
 from aeff.training.loop import run_trial
 from aeff.trial import train_and_evaluate

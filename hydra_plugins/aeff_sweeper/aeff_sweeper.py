@@ -68,7 +68,7 @@ failed_trials: list[str] = []
 
 def write_and_print_report(sweep_dir: Path, ended: dict[int, str | None] | None = None) -> dict:
     """A sweep's report files, and its brief report on the console; its sweep.json."""
-    from aeff import results
+    from aeff.results import text as results
     from aeff.results.report import write_reports
 
     summary, sweep, page = write_reports(sweep_dir, ended)
@@ -89,7 +89,7 @@ def write_and_print_studies_report(
     """Each study's report files (a line each on the console), and the report across the
     studies (`studies.csv`, the sweep dir's `sweep.json`), its table on the console;
     the sweep dir's sweep.json. `ended`: by study folder, see `results.summary`."""
-    from aeff import results
+    from aeff.results import text as results
     from aeff.results.report import write_reports, write_studies_reports
 
     folders = sweep_record.study_dirs(sweep_dir) or []
@@ -340,8 +340,6 @@ class AeffSweeper(Sweeper):
         """All jobs of a new sweep (or study, in its folder); with resume=true, those not
         finished, after checking that the plan is the one recorded and that no job still
         runs."""
-        from aeff import results
-
         planned = sweep_record.read_plan(sweep_dir)
         files = self.user_files(jobs)
         number, seed = (study.index, study.seed) if study else (0, self.config.search.seed)
@@ -369,7 +367,7 @@ class AeffSweeper(Sweeper):
             if Lock.is_held(job_dir):
                 raise RunDirBusy(f"{job_dir} is in use by {Lock.owner(job_dir)}: wait for it.")
             record = read_metadata(job_dir) or {}
-            if why := results.foreign(job_dir, index, record):
+            if why := sweep_record.foreign(job_dir, index, record):
                 raise ConfigError(why)
             if status_of(job_dir, record) not in FINISHED:
                 todo.append(index)
