@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers.written_trials import by_job, drawn_figures, example_sweep, trial
@@ -12,7 +13,7 @@ from helpers.written_trials import by_job, drawn_figures, example_sweep, trial
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.concat import concatenate_csvs
 from aeff.results import __main__ as cli
-from aeff.results.rows import trial_dirs
+from aeff.results.rows import read_rows, target_higher_is_better, trial_dirs
 from aeff.results.sweep_report import write_sweep_report
 
 
@@ -72,3 +73,32 @@ def test_a_cell_edited_to_text_leaves_its_trial_damaged_in_every_tool(
         assert "sha256" not in " ".join(err)  # the same trial not named twice
     table = pd.read_csv(sweep / sweep_record.SUMMARY)
     assert by_job(table).loc["0", "status"] == "damaged"
+
+
+def test_a_target_is_better_higher_as_its_record_declares_else_as_its_name_says(tmp_path):
+    """The workload's declared direction (metadata.json, and every row, as
+    `workload.target_higher_is_better`) wins over the name; a record written before
+    workloads declared it is read by the name: a loss is lowered."""
+    loss, accuracy = "validation.loss", "validation.accuracy"
+    key = "workload.target_higher_is_better"
+    assert target_higher_is_better({"workload.target_metric": loss, key: True}) is True
+    assert target_higher_is_better({"workload.target_metric": accuracy, key: False}) is False
+    assert target_higher_is_better({"workload.target_metric": loss}) is False
+    assert target_higher_is_better({"workload.target_metric": accuracy}) is True
+    assert target_higher_is_better({"workload.target_metric": loss, key: None}) is False
+    # Rows read back: one trial declares it, the other (an older record) does not.
+    trial(tmp_path / "0", [(10, 1.0, False, 0.5)], metric=loss)
+    trial(tmp_path / "1", [(10, 1.0, False, 0.5)], metric=loss)
+    path = tmp_path / "0" / "metrics.csv"
+    pd.read_csv(path).assign(**{"workload.target_metric": loss, key: True}).to_csv(
+        path, index=False
+    )
+    path = tmp_path / "1" / "metrics.csv"
+    pd.read_csv(path).assign(**{"workload.target_metric": loss}).to_csv(path, index=False)
+    rows = by_job(read_rows(tmp_path))
+    assert target_higher_is_better(rows.loc["0"]) is True
+    assert target_higher_is_better(rows.loc["1"]) is False
+    for declared in ("True", "true", np.True_):  # as a column of several trials' rows holds it
+        assert target_higher_is_better({"workload.target_metric": loss, key: declared}) is True
+    for declared in ("False", np.False_):
+        assert target_higher_is_better({"workload.target_metric": accuracy, key: declared}) is False

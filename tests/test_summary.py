@@ -145,3 +145,23 @@ def test_a_host_is_busy_when_other_work_takes_cores_the_trial_could_have_had(
     host_percent, own_cores, cpus, busy
 ):
     assert busy_host(host_percent, own_cores, cpus) is busy
+
+
+def test_the_best_of_a_target_its_workload_declares_better_higher_is_its_most(tmp_path):
+    """A record's `workload.target_higher_is_better` wins over the name: a metric named
+    `validation.loss` whose workload declares it better higher is best at its most; a
+    record without the key (written before workloads declared it) by the name, its least."""
+    rows = [(10, 1.0, False, 0.5), (20, 2.0, False, 0.3)]
+    declared = {"workload.target_higher_is_better": True}
+    trial(tmp_path / "0", rows, metric="validation.loss", **declared)
+    trial(tmp_path / "1", rows, metric="validation.loss")
+    trial(
+        tmp_path / "2",
+        rows,
+        metric="validation.loss",
+        **{"workload.target_higher_is_better": False},
+    )
+    table = by_job(summary(tmp_path))
+    assert table.loc["0", "best_target_metric"] == 0.5  # declared better higher: the most
+    assert table.loc["1", "best_target_metric"] == 0.3  # by its name, a loss: the least
+    assert table.loc["2", "best_target_metric"] == 0.3

@@ -114,3 +114,27 @@ def test_trials_of_one_workload_with_another_model_are_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"workload mnist differ in workload\.hidden_width: 128"):
         trials_table.read_trials([tmp_path])
+
+
+def test_a_target_is_reached_in_the_direction_its_workload_declares(tmp_path):
+    """A record's `workload.target_higher_is_better` wins over the name: the `mnist_loss`
+    trials' target metric is `validation.loss` (0.3); declared better higher, 0.5 reaches
+    it; without the key (a record written before workloads declared it), by the name, 0.5
+    misses it and 0.2 reaches it."""
+    declared = {"workload.target_higher_is_better": True}
+    rows = [(50, 3.0, 0.5), (100, 6.0, 0.2)]
+    write_trials(
+        tmp_path,
+        [
+            Trial(ADAM, "mnist_loss", 0, rows, sweep="a", record=declared),
+            Trial(NESTEROV, "mnist_loss", 0, rows, sweep="n"),
+        ],
+    )
+    trials, evals = trials_table.read_trials([tmp_path])
+    assert trials.set_index("submission")["higher_is_better"].to_dict() == {
+        "Adam": True,
+        "Nesterov": False,
+    }
+    table = scoring.compare(trials, evals)["table"]
+    assert cell(table, "Adam", "mnist_loss")["accumulated_submission_time"] == 3.0
+    assert cell(table, "Nesterov", "mnist_loss")["accumulated_submission_time"] == 6.0
