@@ -20,8 +20,9 @@ from aeff.records.concat import concatenate_csvs
 from aeff.records.files import write_json_atomically
 from aeff.records.run_dir import METADATA, METRICS
 from aeff.records.sweep_dir import write_plan
-from aeff.results import plot, write_sweep_report
+from aeff.results.plots import plot
 from aeff.results.report import write_html_report, write_reports
+from aeff.results.sweep_report import write_sweep_report
 
 GOALS = {"summary": 10.0, "plot": 20.0}  # seconds, N = 10,000
 

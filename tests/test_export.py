@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from helpers import HELPERS, shared_trial_scope
 
-from aeff import results
 from aeff.cli.app import compose_config
 from aeff.errors import ConfigError
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.concat import load_metrics
 from aeff.results import __main__ as cli
+from aeff.results.summary import summary
 from aeff.trial import train_and_evaluate
 
 mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install "aeff[mlflow]"')
@@ -280,7 +280,8 @@ def test_an_exporter_whose_extra_is_missing_says_how_to_install_it(
 @pytest.mark.slow
 def test_a_trial_and_the_other_results_commands_import_neither_mlflow_nor_tensorboard():
     code = (
-        "import sys, aeff.trial, aeff.results, aeff.results.export;"
+        "import sys, aeff.trial, aeff.results.__main__, aeff.results.export,"
+        " aeff.results.export_mlflow, aeff.results.export_tensorboard;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('mlflow', 'tensorboard', 'tensorflow', 'sqlalchemy', 'alembic')))"
     )
@@ -300,7 +301,7 @@ def test_a_single_run_dir_exports_as_one_run_and_stays_one_trial(exported, sweep
     out = capsys.readouterr().out
     assert "1 trial in MLflow (1 exported)" in out and "1 trial in MLflow (1 unchanged)" in out
     assert [p.name for p in (run_dir / "tensorboard").iterdir() if p.is_dir()] == ["run"]
-    assert list(results.summary(run_dir)["run_dir"]) == [str(run_dir.resolve())]
+    assert list(summary(run_dir)["run_dir"]) == [str(run_dir.resolve())]
 
 
 def big_trial(run_dir: Path, rows: int = 60, columns: int = 20, params: int = 150):
@@ -329,7 +330,7 @@ def big_trial(run_dir: Path, rows: int = 60, columns: int = 20, params: int = 15
 
 
 def test_a_trial_over_mlflows_batch_limits_is_written_whole(tmp_path):
-    from aeff.results.export import EXPORTED_TAG, to_mlflow
+    from aeff.results.export_mlflow import EXPORTED_TAG, to_mlflow
 
     trial = big_trial(tmp_path / "sweep" / "0")
     uri = f"sqlite:///{tmp_path / 'own.db'}"
@@ -346,7 +347,7 @@ def test_a_trial_over_mlflows_batch_limits_is_written_whole(tmp_path):
 def test_batches_keep_to_mlflows_limits_and_end_with_the_fingerprint():
     from mlflow.entities import Metric, Param, RunTag
 
-    from aeff.results.export import batches
+    from aeff.results.export_mlflow import batches
 
     metrics = [Metric(f"m{i % 7}", float(i), 0, i) for i in range(2_500)]
     params = [Param(f"p{i}", "1") for i in range(250)]
@@ -361,7 +362,7 @@ def test_batches_keep_to_mlflows_limits_and_end_with_the_fingerprint():
 
 def test_a_run_cut_off_before_its_last_batch_is_exported_again(tmp_path, monkeypatch):
     """The fingerprint comes last: a run stopped before its last batch is replaced."""
-    from aeff.results.export import EXPORTED_TAG, to_mlflow
+    from aeff.results.export_mlflow import EXPORTED_TAG, to_mlflow
 
     trial, sweep_dir = big_trial(tmp_path / "sweep" / "0"), tmp_path / "sweep"
     uri = f"sqlite:///{tmp_path / 'own.db'}"
@@ -385,7 +386,7 @@ def test_a_run_cut_off_before_its_last_batch_is_exported_again(tmp_path, monkeyp
 def test_only_aeffs_own_store_is_written_without_fsync(tmp_path):
     import sqlalchemy
 
-    from aeff.results.export import unsynced
+    from aeff.results.export_mlflow import unsynced
 
     def synchronous(name: str) -> int:
         engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / name}")
@@ -459,7 +460,7 @@ def test_a_secret_written_into_a_record_by_hand_is_exported_masked(sweep, tmp_pa
 def test_two_exports_at_once_into_one_new_store_make_each_trial_once(sweep, tmp_path):
     """Each waits for the store's lock (held here until both say so), then one exports
     the trials and the other finds them exported: 3 runs for 3 trials, both exit 0."""
-    from aeff.results.export import store_lock
+    from aeff.results.export_mlflow import store_lock
 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)

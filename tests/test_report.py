@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from aeff import results
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.environment import rerun_command
 from aeff.results import __main__ as cli
 from aeff.results import report
 from aeff.results.report import write_html_report
+from aeff.results.sweep_report import write_sweep_report
 
 HEADER = "global_step,accumulated_submission_time,goal_reached,validation.accuracy,hparams.lr,workload.target_metric,workload.target_value\n"  # noqa: E501
 
@@ -51,7 +51,7 @@ def sweep(tmp_path) -> Path:
 
 
 def test_the_page_holds_the_table_the_figures_the_best_trial_and_the_failures(sweep):
-    page = write_html_report(sweep, *results.write_sweep_report(sweep)).read_text()
+    page = write_html_report(sweep, *write_sweep_report(sweep)).read_text()
     assert "4 planned trials: 2 completed, 1 failed, 1 not started" in page
     assert "best time to target: <b>1.5 s</b>" in page
     assert "time to target 1.5 s at step 10 (" in page  # a step count, not 10.0
@@ -84,7 +84,7 @@ def test_a_browser_opens_it_without_errors_and_shows_the_table_and_the_figures(
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium on this machine: `apt-get install chromium` (.ci/run does)")
-    page = write_html_report(sweep, *results.write_sweep_report(sweep))
+    page = write_html_report(sweep, *write_sweep_report(sweep))
     folder = tmp_path_factory.mktemp("chromium")
     dom = chromium(browser, folder, "--enable-logging=stderr", "--v=0", "--dump-dom", page)
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
@@ -168,7 +168,7 @@ def test_a_hyperparameter_sampled_on_a_log_scale_is_drawn_on_a_log_axis(tmp_path
     assert report.log_scaled(tmp_path) == set()  # no multirun.yaml: the values decide
     sweep_record.write_sweep_config(tmp_path, config)
     assert report.log_scaled(tmp_path) == {"hparams.lr"}
-    table, _ = results.write_sweep_report(tmp_path)
+    table, _ = write_sweep_report(tmp_path)
     axes = report.scatter(table, "hparams.lr", log=True).axes[0]
     assert axes.get_xscale() == "log"
     assert report.scatter(table, "hparams.lr").axes[0].get_xscale() == "linear"
@@ -211,7 +211,7 @@ def test_hyperparameter_values_and_labels_are_escaped_and_the_page_redacted_as_w
             "meta.store": "https://ann:hunter2secret@db.example.com/runs",
         },
     )
-    page = write_html_report(tmp_path, *results.write_sweep_report(tmp_path)).read_text()
+    page = write_html_report(tmp_path, *write_sweep_report(tmp_path)).read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
     assert "<i>label</i>" not in page and "&lt;i&gt;label&lt;/i&gt;" in page

@@ -20,7 +20,7 @@ from aeff.interrupts import interrupts_noted
 from aeff.records.attempt import Attempt
 from aeff.records.lock import Lock
 from aeff.records.run_dir import DAMAGED, RunDir
-from aeff.results import summary
+from aeff.results.summary import summary
 from aeff.training.checkpoints import TrialCheckpoints
 from aeff.training.loop import run_trial
 from aeff.trial import train_and_evaluate

@@ -16,11 +16,12 @@ from helpers.sweeper import failures_named, sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from aeff import errors, results, search
+from aeff import errors, search
 from aeff.cli import app
 from aeff.errors import ConfigError, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
 from aeff.results import __main__ as results_cli
+from aeff.results.sweep_report import write_studies_report
 from hydra_plugins.aeff_sweeper import aeff_sweeper
 
 LOGGER = "hydra_plugins.aeff_sweeper.aeff_sweeper"
@@ -157,11 +158,11 @@ def test_the_score_across_studies_is_the_median_of_each_studys_best(tmp_path):
             },
         )
 
-    table, sweep = results.write_studies_report(tmp_path, [report(0, 3.0), report(1, None)])
+    table, sweep = write_studies_report(tmp_path, [report(0, 3.0), report(1, None)])
     assert sweep["score"] == math.inf and list(table["time_to_target"]) == [3.0, math.inf]
     assert json.loads((tmp_path / sweep_record.REPORT).read_text())["score"] is None  # JSON: no inf
     studies = [report(0, 3.0), report(1, None), report(2, 1.0)]
-    table, sweep = results.write_studies_report(tmp_path, studies)
+    table, sweep = write_studies_report(tmp_path, studies)
     assert sweep["score"] == 3.0 and sweep["num_studies"] == 3
     written = pd.read_csv(tmp_path / sweep_record.STUDIES)
     assert list(written["time_to_target"]) == [3.0, math.inf, 1.0]

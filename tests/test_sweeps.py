@@ -10,7 +10,8 @@ import yaml
 from helpers import REPO, data_overrides, run_aeff, run_sweep
 from helpers.sweeper import failures_named
 
-from aeff import results, search
+from aeff import search
+from aeff.results.summary import summary as read_summary
 
 FLAKY_WORKLOAD = '''
 from dataclasses import dataclass
@@ -204,7 +205,7 @@ def test_a_logging_off_sweep_reports_its_trials_unrecorded_and_only_a_crash_fail
     # is not read with capsys: Hydra's logging config closes pytest's capture.)
     assert said.sweeps == []
     # The report's reader says the same without the sweep's process: it began there.
-    assert list(results.summary(sweep)["status"]) == ["unrecorded"]
+    assert list(read_summary(sweep)["status"]) == ["unrecorded"]
 
     assert aeff_in_process(*args, "hparams.lr=3e-3,0.5", "hydra.sweep.dir=crashed") == 1
     sweep = tmp_path / "crashed"

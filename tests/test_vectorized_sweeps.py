@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from helpers import HELPERS, data_overrides, run_aeff, run_sweep, start_aeff
 
-from aeff import results
 from aeff.records.concat import concatenate_csvs
+from aeff.results.plots import plot
 
 WILD_ADAM = HELPERS / "wild_adam.py"
 GRID = [  # lr x epsilon x seed: the lr=1e37 trials diverge at their second step
@@ -126,7 +126,7 @@ def test_the_results_tools_read_a_vectorized_sweep_as_any_other(both_launchers, 
     rows = pd.read_csv(concatenate_csvs(vectorized))
     assert sorted(set(rows["run_idx"])) == list(range(8))
     assert set(rows["group.size"]) == {8}
-    plotted = results.plot(vectorized, "global_step", "validation.accuracy", tmp_path / "a.png")
+    plotted = plot(vectorized, "global_step", "validation.accuracy", tmp_path / "a.png")
     assert plotted.stat().st_size > 0
 
 

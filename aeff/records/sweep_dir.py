@@ -15,6 +15,7 @@ from typing import Any
 from aeff.errors import ConfigError, RecordsError
 from aeff.records.files import write_json_atomically, write_text_atomically
 from aeff.records.lock import Lock
+from aeff.records.run_dir import METADATA
 from aeff.records.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -216,3 +217,44 @@ def remove_job_pickles(sweep_dir: Path, folder: str | None) -> None:
             pickle.unlink(missing_ok=True)
     except OSError as error:
         log.warning("submitit's job pickles in %s stay: %s", folder, error)
+
+
+# The report files, written after the sweep's (or a study's) last trial. What they say is
+# `aeff.results`'s (it reads the trials back); their writes are here, each whole or not at all.
+
+
+def write_summary(sweep_dir: Path, csv_text: str) -> Path:
+    """`summary.csv`: one row per planned trial."""
+    write_text_atomically(sweep_dir / SUMMARY, csv_text)
+    return sweep_dir / SUMMARY
+
+
+def write_report(sweep_dir: Path, report: Mapping[str, Any]) -> Path:
+    """`sweep.json`: the sweep's (or, for a sweep of studies, the report across them)."""
+    write_json_atomically(sweep_dir / REPORT, report)
+    return sweep_dir / REPORT
+
+
+def write_studies(sweep_dir: Path, csv_text: str) -> Path:
+    """`studies.csv`: a sweep of studies' row per study."""
+    write_text_atomically(sweep_dir / STUDIES, csv_text)
+    return sweep_dir / STUDIES
+
+
+def write_html(sweep_dir: Path, page: str) -> Path:
+    """`report.html`, credentials redacted as it is written."""
+    write_text_atomically(sweep_dir / HTML_REPORT, redact(page))
+    return sweep_dir / HTML_REPORT
+
+
+def foreign(job_dir: Path, job: int, metadata: Mapping[str, Any]) -> str | None:
+    """Why the record in a sweep's job dir is another run's, or None when it is that job's:
+    a run aimed there by hand (`hydra.run.dir=`) records no sweep, or another job."""
+    if "sweep_dir" not in metadata:  # no record, or none aeff wrote
+        return None
+    if metadata["sweep_dir"] and metadata.get("hydra.job.num") == job:
+        return None
+    return (
+        f"{job_dir / METADATA} is the record of another run ({metadata.get('command')}), "
+        f"not of job {job} of this sweep: move {job_dir} aside, then resume the sweep."
+    )

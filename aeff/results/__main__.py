@@ -18,20 +18,13 @@ from aeff.errors import AeffError, ConfigError
 from aeff.records.concat import concatenate_csvs, folder_of
 from aeff.records.secrets import redact, redact_log_records, redacting_console
 from aeff.records.sweep_dir import PLAN, STUDIES, STUDIES_PLAN, is_sweep_dir, study_dirs
-from aeff.results import (
-    CONSOLE_TRIALS,
-    as_text,
-    brief,
-    compare,
-    plot,
-    read_rows,
-    seconds,
-    studies_text,
-    summary,
-    write_studies_report,
-    write_sweep_report,
-)
+from aeff.results import compare, scoring, trials_table
+from aeff.results.plots import plot
 from aeff.results.report import write_reports, write_studies_reports
+from aeff.results.rows import read_rows
+from aeff.results.summary import summary
+from aeff.results.sweep_report import write_studies_report, write_sweep_report
+from aeff.results.text import CONSOLE_TRIALS, as_text, brief, seconds, studies_text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,42 +70,42 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def add_compare(commands: Any) -> None:
-    scoring = commands.add_parser(
+    comparing = commands.add_parser(
         "compare",
         help="time to target, speedups, performance profiles and scores, as AlgoPerf's",
         description="Each DIR is a sweep dir, a run dir or a folder of them; trials are "
         "matched by their records (workload, submission, study).",
     )
-    scoring.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
-    scoring.add_argument(
+    comparing.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    comparing.add_argument(
         "--baseline",
         metavar="NAME",
         help="the submission the speedups are over (default: the first DIR's)",
     )
-    scoring.add_argument(
+    comparing.add_argument(
         "--clock",
-        choices=list(compare.CLOCKS),
+        choices=list(scoring.CLOCKS),
         default="time",
         help="the clock of the profiles, scores and speedups (the table shows both)",
     )
-    scoring.add_argument(
+    comparing.add_argument(
         "--scale", choices=["linear", "log"], default="linear", help="the spacing of tau"
     )
-    scoring.add_argument(
+    comparing.add_argument(
         "--max-tau",
         type=compare.as_number,
-        default=compare.MAX_TAU,
+        default=scoring.MAX_TAU,
         metavar="X",
-        help=f"the profiles' largest tau (default {compare.MAX_TAU:g}, AlgoPerf's)",
+        help=f"the profiles' largest tau (default {scoring.MAX_TAU:g}, AlgoPerf's)",
     )
-    scoring.add_argument(
+    comparing.add_argument(
         "--name",
         action="append",
         default=[],
         metavar="SHORT=NAME",
         help="show submission SHORT as NAME (repeat for several)",
     )
-    scoring.add_argument(
+    comparing.add_argument(
         "--out",
         type=Path,
         default=Path("compare"),
@@ -129,8 +122,8 @@ def run_compare(args: argparse.Namespace) -> None:
     if any(not sep or not new for _, sep, new in pairs):
         raise ConfigError(f"compare --name {args.name}: write each as SHORT=NAME.")
     compare.check_out(args.out, args.dirs)  # before any reading
-    trials, evals = compare.read_trials(args.dirs, {old: new for old, _, new in pairs})
-    result = compare.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
+    trials, evals = trials_table.read_trials(args.dirs, {old: new for old, _, new in pairs})
+    result = scoring.compare(trials, evals, args.baseline, args.clock, args.scale, args.max_tau)
     log = logging.getLogger(__name__)
     notes = [compare.unfinished(trials), compare.unequal_clocks(trials, args.clock)]
     for note in [*notes, compare.nothing_reached(result, args.clock)]:
@@ -138,7 +131,7 @@ def run_compare(args: argparse.Namespace) -> None:
             log.warning("compare: %s", note)
     for cell in compare.missing_cells(result["table"]):
         log.warning("compare: %s has no trial: it counts as missing the target (inf).", cell)
-    tau_range = f"{compare.MIN_TAU:g}, {args.max_tau:g}"
+    tau_range = f"{scoring.MIN_TAU:g}, {args.max_tau:g}"
     print(compare.as_text(result, tau_range))
     for path in compare.write_comparison(result, args.out, args.clock, args.scale):
         print(path)
@@ -189,8 +182,8 @@ def run_command(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> str:
-    """`export mlflow|tensorboard PATH`: the records read here, written by `export.py`
-    (imported now: MLflow and TensorBoard stay out of every other command)."""
+    """`export mlflow|tensorboard PATH`: the records read here, written by the tool's
+    exporter (imported now: MLflow and TensorBoard stay out of every other command)."""
     from aeff.results import export as exporters
 
     option = {"mlflow": "--tracking-uri", "tensorboard": "--logdir"}
@@ -203,9 +196,13 @@ def export(args: argparse.Namespace) -> str:
     metrics = read_rows(args.path)
     trials = exporters.trials(args.path, summary(args.path, metrics=metrics), metrics)
     if args.tool == "mlflow":
-        uri = args.tracking_uri or exporters.default_tracking_uri(args.path)
-        return exporters.to_mlflow(trials, args.path, uri)
-    return exporters.to_tensorboard(trials, args.logdir or args.path / "tensorboard")
+        from aeff.results import export_mlflow
+
+        uri = args.tracking_uri or export_mlflow.default_tracking_uri(args.path)
+        return export_mlflow.to_mlflow(trials, args.path, uri)
+    from aeff.results.export_tensorboard import to_tensorboard
+
+    return to_tensorboard(trials, args.logdir or args.path / "tensorboard")
 
 
 if __name__ == "__main__":

@@ -19,21 +19,13 @@ import numpy as np
 import pandas as pd
 
 from aeff.records.environment import RERUN_REPRODUCES
-from aeff.records.files import write_text_atomically
 from aeff.records.run_dir import UNRECORDED, read_metadata
-from aeff.records.secrets import redact
-from aeff.records.sweep_dir import HTML_REPORT, SWEEP_CONFIG
-from aeff.results import (
-    NOT_STARTED,
-    curves,
-    plain_text,
-    pyplot,
-    read_rows,
-    seconds,
-    short,
-    write_studies_report,
-    write_sweep_report,
-)
+from aeff.records.sweep_dir import HTML_REPORT, SWEEP_CONFIG, write_html
+from aeff.results.plots import curves, plain_text, pyplot
+from aeff.results.rows import read_rows
+from aeff.results.summary import NOT_STARTED
+from aeff.results.sweep_report import write_studies_report, write_sweep_report
+from aeff.results.text import seconds, short
 
 TABLE_COLUMNS = (  # the table's first columns; every hyperparameter and label follows
     "run_dir",
@@ -81,7 +73,7 @@ def write_reports(
     sweep_dir: Path, ended: Mapping[int, str | None] | None = None
 ) -> tuple[pd.DataFrame, dict, Path]:
     """`summary.csv`, `sweep.json` and `report.html`, from the sweep's rows read once (a
-    second reading of 10,000 trials' rows took seconds); `ended`: see `results.summary`."""
+    second reading of 10,000 trials' rows took seconds); `ended`: see `summary.summary`."""
     metrics = read_rows(sweep_dir)
     table, report = write_sweep_report(sweep_dir, ended, metrics)
     return table, report, write_html_report(sweep_dir, table, report, metrics)
@@ -150,16 +142,14 @@ def write_studies_reports(
 
 
 def write_page(sweep_dir: Path, title: str, sections: list[str]) -> Path:
-    """`report.html` in `sweep_dir`: `sections` on one page, redacted as written."""
+    """`report.html` in `sweep_dir`: `sections` on one page (`write_html` redacts it)."""
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{STYLE}</style></head><body>\n"
         + "\n".join(sections)
         + f"\n<script>{SORT_SCRIPT}</script>\n</body></html>\n"
     )
-    out = sweep_dir / HTML_REPORT
-    write_text_atomically(out, redact(page))
-    return out
+    return write_html(sweep_dir, page)
 
 
 def counts(table: pd.DataFrame, report: dict) -> str:

@@ -12,16 +12,16 @@ NAMED_FAILURES = 10  # run dirs named on the console; summary.csv lists every on
 
 def write_and_print_report(sweep_dir: Path, ended: dict[int, str | None] | None = None) -> dict:
     """A sweep's report files, and its brief report on the console; its sweep.json."""
-    from aeff import results
+    from aeff.results import text
     from aeff.results.report import write_reports
 
     summary, sweep, page = write_reports(sweep_dir, ended)
-    print(results.brief(summary, sweep_dir))
+    print(text.brief(summary, sweep_dir))
     unrecorded = sweep["num_unrecorded"]
     print(
-        f"{sweep['num_trials']} trials, {results.count_failed(summary)} failed"
+        f"{sweep['num_trials']} trials, {text.count_failed(summary)} failed"
         + (f", {unrecorded} trained but not recorded (logging=off)" if unrecorded else "")
-        + f", best time to target {results.seconds(sweep['best_time_to_target'])}. Report: "
+        + f", best time to target {text.seconds(sweep['best_time_to_target'])}. Report: "
         f"{sweep_dir / sweep_record.SUMMARY}, {sweep_dir / sweep_record.REPORT}, {page}"
     )
     return sweep
@@ -33,7 +33,7 @@ def write_and_print_studies_report(
     """Each study's report files (a line each on the console), and the report across the
     studies (`studies.csv`, the sweep dir's `sweep.json`), its table on the console;
     the sweep dir's sweep.json. `ended`: by study folder, see `results.summary`."""
-    from aeff import results
+    from aeff.results import text
     from aeff.results.report import write_reports, write_studies_reports
 
     folders = sweep_record.study_dirs(sweep_dir) or []
@@ -42,12 +42,12 @@ def write_and_print_studies_report(
         summary, sweep, page = write_reports(folder, (ended or {}).get(folder))
         reports.append((folder, sweep))
         print(
-            f"{folder.name}: {sweep['num_trials']} trials, {results.count_failed(summary)} "
-            f"failed, best time to target {results.seconds(sweep['best_time_to_target'])}. "
+            f"{folder.name}: {sweep['num_trials']} trials, {text.count_failed(summary)} "
+            f"failed, best time to target {text.seconds(sweep['best_time_to_target'])}. "
             f"Report: {page}"
         )
     table, report, page = write_studies_reports(sweep_dir, reports)
-    print(results.studies_text(table, report, sweep_dir))
+    print(text.studies_text(table, report, sweep_dir))
     print(
         f"Report across studies: {sweep_dir / sweep_record.STUDIES}, "
         f"{sweep_dir / sweep_record.REPORT}, {page}"

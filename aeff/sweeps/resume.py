@@ -25,8 +25,6 @@ def jobs_to_run(
     path -> sha256 of the user files it runs); with `resume`, those not finished, after
     checking that the plan is the one recorded (but for the keys `ignored`) and that no job
     still runs."""
-    from aeff import results
-
     planned = sweep_record.read_plan(sweep_dir)
     if not resume:
         if planned is not None:
@@ -52,7 +50,7 @@ def jobs_to_run(
         if Lock.is_held(job_dir):
             raise RunDirBusy(f"{job_dir} is in use by {Lock.owner(job_dir)}: wait for it.")
         record = read_metadata(job_dir) or {}
-        if why := results.foreign(job_dir, index, record):
+        if why := sweep_record.foreign(job_dir, index, record):
             raise ConfigError(why)
         if status_of(job_dir, record) not in FINISHED:
             todo.append(index)

@@ -164,3 +164,9 @@ def scoring_cases() -> dict[str, tuple[list[Trial], str, str, float | None]]:
         for clock, scale, max_tau in KNOWN_CASES if name == "known" else RANDOM_CASES:
             cases[f"{name}/{clock}/{scale}/{max_tau}"] = (trials, clock, scale, max_tau)
     return cases
+
+
+def cell(table: pd.DataFrame, submission: str, workload: str) -> pd.Series:
+    """The row of `submission` on `workload` in a table of the comparison."""
+    (row,) = table[(table["submission"] == submission) & (table["workload"] == workload)].index
+    return table.loc[row]

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy
 from absl import logging
 
-from aeff.results import compare
+from aeff.results import trials_table
 from helpers import algoperf_oracle as oracle
 from helpers.compare_trials import algoperf_frames, scoring_cases, write_trials
 
@@ -44,7 +44,7 @@ def main() -> None:
     for name, (trials, clock, scale, max_tau) in scoring_cases().items():
         with tempfile.TemporaryDirectory() as root:
             written = write_trials(Path(root), trials)
-            frames = algoperf_frames(compare.read_trials([Path(root)])[0], written)
+            frames = algoperf_frames(trials_table.read_trials([Path(root)])[0], written)
             cases[name] = oracle.answers(scoring, frames, clock, scale, max_tau)
         if clock == "time" and scoring.speedups is None:
             cases[name]["speedups"] = stored["cases"][name]["speedups"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from aeff.results import summary
+from aeff.results.summary import summary
 
 
 def assert_records_parseable(run_dir: Path) -> None:

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from helpers import run_aeff
 
-from aeff import results
 from aeff.errors import ConfigError
 from aeff.records import secrets
 from aeff.records import sweep_dir as sweep_record
@@ -22,6 +21,8 @@ from aeff.records.concat import load_metrics
 from aeff.records.files import append_csv_row, write_json_atomically
 from aeff.records.rows import last_global_step
 from aeff.records.run_dir import RunDir
+from aeff.results.summary import UNREADABLE
+from aeff.results.sweep_report import write_sweep_report
 from aeff.workloads import mnist_data
 
 ROW = {"global_step": 0, "x": 0.5}
@@ -131,8 +132,8 @@ def test_a_garbage_record_is_reported_not_skipped(tmp_path):
         (tmp_path / job).mkdir()
         (tmp_path / job / "metadata.json").write_text(text)
     (tmp_path / "0" / "metrics.csv").write_text("global_step\n3\n")
-    table, report = results.write_sweep_report(tmp_path)
-    assert list(table["status"]) == ["completed", results.UNREADABLE]
+    table, report = write_sweep_report(tmp_path)
+    assert list(table["status"]) == ["completed", UNREADABLE]
     assert report["failed"] == [str((tmp_path / "1").resolve())]
 
 
@@ -192,7 +193,7 @@ def test_summary_csv_cells_are_inert(tmp_path):
     (tmp_path / "0" / "metadata.json").write_text(
         json.dumps({"status": "completed", "meta.f": "=cmd|' /C calc'!A0"})
     )
-    results.write_sweep_report(tmp_path)
+    write_sweep_report(tmp_path)
     assert pd.read_csv(tmp_path / "summary.csv")["meta.f"][0].startswith("'=")
 
 
