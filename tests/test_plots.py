@@ -1,6 +1,7 @@
 """Plots of trials' rows (`aeff/results/plots.py`), as matplotlib drew them: lines and
 labels, the target and the limits around it, many trials as one collection."""
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -174,9 +175,9 @@ def test_a_run_dir_named_with_dollars_is_drawn_as_text_not_mathtext(tmp_path, fi
 def test_the_limits_frame_a_target_as_its_workload_declares_it_not_as_its_name_says(
     tmp_path, figures
 ):
-    """Rows carrying `workload.target_higher_is_better` (as metadata.json's workload keys
-    are written into every row): a `validation.loss` declared better higher is framed as
-    an accuracy is, below the target up to the best value; without the key, as a loss."""
+    """A record saying `workload.target_higher_is_better` (metadata.json, where the trial
+    writes it): a `validation.loss` declared better higher is framed as an accuracy is,
+    below the target up to the best value; without the key, as a loss."""
     for declared, limits in ((True, (0.25, 0.51)), (None, (0.29, 0.35))):
         root = tmp_path / str(declared)
         trial(root / "0", [(10, 1.0, False, 0.5)], metric="validation.loss")
@@ -184,8 +185,10 @@ def test_the_limits_frame_a_target_as_its_workload_declares_it_not_as_its_name_s
         frame = pd.read_csv(path)
         frame["workload.target_metric"] = "validation.loss"
         frame["workload.target_value"] = 0.3
-        if declared is not None:
-            frame["workload.target_higher_is_better"] = declared
         frame.to_csv(path, index=False)
+        if declared is not None:
+            record = root / "0" / "metadata.json"
+            known = json.loads(record.read_text()) if record.exists() else {}
+            record.write_text(json.dumps({**known, "workload.target_higher_is_better": declared}))
         plot(root, "global_step", "validation.loss", tmp_path / f"{declared}.png")
         assert figures[-1].get_ylim() == pytest.approx(limits)

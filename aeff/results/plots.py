@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from aeff.errors import ConfigError
-from aeff.results.rows import TARGET_METRIC, numeric_order, read_rows, target_higher_is_better
+from aeff.results.rows import (
+    TARGET_METRIC,
+    numeric_order,
+    read_rows,
+    record_of,
+    target_higher_is_better,
+)
 from aeff.results.text import as_value
 
 log = logging.getLogger(__package__)
@@ -70,7 +76,8 @@ def curves(frame: pd.DataFrame, x: str, y: str, where: Path) -> Any:
         )
         values = frame[y][np.isfinite(frame[y])]  # a diverged trial's NaN or inf: not a limit
         if len(values):
-            higher = target_higher_is_better(first)
+            record, _ = record_of(Path(first["run_dir"]))  # where the trial declares it
+            higher = target_higher_is_better({**first, **(record or {})})
             axes.set_ylim(*around_target(values, target, higher_is_better=higher))
     axes.set_xlabel(axis_label(x))
     axes.set_ylabel(axis_label(y))
