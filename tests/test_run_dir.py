@@ -1,7 +1,7 @@
 """The run dir's owner (`aeff/records/run_dir.py`) in-process, on files written by hand, no
 training: what each record holds, logging=off, failures before the trial began, discarding a
 dir, the lock and its text, the attempt a resume continues, cutting and moving records aside,
-appending rows once. (test_run_dir.py trains real trials through the same owner.)"""
+appending rows once. (test_run_dir_trials.py trains real trials through the same owner.)"""
 
 import errno
 import fcntl
