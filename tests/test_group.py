@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from helpers import HELPERS, data_overrides, owned_by_another_process
 from helpers.in_process import SIGNAL, MomentumOrNot, metadata, rows
-from helpers.scripted import CLOCK, STEP_SECONDS, TimedAdam
+from helpers.scripted import STEP_SECONDS, Scripted, TimedAdam
 from helpers.wild_adam import WildAdamHParams
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
@@ -233,7 +233,8 @@ def run_group(
 
 
 class TimedEvaluation(Prepared):
-    """Prepared trials whose evaluation of a split takes `split_seconds` on the fake clock."""
+    """Prepared trials whose evaluation of a split takes `split_seconds` on their submission's
+    fake clock."""
 
     split_seconds = 0.0
 
@@ -241,7 +242,7 @@ class TimedEvaluation(Prepared):
         single, fused, evaluate = super().programs(size)
 
         def timed(*args):
-            CLOCK.advance(self.split_seconds)
+            self.submission.scripted.advance(self.split_seconds)
             return evaluate(*args)
 
         return single, fused, timed
@@ -258,13 +259,15 @@ class TimedWildAdam(TimedAdam):
     hparams_schema = WildAdamHParams
 
     def update_params(self, workload, params, optimizer_state, model_state, batch, rng):
-        CLOCK.advance(COMPILE_SECONDS)  # Python: runs when traced, not when the step runs
+        self.scripted.advance(COMPILE_SECONDS)  # Python: runs when traced, not when the step runs
         return super().update_params(workload, params, optimizer_state, model_state, batch, rng)
 
 
 # These tests share one program: three trials, the third of which diverges at step 2.
 THREE = [(4e-3, 1e-4, 6), (2e-3, 1e-8, 6), (1e37, 1e-8, 5)]
-SUBMISSION = TimedWildAdam(batch_size=2048)
+# This module's fake clock, held by its submission: the tests share its compilations.
+CLOCK = Scripted()
+SUBMISSION = TimedWildAdam(batch_size=2048, scripted=CLOCK)
 
 
 @pytest.mark.slow  # compiles programs of its own; the full suite runs it
