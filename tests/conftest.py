@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import HELPERS, MNIST_IDX_DIR, data_overrides
+from helpers import HELPERS, MNIST_IDX_DIR, short_trial_overrides
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -75,16 +75,7 @@ def trial_config(compose_config, mnist_data_dir):
     """A short trial's config (12 steps, a row every 4) with overrides."""
 
     def make(*overrides: str):
-        return compose_config(
-            *data_overrides(mnist_data_dir),
-            "max_steps=12",
-            "eval_every_steps=4",
-            "batch_size=512",
-            "logging.system_metrics=false",
-            "logging.packages=false",
-            "compilation_cache_dir=null",
-            *overrides,
-        )
+        return compose_config(*short_trial_overrides(mnist_data_dir), *overrides)
 
     return make
 
@@ -93,34 +84,11 @@ def trial_config(compose_config, mnist_data_dir):
 def aeff_in_process(monkeypatch, tmp_path):
     """`python -m aeff ARGS` in this process, in `tmp_path`; returns its exit status. The
     root logger's handlers (Hydra's, per job) are put back as they were."""
-    import logging
+    from helpers.in_process import aeff_main, root_logging_kept
 
-    from hydra.core.global_hydra import GlobalHydra
-
-    from aeff.cli import app
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> int:
-        monkeypatch.setattr(sys, "argv", ["aeff", *args])
-        try:
-            app.main()
-            return 0
-        except SystemExit as exit:
-            return exit.code
-        finally:
-            GlobalHydra.instance().clear()
-
-    yield run
-    for handler in set(root.handlers) - set(handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+    with root_logging_kept():
+        yield lambda *args: aeff_main(monkeypatch, *args)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ import optax
 import pytest
 from helpers import HELPERS, data_overrides, run_aeff
 from helpers.in_process import SIGNAL, metadata, rows
-from helpers.scripted import CLOCK, EVAL_SECONDS, MEASURED, SCRIPT, ScriptedMnist
+from helpers.scripted import EVAL_SECONDS, Scripted, ScriptedMnist
 from jax.sharding import PartitionSpec
 
 from aeff import algoperf, config, search, spec, user_files
@@ -319,20 +319,20 @@ def test_aeffs_optax_losses_match_algoperfs_on_one_batch():
 STEP, PREPARE = 0.25, 1.0  # seconds of the fake clock an AlgoPerf call takes
 
 
-def timed_submission(workload_name: str = "mnist") -> AlgoPerfSubmission:
+def timed_submission(clock: Scripted, workload_name: str = "mnist") -> AlgoPerfSubmission:
     """The tests' AlgoPerf submission, whose `update_params` takes STEP seconds and whose
-    `prepare_for_eval` takes PREPARE on the fake clock."""
+    `prepare_for_eval` takes PREPARE on the fake `clock`."""
     algoperf.provide()
     base = user_files.load_module(MOMENTUM, "submission_path")
     timed = types.ModuleType("timed_momentum")
     timed.__dict__.update(vars(base))
 
     def update_params(**arguments):
-        CLOCK.advance(STEP)
+        clock.advance(STEP)
         return base.update_params(**arguments)
 
     def prepare_for_eval(**arguments):
-        CLOCK.advance(PREPARE)
+        clock.advance(PREPARE)
         return base.prepare_for_eval(**arguments)
 
     timed.update_params, timed.prepare_for_eval = update_params, prepare_for_eval
@@ -346,16 +346,18 @@ def test_an_algoperf_trial_is_charged_its_calls_and_ends_within_one_step_of_its_
     not; it ends at the first evaluation at or past its budget, which its last step's
     launch (a step at a time near the end) reaches within a step and a preparation."""
     budget = 10.0
-    workload = ScriptedMnist(data_dir=str(mnist_data_dir), max_allowed_runtime_sec=budget)
+    clock = Scripted()  # never on target
+    workload = ScriptedMnist(
+        data_dir=str(mnist_data_dir), max_allowed_runtime_sec=budget, scripted=clock
+    )
     limits = rules.Limits(budget, workload.eval_period_time_sec, eval_every_steps=4)
     hparams = hyperparameters({"learning_rate": 0.05, "momentum": 0.9, "label_smoothing": 0.0})
-    CLOCK.now, SCRIPT[:], MEASURED[0] = 0.0, [0.5], 0  # never on target
     prepared = runner.prepare(
-        workload, timed_submission(), [hparams], [0], limits, steps_per_dispatch=1, clock=CLOCK
+        workload, timed_submission(clock), [hparams], [0], limits, steps_per_dispatch=1, clock=clock
     )
     table = []
     member = Member(hparams, 0, on_eval=table.append)
-    [result] = runner.HostLoop(prepared, [member], limits, CLOCK).run()
+    [result] = runner.HostLoop(prepared, [member], limits, clock).run()
     steps = [row["global_step"] for row in table]
     assert steps == [4, 8, 12, 16, 20] and result.global_step == 20
     for row in table:  # four steps and a preparation per evaluation

@@ -1,8 +1,12 @@
-"""The layout's rules: no import cycle among aeff's modules; one owner per run-dir file."""
+"""The layout's rules: no import cycle among aeff's modules, the layers importing one way
+(records and training never import results or the Hydra plugins; only the entry point imports
+the CLI), one owner per run-dir file."""
 
 import ast
 import re
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("aeff", "hydra_plugins")
@@ -88,3 +92,90 @@ def test_no_test_module_imports_another():
                 names += [alias.name for alias in getattr(node, "names", [])]
                 tests = [n for n in names if n.split(".")[-1].startswith(("test_", "conftest"))]
                 assert not tests, f"{path.relative_to(REPO)} imports {tests}"
+
+
+# Layering: what each part may import ----------------------------------------------------
+
+TRAINING_PATH = ("aeff/records/", "aeff/training/", "aeff/trial.py")
+
+
+def reading_side_or_plugins(name: str) -> bool:
+    return name == "aeff.results" or name.startswith(("aeff.results.", "hydra_plugins."))
+
+
+def the_cli(name: str) -> bool:
+    return name == "aeff.cli" or name.startswith("aeff.cli.")
+
+
+def plugins(name: str) -> bool:
+    return name == "hydra_plugins" or name.startswith("hydra_plugins.")
+
+
+# rule: (the files it binds, the imports it forbids them)
+LAYERS = {
+    # records and the training path never import results (pandas) or the Hydra plugins
+    "training_path": (
+        lambda path: path.startswith(TRAINING_PATH),
+        reading_side_or_plugins,
+    ),
+    # nothing imports the CLI but the entry point
+    "cli": (
+        lambda path: not path.startswith("aeff/cli/") and path != "aeff/__main__.py",
+        the_cli,
+    ),
+    # aeff imports the Hydra plugins only in its CLI
+    "plugins": (
+        lambda path: path.startswith("aeff/") and not path.startswith("aeff/cli/"),
+        plugins,
+    ),
+}
+
+# Imports that break a rule today, each (file, module): code that other changes of issue 41
+# move. Empty it as they land; the last test fails on an entry no longer needed.
+KNOWN_BREAKS = {
+    # the sweep dir's plan, read by each trial of a sweep: moves to aeff/records/sweep_dir.py
+    ("aeff/trial.py", "aeff.results"),
+    # a Hydra job's state, read by the launcher and the sweeper from the app's side
+    ("hydra_plugins/aeff_launcher/vectorized_launcher.py", "aeff.cli"),
+    ("hydra_plugins/aeff_launcher/vectorized_launcher.py", "aeff.cli.hydra_job"),
+    ("hydra_plugins/aeff_sweeper/aeff_sweeper.py", "aeff.cli.hydra_job"),
+}
+
+
+def imported_modules(path: Path, project: set[str]) -> set[str]:
+    """Every module `path` imports (the project's and any other), at the top or inside
+    functions; `from package import module` names the module."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            named = {f"{node.module}.{alias.name}" for alias in node.names}
+            found.update(named & project)
+    return found
+
+
+def breaks_of(rule: str) -> set[tuple[str, str]]:
+    binds, forbids = LAYERS[rule]
+    files = [p for package in PACKAGES for p in (REPO / package).rglob("*.py")]
+    project = {module_name(p) for p in files}
+    found = set()
+    for path in files:
+        name = path.relative_to(REPO).as_posix()
+        if binds(name):
+            imported = imported_modules(path, project)
+            found.update((name, module) for module in imported if forbids(module))
+    return found
+
+
+@pytest.mark.parametrize("rule", list(LAYERS))
+def test_each_layer_imports_only_what_its_rule_allows(rule):
+    assert breaks_of(rule) - KNOWN_BREAKS == set(), rule
+
+
+def test_every_known_break_of_the_layering_is_still_there():
+    """An entry of KNOWN_BREAKS whose import is gone is removed, so that it cannot come back
+    unnoticed."""
+    found = set().union(*(breaks_of(rule) for rule in LAYERS))
+    assert KNOWN_BREAKS - found == set(), "no longer imported: remove from KNOWN_BREAKS"

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import HELPERS, shared_trial_scope
+from helpers import HELPERS, shared_trial_scope, short_trial_overrides
 
 from aeff.cli.app import compose_config
 from aeff.errors import ConfigError
@@ -61,13 +61,7 @@ def sweep(tmp_path_factory, mnist_data_dir) -> Path:
 def short_trial(data_dir: Path, lr: str, user_file: bool = True):
     return compose_config(
         [
-            f"workload.data_dir={data_dir}",
-            "max_steps=12",
-            "eval_every_steps=4",
-            "batch_size=512",
-            "logging.system_metrics=false",
-            "logging.packages=false",
-            "compilation_cache_dir=null",
+            *short_trial_overrides(data_dir),
             f"hparams.lr={lr}",
             "+meta.study=export",
             *([f"submission_path={HELPERS / 'wild_adam.py'}"] if user_file else []),

@@ -24,19 +24,15 @@ import numpy as np
 import pytest
 from helpers import shared_trial_scope
 from helpers.scripted import (
-    BY_MEASUREMENT,
     CHECKPOINT_SECONDS,
-    CLOCK,
     EVAL_BATCH_SECONDS,
     EVAL_BATCH_SIZE,
     EVAL_EVERY,
     EVAL_SECONDS,
-    MEASURED,
     ON_EVAL_SECONDS,
-    PACE,
-    SCRIPT,
     STEP_SECONDS,
     PacedAdam,
+    Scripted,
     ScriptedMnist,
     SlowCheckpoints,
     TimedAdam,
@@ -55,11 +51,15 @@ from aeff.training.prepare import prepare
 from aeff.training.rules import SNAPSHOTS_PER_EVAL_PERIOD, Counters
 from aeff.workloads.mnist import MnistWorkload
 
+# This module's fake clock and script, held by its workloads and submissions: its tests share
+# their compilations, and each starts it afresh.
+SCRIPTED = Scripted()
+
 
 @pytest.fixture(scope="module")
 def mnist(mnist_data_dir):
     """ScriptedMnist on the test data with the given fields (equal ones share compilations)."""
-    return functools.partial(ScriptedMnist, data_dir=str(mnist_data_dir))
+    return functools.partial(ScriptedMnist, data_dir=str(mnist_data_dir), scripted=SCRIPTED)
 
 
 # Budget accounting --------------------------------------------------------------------
@@ -72,7 +72,7 @@ BUDGET = BUDGET_STEPS * STEP_SECONDS
 def budget_run(mnist):
     """A trial stopped by its budget (max_steps allows twice as many) in launches of four
     fused steps, checkpointing at each evaluation; with time.time() read before and after."""
-    checkpoints = SlowCheckpoints()
+    checkpoints = SlowCheckpoints(SCRIPTED)
     before = time.time()
     result, rows = trial(
         mnist(max_allowed_runtime_sec=BUDGET),
@@ -86,7 +86,7 @@ def budget_run(mnist):
         saved_steps=checkpoints.saved_steps,
         before=before,
         after=after,
-        clock_end=CLOCK.now,
+        clock_end=SCRIPTED.now,
     )
 
 
@@ -188,20 +188,20 @@ def test_a_trial_ends_within_one_step_of_its_budget_alone_or_in_a_group(
         return queue(self, step, sizes, *args)
 
     monkeypatch.setattr(Loop, "_queue", recorded)
-    PACE[0] = pace
-    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    SCRIPTED.start()
+    SCRIPTED.pace = pace
     try:
         results = run_group(
             mnist(max_allowed_runtime_sec=1.0),
-            PacedAdam(),
+            PacedAdam(scripted=SCRIPTED),
             [Member(AdamHParams(lr=1e-3 * (i + 1)), i) for i in range(size)],
             steps_per_dispatch=8,
-            clock=CLOCK,
+            clock=SCRIPTED,
             eval_every_steps=1000,
             max_steps=1000,
         )
     finally:
-        PACE[0] = lambda step: STEP_SECONDS
+        SCRIPTED.pace = lambda step: STEP_SECONDS
     assert max(launches) >= 8  # launches of many steps: the rule is exercised
     for result in results:
         step_time = size * pace(result.global_step - 1)  # the last step's
@@ -233,8 +233,8 @@ def test_members_resumed_at_different_times_each_end_within_one_step_of_their_bu
     """A group's members resume from one step with their own submission times: launches
     sized by the least-spent member would carry the most-spent one past its budget."""
     spent = (0.1, 0.5, 0.9)
-    PACE[0] = lambda step: 1 / 64
-    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    SCRIPTED.start()
+    SCRIPTED.pace = lambda step: 1 / 64
     members = [
         Member(AdamHParams(lr=1e-3 * (i + 1)), i, checkpoints=ResumedAt(t), resume_from=16)
         for i, t in enumerate(spent)
@@ -242,15 +242,15 @@ def test_members_resumed_at_different_times_each_end_within_one_step_of_their_bu
     try:
         results = run_group(
             mnist(max_allowed_runtime_sec=1.0),
-            PacedAdam(),
+            PacedAdam(scripted=SCRIPTED),
             members,
             steps_per_dispatch=8,
-            clock=CLOCK,
+            clock=SCRIPTED,
             eval_every_steps=1000,
             max_steps=1000,
         )
     finally:
-        PACE[0] = lambda step: STEP_SECONDS
+        SCRIPTED.pace = lambda step: STEP_SECONDS
     for result in results:
         step_time = len(spent) / 64  # a step of the group: each running trial's in turn
         assert result.accumulated_submission_time >= 1.0
@@ -354,7 +354,7 @@ def test_a_nan_loss_ends_the_trial_as_diverged_at_that_step(mnist, steps_per_dis
     NaN, charged up to that step, goal not reached."""
     result, rows = trial(
         mnist(target_value=0.75),
-        submission=TimedAdam(nan_step=NAN_STEP),
+        submission=TimedAdam(nan_step=NAN_STEP, scripted=SCRIPTED),
         max_steps=40,
         steps_per_dispatch=steps_per_dispatch,
     )
@@ -379,9 +379,10 @@ class TimedMnist(MnistWorkload):
     """MNIST with its real metrics, whose every evaluation batch takes EVAL_BATCH_SECONDS."""
 
     eval_batch_size: int = EVAL_BATCH_SIZE
+    scripted: Scripted | None = None
 
     def eval_sums(self, params, model_state, batch, mask):
-        jax.debug.callback(functools.partial(CLOCK.advance, EVAL_BATCH_SECONDS))
+        jax.debug.callback(functools.partial(self.scripted.advance, EVAL_BATCH_SECONDS))
         return super().eval_sums(params, model_state, batch, mask)
 
 
@@ -391,6 +392,7 @@ def timed_mnist(mnist_data_dir):
         data_dir=str(mnist_data_dir),
         eval_period_time_sec=PERIOD_STEPS * STEP_SECONDS,
         target_value=TARGET,
+        scripted=SCRIPTED,
     )
 
 
@@ -477,17 +479,17 @@ def test_a_signal_among_the_snapshot_rows_loses_and_repeats_none(resolved, timed
         if len(steps) == cut + 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    CLOCK.now = 0.0
+    SCRIPTED.now = 0.0
     with interrupts.interrupts_noted():
         result = run_trial(
             timed_mnist,
-            TimedAdam(),
+            TimedAdam(scripted=SCRIPTED),
             AdamHParams(),
             0,
             max_steps=400,
             target_resolution=RESOLUTION,
             on_eval=on_eval,
-            clock=CLOCK,
+            clock=SCRIPTED,
         )
     assert steps == [row["global_step"] for row in whole]
     assert result.goal_reached and result.status == "completed"
@@ -499,8 +501,8 @@ def test_the_refinement_goes_through_the_snapshots_in_order(mnist, first_on_targ
     are measured next, in order (measurements 2, 3, ...). The first of them on target is the
     crossing; when none is, the evaluation itself is."""
     on_snapshot = first_on_target == "snapshot"
-    MEASURED[0] = -2  # `prepare` runs the validation split's 2 batches once, compiling
-    BY_MEASUREMENT[0] = True
+    SCRIPTED.measured = -2  # `prepare` runs the validation split's 2 batches once, compiling
+    SCRIPTED.by_measurement = True
     try:
         result, rows = trial(
             mnist(eval_period_time_sec=PERIOD_STEPS * STEP_SECONDS, target_value=0.75),
@@ -510,12 +512,12 @@ def test_the_refinement_goes_through_the_snapshots_in_order(mnist, first_on_targ
             max_steps=400,
         )
     finally:
-        BY_MEASUREMENT[0] = False
+        SCRIPTED.by_measurement = False
     steps = [row["global_step"] for row in rows]
     assert steps[0] == 1 and steps[-1] == PERIOD_STEPS + 1 and steps == sorted(steps)
     crossing = rows[1] if on_snapshot else rows[-1]
     assert [row["goal_reached"] for row in rows].index(True) == rows.index(crossing)
-    assert len(rows) == MEASURED[0] // 4  # a row for every measurement
+    assert len(rows) == SCRIPTED.measured // 4  # a row for every measurement
     assert (len(rows) == 3) is on_snapshot  # else every snapshot since step 1 has one
     assert result.steps_to_target == crossing["global_step"]
     assert result.time_to_target == crossing["global_step"] * STEP_SECONDS
@@ -545,7 +547,7 @@ class RecordingCheckpoints:
         return True
 
     def save(self, state, progress) -> None:
-        self.saved.append((dict(progress), CLOCK.now))
+        self.saved.append((dict(progress), SCRIPTED.now))
         self.states.append(state)
 
 
@@ -559,7 +561,7 @@ def test_a_diverged_trial_warns_and_its_last_row_has_time_left(mnist, caplog):
     with caplog.at_level(logging.WARNING, logger="aeff.training.loop"):
         result, rows = trial(
             mnist(target_value=0.75),
-            submission=TimedAdam(nan_step=NAN_STEP),
+            submission=TimedAdam(nan_step=NAN_STEP, scripted=SCRIPTED),
             max_steps=40,
             steps_per_dispatch=8,
             checkpoints=checkpoints,
@@ -573,7 +575,7 @@ def test_a_diverged_trial_warns_and_its_last_row_has_time_left(mnist, caplog):
 def test_divergence_on_the_last_budgeted_step_leaves_no_time(mnist):
     result, rows = trial(
         mnist(target_value=0.75, max_allowed_runtime_sec=NAN_STEP * STEP_SECONDS),
-        submission=TimedAdam(nan_step=NAN_STEP),
+        submission=TimedAdam(nan_step=NAN_STEP, scripted=SCRIPTED),
         max_steps=40,
         steps_per_dispatch=8,
     )
@@ -617,21 +619,20 @@ def stopped_trial(workload, on_eval_does: dict, checkpoints, pending=()):
         if len(calls) in on_eval_does:
             on_eval_does[len(calls)]()
 
-    CLOCK.now = 0.0
-    SCRIPT[:] = [0.5]
+    SCRIPTED.start()
     with pytest.raises(BaseException) as stopped, interrupts.interrupts_noted():
         for signum in pending:
             os.kill(os.getpid(), signum)
         run_trial(
             workload,
-            TimedAdam(),
+            TimedAdam(scripted=SCRIPTED),
             AdamHParams(),
             0,
             eval_every_steps=4,
             max_steps=40,
             on_eval=on_eval,
             checkpoints=checkpoints,
-            clock=CLOCK,
+            clock=SCRIPTED,
         )
     return stopped.value, calls
 
@@ -822,18 +823,24 @@ class ResumedCheckpoints(RecordingCheckpoints):
 def resumed(mnist, step: int, **counters):
     """A trial of max_steps=8 continued from step `step`: its result, its rows and the
     fake clock when it began training."""
-    CLOCK.now, SCRIPT[:] = 0.0, [0.5]
+    SCRIPTED.start()
     workload, rows = mnist(), []
     limits = limits_of(workload, max_steps=8, eval_every_steps=4)
     prepared = prepare(
-        workload, TimedAdam(), [AdamHParams()], [0], limits, steps_per_dispatch=8, clock=CLOCK
+        workload,
+        TimedAdam(scripted=SCRIPTED),
+        [AdamHParams()],
+        [0],
+        limits,
+        steps_per_dispatch=8,
+        clock=SCRIPTED,
     )
     checkpoints = ResumedCheckpoints(**counters)
     member = Member(
         AdamHParams(), 0, on_eval=rows.append, checkpoints=checkpoints, resume_from=step
     )
-    start = CLOCK.now
-    [result] = Loop(prepared, [member], limits, CLOCK).run()
+    start = SCRIPTED.now
+    [result] = Loop(prepared, [member], limits, SCRIPTED).run()
     return result, rows, start
 
 
@@ -842,7 +849,7 @@ def test_a_resumed_trial_says_so_and_carries_its_wall_time_on(mnist, caplog):
         result, rows, start = resumed(mnist, 4, wall_time=WALL_BEFORE)
     assert caplog.records[0].getMessage() == "Resumed from the checkpoint at step 4."
     assert [row["global_step"] for row in rows] == [8]
-    assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + CLOCK.now - start
+    assert rows[0]["wall_time"] == result.wall_time == WALL_BEFORE + SCRIPTED.now - start
 
 
 def test_a_trial_resumed_at_its_last_step_ends_there_without_a_step_more(mnist):

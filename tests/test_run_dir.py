@@ -1,443 +1,564 @@
-"""The run dir's owner: one live process per dir, one trajectory per record, honest resume.
+"""The run dir's owner (`aeff/records/run_dir.py`) in-process, on files written by hand, no
+training: what each record holds, logging=off, failures before the trial began, discarding a
+dir, the lock and its text, the attempt a resume continues, cutting and moving records aside,
+appending rows once. (test_run_dir_trials.py trains real trials through the same owner.)"""
 
-In-process trials (`aeff.trial.train_and_evaluate`) on real MNIST, a few steps each.
-"""
-
-import hashlib
+import errno
+import fcntl
 import json
+import logging
+import os
 import signal
+import socket
+import stat
+import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-from helpers import owned_by_another_process
-from helpers.in_process import SIGNAL, metadata, rows
 
-from aeff.config import check_trial
-from aeff.errors import ConfigError, DataError, RunDirBusy, TrialInterrupted
-from aeff.interrupts import interrupts_noted
-from aeff.records.attempt import Attempt
+from aeff.errors import ConfigError, RecordsError, RunDirBusy, TrialInterrupted
+from aeff.records import files, run_dir
+from aeff.records.attempt import Attempt, differing
 from aeff.records.lock import Lock
-from aeff.records.run_dir import DAMAGED, RunDir
-from aeff.results.summary import summary
-from aeff.training.checkpoints import TrialCheckpoints
-from aeff.training.loop import run_trial
-from aeff.trial import train_and_evaluate
-from aeff.workloads.mnist import MnistWorkload
-
-TIME_COLUMNS = ["accumulated_submission_time", "accumulated_eval_time", "wall_time"]
-TIME_COLUMNS += ["global_start_time"]
+from aeff.records.run_dir import RunDir
 
 
-def test_a_second_process_is_refused_naming_the_owner_until_the_owner_dies(tmp_path):
-    with owned_by_another_process(tmp_path) as holder:
-        assert Lock.is_held(tmp_path) is True
-        with pytest.raises(RunDirBusy, match=rf"in use by process {holder.pid} on \S+"):
-            RunDir(tmp_path).claim()
-    # The holder was SIGKILL-ed: the kernel dropped the lock.
-    assert Lock.is_held(tmp_path) is False
-    RunDir(tmp_path).claim()  # a dead owner's dir can be taken over
+def metadata(path):
+    return json.loads((path / "metadata.json").read_text())
 
 
-@pytest.mark.slow  # trains whole trials; the fast tier keeps the rules' own tests
-def test_a_dir_with_an_earlier_trial_is_refused_without_resume(tmp_path, trial_config):
-    train_and_evaluate(trial_config("rng_seed=3"), tmp_path)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    with pytest.raises(ConfigError, match="holds an earlier trial: add resume=true"):
-        train_and_evaluate(trial_config("rng_seed=4"), tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
-    with pytest.raises(ConfigError, match="ended completed: nothing to resume"):
-        train_and_evaluate(trial_config("resume=true"), tmp_path)
+@pytest.fixture
+def owner(tmp_path):
+    made = RunDir(tmp_path / "run")
+    made.claim()
+    yield made
+    made.release()
 
 
-@pytest.mark.slow  # trains the trial twice
-def test_a_finished_trial_whose_rows_were_cut_is_damaged_and_a_resume_trains_it_again(
-    tmp_path, trial_config
-):
-    train_and_evaluate(trial_config("rng_seed=3"), tmp_path)
-    whole = rows(tmp_path)
-    digest = hashlib.sha256((tmp_path / "metrics.csv").read_bytes()).hexdigest()
-    assert metadata(tmp_path)["metrics_sha256"] == digest
-    assert 0 < metadata(tmp_path)["elapsed_time"] < 600  # from the record's start_time
-    assert list(summary(tmp_path)["status"]) == ["completed"]
-    edited = whole.copy()  # the last step kept, a time halved: as a hand or a spreadsheet might
-    edited.loc[0, "accumulated_submission_time"] /= 2
-    edited.to_csv(tmp_path / "metrics.csv", index=False)
-    table = summary(tmp_path)
-    assert list(table["status"]) == [DAMAGED]
-    assert table["error"][0].startswith(
-        f"{tmp_path / 'metrics.csv'} changed since the trial completed: its sha256 is not the "
-        "one metadata.json records (edited, saved again by another program, or corrupted). "
-        "resume=true trains the trial again"
+def test_begin_writes_every_record_hydras_files_and_the_copies(owner, tmp_path):
+    path = owner.path
+    (path / ".metadata.json.x.tmp").write_text("a killed write")
+    owner.release()
+    owner.claim()  # a claim clears temporaries of killed writes
+    assert not (path / ".metadata.json.x.tmp").exists()
+    before = time.time()
+    owner.begin(
+        Attempt(number=2),
+        {"identity": {"k": 1}, "a": 1},
+        "cfg: 1\n",
+        "pkg==1\n",
+        hydra_files={"config.yaml": "a: 1\n", "overrides.yaml": "[]\n"},
+        files={
+            "submission_path": (Path("~/mine.py"), b"class Mine: ...\r\n"),  # bytes as given
+            "tuning_search_space": (tmp_path / "space.json", b"{}"),  # not read: no such file
+        },
     )
-    lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
-    (tmp_path / "metrics.csv").write_text("".join(lines[:2]))  # the header and step 4
-    table = summary(tmp_path)
-    assert list(table["status"]) == [DAMAGED]
-    assert "rows end at step 4, but the trial completed at step 12" in table["error"][0]
-
-    (tmp_path / "metrics.csv").write_text(lines[0])  # the header alone
-    assert "rows are gone, but the trial completed at step 12" in summary(tmp_path)["error"][0]
-    whole.head(1).assign(global_step=0).to_csv(tmp_path / "metrics.csv", index=False)
-    assert "rows end at step 0, but the trial completed" in summary(tmp_path)["error"][0]
-    (tmp_path / "metrics.csv").write_bytes(b"\xff\xfe not utf-8\n")
-    assert "rows cannot be read, but the trial completed" in summary(tmp_path)["error"][0]
-
-    train_and_evaluate(trial_config("resume=true"), tmp_path)
-    assert metadata(tmp_path)["status"] == "completed" and metadata(tmp_path)["attempt"] == 1
-    pd.testing.assert_frame_equal(  # the recorded seed: the same trajectory again
-        rows(tmp_path).drop(columns=[*TIME_COLUMNS, "run_idx"]),
-        whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
-    )
-    aside = tmp_path / ".attempts" / "0"
-    assert (aside / "metrics.csv").read_bytes() == b"\xff\xfe not utf-8\n"
-    assert json.loads((aside / "metadata.json").read_text())["global_step"] == 12
+    record = metadata(path)
+    assert record["status"] == "running" and record["attempt"] == 2 and record["a"] == 1
+    assert record["resumed_from_step"] is None
+    assert before <= record["start_time"] <= time.time()
+    assert (path / "config_resolved.yaml").read_text() == "cfg: 1\n"
+    assert (path / "packages.txt").read_text() == "pkg==1\n"
+    assert sorted(p.name for p in (path / ".hydra").iterdir()) == ["config.yaml", "overrides.yaml"]
+    assert (path / ".hydra" / "config.yaml").read_text() == "a: 1\n"
+    assert (path / "submission.py").read_bytes() == b"class Mine: ...\r\n"  # named by its setting
+    assert (path / "search_space.json").read_text() == "{}"
+    assert not (path / "mine.py").exists() and not (path / "workload.py").exists()
+    owner.append({"global_step": 1, "x": 1})
+    owner.append({"global_step": 2, "x": 2, "late": 3})  # the first row sets the columns
+    assert (path / "metrics.csv").read_bytes() == b"global_step,x\r\n1,1\r\n2,2\r\n"
 
 
-def test_rows_without_their_record_are_not_resumed(tmp_path, trial_config):
-    (tmp_path / "metrics.csv").write_text("global_step,rng_seed\n4,3\n")  # its record deleted
-    before = (tmp_path / "metrics.csv").read_bytes()
-    with pytest.raises(ConfigError, match=r"holds metrics\.csv but no metadata\.json"):
-        train_and_evaluate(trial_config("resume=true"), tmp_path)
-    assert (tmp_path / "metrics.csv").read_bytes() == before
+def test_a_users_file_that_cannot_be_copied_names_the_copy(owner, tmp_path):
+    (owner.path / "workload.py").mkdir()  # in the copy's way
+    with pytest.raises(RecordsError, match=r"workload\.py: Is a directory"):
+        owner.begin(Attempt(), {}, "", None, files={"workload_path": (Path("w.py"), b"x = 1\n")})
 
 
-def test_resume_refuses_another_trial_naming_the_keys_and_both_values(tmp_path, trial_config):
-    interrupted_trial(tmp_path, trial_config, "rng_seed=5", "checkpoint.enabled=false")
-    with pytest.raises(ConfigError) as error:
-        train_and_evaluate(trial_config("resume=true", "hparams.lr=3e-3", "rng_seed=6"), tmp_path)
-    assert "hparams.lr=0.0012 (now 0.003)" in str(error.value)
-    assert "rng_seed=5 (now 6)" in str(error.value)
+def test_without_packages_or_hydras_files_neither_is_written(owner):
+    owner.begin(Attempt(), {}, "", None)
+    assert not (owner.path / "packages.txt").exists()
+    assert not (owner.path / ".hydra").exists()  # no Hydra files given: no folder
 
 
-def test_resume_refuses_a_changed_added_or_removed_label_naming_it(tmp_path, trial_config):
-    """Every row carries the labels: a resume that changed them would leave rows that say
-    A, then B (or a label missing from the earlier rows)."""
-    interrupted_trial(tmp_path, trial_config, "+meta.study=A", "+meta.note=x")
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    same = ("resume=true", "workload._target_=helpers.in_process.SignalledMnist")
-    for labels, named in [
-        (["+meta.study=B", "+meta.note=x"], "meta.study='A' (now 'B')"),
-        (["+meta.study=A", "+meta.note=x", "+meta.new=1"], "meta.new=None (now 1)"),
-        (["+meta.study=A"], "meta.note='x' (now None)"),
-    ]:
-        with pytest.raises(ConfigError) as refused:
-            train_and_evaluate(trial_config(*same, *labels), tmp_path)
-        assert str(refused.value) == (
-            f"resume=true continues only the same trial, but {tmp_path} recorded {named}: "
-            "run with the recorded values, or choose another hydra.run.dir."
-        )
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
-    result = train_and_evaluate(trial_config(*same, "+meta.note=x", "+meta.study=A"), tmp_path)
-    assert result.global_step == 12
-    assert set(rows(tmp_path)["meta.study"]) == {"A"} and metadata(tmp_path)["meta.study"] == "A"
-
-
-def interrupted_trial(run_dir, trial_config, *overrides):
-    """A trial stopped by SIGTERM at its second evaluation (step 8)."""
-    SIGNAL.update(evals=0, at_eval=2)
-    cfg = trial_config("workload._target_=helpers.in_process.SignalledMnist", *overrides)
-    try:
-        with pytest.raises(TrialInterrupted) as stopped:
-            train_and_evaluate(cfg, run_dir)
-    finally:
-        SIGNAL["at_eval"] = None
-    assert metadata(run_dir)["status"] == "interrupted"
-    return stopped.value
-
-
-def test_resume_from_the_exit_checkpoint_continues_one_trajectory(tmp_path, trial_config):
-    target = "workload._target_=helpers.in_process.SignalledMnist"
-    stopped = interrupted_trial(tmp_path / "resumed", trial_config, "rng_seed=7")
-    assert stopped.checkpoint_step == 8
-    assert list(rows(tmp_path / "resumed")["global_step"]) == [4, 8]
-    train_and_evaluate(trial_config(target, "resume=true"), tmp_path / "resumed")
-    train_and_evaluate(trial_config(target, "rng_seed=7"), tmp_path / "whole")
-
-    resumed, whole = rows(tmp_path / "resumed"), rows(tmp_path / "whole")
-    assert list(resumed["global_step"]) == [4, 8, 12]
-    pd.testing.assert_frame_equal(
-        resumed.drop(columns=[*TIME_COLUMNS, "run_idx"]),
-        whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
-    )
-    assert resumed["accumulated_submission_time"].is_monotonic_increasing
-    record = metadata(tmp_path / "resumed")
-    assert record["status"] == "completed" and record["rng_seed"] == 7
-    assert record["attempt"] == 0 and record["resumed_from_step"] == 8
-    assert not (tmp_path / "resumed" / "checkpoints").exists()  # finished: none kept
-
-
-@pytest.mark.slow  # three trials evaluated on 58,000 validation examples: 20 s
-def test_a_resume_past_an_epoch_boundary_gives_the_rows_of_a_trial_never_stopped(
-    tmp_path, trial_config
-):
-    """2,000 training examples, 3 steps an epoch: stopped at step 8 (its third epoch), the
-    trial resumes with that epoch's order at its place in it, not epoch 0's."""
-    target = "workload._target_=helpers.in_process.SignalledMnist"
-    small = ("workload.num_validation=58000", "rng_seed=7")
-    stopped = interrupted_trial(tmp_path / "resumed", trial_config, *small)
-    assert stopped.checkpoint_step == 8
-    train_and_evaluate(trial_config(target, *small, "resume=true"), tmp_path / "resumed")
-    train_and_evaluate(trial_config(target, *small), tmp_path / "whole")
-
-    resumed, whole = rows(tmp_path / "resumed"), rows(tmp_path / "whole")
-    assert list(resumed["global_step"]) == [4, 8, 12]
-    assert set(resumed["steps_per_epoch"]) == {3} and resumed["epoch"].iloc[-1] == 4
-    pd.testing.assert_frame_equal(
-        resumed.drop(columns=[*TIME_COLUMNS, "run_idx"]),
-        whole.drop(columns=[*TIME_COLUMNS, "run_idx"]),
-    )
-
-
-def test_resume_without_a_checkpoint_starts_again_with_the_recorded_seed(tmp_path, trial_config):
-    target = "workload._target_=helpers.in_process.SignalledMnist"
-    interrupted_trial(tmp_path, trial_config, "checkpoint.enabled=false")  # seed drawn
-    first = metadata(tmp_path)
-    first_rows = rows(tmp_path)
-    train_and_evaluate(trial_config(target, "checkpoint.enabled=false", "resume=true"), tmp_path)
-
-    record = metadata(tmp_path)
-    assert record["rng_seed"] == first["rng_seed"] and record["attempt"] == 1
-    assert list(rows(tmp_path)["global_step"]) == [4, 8, 12]  # one training, from step 0
-    assert (rows(tmp_path)["rng_seed"] == first["rng_seed"]).all()
-    aside = tmp_path / ".attempts" / "0"
-    assert json.loads((aside / "metadata.json").read_text())["status"] == "interrupted"
-    pd.testing.assert_frame_equal(pd.read_csv(aside / "metrics.csv"), first_rows)
-    np.testing.assert_array_equal(  # the same seed retraces the same steps
-        rows(tmp_path)["train.loss"][:2], first_rows["train.loss"]
-    )
-
-
-def test_rows_after_the_checkpoint_are_moved_aside_on_resume(tmp_path):
-    """A kill -9 after the checkpoint at step 8 left rows up to 12: 12 is redone."""
-    (tmp_path / "checkpoints" / "8").mkdir(parents=True)
-    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n12,c\n")
-    identity = {"hparams.lr": 0.1}
-    (tmp_path / "metadata.json").write_text(
-        json.dumps({"status": "running", "identity": identity, "rng_seed": 1, "attempt": 0})
-    )
-    owner = RunDir(tmp_path)
-    owner.claim()
-    attempt = owner.attempt(identity, None, resume=True, checkpointing=True)
-    assert attempt == Attempt(0, 1, checkpoint_step=8)
-    owner.begin(attempt, {"identity": identity, "rng_seed": 1}, "", None)
-    assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
-    assert (
-        tmp_path / ".attempts" / "0.rows_after_step_8.csv"
-    ).read_text() == "global_step,x\n12,c\n"
-    owner.append({"global_step": 8, "x": "b"})  # the last row handed out again: skipped
-    owner.append({"global_step": 12, "x": "d"})
-    assert (tmp_path / "metrics.csv").read_text().endswith("8,b\n12,d\n")
-    with pytest.raises(OSError, match="step 4 was recorded already"):
-        owner.append({"global_step": 4, "x": "e"})
-
-
-def test_the_status_moves_once_from_running(tmp_path):
-    owner = RunDir(tmp_path)
-    owner.claim()
-    with pytest.raises(RuntimeError, match="not running"):
-        owner.end("completed")
+def test_end_records_status_times_and_values(owner):
     owner.begin(Attempt(), {"identity": {}}, "", None)
-    owner.end("diverged")
-    with pytest.raises(RuntimeError, match="diverged, not running"):
+    start = metadata(owner.path)["start_time"]
+    with pytest.raises(ValueError, match="unknown status 'done'"):
+        owner.end("done")
+    owner.end("completed", global_step=7)
+    record = metadata(owner.path)
+    assert record["status"] == "completed" and record["global_step"] == 7
+    assert 0 <= record["elapsed_time"] <= time.time() - start
+    assert record["end_datetime"][:4] == time.strftime("%Y")
+    assert record["end_datetime"][-6] in "+-"  # with the UTC offset
+
+
+def test_a_record_deleted_during_the_trial_is_written_again_at_its_end(owner):
+    owner.begin(Attempt(), {"identity": {}}, "", None)
+    (owner.path / "metadata.json").unlink()
+    owner.end("completed", global_step=7)
+    record = metadata(owner.path)
+    assert (record["status"], record["global_step"]) == ("completed", 7)
+    assert 0 <= record["elapsed_time"] < 1  # its start is gone with it: no time is made up
+
+
+def test_a_record_that_cannot_be_ended_is_logged_not_raised(owner, caplog, monkeypatch):
+    owner.begin(Attempt(), {"identity": {}}, "", None)
+
+    def full_disk(path, data):
+        raise RecordsError(path, OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(run_dir, "write_json_atomically", full_disk)
+    with caplog.at_level(logging.ERROR, logger="aeff.records.run_dir"):
         owner.end("failed")
-    assert metadata(tmp_path)["status"] == "diverged"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "aeff.records.run_dir"]
+    assert message.startswith("The trial ended failed, but cannot write ")
 
 
-def stopped_trial(mnist_data_dir, checkpoints, on_eval=None):
-    """run_trial of 12 steps (evaluations every 4) that a signal stops."""
-    from aeff.submissions.adam import Adam, AdamHParams
-
-    with interrupts_noted(), pytest.raises(TrialInterrupted) as stopped:
-        run_trial(
-            MnistWorkload(data_dir=str(mnist_data_dir)),
-            Adam(batch_size=512),
-            AdamHParams(),
-            0,
-            max_steps=12,
-            eval_every_steps=4,
-            on_eval=on_eval,
-            checkpoints=checkpoints,
-        )
-    return stopped
-
-
-class SignalDuringSave(TrialCheckpoints):
-    """A second SIGINT arrives while the checkpoint on the way out is being written."""
-
-    def save(self, state, progress):
-        signal.raise_signal(signal.SIGINT)
-        super().save(state, progress)
+def test_logging_off_writes_nothing_but_the_lock_and_hydras_files(tmp_path):
+    quiet = RunDir(tmp_path, write_records=False)
+    quiet.claim()
+    quiet.record_failure({"error_message": "x"})
+    quiet.begin(Attempt(), {"identity": {}}, "cfg", "pkgs", {"config.yaml": "a: 1\n"})
+    quiet.append({"global_step": 1})
+    quiet.end("completed")
+    assert quiet.status == "completed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".aeff.lock", ".hydra"]
+    assert [p.name for p in (tmp_path / ".hydra").iterdir()] == ["config.yaml"]
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == "a: 1\n"
+    quiet.release()
+    bare = RunDir(tmp_path / "bare", write_records=False)
+    bare.claim()
+    bare.begin(Attempt(), {"identity": {}}, "cfg", "pkgs")
+    assert [p.name for p in bare.path.iterdir()] == [run_dir.LOCK]
+    bare.release()
 
 
-def test_the_exit_checkpoint_survives_a_second_signal(tmp_path, mnist_data_dir):
-
-    checkpoints = SignalDuringSave(tmp_path, interval_sec=3600)
-
-    fired = []
-
-    def on_eval(row):
-        if row["global_step"] == 8 and not fired:
-            fired.append(True)
-            signal.raise_signal(signal.SIGTERM)
-
-    stopped = stopped_trial(mnist_data_dir, checkpoints, on_eval=on_eval)
-    assert stopped.value.signum == signal.SIGTERM
-    assert stopped.value.checkpoint_step == 8
-    assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["8"]
+def test_a_failure_before_the_trial_began_replaces_only_such_a_failure(owner):
+    owner.record_failure({"error_message": "bad batch", "status": "running"})
+    assert metadata(owner.path) == {"error_message": "bad batch", "status": "failed"}
+    owner.record_failure({"error_message": "another"})  # a later try failed too: its record
+    assert metadata(owner.path) == {"error_message": "another", "status": "failed"}
+    trial = {"identity": {"k": 1}, "status": "interrupted", "attempt": 0}
+    (owner.path / "metadata.json").write_text(json.dumps(trial))
+    owner.record_failure({"error_message": "resume refused"})  # an earlier trial's record stays
+    assert metadata(owner.path) == trial
+    (owner.path / "metadata.json").write_text("{")
+    owner.record_failure({"error_message": "x"})  # unreadable: left for its owner
+    assert (owner.path / "metadata.json").read_text() == "{"
 
 
-def test_seed_drawn_when_null_and_recorded(tmp_path, trial_config):
-    result = train_and_evaluate(trial_config(), tmp_path)
-    assert metadata(tmp_path)["rng_seed"] == result.rng_seed
-    assert check_trial(trial_config()).settings.rng_seed is None
+def test_a_trial_that_began_records_no_failure_before_it(tmp_path):
+    began = RunDir(tmp_path)
+    began.claim()
+    began.begin(Attempt(), {"identity": {}}, "", None)
+    began.record_failure({"error_message": "x"})
+    assert metadata(tmp_path)["status"] == "running" and "error_message" not in metadata(tmp_path)
+    began.release()
 
 
-def record(run_dir: Path, **values) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metadata.json").write_text(json.dumps(values))
+def test_an_unused_dir_is_discarded_and_one_with_records_kept(tmp_path):
+    unused = RunDir(tmp_path / "unused")
+    unused.claim()
+    (unused.path / ".hydra").mkdir()
+    (unused.path / "aeff.log").write_text("")
+    unused.discard_if_unused()
+    assert not unused.path.exists()
+    assert unused.path not in Lock._held  # released
+    used = RunDir(tmp_path / "used")
+    used.claim()
+    (used.path / "metadata.json").write_text("{}")
+    used.discard_if_unused()
+    assert sorted(p.name for p in used.path.iterdir()) == [run_dir.LOCK, "metadata.json"]
+    odd = RunDir(tmp_path / "odd")
+    odd.claim()
+    (odd.path / "notes.txt").write_text("")
+    odd.discard_if_unused()
+    assert odd.path.exists()
+    RunDir(tmp_path / "never made").discard_if_unused()  # nothing there: nothing to do
 
 
-IDENTITY = {"hparams.lr": 0.1}
+def test_the_lock_names_its_owner_and_is_idempotent(tmp_path):
+    Lock.acquire(tmp_path)
+    fd = Lock._held[tmp_path]
+    Lock.acquire(tmp_path)
+    assert Lock._held[tmp_path] == fd
+    text = f"process {os.getpid()} on {socket.gethostname()}\n"
+    assert (tmp_path / run_dir.LOCK).read_text() == text
+    assert Lock.owner(tmp_path) == text.strip()
+    assert Lock.is_held(tmp_path) is True
+    Lock.release(tmp_path)
+    assert tmp_path not in Lock._held
+    Lock.release(tmp_path)  # twice: nothing held, nothing to do
+    assert Lock.is_held(tmp_path) is False
+    (tmp_path / run_dir.LOCK).write_text("")
+    assert Lock.owner(tmp_path) == "another process"
+    assert Lock.owner(tmp_path / "absent") == "another process"
+    assert Lock.is_held(tmp_path / "absent") is False
 
 
-def attempt(run_dir: Path, write_records=True, checkpointing=True, identity=IDENTITY):
-    owner = RunDir(run_dir, write_records=write_records)
-    owner.claim()
+def test_the_lock_file_can_be_read_by_others_to_name_the_owner(tmp_path):
+    umask = os.umask(0o022)
     try:
-        return owner.attempt(identity, None, resume=True, checkpointing=checkpointing)
+        Lock.acquire(tmp_path)
     finally:
-        owner.release()
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / run_dir.LOCK).stat().st_mode) == 0o644
+    Lock.release(tmp_path)
 
 
-def test_a_checkpoint_without_a_record_is_not_resumed(tmp_path):
-    """logging=off left no record: nothing says which trial the checkpoint holds."""
-    (tmp_path / "checkpoints" / "700").mkdir(parents=True)
-    with pytest.raises(ConfigError, match=r"holds a checkpoint but no metadata\.json"):
-        attempt(tmp_path, write_records=False)
+def test_a_claim_makes_the_dir_and_its_parents_or_names_why_it_cannot(tmp_path):
+    nested = RunDir(tmp_path / "a" / "b" / "run")
+    nested.claim()
+    assert (tmp_path / "a" / "b" / "run" / run_dir.LOCK).is_file()
+    nested.release()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RecordsError) as refused:
+        RunDir(tmp_path / "file" / "run").claim()
+    message = f"cannot write {tmp_path / 'file' / 'run'}: Not a directory."
+    assert str(refused.value).startswith(message)
 
 
-def test_a_resume_must_keep_its_records_and_checkpoints(tmp_path):
-    record(tmp_path, status="interrupted", identity=IDENTITY, rng_seed=1, attempt=0)
-    (tmp_path / "checkpoints" / "640").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="resume it with logging=default"):
-        attempt(tmp_path, write_records=False)
-    with pytest.raises(ConfigError, match=r"step 640: resume it with checkpoint\.enabled=true"):
-        attempt(tmp_path, checkpointing=False)
-    assert attempt(tmp_path) == Attempt(0, 1, checkpoint_step=640)
+def test_a_busy_dir_names_its_owner_and_the_way_out(tmp_path):
+    (tmp_path / run_dir.LOCK).write_text("process 7 on elsewhere\n")
+    held = os.open(tmp_path / run_dir.LOCK, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another open file description: as another process
+    try:
+        with pytest.raises(RunDirBusy) as busy:
+            Lock.acquire(tmp_path)
+    finally:
+        os.close(held)
+    assert str(busy.value) == (
+        f"{tmp_path} is in use by process 7 on elsewhere: wait for it to end, or choose "
+        "another hydra.run.dir (hydra.sweep.dir for -m)."
+    )
 
 
-def test_a_kill_between_moving_aside_and_the_new_record_keeps_the_seed(tmp_path):
-    record(tmp_path / ".attempts" / "0", status="running", identity=IDENTITY, rng_seed=9)
-    assert attempt(tmp_path) == Attempt(1, 9, move_aside=False)
-    (tmp_path / ".attempts" / "1").mkdir()  # a folder of that number exists already
+def test_a_file_system_without_locks_is_warned_about_and_used(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="aeff.records.lock"):
+        Lock.acquire(tmp_path)
+    Lock.release(tmp_path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"No flock in {tmp_path} ([Errno 37] No locks available): its ownership cannot be checked."
+    ]
+
+
+def test_a_lock_that_cannot_be_opened_names_the_file(tmp_path):
+    with pytest.raises(RecordsError, match=r"absent/\.aeff\.lock: No such file or directory\."):
+        Lock.acquire(tmp_path / "absent")
+
+
+def test_unreadable_records_are_named(tmp_path):
+    assert run_dir.read_metadata(tmp_path) is None
+    path = tmp_path / "metadata.json"
+    for text, message in (
+        ("[1]", f"{path} holds no JSON object: move it aside."),
+        (
+            '{"status": "done"}',
+            f"{path} records no status aeff writes ('done', not one of running, completed, "
+            "diverged, failed, interrupted): move it aside.",
+        ),
+        (
+            "{",
+            f"{path} is unreadable (JSONDecodeError: Expecting property name enclosed in "
+            "double quotes: line 1 column 2 (char 1)): move it aside, or choose another "
+            "hydra.run.dir.",
+        ),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            run_dir.read_metadata(tmp_path)
+        assert str(refused.value) == message
+
+
+def test_the_latest_checkpoint_is_the_highest_numbered_step_dir(tmp_path):
+    assert run_dir.latest_checkpoint_step(tmp_path / "absent") is None
+    assert run_dir.latest_checkpoint_step(tmp_path) is None
+    for name in ("8", "12", "tmp", "3"):
+        (tmp_path / name).mkdir()
+    assert run_dir.latest_checkpoint_step(tmp_path) == 12
+
+
+def test_the_last_step_recorded_is_that_of_the_last_whole_row(tmp_path):
+    metrics = tmp_path / "metrics.csv"
+    assert run_dir.last_global_step(metrics) == -1
+    metrics.write_text("global_step,x\n")
+    assert run_dir.last_global_step(metrics) == -1
+    metrics.write_text("global_step,x\n4,a\n9,b\n1")
+    assert run_dir.last_global_step(metrics) == 9
+
+
+def test_differences_name_each_key_on_either_side_with_both_values():
+    assert differing({"a": 1, "b": 2}, {"b": 3, "c": 4}) == [
+        "a=1 (now None)",
+        "b=2 (now 3)",
+        "c=None (now 4)",
+    ]
+
+
+def test_a_running_record_is_interrupted_only_when_no_process_holds_it(tmp_path):
+    (tmp_path / "metrics.csv").write_text("global_step\n7\n")
+    assert run_dir.status_of(tmp_path, {"status": "completed", "global_step": 7}) == "completed"
+    assert run_dir.status_of(tmp_path, {"status": "running"}) == "interrupted"
+    (tmp_path / run_dir.LOCK).write_text("")
+    assert run_dir.status_of(tmp_path, {"status": "running"}) == "interrupted"
+
+
+def test_an_attempt_is_decided_by_the_record_the_checkpoint_and_the_settings(tmp_path):
+    owner = RunDir(tmp_path)
+    assert owner.attempt({}, 5, True, False) == Attempt(rng_seed=5)
+    assert owner.attempt({}, 5, False, True) == Attempt(rng_seed=5)
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "failed", "attempt": 3}))
+    assert owner.attempt({}, 5, True, False) == Attempt(4, 5, move_aside=True)
+    with pytest.raises(ConfigError, match="holds an earlier trial: add resume=true"):
+        owner.attempt({}, 5, False, False)
+    with pytest.raises(ConfigError, match="holds records: resume it with logging=default"):
+        RunDir(tmp_path, write_records=False).attempt({}, 5, True, False)
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "diverged", "global_step": 5}))
+    (tmp_path / "metrics.csv").write_text("global_step\n5\n")
+    with pytest.raises(ConfigError, match="ended diverged: nothing to resume"):
+        owner.attempt({}, None, True, False)
+    record = {"status": "failed", "identity": {"k": 1}, "rng_seed": 7, "attempt": 1}
+    (tmp_path / "metadata.json").write_text(json.dumps(record))
+    assert owner.attempt({"k": 1}, 7, True, False) == Attempt(2, 7, move_aside=True)
+    with pytest.raises(ConfigError) as refused:
+        owner.attempt({"k": 2}, 8, True, False)
+    assert str(refused.value) == (
+        f"resume=true continues only the same trial, but {tmp_path} recorded k=1 (now 2), "
+        "rng_seed=7 (now 8): run with the recorded values, or choose another hydra.run.dir."
+    )
+    (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+    assert owner.attempt({"k": 1}, None, True, True) == Attempt(1, 7, checkpoint_step=4)
+    with pytest.raises(
+        ConfigError, match=r"checkpoint of step 4: resume it with checkpoint\.enabled=true"
+    ):
+        owner.attempt({"k": 1}, None, True, False)
+    with pytest.raises(ConfigError, match="holds an earlier trial"):
+        owner.attempt({"k": 1}, None, False, True)
+    (tmp_path / "metadata.json").unlink()
+    with pytest.raises(ConfigError) as unchecked:
+        owner.attempt({"k": 1}, None, True, True)
+    assert str(unchecked.value) == (
+        f"{tmp_path} holds a checkpoint but no metadata.json (logging=off?), so which trial it "
+        "holds cannot be checked: start afresh in another dir."
+    )
+    with pytest.raises(ConfigError) as earlier:  # a checkpoint alone is an earlier trial
+        owner.attempt({"k": 1}, None, False, True)
+    assert str(earlier.value) == (
+        f"{tmp_path} holds an earlier trial: add resume=true to continue it, or choose "
+        "another hydra.run.dir."
+    )
+
+
+def test_after_a_kill_between_moving_aside_and_the_next_record_the_newest_aside_goes_on(tmp_path):
+    owner = RunDir(tmp_path)
+    (tmp_path / ".attempts" / "notes").mkdir(parents=True)
+    assert owner.attempt({}, 5, True, False) == Attempt(rng_seed=5)  # nothing numbered aside
+    for number, attempt in (("0", 0), ("2", 2)):
+        (tmp_path / ".attempts" / number).mkdir()
+        record = {"status": "failed", "identity": {}, "rng_seed": 3, "attempt": attempt}
+        (tmp_path / ".attempts" / number / "metadata.json").write_text(json.dumps(record))
+    # The newest one aside is continued, and not moved aside again.
+    assert owner.attempt({}, None, True, False) == Attempt(3, 3)
+
+
+def test_an_earlier_attempt_is_moved_aside_whole(tmp_path, caplog):
+    for name in ("metadata.json", "metrics.csv", "packages.txt", "config_resolved.yaml"):
+        (tmp_path / name).write_text(name)
+    for name in ("submission.py", "workload.py", "search_space.json", "notes.txt", "aeff.log"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "checkpoints" / "3").mkdir(parents=True)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("old")
     owner = RunDir(tmp_path)
     owner.claim()
-    record(tmp_path, status="running", identity=IDENTITY, rng_seed=9, attempt=1)
-    owner.begin(Attempt(2, 9, move_aside=True), {"identity": IDENTITY}, "", None)
-    assert json.loads((tmp_path / ".attempts" / "2" / "metadata.json").read_text())["attempt"] == 1
+    with caplog.at_level(logging.INFO, logger="aeff.records.run_dir"):
+        owner.begin(Attempt(2, move_aside=True), {"identity": {}}, "cfg", None)
+    aside = tmp_path / ".attempts" / "1"
+    assert caplog.messages == [f"The earlier attempt's records are in {aside}."]
+    assert sorted(p.name for p in aside.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "config_resolved.yaml",
+        "metadata.json",
+        "metrics.csv",
+        "packages.txt",
+        "search_space.json",
+        "submission.py",
+        "workload.py",
+    ]
+    assert (aside / "metrics.csv").read_text() == "metrics.csv"
+    assert (aside / ".hydra" / "config.yaml").read_text() == "old"
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "packages.txt").exists()
+    assert not (tmp_path / ".hydra").exists() and not (tmp_path / "submission.py").exists()
+    assert (tmp_path / "notes.txt").exists() and (tmp_path / "aeff.log").exists()
+    assert (tmp_path / "config_resolved.yaml").read_text() == "cfg"  # this attempt's
+    owner.release()
+    again = RunDir(tmp_path)
+    again.claim()
+    again.begin(Attempt(2, move_aside=True), {}, "", None)  # 1 is taken: the next free one
+    assert sorted(p.name for p in (tmp_path / ".attempts").iterdir()) == ["1", "2"]
+    moved = tmp_path / ".attempts" / "2"
+    assert sorted(p.name for p in moved.iterdir()) == ["config_resolved.yaml", "metadata.json"]
+    assert json.loads((moved / "metadata.json").read_text())["attempt"] == 2
+    again.release()
 
 
-def test_a_process_refused_a_live_owners_dir_writes_nothing_there(tmp_path, trial_config):
-    with owned_by_another_process(tmp_path):
-        before = sorted(p.name for p in tmp_path.iterdir())
-        with pytest.raises(RunDirBusy):
-            train_and_evaluate(trial_config(), tmp_path, record_bad_input=True)
-        assert sorted(p.name for p in tmp_path.iterdir()) == before
+def test_an_attempt_that_cannot_be_moved_aside_names_the_folder(tmp_path, monkeypatch):
+    (tmp_path / "metadata.json").write_text("{}")
+    owner = RunDir(tmp_path)
+    owner.claim()
+
+    def refuse(self, target):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(run_dir.Path, "rename", refuse)
+    with pytest.raises(RecordsError, match=r"\.attempts/0: Permission denied"):
+        owner.begin(Attempt(1, move_aside=True), {}, "", None)
+    owner.release()
 
 
-def test_a_refused_resume_leaves_hydras_copies_as_they_were(tmp_path, trial_config):
-    train_and_evaluate(trial_config(), tmp_path, hydra_files={"overrides.yaml": "- first\n"})
-    with pytest.raises(ConfigError, match="nothing to resume"):
-        train_and_evaluate(
-            trial_config("resume=true"), tmp_path, hydra_files={"overrides.yaml": "- second\n"}
+def test_a_resume_keeps_the_first_start_and_rows_up_to_the_checkpoint(tmp_path):
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n")
+    earlier = {"status": "interrupted", "identity": {}, "datetime": "T0", "attempt": 0}
+    earlier["error_message"] = "stopped by SIGTERM"  # no longer true once it continues
+    (tmp_path / "metadata.json").write_text(json.dumps(earlier))
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=8), {"identity": {}, "datetime": "T1"}, "", None)
+    assert metadata(tmp_path)["first_datetime"] == "T0"
+    assert "error_message" not in metadata(tmp_path)
+    assert metadata(tmp_path)["resumed_from_step"] == 8
+    assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
+    assert not (tmp_path / ".attempts").exists()  # nothing after the checkpoint
+    owner.release()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_step", "first"),
+    [(8, "T0"), (None, "T2")],  # a second resume keeps the first start; a new start is its own
+)
+def test_the_first_start_is_kept_by_resumes_only(tmp_path, checkpoint_step, first):
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n")
+    earlier = {"status": "interrupted", "identity": {}, "first_datetime": "T0", "datetime": "T1"}
+    (tmp_path / "metadata.json").write_text(json.dumps(earlier))
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=checkpoint_step), {"datetime": "T2"}, "", None)
+    assert metadata(tmp_path)["first_datetime"] == first
+    owner.release()
+
+
+def test_a_resume_appends_in_the_columns_of_the_rows_file_and_keeps_hydras_folder(tmp_path):
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n")
+    earlier = {"status": "interrupted", "identity": {}, "datetime": "T0"}
+    (tmp_path / "metadata.json").write_text(json.dumps(earlier))
+    (tmp_path / ".hydra").mkdir()
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=4), {}, "", None, {"config.yaml": "a: 2\n"})
+    owner.append({"x": "b", "global_step": 8})  # another order than the file's
+    assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n8,b\n"
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == "a: 2\n"
+    owner.release()
+
+
+def test_rows_after_a_checkpoint_go_aside_next_to_earlier_attempts(tmp_path):
+    (tmp_path / ".attempts" / "0").mkdir(parents=True)  # an earlier attempt, moved aside
+    (tmp_path / "metrics.csv").write_text("global_step,x\n4,a\n8,b\n")
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "running", "attempt": 1}))
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(1, checkpoint_step=4), {"identity": {}}, "", None)
+    aside = tmp_path / ".attempts" / "1.rows_after_step_4.csv"
+    assert aside.read_text() == "global_step,x\n8,b\n"
+    assert (tmp_path / "metrics.csv").read_text() == "global_step,x\n4,a\n"
+    owner.release()
+
+
+def test_a_resume_cut_keeps_every_value_as_written(tmp_path):
+    path = tmp_path / "metrics.csv"
+    for step in (4, 8):
+        files.append_csv_row(
+            path, ["global_step", "meta.note"], {"global_step": step, "meta.note": "a\rb\r\nc"}
         )
-    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- first\n"
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "interrupted", "attempt": 0}))
+    owner = RunDir(tmp_path)
+    owner.claim()
+    owner.begin(Attempt(0, checkpoint_step=4), {"identity": {}}, "", None)
+    assert run_dir.read_rows(path) == (["global_step", "meta.note"], [["4", "a\rb\r\nc"]])
+    owner.release()
 
 
-def test_a_signal_while_the_records_begin_ends_them_interrupted(
-    tmp_path, trial_config, monkeypatch
-):
-    begin = RunDir.begin
+def test_an_earlier_step_is_refused_naming_the_rows_file(owner):
+    owner.append({"global_step": 8, "x": 1})
+    owner.append({"global_step": 8, "x": 1})  # handed out again after a signal: skipped
+    with pytest.raises(RecordsError, match=r"metrics\.csv: step 4 was recorded already"):
+        owner.append({"global_step": 4, "x": 1})
+    assert len(run_dir.read_rows(owner.path / "metrics.csv")[1]) == 1
 
-    def begin_with_a_signal(self, *args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)  # noted: raised once the records are whole
-        begin(self, *args, **kwargs)
 
-    monkeypatch.setattr(RunDir, "begin", begin_with_a_signal)
+def test_a_finished_record_without_its_last_step_is_damaged(tmp_path):
+    """A `completed` record always names the step of its last row; one that does not was
+    edited, and its rows cannot be checked."""
+    (tmp_path / "metrics.csv").write_text("global_step\n7\n")
+    for step in (None, "7", 6):
+        record = {"status": "completed", **({} if step is None else {"global_step": step})}
+        assert run_dir.status_of(tmp_path, record) == run_dir.DAMAGED
+    assert run_dir.damage(tmp_path, {"status": "completed"}) == (
+        f"{tmp_path / 'metadata.json'} says the trial completed but records no last step "
+        "(global_step: None): it was edited since. resume=true trains the trial again (the "
+        "damaged records go to .attempts/)."
+    )
+
+
+@pytest.mark.parametrize("written", ["whole", "torn", "nothing"])
+def test_a_row_whose_append_a_signal_cut_short_is_in_the_file_once(owner, monkeypatch, written):
+    """SIGTERM as a row is appended: after its write reached the file (before the owner
+    noted it), amid the write, or before it. The runner hands the row out again; it is then
+    in the file once, whole. (Seen in a vectorized sweep signalled as its first rows were
+    written: step 20 twice.)"""
+    owner.begin(Attempt(), {}, "", None)
+    owner.append({"global_step": 10, "x": 0})
+    append = run_dir.append_csv_row
+
+    def cut_short(path, columns, row):
+        monkeypatch.setattr(run_dir, "append_csv_row", append)  # once
+        if written == "whole":
+            append(path, columns, row)
+        elif written == "torn":
+            with path.open("a") as rows:
+                rows.write("20,")
+        raise TrialInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(run_dir, "append_csv_row", cut_short)
     with pytest.raises(TrialInterrupted):
-        train_and_evaluate(trial_config(), tmp_path)
-    written = metadata(tmp_path)
-    assert written["status"] == "interrupted" and "identity" in written
-    assert (tmp_path / "config_resolved.yaml").exists()
+        owner.append({"global_step": 20, "x": 1})
+    owner.append({"global_step": 20, "x": 1})  # handed out again on the way out
+    owner.append({"global_step": 40, "x": 2})
+    rows = [["10", "0"], ["20", "1"], ["40", "2"]]
+    assert run_dir.read_rows(owner.path / "metrics.csv")[1] == rows
 
 
-# orbax's event loop, closed after the failed restore, reports it when collected
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("damage", ["no arrays", "bad json"])
-def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, trial_config, damage):
-    target = "workload._target_=helpers.in_process.SignalledMnist"
-    interrupted_trial(tmp_path, trial_config, "rng_seed=11")
-    step = tmp_path / "checkpoints" / "8"
-    if damage == "no arrays":
-        for path in (step / "state").rglob("*"):
-            if path.is_file() and "ocdbt" in str(path.relative_to(step / "state")):
-                path.unlink()
-    else:
-        for path in (step / "progress").rglob("*"):
-            if path.is_file():
-                path.write_text("{not json")
-    with pytest.raises(DataError, match=rf"checkpoint {step} is unreadable.*mv {step}"):
-        train_and_evaluate(trial_config(target, "resume=true"), tmp_path)
-    assert metadata(tmp_path)["status"] == "failed"
-    step.rename(tmp_path / "checkpoints.broken-8")  # the way out the message gives
-    train_and_evaluate(trial_config(target, "resume=true"), tmp_path)
-    record = metadata(tmp_path)
-    assert record["status"] == "completed" and record["rng_seed"] == 11
-    assert list(rows(tmp_path)["global_step"]) == [4, 8, 12]
+def test_rows_from_step_0_on_are_recorded(owner):
+    """Step 0: a signal before the first launch still gets its row."""
+    owner.begin(Attempt(), {}, "", None)
+    for step in (0, 1):
+        owner.append({"global_step": step, "x": step})
+    assert run_dir.read_rows(owner.path / "metrics.csv")[1] == [["0", "0"], ["1", "1"]]
 
 
-class SignalInFirstSave(TrialCheckpoints):
-    """SIGTERM arrives while the first checkpoint due at an evaluation is written."""
-
-    signalled = False
-
-    def save(self, state, progress):
-        if not SignalInFirstSave.signalled:
-            SignalInFirstSave.signalled = True
-            signal.raise_signal(signal.SIGTERM)
-        super().save(state, progress)
-
-
-def test_a_signal_during_a_checkpoint_save_still_leaves_a_checkpoint(tmp_path, mnist_data_dir):
-
-    checkpoints = SignalInFirstSave(tmp_path, interval_sec=0)  # due at every evaluation
-    stopped = stopped_trial(mnist_data_dir, checkpoints)
-    assert stopped.value.checkpoint_step == 4
-    assert [p.name for p in tmp_path.iterdir() if p.name.isdigit()] == ["4"]
-
-
-def test_a_continued_trial_keeps_no_error_of_the_interrupted_one(tmp_path, trial_config):
-    target = "workload._target_=helpers.in_process.SignalledMnist"
-    interrupted_trial(tmp_path, trial_config, "rng_seed=13")
-    first = metadata(tmp_path)
-    assert first["error_message"] == "stopped by SIGTERM"
-    train_and_evaluate(trial_config(target, "resume=true"), tmp_path)
-    record = metadata(tmp_path)
-    assert record["status"] == "completed" and "error_message" not in record
-    assert record["first_datetime"] == first["datetime"] and record["resumed_from_step"] == 8
-
-
-def test_a_signal_while_the_final_record_is_written_waits_for_it(
-    tmp_path, trial_config, monkeypatch
-):
-    end = RunDir.end
-
-    def end_with_a_signal(self, *args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)  # noted: the trial has ended, its record says how
-        end(self, *args, **kwargs)
-
-    monkeypatch.setattr(RunDir, "end", end_with_a_signal)
-    result = train_and_evaluate(trial_config(), tmp_path)
-    assert metadata(tmp_path)["status"] == result.status == "completed"
+def test_an_unreadable_rows_file_is_named_with_the_reason(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("global_step,x\n4\n")
+    with pytest.raises(ConfigError) as error:
+        run_dir.read_rows(path)
+    assert str(error.value) == (
+        f"{path} is unreadable (ValueError: a row of 1 fields under 2 columns): move it "
+        "aside, or choose another hydra.run.dir."
+    )

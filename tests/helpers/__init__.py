@@ -39,6 +39,20 @@ def data_overrides(data_dir: Path) -> list[str]:
     return [f"workload.data_dir={data_dir}"]
 
 
+def short_trial_overrides(data_dir: Path) -> list[str]:
+    """The overrides of a short trial on MNIST prepared in `data_dir`: 12 steps, a row every
+    4, without system metrics, the package list or a compilation cache of its own."""
+    return [
+        *data_overrides(data_dir),
+        "max_steps=12",
+        "eval_every_steps=4",
+        "batch_size=512",
+        "logging.system_metrics=false",
+        "logging.packages=false",
+        "compilation_cache_dir=null",
+    ]
+
+
 def run_aeff(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
     """`python -m aeff ARGS` in `cwd`, as a user would run it."""
     return subprocess.run(

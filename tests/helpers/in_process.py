@@ -1,9 +1,13 @@
-"""Helpers for in-process trials: a workload that signals its own process, and a run
-dir's records read back."""
+"""Helpers for in-process trials: `python -m aeff` run in this process, a workload that
+signals its own process, and a run dir's records read back."""
 
+import contextlib
 import dataclasses
 import json
+import logging
 import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import optax
@@ -11,6 +15,41 @@ import pandas as pd
 
 from aeff.submissions.nesterov import Nesterov
 from aeff.workloads.mnist import MnistConvWorkload, MnistWorkload
+
+
+def aeff_main(monkeypatch, *args: str) -> int:
+    """`python -m aeff ARGS` in this process; returns its exit status. Hydra's global state
+    is cleared after it, as a new process would find it."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from aeff.cli import app
+
+    monkeypatch.setattr(sys, "argv", ["aeff", *args])
+    try:
+        app.main()
+        return 0
+    except SystemExit as exit:
+        return exit.code
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@contextlib.contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """The root logger's handlers and level put back as they were before the block: Hydra
+    adds (and closes) handlers of its own per job."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
 
 
 class Signalled:
