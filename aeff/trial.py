@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TrialJob:
-    """A trial as `train_and_evaluate` takes it, from a Hydra job (`aeff.cli.hydra_job`)."""
+    """A trial as `train_and_evaluate` takes it, from a Hydra job (`aeff.hydra_job`)."""
 
     cfg: DictConfig
     run_dir: Path

@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from aeff import context
 from aeff.cli.app import resume_hint
-from aeff.cli.hydra_job import objective_value, typed_overrides
 from aeff.errors import ConfigError, TrialInterrupted
+from aeff.hydra_job import objective_value, typed_overrides
 
 FINAL_LINE = re.compile(r"(completed|diverged) after (\d+) steps: goal reached (\w+)")
 

@@ -11,8 +11,8 @@ import pytest
 from helpers import HELPERS
 from hydra.errors import ConfigCompositionException
 
-from aeff import config
-from aeff.cli import app, hydra_job
+from aeff import config, hydra_job
+from aeff.cli import app
 from aeff.config import Trial, check_trial
 from aeff.errors import ConfigError
 from aeff.records.attempt import Attempt

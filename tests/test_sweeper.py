@@ -18,8 +18,7 @@ from helpers.sweeper import sweeper_on
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from aeff import context, errors
-from aeff.cli import hydra_job
+from aeff import context, errors, hydra_job
 from aeff.cli.app import with_user_files
 from aeff.errors import ConfigError, RunDirBusy, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record

@@ -20,9 +20,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aeff import config, context, errors, slurm, user_files
+from aeff import config, context, errors, hydra_job, slurm, user_files
 from aeff.algoperf.submission import AlgoPerfSubmission
-from aeff.cli import hydra_job
 from aeff.config import TrialConfig, unique_suffix
 from aeff.errors import AeffError, SweepFailed, TrialInterrupted
 from aeff.records.flatten import flatten

@@ -6,7 +6,7 @@ group_key`, which includes the checkpoint step a resume continues from) train as
 its records, Hydra's `on_job_start`/`on_job_end` callbacks, its own log file and a
 JobReturn. Every other job (another app's task, an aeff trial with bad input,
 `hydra.job.chdir=true`, a group of one) runs as Hydra's basic launcher runs it. Either way
-an aeff trial trains through `aeff.cli.hydra_job.sweep_trials` (the app's job function
+an aeff trial trains through `aeff.hydra_job.sweep_trials` (the app's job function
 calls it for a job alone), so a group and a job alone end and return alike.
 """
 
@@ -172,7 +172,7 @@ class VectorizedLauncher(Launcher):
     def _run_group(self, configs: list[DictConfig]) -> list[JobReturn]:
         """The jobs as one group: started as Hydra starts a job, trained together through
         `sweep_trials`, as the app's job function trains a job alone, ended."""
-        from aeff.cli import hydra_job
+        from aeff import hydra_job
 
         jobs, returns = [], []
         for config in configs:
@@ -201,7 +201,7 @@ class VectorizedLauncher(Launcher):
 
 def _trial_job(config: DictConfig) -> Any:
     """The job's trial as the app's job function would hand it on."""
-    from aeff.cli import hydra_job
+    from aeff import hydra_job
 
     task_cfg = copy.deepcopy(config)
     with read_write(task_cfg), open_dict(task_cfg):

@@ -213,14 +213,14 @@ class AeffSweeper(Sweeper):
 
     def warn_of_sharing(self, studies: list[Study]) -> None:
         """`settings.warn_of_sharing`, with the trials this launcher runs at once."""
-        from aeff.cli.hydra_job import parallel_trials
+        from aeff.hydra_job import parallel_trials
 
         parallel = parallel_trials(self.config.hydra.launcher, max(len(s.todo) for s in studies))
         settings.warn_of_sharing(self.config, [s.folder for s in studies], parallel)
 
     def user_files(self, jobs: list[list[str]]) -> dict[str, str]:
         """path -> sha256 of each user file the sweep's config or jobs name (`settings`)."""
-        from aeff.cli.hydra_job import override_value
+        from aeff.hydra_job import override_value
 
         return settings.user_files(self.config, jobs, override_value)
 
@@ -274,7 +274,7 @@ def endings(batch: list[int], returns: list[JobReturn]) -> dict[int, str | None]
 
 def finish_hint(sweep_dir: Path) -> str:
     """The command that finishes a sweep that stopped, credentials redacted."""
-    from aeff.cli.hydra_job import typed_command
+    from aeff.hydra_job import typed_command
 
     finish = ("resume=true", f"hydra.sweep.dir={sweep_dir}")
     command = typed_command(*finish, without=("resume=", "hydra.sweep.dir="))
