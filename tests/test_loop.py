@@ -939,7 +939,7 @@ class ErrorRateMnist(ScriptedMnist):
 
 
 def test_the_target_is_reached_in_the_direction_the_workload_declares(mnist_data_dir):
-    workload = ErrorRateMnist(data_dir=str(mnist_data_dir))
+    workload = ErrorRateMnist(data_dir=str(mnist_data_dir), scripted=SCRIPTED)
     result, rows = trial(workload, [0.875, 0.875, 0.5], max_steps=40)
     assert [row["validation.error"] for row in rows] == [0.875, 0.875, 0.5]
     assert result.steps_to_target == 12 and rows[-1]["goal_reached"]
@@ -949,7 +949,9 @@ def test_the_rows_and_console_hold_the_splits_and_metrics_the_workload_declares(
     mnist_data_dir, caplog
 ):
     with caplog.at_level(logging.INFO, logger="aeff.training.loop"):
-        _, rows = trial(ErrorRateMnist(data_dir=str(mnist_data_dir)), [0.875], max_steps=8)
+        _, rows = trial(
+            ErrorRateMnist(data_dir=str(mnist_data_dir), scripted=SCRIPTED), [0.875], max_steps=8
+        )
     assert [sorted(k for k in row if "." in k) for row in rows] == [
         ["train.loss", "validation.error", "validation.loss"]
     ] * 2
