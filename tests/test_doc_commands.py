@@ -76,6 +76,12 @@ def check_writing_a_submission(work: Path, said: str) -> None:
     assert sum("SgdWithWarmup" in r["submission._target_"] for r in trials) == 4
     assert sum(r.get("workload.hidden_width") == 512 for r in trials) == 1
     assert "momentum: 0.9" in said  # --cfg job -p hparams
+    (sweep,) = (work / "outputs" / "multirun").glob("*/*")  # the tuned sweep: the space's
+    for job in ("0", "1"):
+        record = json.loads((sweep / job / "metadata.json").read_text())
+        assert record["status"] == "completed" and 0.02 <= record["hparams.lr"] <= 0.5
+        copied = (sweep / job / "search_space.json").read_text()
+        assert copied == (work / "space.json").read_text()
 
 
 def check_comparing_algorithms(work: Path, said: str) -> None:
