@@ -34,7 +34,10 @@ pytest.importorskip("tensorboard", reason='the tensorboard extra: pip install "a
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 # MLflow 3.18's store on SQLAlchemy 2.1: a deprecation of theirs, not aeff's.
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning"),
+    pytest.mark.slow,  # the module's sweep trains two trials; MLflow's import alone takes seconds
+]
 LRS = ("1e-3", "3e-3")
 
 

@@ -337,6 +337,7 @@ def test_each_trial_is_charged_the_groups_time_and_the_budget_ends_all(workload)
     assert diverged.wall_time == 2 * group_step + group_eval
 
 
+@pytest.mark.slow  # trains a group at length
 def test_max_steps_ends_each_trial_at_it_and_hands_over_each_result(workload):
     """max_steps=30 between evaluations every 20 steps: the launch from step 20 stops at
     30, and its second program starts the second epoch (24 steps), with each trial's own

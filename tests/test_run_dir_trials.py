@@ -110,6 +110,7 @@ def test_rows_without_their_record_are_not_resumed(tmp_path, trial_config):
     assert (tmp_path / "metrics.csv").read_bytes() == before
 
 
+@pytest.mark.slow  # trains, then refuses each of several resumes
 def test_resume_refuses_another_trial_naming_the_keys_and_both_values(tmp_path, trial_config):
     interrupted_trial(tmp_path, trial_config, "rng_seed=5", "checkpoint.enabled=false")
     with pytest.raises(ConfigError) as error:

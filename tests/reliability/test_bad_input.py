@@ -109,6 +109,7 @@ FAST = {
     [c if c[0] in FAST else pytest.param(*c, marks=pytest.mark.slow) for c in CASES],
     ids=[c[0] for c in CASES],
 )
+@pytest.mark.slow  # a process each
 def test_bad_command_line_fails_fast_and_clearly(command_line, messages, tmp_path, mnist_data_dir):
     start = time.monotonic()
     out = subprocess.run(
@@ -138,6 +139,7 @@ def test_bad_command_line_fails_fast_and_clearly(command_line, messages, tmp_pat
     assert not written, f"left {written}"
 
 
+@pytest.mark.slow  # a process
 def test_bad_command_line_in_an_earlier_trials_run_dir_keeps_its_files(tmp_path, mnist_data_dir):
     """The discarding of a bad command line's traces spares what it did not write."""
     run_dir = tmp_path / "earlier"

@@ -46,6 +46,7 @@ def test_a_second_process_aimed_at_a_live_trials_dir_is_refused(tmp_path, mnist_
     assert json.loads((run_dir / "metadata.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow  # a sweep in a process
 def test_trials_that_fail_before_training_are_in_the_report_and_fail_the_sweep(tmp_path):
     out = run_aeff(["-m", "max_steps=8", "hparams.lr=1e-3,2e-3", "+meta.x=${nope}"], tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
