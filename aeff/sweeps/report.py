@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from aeff.records import sweep_dir as sweep_record
+from aeff.records.secrets import redact
 
 NAMED_FAILURES = 10  # run dirs named on the console; summary.csv lists every one
 
@@ -71,3 +72,12 @@ def log_failures(log: logging.Logger, sweep_dir: Path, sweep: dict) -> list[str]
             sweep_dir,
         )
     return failed
+
+
+def finish_hint(sweep_dir: Path) -> str:
+    """The command that finishes a sweep that stopped, credentials redacted."""
+    from aeff.hydra_job import typed_command
+
+    finish = ("resume=true", f"hydra.sweep.dir={sweep_dir}")
+    command = typed_command(*finish, without=("resume=", "hydra.sweep.dir="))
+    return f"Finish it with: {redact(command)}"

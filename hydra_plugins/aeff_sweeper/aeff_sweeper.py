@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +29,7 @@ from aeff import config, interrupts
 from aeff.errors import AeffError, ConfigError, SweepFailed, TrialInterrupted
 from aeff.records import sweep_dir as sweep_record
 from aeff.records.secrets import redact
-from aeff.sweeps import plan, resume, settings
+from aeff.sweeps import launch, plan, resume, settings
 from aeff.sweeps import report as sweep_report
 from aeff.sweeps.plan import Study
 from hydra_plugins.aeff_launcher import workers
@@ -105,7 +105,7 @@ class AeffSweeper(Sweeper):
         def stopped(signum: int) -> str:  # a signal while no trial of this process trains
             workers.stop_workers(signum, self.stop_wait_sec)
             self.report(sweep_dir, studies)
-            return f"the sweep's report is written. {finish_hint(sweep_dir)}"
+            return f"the sweep's report is written. {sweep_report.finish_hint(sweep_dir)}"
 
         interrupts.forget_received()
         try:
@@ -114,14 +114,14 @@ class AeffSweeper(Sweeper):
         except TrialInterrupted as interrupt:  # a trial's, here or in a worker
             workers.stop_workers(interrupt.signum, self.stop_wait_sec)
             self.report(sweep_dir, studies)
-            log.warning("Sweep %s. %s", interrupt, finish_hint(sweep_dir))
+            log.warning("Sweep %s. %s", interrupt, sweep_report.finish_hint(sweep_dir))
             raise
         except Exception as error:  # the launcher's own: a worker killed (out of memory)...
             failed = self.report(sweep_dir, studies)
             lines = str(error).strip().splitlines()
             what = type(error).__name__ + (f": {lines[0].rstrip('.')}" if lines else "")
             log.debug("The launcher's error:", exc_info=True)  # shown with hydra.verbose
-            log.error("The launcher failed: %s. %s", what, finish_hint(sweep_dir))
+            log.error("The launcher failed: %s. %s", what, sweep_report.finish_hint(sweep_dir))
             raise SweepFailed(failed, error) from None
         failed = self.report(sweep_dir, studies)
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder")
@@ -225,25 +225,8 @@ class AeffSweeper(Sweeper):
         return settings.user_files(self.config, jobs, override_value)
 
     def launch(self, studies: list[Study]) -> list[JobReturn]:
-        """Every study's jobs to run, in batches of consecutive job numbers. A launcher
-        that takes several batches at once (the vectorized one's `launch_batches`) gets
-        them together, up to max_batch_size jobs a call, so that it may group trials of
-        different studies (or either side of a finished one)."""
-        pairs = [(s, batch) for s in studies for batch in plan.batches(s.todo, self.max_batch_size)]
-        returns: list[JobReturn] = []
-        if len(pairs) < 2 or not hasattr(self.launcher, "launch_batches"):
-            for study, batch in pairs:
-                launched = self.launcher.launch([study.jobs[i] for i in batch], batch[0])
-                returns.extend(launched)
-                study.ended.update(endings(batch, launched))
-            return returns
-        for call in plan.calls([len(batch) for _, batch in pairs], self.max_batch_size):
-            handed = [([pairs[i][0].jobs[j] for j in pairs[i][1]], pairs[i][1][0]) for i in call]
-            for i, launched in zip(call, self.launcher.launch_batches(handed), strict=True):
-                study, batch = pairs[i]
-                returns.extend(launched)
-                study.ended.update(endings(batch, launched))
-        return returns
+        """`sweeps.launch.launch` with this sweep's launcher."""
+        return launch.launch(self.launcher, studies, self.max_batch_size)
 
     def report(self, sweep_dir: Path, studies: list[Study]) -> list[str]:
         """The sweep's report (`aeff.sweeps.report`); the run dirs of its failed trials."""
@@ -253,29 +236,3 @@ class AeffSweeper(Sweeper):
             ended = {s.folder: s.ended for s in studies}
             sweep = sweep_report.write_and_print_studies_report(sweep_dir, ended)
         return sweep_report.log_failures(log, sweep_dir, sweep)
-
-
-def endings(batch: list[int], returns: list[JobReturn]) -> dict[int, str | None]:
-    """How each job of `batch` ended, by job number, as its launcher returned it: None when
-    it returned, else its error's first line (a trial with no record, logging=off, has
-    nothing else to tell it)."""
-    ended: dict[int, str | None] = {}
-    for index, returned in zip(batch, returns, strict=False):
-        if not isinstance(returned, JobReturn):
-            continue  # a launcher that returns something else tells nothing
-        if returned.status == JobStatus.COMPLETED:
-            ended[index] = None
-        elif returned.status == JobStatus.FAILED:
-            error = returned._return_value  # the task's exception (`return_value` raises it)
-            lines = str(error).strip().splitlines()
-            ended[index] = redact(type(error).__name__ + (f": {lines[0]}" if lines else ""))
-    return ended
-
-
-def finish_hint(sweep_dir: Path) -> str:
-    """The command that finishes a sweep that stopped, credentials redacted."""
-    from aeff.hydra_job import typed_command
-
-    finish = ("resume=true", f"hydra.sweep.dir={sweep_dir}")
-    command = typed_command(*finish, without=("resume=", "hydra.sweep.dir="))
-    return f"Finish it with: {redact(command)}"
